@@ -1,0 +1,131 @@
+//! Compiles the `kernels/` crate to PTX (sm_80 and sm_90) with rustc's own
+//! `nvptx64-nvidia-cuda` target and the nightly pinned in `kernels/rust-toolchain.toml`,
+//! then embeds the PTX through `OUT_DIR/kernels_<arch>.ptx` (see host/gpu/kernels.rs).
+use std::path::{Path, PathBuf};
+use std::process::{exit, Command};
+
+/// Architectures we emit PTX for: Ampere (the oldest with the instructions we use) and
+/// Hopper (H100/H200). The driver JIT-compiles the closest one for newer cards.
+const ARCHS: [&str; 2] = ["sm_80", "sm_90"];
+
+fn fail(msg: &str) -> ! {
+    eprintln!("\nerror: {msg}\n");
+    exit(1)
+}
+
+fn main() {
+    let root = PathBuf::from(std::env::var("CARGO_MANIFEST_DIR").unwrap());
+    let kernels = root.join("kernels");
+    let out_dir = PathBuf::from(std::env::var("OUT_DIR").unwrap());
+    for f in ["src", "Cargo.toml", "rust-toolchain.toml", "nvptx-link.sh"] {
+        println!("cargo:rerun-if-changed=kernels/{f}");
+    }
+    println!("cargo:rerun-if-changed=build.rs");
+
+    let channel = pinned_channel(&kernels.join("rust-toolchain.toml"));
+    let install = format!(
+        "rustup toolchain install {channel} --profile minimal --component rust-src,llvm-tools"
+    );
+    let sysroot = Command::new("rustup")
+        .args(["run", &channel, "rustc", "--print", "sysroot"])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| PathBuf::from(String::from_utf8_lossy(&o.stdout).trim()))
+        .unwrap_or_else(|| fail(&format!("the GPU kernels need the pinned nightly {channel}; run: {install}")));
+    let host = std::env::var("HOST").unwrap();
+    let llvm_bin = sysroot.join("lib/rustlib").join(&host).join("bin");
+    if !sysroot.join("lib/rustlib/src/rust/library/core").is_dir() {
+        fail(&format!("the GPU kernels need the rust-src component of {channel}; run: {install}"));
+    }
+    if !["llvm-link", "opt", "llc", "llvm-ar"].iter().all(|t| llvm_bin.join(t).is_file()) {
+        fail(&format!("the GPU kernels need the llvm-tools component of {channel}; run: {install}"));
+    }
+
+    // Shared by every host profile (test, release), so the nvptx build runs once.
+    let target_root = std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root.join("target"))
+        .join("kernels");
+    for arch in ARCHS {
+        let ptx = build_ptx(&kernels, &channel, &llvm_bin, &target_root.join(arch), arch);
+        check_ptx(&ptx, arch);
+        std::fs::write(out_dir.join(format!("kernels_{arch}.ptx")), ptx).unwrap();
+    }
+}
+
+fn pinned_channel(toolchain_file: &Path) -> String {
+    let text = std::fs::read_to_string(toolchain_file)
+        .unwrap_or_else(|e| fail(&format!("cannot read {}: {e}", toolchain_file.display())));
+    text.lines()
+        .filter_map(|l| l.trim().strip_prefix("channel"))
+        .filter_map(|rest| rest.split('"').nth(1))
+        .next()
+        .map(str::to_owned)
+        .unwrap_or_else(|| fail(&format!("{} names no channel", toolchain_file.display())))
+}
+
+fn build_ptx(kernels: &Path, channel: &str, llvm_bin: &Path, target_dir: &Path, arch: &str) -> String {
+    let linker = kernels.join("nvptx-link.sh");
+    let mut cmd = Command::new("rustup");
+    cmd.args(["run", channel, "cargo", "build", "--release", "--target", "nvptx64-nvidia-cuda", "-Zbuild-std=core"])
+        .arg("--manifest-path")
+        .arg(kernels.join("Cargo.toml"))
+        .arg("--target-dir")
+        .arg(target_dir)
+        .current_dir(kernels);
+    // The outer cargo's settings (toolchain, flags, target dir) must not leak into the
+    // nested nightly build.
+    for (key, _) in std::env::vars_os() {
+        let key = key.to_string_lossy().into_owned();
+        if (key.starts_with("CARGO_") && key != "CARGO_HOME") || key.starts_with("RUSTC") || key.starts_with("RUSTUP_TOOLCHAIN") || key == "RUSTFLAGS" || key == "RUSTDOCFLAGS" {
+            cmd.env_remove(&key);
+        }
+    }
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", format!("-Ctarget-cpu={arch}\x1f-Clinker={}", linker.display()))
+        .env("CODECLLM_LLVM_BIN", llvm_bin);
+    let status = cmd.status().unwrap_or_else(|e| fail(&format!("cannot run rustup: {e}")));
+    if !status.success() {
+        fail(&format!("building the GPU kernels for {arch} failed (see the output above)"));
+    }
+    let ptx_path = target_dir.join("nvptx64-nvidia-cuda/release/codecllm_kernels.ptx");
+    std::fs::read_to_string(&ptx_path).unwrap_or_else(|e| fail(&format!("no PTX at {}: {e}", ptx_path.display())))
+}
+
+/// A `.func` declared but never defined (typically core's panic machinery) makes the
+/// driver reject the whole module at load time; catch it here instead.
+fn check_ptx(ptx: &str, arch: &str) {
+    let mut declared = Vec::new();
+    let mut defined = std::collections::HashSet::new();
+    let mut rest = ptx;
+    while let Some(pos) = rest.find(".func") {
+        rest = &rest[pos + 5..];
+        let mut s = rest.trim_start();
+        if s.starts_with('(') {
+            // Return parameter list.
+            s = s[s.find(')').map_or(s.len(), |p| p + 1)..].trim_start();
+        }
+        let name: String = s.chars().take_while(|c| c.is_alphanumeric() || "_$.".contains(*c)).collect();
+        let body_first = match (s.find('{'), s.find(';')) {
+            (Some(b), Some(semi)) => b < semi,
+            (Some(_), None) => true,
+            _ => false,
+        };
+        if body_first {
+            defined.insert(name);
+        } else {
+            declared.push(name);
+        }
+    }
+    let missing: Vec<_> = declared.into_iter().filter(|n| !defined.contains(n)).collect();
+    if !missing.is_empty() {
+        fail(&format!(
+            "the {arch} PTX declares functions without a body (a panic path in kernels/?): {}",
+            missing.join(", ")
+        ));
+    }
+    if !ptx.contains(".entry") {
+        fail(&format!("the {arch} PTX holds no kernel entry point"));
+    }
+}

@@ -1,0 +1,27 @@
+//! codecllm device code: fused INT8→FP16 dequant kernels, compiled to PTX by the root
+//! `build.rs` with rustc's own `nvptx64-nvidia-cuda` target.
+//!
+//! Rules for this crate (the build checks the first one):
+//! - No panic paths: slice indexing, `/` by a runtime value or `unwrap` leave bodiless
+//!   `.func` declarations of core's panic machinery in the PTX, and the driver refuses
+//!   such a module. Use raw pointers and make divisors provably non-zero.
+//! - Every entry point is `#[no_mangle] pub unsafe extern "ptx-kernel"`; the host names
+//!   them in `host/gpu/kernels.rs`.
+//!
+//! Weight layout (see docs/FORMAT.md): INT8 row-major `[n, k]` (row = output channel),
+//! scales f32 `[n, groups]` with `groups = ceil(k / group)`, `group` a multiple of 16 or
+//! `k` itself (per-channel). Activations and outputs are FP16 row-major.
+#![no_std]
+#![feature(abi_ptx, stdarch_nvptx, asm_experimental_arch, f16)]
+#![allow(clippy::missing_safety_doc)]
+
+mod dequant;
+mod gemv;
+mod ptx;
+mod scatter;
+
+#[panic_handler]
+fn panic(_: &core::panic::PanicInfo) -> ! {
+    // Unreachable by construction (see the crate rules); trap rather than hang if it is not.
+    unsafe { core::arch::nvptx::trap() }
+}

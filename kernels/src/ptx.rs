@@ -1,0 +1,119 @@
+//! Small inline-PTX helpers, each for something core does not expose on nvptx.
+use core::arch::asm;
+use core::arch::nvptx::{_block_dim_x, _block_idx_x, _thread_idx_x};
+
+pub const WARP: u32 = 32;
+
+/// Repeats a block with `$i` bound to each listed constant. LLVM does not always unroll
+/// loops whose body is large, and a register array indexed in a rolled loop moves to
+/// local memory, so hot loops over register arrays are unrolled here by hand.
+macro_rules! unroll {
+    ($i:ident in [$($n:literal),*] $body:block) => {{ $( { const $i: usize = $n; $body } )* }};
+}
+pub(crate) use unroll;
+
+#[inline(always)]
+pub fn thread_x() -> u32 {
+    unsafe { _thread_idx_x() }
+}
+
+#[inline(always)]
+pub fn block_x() -> u32 {
+    unsafe { _block_idx_x() }
+}
+
+#[inline(always)]
+pub fn block_dim_x() -> u32 {
+    unsafe { _block_dim_x() }
+}
+
+/// 16 weight bytes read once per launch: skip L1 (`no_allocate`) so that the activations,
+/// which every warp re-reads, keep it; `.nc` lets the load use the read-only path.
+#[inline(always)]
+pub unsafe fn load_stream_v4(p: *const u32) -> [u32; 4] {
+    let (a, b, c, d): (u32, u32, u32, u32);
+    asm!(
+        "ld.global.nc.L1::no_allocate.v4.u32 {{{a}, {b}, {c}, {d}}}, [{p}];",
+        p = in(reg64) p,
+        a = out(reg32) a,
+        b = out(reg32) b,
+        c = out(reg32) c,
+        d = out(reg32) d,
+        options(pure, readonly, nostack),
+    );
+    [a, b, c, d]
+}
+
+/// `a·b + c` with one rounding: rustc never contracts a multiply-add on its own.
+#[inline(always)]
+pub fn fma(a: f32, b: f32, c: f32) -> f32 {
+    let r: f32;
+    unsafe {
+        asm!(
+            "fma.rn.f32 {r}, {a}, {b}, {c};",
+            r = out(reg32) r,
+            a = in(reg32) a,
+            b = in(reg32) b,
+            c = in(reg32) c,
+            options(pure, nomem, nostack),
+        );
+    }
+    r
+}
+
+/// Butterfly reduction step: core has no warp shuffle intrinsic for nvptx.
+#[inline(always)]
+pub fn shfl_xor(v: f32, mask: u32) -> f32 {
+    let r: f32;
+    unsafe {
+        asm!(
+            "shfl.sync.bfly.b32 {r}, {v}, {m}, 31, -1;",
+            r = out(reg32) r,
+            v = in(reg32) v,
+            m = in(reg32) mask,
+            options(pure, nomem, nostack),
+        );
+    }
+    r
+}
+
+/// Sum over the 32 lanes of a warp; every lane gets the total.
+#[inline(always)]
+pub fn warp_sum(mut v: f32) -> f32 {
+    let mut m = 16;
+    while m > 0 {
+        v += shfl_xor(v, m);
+        m >>= 1;
+    }
+    v
+}
+
+/// Byte `i` of `w` as a signed INT8 value in f32, without an I2F conversion (a slow pipe on
+/// sm_80/sm_90): `prmt` places the biased byte under the exponent of 2^23, so the float is
+/// 2^23 + (b + 128) exactly, and one subtraction recovers b. `biased` is `w ^ 0x80808080`.
+#[inline(always)]
+pub fn i8_to_f32<const I: u32>(biased: u32) -> f32 {
+    let bits: u32;
+    // Selector nibbles, low to high: result byte 0 = byte I of `biased`; bytes 1, 2, 3 =
+    // bytes 4, 5, 7 of the pair {0x4B00_0000, biased}, i.e. 0x00, 0x00, 0x4B.
+    let selector: u32 = I | 0x7540;
+    unsafe {
+        asm!(
+            "prmt.b32 {r}, {a}, {b}, {s};",
+            r = out(reg32) bits,
+            a = in(reg32) biased,
+            b = in(reg32) 0x4B00_0000u32,
+            s = in(reg32) selector,
+            options(pure, nomem, nostack),
+        );
+    }
+    f32::from_bits(bits) - 8_388_736.0
+}
+
+/// Low and high FP16 halves of a 32-bit word, widened to f32.
+#[inline(always)]
+pub fn f16x2_to_f32(w: u32) -> (f32, f32) {
+    let lo = f16::from_bits(w as u16) as f32;
+    let hi = f16::from_bits((w >> 16) as u16) as f32;
+    (lo, hi)
+}

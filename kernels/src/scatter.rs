@@ -1,0 +1,64 @@
+//! GPU side of chunked decode: from a tensor's chunk table (device-resident, uploaded once)
+//! write nvCOMP's per-chunk pointer/size arrays and copy raw-stored chunks into place, so
+//! a decode needs no host round trip. The table layout is `ChunkEntry` in host/gpu/decode.rs.
+use crate::ptx::{block_dim_x, block_x, thread_x};
+
+#[repr(C)]
+pub struct ChunkEntry {
+    /// Byte offset of the stored chunk in the tensor's compressed buffer (16-aligned).
+    src_offset: u64,
+    /// Byte offset of the decoded chunk in the output buffer.
+    dst_offset: u64,
+    /// Stored (compressed or raw) bytes.
+    stored_len: u32,
+    /// Decoded bytes.
+    decoded_len: u32,
+    /// Index in nvCOMP's arrays, or `u32::MAX` for a raw chunk copied here.
+    slot: u32,
+    _pad: u32,
+}
+
+/// One block per chunk. Coded chunks: thread 0 fills slot `slot` of the nvCOMP arrays.
+/// Raw chunks: the block copies the bytes (16 at a time where both ends allow).
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn scatter_chunks(
+    table: *const ChunkEntry,
+    chunks: u32,
+    src: *const u8,
+    dst: *mut u8,
+    in_ptrs: *mut *const u8,
+    in_bytes: *mut usize,
+    out_ptrs: *mut *mut u8,
+    out_bytes: *mut usize,
+) {
+    let b = block_x();
+    if b >= chunks {
+        return;
+    }
+    let e = &*table.add(b as usize);
+    let from = src.add(e.src_offset as usize);
+    let to = dst.add(e.dst_offset as usize);
+    if e.slot != u32::MAX {
+        if thread_x() == 0 {
+            let s = e.slot as usize;
+            *in_ptrs.add(s) = from;
+            *in_bytes.add(s) = e.stored_len as usize;
+            *out_ptrs.add(s) = to;
+            *out_bytes.add(s) = e.decoded_len as usize;
+        }
+        return;
+    }
+    let len = e.stored_len as usize;
+    let step = block_dim_x() as usize;
+    let mut i = thread_x() as usize;
+    let vectors = if (to as usize) % 16 == 0 { len / 16 } else { 0 };
+    while i < vectors {
+        *(to as *mut u128).add(i) = *(from as *const u128).add(i);
+        i += step;
+    }
+    let mut j = vectors * 16 + thread_x() as usize;
+    while j < len {
+        *to.add(j) = *from.add(j);
+        j += step;
+    }
+}
