@@ -1,1 +1,22 @@
+//! codecllm: LLM weights quantized to INT8 per output channel, cut into chunks,
+//! entropy-coded (Zstd; nvCOMP ANS), kept in a verified `.clm` container and decoded on
+//! the GPU into fused INT8→FP16 dequant + linear kernels written in Rust (`kernels/`).
+//!
+//! Map of the crate, one place per concern:
+//! - [`format`]: the `.clm` container (docs/FORMAT.md): reader, validation, atomic writer.
+//! - [`quant`]: symmetric INT8 quantization and its error statistics.
+//! - [`codec`]: chunking and CPU entropy coding.
+//! - [`input`]: safetensors checkpoints (single or sharded).
+//! - [`compress`]: checkpoint → container pipeline.
+//! - [`reference`]: CPU decode and the f64 `linear` oracle.
+//! - [`verify`]: whole-container checks, optionally against the source checkpoint.
+pub mod codec;
+pub mod compress;
+pub mod error;
+pub mod format;
+pub mod input;
+pub mod quant;
+pub mod reference;
+pub mod verify;
 
+pub use error::{Error, Result};

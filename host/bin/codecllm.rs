@@ -1,1 +1,214 @@
-fn main(){}
+//! The `codecllm` command line.
+use clap::{Parser, Subcommand};
+use codecllm::compress::{compress, CompressOptions, Summary, DEFAULT_CHUNK_SIZE, DEFAULT_LEVEL};
+use codecllm::format::{Codec, Container, Encoding};
+use codecllm::input::SourceModel;
+use codecllm::verify::verify;
+use codecllm::{Error, Result};
+use indicatif::{ProgressBar, ProgressStyle};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+#[derive(Parser)]
+#[command(name = "codecllm", version, about = "Compressed INT8 LLM weights, decoded on the GPU into fused Rust kernels")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Quantize a safetensors checkpoint to INT8 and write a compressed .clm container.
+    Compress {
+        /// A .safetensors file or a sharded checkpoint's .safetensors.index.json.
+        input: PathBuf,
+        /// Output container.
+        #[arg(short, long)]
+        output: PathBuf,
+        /// Codec of the INT8 weight chunks (ans needs a GPU).
+        #[arg(long, value_enum, default_value = "zstd")]
+        codec: Codec,
+        /// Bytes per independently coded chunk (multiple of 16, 4 KiB..16 MiB).
+        #[arg(long, default_value_t = DEFAULT_CHUNK_SIZE)]
+        chunk_size: u32,
+        /// Zstd level (1..22).
+        #[arg(long, default_value_t = DEFAULT_LEVEL)]
+        level: i32,
+        /// One scale per this many input columns (multiple of 16) instead of per row.
+        #[arg(long)]
+        group_size: Option<u32>,
+        /// Quantize embedding tables too (kept lossless by default).
+        #[arg(long)]
+        quantize_embeddings: bool,
+        /// Worker threads (default: all cores).
+        #[arg(long)]
+        threads: Option<usize>,
+    },
+    /// Describe a container: tensors, encodings, sizes.
+    Info {
+        file: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Check every checksum and decode everything; optionally compare with the source.
+    Verify {
+        file: PathBuf,
+        /// The checkpoint it was made from: lossless tensors must match byte for byte and
+        /// INT8 errors are recomputed.
+        #[arg(long)]
+        against: Option<PathBuf>,
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+static CANCEL: AtomicBool = AtomicBool::new(false);
+
+fn main() -> ExitCode {
+    // Die quietly when stdout is a closed pipe (`codecllm info x.clm | head`), as CLI tools do,
+    // instead of panicking in `println!`.
+    // SAFETY: restoring a default signal disposition before any thread starts.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    let cli = Cli::parse();
+    match run(cli.command) {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(Error::Interrupted) => {
+            eprintln!("error: interrupted; no output was written");
+            ExitCode::from(130)
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn json_out(v: &impl serde::Serialize) {
+    println!("{}", serde_json::to_string_pretty(v).expect("reports serialize"));
+}
+
+/// Runs one command; `Ok(false)` means it ran but found problems (already printed).
+fn run(cmd: Command) -> Result<bool> {
+    match cmd {
+        Command::Compress { input, output, codec, chunk_size, level, group_size, quantize_embeddings, threads } => {
+            let opts = CompressOptions { codec, chunk_size, level, group_size, quantize_embeddings };
+            opts.validate()?;
+            if let Some(n) = threads {
+                rayon::ThreadPoolBuilder::new()
+                    .num_threads(n.max(1))
+                    .build_global()
+                    .map_err(|e| Error::Invalid(format!("--threads: {e}")))?;
+            }
+            ctrlc::set_handler(|| CANCEL.store(true, Ordering::Relaxed))
+                .map_err(|e| Error::Invalid(format!("cannot install the Ctrl-C handler: {e}")))?;
+            let src = SourceModel::open(&input)?;
+            let bar = ProgressBar::new(src.total_bytes());
+            bar.set_style(
+                ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {bytes}/{total_bytes} {bytes_per_sec} ETA {eta}")
+                    .expect("valid template"),
+            );
+            let summary = compress(&src, &output, &opts, &|done| bar.set_position(done), &CANCEL);
+            bar.finish_and_clear();
+            print_summary(&summary?, &output);
+            Ok(true)
+        }
+        Command::Info { file, json } => {
+            let c = Container::open(&file)?;
+            print_info(&c, json);
+            Ok(true)
+        }
+        Command::Verify { file, against, json } => {
+            let c = Container::open(&file)?;
+            let src = against.as_deref().map(SourceModel::open).transpose()?;
+            let bar = ProgressBar::new(c.index.tensors.len() as u64);
+            let report = verify(&c, src.as_ref(), &|i| bar.set_position(i as u64))?;
+            bar.finish_and_clear();
+            if json {
+                json_out(&report);
+            } else {
+                println!("{}: {} tensors, {} chunks, {} stored bytes, {} decoded bytes", file.display(), report.tensors, report.chunks, report.stored_bytes, report.decoded_bytes);
+                if report.gpu_only_chunks > 0 {
+                    println!("  {} ANS chunks checksummed only (they decode on the GPU)", report.gpu_only_chunks);
+                }
+                if let Some((name, e)) = &report.worst_max_rel_err {
+                    println!("  worst INT8 max error: {:.4}% of the row max ({name})", e * 100.0);
+                }
+                if let Some((name, e)) = &report.worst_rms_rel_err {
+                    println!("  worst INT8 RMS error: {:.4}% ({name})", e * 100.0);
+                }
+                if let Some(s) = &src {
+                    println!("  compared with {}: {} tensors", s.path.display(), report.compared);
+                }
+            }
+            for p in &report.problems {
+                eprintln!("error: {}: {p}", file.display());
+            }
+            if report.ok() && !json {
+                println!("OK");
+            }
+            Ok(report.ok())
+        }
+    }
+}
+
+fn ratio(a: u64, b: u64) -> String {
+    if b == 0 {
+        "-".into()
+    } else {
+        format!("{:.3}", a as f64 / b as f64)
+    }
+}
+
+fn print_summary(s: &Summary, output: &std::path::Path) {
+    println!("{:<10} {:>8} {:>14} {:>14} {:>14} {:>8} {:>8}", "tensors", "count", "FP16 bytes", "INT8 bytes", "stored bytes", "vs FP16", "vs INT8");
+    let groups: [(&str, fn(&codecllm::compress::TensorReport) -> bool); 3] =
+        [("INT8", |t| t.quantized), ("lossless", |t| !t.quantized), ("total", |_| true)];
+    for (label, pick) in groups {
+        let ts: Vec<_> = s.tensors.iter().filter(|t| pick(t)).collect();
+        let (f, i, c) = ts.iter().fold((0, 0, 0), |(f, i, c), t| (f + t.fp16_bytes, i + t.int8_bytes, c + t.stored_bytes));
+        println!("{label:<10} {:>8} {f:>14} {i:>14} {c:>14} {:>8} {:>8}", ts.len(), ratio(c, f), ratio(c, i));
+    }
+    if let Some((name, e)) = s.worst() {
+        println!("worst INT8 error: {:.4}% of the row max ({name})", e * 100.0);
+    }
+    let fp16 = s.total(|t| t.fp16_bytes);
+    println!(
+        "wrote {} ({} bytes) in {:.2} s, {:.0} MB/s of FP16-equivalent input",
+        output.display(),
+        s.file_bytes,
+        s.seconds,
+        fp16 as f64 / s.seconds.max(1e-9) / 1e6
+    );
+}
+
+fn print_info(c: &Container, json: bool) {
+    if json {
+        #[derive(serde::Serialize)]
+        struct Info<'a> {
+            file: String,
+            version: u32,
+            file_bytes: u64,
+            index: &'a codecllm::format::Index,
+        }
+        json_out(&Info { file: c.path().display().to_string(), version: codecllm::format::VERSION, file_bytes: c.file_len, index: &c.index });
+        return;
+    }
+    println!("{}: codecllm container v{}, {} bytes, {} tensors", c.path().display(), codecllm::format::VERSION, c.file_len, c.index.tensors.len());
+    for (k, v) in &c.index.metadata {
+        println!("  {k}: {v}");
+    }
+    println!("{:<56} {:>5} {:>16} {:>10} {:>6} {:>7} {:>12} {:>7}", "tensor", "dtype", "shape", "encoding", "codec", "chunks", "stored", "ratio");
+    for t in &c.index.tensors {
+        let (enc, stored, decoded) = match &t.encoding {
+            Encoding::Lossless => ("lossless".to_string(), t.data.stored_bytes(), t.data.len),
+            Encoding::Int8 { group_size, scales, .. } => {
+                let g = if Some(*group_size as u64) == t.shape.last().copied() { "int8/row".to_string() } else { format!("int8/g{group_size}") };
+                (g, t.data.stored_bytes() + scales.stored_bytes(), t.data.len + scales.len)
+            }
+        };
+        let shape = format!("{:?}", t.shape);
+        println!("{:<56} {:>5} {:>16} {:>10} {:>6} {:>7} {:>12} {:>7}", t.name, format!("{:?}", t.dtype), shape, enc, t.data.codec.name(), t.data.chunks.len(), stored, ratio(stored, decoded));
+    }
+}

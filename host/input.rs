@@ -1,0 +1,149 @@
+//! Source checkpoints: safetensors files, single or sharded (`*.safetensors.index.json`),
+//! memory-mapped and parsed by the `safetensors` crate.
+use crate::error::{Error, Result};
+use crate::format::DType;
+use memmap2::Mmap;
+use safetensors::{Dtype, SafeTensors};
+use std::collections::{BTreeMap, HashSet};
+use std::path::{Path, PathBuf};
+
+pub struct SourceTensor {
+    pub name: String,
+    pub dtype: DType,
+    pub shape: Vec<u64>,
+    file: usize,
+    /// Byte range in the mapped file.
+    start: usize,
+    end: usize,
+}
+
+impl SourceTensor {
+    pub fn numel(&self) -> u64 {
+        self.shape.iter().product()
+    }
+    pub fn byte_len(&self) -> u64 {
+        (self.end - self.start) as u64
+    }
+}
+
+/// An opened checkpoint. Tensors keep their on-disk order within each shard.
+pub struct SourceModel {
+    pub path: PathBuf,
+    files: Vec<(PathBuf, Mmap)>,
+    pub tensors: Vec<SourceTensor>,
+}
+
+fn dtype_of(path: &Path, name: &str, d: Dtype) -> Result<DType> {
+    Ok(match d {
+        Dtype::F64 => DType::F64,
+        Dtype::F32 => DType::F32,
+        Dtype::F16 => DType::F16,
+        Dtype::BF16 => DType::BF16,
+        Dtype::I64 => DType::I64,
+        Dtype::I32 => DType::I32,
+        Dtype::I16 => DType::I16,
+        Dtype::I8 => DType::I8,
+        Dtype::U8 => DType::U8,
+        Dtype::BOOL => DType::BOOL,
+        other => return Err(Error::input(path, format!("tensor '{name}' has unsupported dtype {other:?}"))),
+    })
+}
+
+impl SourceModel {
+    /// Opens `path`: a `.safetensors` file or a sharded checkpoint's `.index.json`.
+    pub fn open(path: &Path) -> Result<Self> {
+        let mut model = SourceModel { path: path.to_owned(), files: Vec::new(), tensors: Vec::new() };
+        if path.to_string_lossy().ends_with(".json") {
+            let shards = shard_files(path)?;
+            let mut seen = HashSet::new();
+            for (shard, names) in shards {
+                let first = model.tensors.len();
+                model.add_file(&shard)?;
+                for t in &model.tensors[first..] {
+                    if !seen.insert(t.name.clone()) {
+                        return Err(Error::input(&shard, format!("tensor '{}' appears in more than one shard", t.name)));
+                    }
+                }
+                if let Some(missing) = names.iter().find(|n| !model.tensors[first..].iter().any(|t| &&t.name == n)) {
+                    return Err(Error::input(path, format!("the index puts tensor '{missing}' in {}, which lacks it", shard.display())));
+                }
+            }
+        } else {
+            model.add_file(path)?;
+        }
+        Ok(model)
+    }
+
+    fn add_file(&mut self, path: &Path) -> Result<()> {
+        let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+        // SAFETY: read-only map of a checkpoint we do not modify; a concurrent writer
+        // truncating it is outside what we defend against.
+        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        let (header_len, meta) = SafeTensors::read_metadata(&map)
+            .map_err(|e| Error::input(path, format!("not a valid safetensors file: {e:?}")))?;
+        let data_start = 8 + header_len;
+        let mut entries: Vec<_> = meta.tensors().into_iter().collect();
+        entries.sort_by_key(|(_, info)| info.data_offsets.0);
+        let file_idx = self.files.len();
+        for (name, info) in entries {
+            self.tensors.push(SourceTensor {
+                dtype: dtype_of(path, &name, info.dtype)?,
+                shape: info.shape.iter().map(|&d| d as u64).collect(),
+                file: file_idx,
+                start: data_start + info.data_offsets.0,
+                end: data_start + info.data_offsets.1,
+                name,
+            });
+        }
+        self.files.push((path.to_owned(), map));
+        Ok(())
+    }
+
+    pub fn tensor(&self, name: &str) -> Option<&SourceTensor> {
+        self.tensors.iter().find(|t| t.name == name)
+    }
+
+    pub fn total_bytes(&self) -> u64 {
+        self.tensors.iter().map(SourceTensor::byte_len).sum()
+    }
+
+    /// The tensor's bytes as stored (little-endian).
+    pub fn bytes(&self, t: &SourceTensor) -> &[u8] {
+        &self.files[t.file].1[t.start..t.end]
+    }
+
+    /// A floating-point tensor widened to f32.
+    pub fn to_f32(&self, t: &SourceTensor) -> Vec<f32> {
+        let b = self.bytes(t);
+        match t.dtype {
+            DType::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+            DType::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            DType::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            DType::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+            other => panic!("to_f32 on a {other:?} tensor: callers check is_float first"),
+        }
+    }
+}
+
+/// Shard files named by a `*.safetensors.index.json`, each with the tensors it should hold.
+fn shard_files(index: &Path) -> Result<BTreeMap<PathBuf, Vec<String>>> {
+    #[derive(serde::Deserialize)]
+    struct ShardIndex {
+        weight_map: BTreeMap<String, String>,
+    }
+    let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
+    let parsed: ShardIndex =
+        serde_json::from_str(&text).map_err(|e| Error::input(index, format!("not a safetensors shard index: {e}")))?;
+    let dir = index.parent().unwrap_or(Path::new("."));
+    let mut shards: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
+    for (name, file) in parsed.weight_map {
+        if file.contains('/') || file.contains('\\') || file.starts_with('.') {
+            return Err(Error::input(index, format!("shard name '{file}' must be a plain file name")));
+        }
+        shards.entry(dir.join(file)).or_default().push(name);
+    }
+    if shards.is_empty() {
+        return Err(Error::input(index, "the shard index lists no tensors"));
+    }
+    Ok(shards)
+}
