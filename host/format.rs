@@ -355,8 +355,7 @@ fn validate(index: &Index, payload_end: u64) -> std::result::Result<(), String> 
         }
         for (what, blob) in t.blobs() {
             check_blob(blob).map_err(|e| format!("tensor '{name}' {what}: {e}"))?;
-            let end = blob.offset.checked_add(blob.stored_extent()).ok_or_else(|| format!("tensor '{name}' {what}: offset overflows"))?;
-            extents.push((blob.offset, end, name));
+            extents.push((blob.offset, blob.offset + blob.stored_extent(), name));
         }
     }
     extents.sort();
@@ -385,6 +384,9 @@ fn check_blob(blob: &Blob) -> std::result::Result<(), String> {
     }
     if blob.offset % ALIGN != 0 {
         return Err(format!("chunks start at {}, not a multiple of {ALIGN}", blob.offset));
+    }
+    if blob.offset.checked_add(blob.stored_extent()).is_none() {
+        return Err("offset overflows".into());
     }
     for span in blob.spans() {
         let c = span.record;

@@ -41,6 +41,7 @@ fn worse(slot: &mut Option<(String, f64)>, name: &str, v: f64) {
 pub fn verify(c: &Container, against: Option<&SourceModel>, progress: &dyn Fn(usize)) -> Result<VerifyReport> {
     let mut r = VerifyReport { tensors: c.index.tensors.len(), ..Default::default() };
     for (i, t) in c.index.tensors.iter().enumerate() {
+        let problems_before = r.problems.len();
         for (_, blob) in t.blobs() {
             r.chunks += blob.chunks.len();
             r.stored_bytes += blob.stored_bytes();
@@ -61,7 +62,7 @@ pub fn verify(c: &Container, against: Option<&SourceModel>, progress: &dyn Fn(us
                 r.problems.push(format!("tensor '{}': recorded max error {max_rel_err} exceeds the INT8 bound {INT8_MAX_REL_ERR}", t.name));
             }
         }
-        if r.problems.is_empty() {
+        if r.problems.len() == problems_before {
             if let Some(src) = against {
                 if let Err(p) = compare(c, src, t) {
                     r.problems.push(format!("tensor '{}': {p}", t.name));

@@ -1,0 +1,70 @@
+//! Helpers shared by the integration tests: random checkpoints written as real safetensors.
+#![allow(dead_code)]
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, StudentT};
+use safetensors::tensor::{Dtype, TensorView};
+use std::path::Path;
+
+pub fn rng(seed: u64) -> rand::rngs::StdRng {
+    rand::rngs::StdRng::seed_from_u64(seed)
+}
+
+/// Fresh seed per run: kernels and codecs must work on any input, not one we tuned for.
+pub fn fresh_seed() -> u64 {
+    let s = rand::random::<u64>();
+    println!("seed {s}");
+    s
+}
+
+/// Heavy-tailed weights (Student-t, 4 degrees of freedom), like trained LLM layers.
+pub fn heavy_tailed(rng: &mut impl Rng, n: usize) -> Vec<f32> {
+    let t = StudentT::new(4.0).unwrap();
+    (0..n).map(|_| t.sample(rng) as f32 * 0.02).collect()
+}
+
+pub fn encode(dtype: Dtype, values: &[f32]) -> Vec<u8> {
+    match dtype {
+        Dtype::F32 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        Dtype::F16 => values.iter().flat_map(|v| half::f16::from_f32(*v).to_le_bytes()).collect(),
+        Dtype::BF16 => values.iter().flat_map(|v| half::bf16::from_f32(*v).to_le_bytes()).collect(),
+        other => panic!("encode: {other:?}"),
+    }
+}
+
+/// Decodes values of `dtype` back to f32 (what the compressor sees).
+pub fn decode(dtype: Dtype, bytes: &[u8]) -> Vec<f32> {
+    match dtype {
+        Dtype::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+        Dtype::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        Dtype::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+        other => panic!("decode: {other:?}"),
+    }
+}
+
+pub struct RawTensor {
+    pub name: String,
+    pub dtype: Dtype,
+    pub shape: Vec<usize>,
+    pub bytes: Vec<u8>,
+}
+
+impl RawTensor {
+    pub fn float(name: &str, dtype: Dtype, shape: &[usize], values: &[f32]) -> Self {
+        RawTensor { name: name.into(), dtype, shape: shape.to_vec(), bytes: encode(dtype, values) }
+    }
+}
+
+pub fn write_safetensors(path: &Path, tensors: &[RawTensor]) {
+    let views: Vec<(String, TensorView)> = tensors
+        .iter()
+        .map(|t| (t.name.clone(), TensorView::new(t.dtype, t.shape.clone(), &t.bytes).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, &None, path).unwrap();
+}
+
+/// Files in `dir` whose names start with `prefix` (to catch leftover temporary files).
+pub fn files_in(dir: &Path) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+    v.sort();
+    v
+}
