@@ -5,15 +5,19 @@ use crate::format::{Blob, Codec, Container, StoredChunk};
 use rayon::prelude::*;
 
 /// Cuts `bytes` into `chunk_size` pieces and codes them in parallel. A chunk whose coded
-/// form is not smaller is stored raw. ANS needs the GPU encoder (`gpu::nvcomp`).
+/// form is not smaller is stored raw. ANS has no CPU encoder: it runs on the GPU.
 pub fn encode_chunks(bytes: &[u8], codec: Codec, chunk_size: u32, level: i32) -> Result<Vec<StoredChunk>> {
+    if codec == Codec::Ans {
+        let gpu = crate::gpu::Gpu::shared().map_err(|e| crate::Error::Invalid(format!("ANS encoding needs a GPU: {e}")))?;
+        return crate::gpu::ans_encode_chunks(gpu, bytes, chunk_size as usize);
+    }
     bytes
         .par_chunks(chunk_size as usize)
         .map(|chunk| {
             let coded = match codec {
                 Codec::Raw => None,
                 Codec::Zstd => Some(zstd::bulk::compress(chunk, level).map_err(|e| crate::Error::Invalid(format!("zstd: {e}")))?),
-                Codec::Ans => return Err(crate::Error::Invalid("ANS chunks are encoded on the GPU (gpu::nvcomp)".into())),
+                Codec::Ans => unreachable!("handled above"),
             };
             Ok(match coded {
                 Some(c) if c.len() < chunk.len() => StoredChunk { bytes: c, raw: false },

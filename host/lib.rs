@@ -10,10 +10,12 @@
 //! - [`compress`]: checkpoint → container pipeline.
 //! - [`reference`]: CPU decode and the f64 `linear` oracle.
 //! - [`verify`]: whole-container checks, optionally against the source checkpoint.
+//! - [`gpu`]: CUDA runtime, nvCOMP, device-resident compressed tensors, fused kernels.
 pub mod codec;
 pub mod compress;
 pub mod error;
 pub mod format;
+pub mod gpu;
 pub mod input;
 pub mod quant;
 pub mod reference;

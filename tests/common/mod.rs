@@ -68,3 +68,31 @@ pub fn files_in(dir: &Path) -> Vec<String> {
     v.sort();
     v
 }
+
+/// GPU 0, or `None` after printing why the test is skipped. `CODECLLM_REQUIRE_GPU=1`
+/// turns a skip into a failure (device runs must not pass by skipping).
+pub fn gpu_or_skip(test: &str) -> Option<codecllm::gpu::Gpu> {
+    match codecllm::gpu::Gpu::probe() {
+        Ok(g) => Some(g),
+        Err(why) => {
+            if std::env::var("CODECLLM_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("{test}: CODECLLM_REQUIRE_GPU=1 but no GPU: {why}");
+            }
+            skip_notice(&format!("SKIPPED {test}: no GPU ({why})"));
+            None
+        }
+    }
+}
+
+/// ‖got − want‖₂ / ‖want‖₂.
+pub fn rel_err(got: &[f64], want: &[f64]) -> f64 {
+    let (num, den) = got.iter().zip(want).fold((0.0, 0.0), |(n, d), (g, w)| (n + (g - w) * (g - w), d + w * w));
+    (num / den).sqrt()
+}
+
+/// Prints past libtest's output capture (which only takes `print!`-style macros), so skip
+/// reasons show in a normal `cargo test` run.
+pub fn skip_notice(msg: &str) {
+    use std::io::Write;
+    let _ = writeln!(std::io::stderr(), "{msg}");
+}

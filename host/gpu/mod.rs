@@ -1,0 +1,90 @@
+//! GPU runtime on cudarc: context and stream setup that fails with a clear error (never a
+//! panic) without a driver or GPU, the embedded PTX loaded for the device's architecture,
+//! nvCOMP decode, and the compressed-tensor API.
+//!
+//! ```no_run
+//! use codecllm::format::Container;
+//! use codecllm::gpu::{Gpu, DeviceCompressedTensor, DeviceInt8Buffer, Decoder};
+//! # fn main() -> codecllm::Result<()> {
+//! let gpu = Gpu::new(0)?;
+//! let c = Container::open("model.clm".as_ref())?;
+//! // Compressed bytes go to VRAM once (checksums verified on the way).
+//! let w = DeviceCompressedTensor::upload(&gpu, &c, "model.layers.0.mlp.up_proj.weight")?;
+//! let mut decoder = Decoder::new(&gpu, &[&w])?;        // nvCOMP workspace, sized once
+//! let mut q = DeviceInt8Buffer::new(&gpu, w.len())?;   // decode target, reused
+//! let x = gpu.stream.clone_htod(&vec![half::f16::ONE; w.cols])?; // [m = 1, k]
+//! let mut y = gpu.stream.alloc_zeros::<half::f16>(w.rows)?;       // [m = 1, n]
+//! // Per layer: decode on the GPU, then the fused INT8→FP16 dequant + linear.
+//! w.decode_into(&mut decoder, &mut q, &gpu.stream)?;
+//! gpu.linear(&x, 1, &w.weights(&q), &mut y, &gpu.stream)?;
+//! decoder.check(&gpu.stream)?;                        // every chunk decoded in full
+//! # Ok(()) }
+//! ```
+mod kernels;
+pub mod nvcomp;
+mod tensor;
+
+pub use kernels::{Kernels, Int8Weights};
+pub use tensor::{ans_encode_chunks, Decoder, DeviceCompressedTensor, DeviceInt8Buffer};
+
+use crate::error::{Error, Result};
+use cudarc::driver::{CudaContext, CudaStream};
+use std::sync::Arc;
+
+impl From<cudarc::driver::DriverError> for Error {
+    fn from(e: cudarc::driver::DriverError) -> Self {
+        Error::Gpu(format!("CUDA driver: {e}"))
+    }
+}
+
+/// One device: its context, a default stream, and the codecllm kernels loaded on it.
+pub struct Gpu {
+    pub ctx: Arc<CudaContext>,
+    pub stream: Arc<CudaStream>,
+    pub kernels: Kernels,
+    pub name: String,
+    pub compute_capability: (i32, i32),
+}
+
+impl Gpu {
+    /// Opens device `ordinal`. Without a CUDA driver or a device this is an `Error::Gpu`
+    /// saying so (cudarc itself would panic on the missing library).
+    pub fn new(ordinal: usize) -> Result<Self> {
+        // SAFETY: only probes whether libcuda can be dlopen'ed.
+        if !unsafe { cudarc::driver::sys::is_culib_present() } {
+            return Err(Error::Gpu("no CUDA driver found (libcuda.so could not be loaded): this machine has no usable NVIDIA GPU".into()));
+        }
+        let count = CudaContext::device_count().map_err(|e| Error::Gpu(format!("no usable GPU: {e}")))?;
+        if ordinal as i32 >= count {
+            return Err(Error::Gpu(format!("GPU {ordinal} requested, {count} present")));
+        }
+        let ctx = CudaContext::new(ordinal)?;
+        // Streams and ordering are managed explicitly here; cudarc's per-buffer event
+        // tracking would add event records to every launch in the hot path.
+        // SAFETY: no buffer is shared between streams without an explicit event wait.
+        unsafe { ctx.disable_event_tracking() };
+        let compute_capability = ctx.compute_capability()?;
+        let name = ctx.name()?;
+        let kernels = Kernels::load(&ctx, compute_capability)?;
+        let stream = ctx.default_stream();
+        Ok(Gpu { ctx, stream, kernels, name, compute_capability })
+    }
+
+    /// GPU 0, opened once per process, for work with no GPU of its own (ANS encoding
+    /// inside `compress`).
+    pub fn shared() -> std::result::Result<&'static Gpu, String> {
+        static GPU: std::sync::OnceLock<std::result::Result<Gpu, String>> = std::sync::OnceLock::new();
+        GPU.get_or_init(Gpu::probe).as_ref().map_err(Clone::clone)
+    }
+
+    /// Whether a GPU can be opened here; the reason when not. For tests and benches that
+    /// must skip cleanly on CPU-only machines.
+    pub fn probe() -> std::result::Result<Gpu, String> {
+        Gpu::new(0).map_err(|e| e.to_string())
+    }
+
+    /// Free and total device memory in bytes.
+    pub fn mem_info(&self) -> Result<(usize, usize)> {
+        Ok(self.ctx.mem_get_info()?)
+    }
+}

@@ -1,0 +1,331 @@
+//! Compressed tensors resident in VRAM, decoded on the GPU: the `scatter_chunks` kernel
+//! turns a device-resident chunk table into nvCOMP's argument arrays (and copies raw
+//! chunks), nvCOMP decodes, `check_decoded` folds every chunk's status and size into one
+//! flag. No host round trip and no allocation per decode.
+use super::kernels::Int8Weights;
+use super::nvcomp::Nvcomp;
+use super::Gpu;
+use crate::codec::decode_blob;
+use crate::error::{Error, Result};
+use crate::format::{Codec, Container, Encoding, StoredChunk};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
+use std::sync::Arc;
+
+/// Host mirror of `kernels/src/scatter.rs::ChunkEntry`.
+#[repr(C)]
+#[derive(Clone, Copy, bytemuck::Pod, bytemuck::Zeroable)]
+struct ChunkEntry {
+    src_offset: u64,
+    dst_offset: u64,
+    stored_len: u32,
+    decoded_len: u32,
+    slot: u32,
+    _pad: u32,
+}
+const RAW_SLOT: u32 = u32::MAX;
+
+/// A quantized tensor whose compressed chunks live in VRAM (uploaded once, checksums
+/// verified on the way), with its scales already decoded.
+pub struct DeviceCompressedTensor {
+    pub name: String,
+    pub rows: usize,
+    pub cols: usize,
+    pub group_size: usize,
+    pub codec: Codec,
+    pub chunk_size: usize,
+    stored: CudaSlice<u8>,
+    table: CudaSlice<u8>,
+    scales: CudaSlice<f32>,
+    chunks: usize,
+    /// Chunk index of each nvCOMP slot (coded chunks only).
+    slot_chunks: Vec<u32>,
+}
+
+impl DeviceCompressedTensor {
+    pub fn upload(gpu: &Gpu, c: &Container, name: &str) -> Result<Self> {
+        let t = c.tensor(name).ok_or_else(|| Error::format(c.path(), format!("no tensor named '{name}'")))?;
+        let Encoding::Int8 { group_size, scales, .. } = &t.encoding else {
+            return Err(Error::format(c.path(), format!("tensor '{name}' is not INT8")));
+        };
+        let (rows, cols) = t.matrix_dims().expect("validated: INT8 tensors are 2-D");
+        let stored = c.read_stored_blob(name, &t.data)?;
+        let mut slot_chunks = Vec::new();
+        let table: Vec<ChunkEntry> = t
+            .data
+            .spans()
+            .map(|s| {
+                let slot = if s.record.raw {
+                    RAW_SLOT
+                } else {
+                    slot_chunks.push(s.index as u32);
+                    slot_chunks.len() as u32 - 1
+                };
+                ChunkEntry {
+                    src_offset: s.offset - t.data.offset,
+                    dst_offset: s.decoded_offset,
+                    stored_len: s.record.stored_len,
+                    decoded_len: s.decoded_len,
+                    slot,
+                    _pad: 0,
+                }
+            })
+            .collect();
+        let scale_bytes = decode_blob(c, name, scales)?;
+        let scale_values: Vec<f32> = scale_bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let s = &gpu.stream;
+        Ok(DeviceCompressedTensor {
+            name: name.to_owned(),
+            rows: rows as usize,
+            cols: cols as usize,
+            group_size: *group_size as usize,
+            codec: t.data.codec,
+            chunk_size: t.data.chunk_size as usize,
+            stored: s.clone_htod(&stored)?,
+            table: s.clone_htod(bytemuck::cast_slice::<ChunkEntry, u8>(&table))?,
+            scales: s.clone_htod(&scale_values)?,
+            chunks: table.len(),
+            slot_chunks,
+        })
+    }
+
+    /// Decoded INT8 bytes.
+    pub fn len(&self) -> usize {
+        self.rows * self.cols
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Compressed bytes held in VRAM (padding included).
+    pub fn stored_bytes(&self) -> usize {
+        self.stored.len()
+    }
+    fn coded_chunks(&self) -> usize {
+        self.slot_chunks.len()
+    }
+
+    /// Enqueues the decode of this tensor's INT8 values into `out` on `stream`. A chunk
+    /// that fails to decode is reported by the next `decoder.check`.
+    pub fn decode_into(&self, decoder: &mut Decoder, out: &mut DeviceInt8Buffer, stream: &Arc<CudaStream>) -> Result<()> {
+        if out.data.len() < self.len() {
+            return Err(Error::Invalid(format!("decode of '{}' needs {} bytes, the buffer has {}", self.name, self.len(), out.data.len())));
+        }
+        let coded = self.coded_chunks();
+        if coded > 0 && (!decoder.codecs.contains(&self.codec) || coded > decoder.slots || self.chunk_size > decoder.max_chunk || self.len() > decoder.max_total) {
+            return Err(Error::Invalid(format!("the decoder was not sized for tensor '{}' ({} chunks)", self.name, self.codec.name())));
+        }
+        let cfg = LaunchConfig { grid_dim: (self.chunks as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let n = self.chunks as u32;
+        let scatter = decoder.scatter.clone();
+        let mut launch = stream.launch_builder(&scatter);
+        launch
+            .arg(&self.table)
+            .arg(&n)
+            .arg(&self.stored)
+            .arg(&mut out.data)
+            .arg(&mut decoder.in_ptrs)
+            .arg(&mut decoder.in_bytes)
+            .arg(&mut decoder.out_ptrs)
+            .arg(&mut decoder.out_bytes);
+        // SAFETY: the table was built from the validated index: every source range lies in
+        // `stored`, every destination in the first `len()` bytes of `out`, every slot below
+        // `coded <= decoder.slots`.
+        unsafe { launch.launch(cfg) }?;
+        if coded > 0 {
+            decoder.decode(self.codec, coded, stream)?;
+            decoder.pending.push((self.name.clone(), self.slot_chunks.clone()));
+        }
+        Ok(())
+    }
+
+    /// The decoded weights in `q` with this tensor's scales, for `Gpu::linear`.
+    pub fn weights<'a>(&'a self, q: &'a DeviceInt8Buffer) -> Int8Weights<'a> {
+        Int8Weights { q: q.data.slice(..self.len()), scales: self.scales.slice(..), rows: self.rows, cols: self.cols, group_size: self.group_size }
+    }
+}
+
+/// A decode target: INT8 bytes in VRAM.
+pub struct DeviceInt8Buffer {
+    pub data: CudaSlice<u8>,
+}
+
+impl DeviceInt8Buffer {
+    pub fn new(gpu: &Gpu, len: usize) -> Result<Self> {
+        Ok(DeviceInt8Buffer { data: gpu.stream.alloc_zeros(len.max(1))? })
+    }
+}
+
+/// nvCOMP's workspace and argument arrays, sized once for a set of tensors and reused by
+/// every decode.
+pub struct Decoder {
+    /// Absent when no codec needs nvCOMP (raw-only tensors).
+    nvcomp: Option<Arc<Nvcomp>>,
+    scatter: CudaFunction,
+    check_decoded: CudaFunction,
+    codecs: Vec<Codec>,
+    slots: usize,
+    max_chunk: usize,
+    max_total: usize,
+    temp: CudaSlice<u8>,
+    in_ptrs: CudaSlice<u64>,
+    in_bytes: CudaSlice<u64>,
+    out_ptrs: CudaSlice<u64>,
+    out_bytes: CudaSlice<u64>,
+    actual_bytes: CudaSlice<u64>,
+    statuses: CudaSlice<i32>,
+    first_bad: CudaSlice<u32>,
+    /// Tensors decoded since the last `check`, with their slot → chunk maps.
+    pending: Vec<(String, Vec<u32>)>,
+}
+
+impl Decoder {
+    /// A decoder able to decode any of `tensors`.
+    pub fn new(gpu: &Gpu, tensors: &[&DeviceCompressedTensor]) -> Result<Self> {
+        let coded: Vec<_> = tensors.iter().filter(|t| t.coded_chunks() > 0).collect();
+        let mut codecs: Vec<Codec> = coded.iter().map(|t| t.codec).collect();
+        codecs.dedup();
+        let slots = coded.iter().map(|t| t.coded_chunks()).max().unwrap_or(0);
+        let max_chunk = coded.iter().map(|t| t.chunk_size).max().unwrap_or(0);
+        let max_total = coded.iter().map(|t| t.len()).max().unwrap_or(0);
+        Decoder::with_capacity(gpu, &codecs, slots, max_chunk, max_total)
+    }
+
+    /// A decoder for batches of up to `slots` coded chunks of at most `max_chunk` bytes
+    /// (`max_total` decoded bytes per batch) in any of `codecs`.
+    pub fn with_capacity(gpu: &Gpu, codecs: &[Codec], slots: usize, max_chunk: usize, max_total: usize) -> Result<Self> {
+        let nvcomp = if codecs.is_empty() { None } else { Some(Nvcomp::get()?) };
+        let mut temp_bytes = 0;
+        for &codec in codecs {
+            temp_bytes = temp_bytes.max(nvcomp.as_ref().unwrap().decompress_temp_bytes(codec, slots, max_chunk, max_total)?);
+        }
+        let s = &gpu.stream;
+        let n = slots.max(1);
+        Ok(Decoder {
+            nvcomp,
+            scatter: gpu.kernels.scatter.clone(),
+            check_decoded: gpu.kernels.check_decoded.clone(),
+            codecs: codecs.to_vec(),
+            slots,
+            max_chunk,
+            max_total,
+            temp: s.alloc_zeros(temp_bytes.max(1))?,
+            in_ptrs: s.alloc_zeros(n)?,
+            in_bytes: s.alloc_zeros(n)?,
+            out_ptrs: s.alloc_zeros(n)?,
+            out_bytes: s.alloc_zeros(n)?,
+            actual_bytes: s.alloc_zeros(n)?,
+            statuses: s.alloc_zeros(n)?,
+            first_bad: s.clone_htod(&[u32::MAX])?,
+            pending: Vec::new(),
+        })
+    }
+
+    /// nvCOMP temp bytes this decoder holds.
+    pub fn temp_bytes(&self) -> usize {
+        self.temp.len()
+    }
+
+    fn decode(&mut self, codec: Codec, coded: usize, stream: &Arc<CudaStream>) -> Result<()> {
+        let nvcomp = self.nvcomp.as_ref().expect("decoders with codecs hold nvCOMP");
+        let raw = stream.cu_stream();
+        let p = |s: &CudaSlice<u64>| s.device_ptr(stream).0;
+        // SAFETY: the arrays hold `slots >= coded` entries written by `scatter_chunks` on
+        // this stream; temp was sized by nvCOMP for this capacity.
+        unsafe {
+            nvcomp.decompress_async(
+                codec,
+                p(&self.in_ptrs),
+                p(&self.in_bytes),
+                p(&self.out_bytes),
+                p(&self.actual_bytes),
+                coded,
+                self.temp.device_ptr(stream).0,
+                self.temp.len(),
+                p(&self.out_ptrs),
+                self.statuses.device_ptr(stream).0,
+                raw,
+            )?;
+        }
+        let n = coded as u32;
+        let cfg = LaunchConfig::for_num_elems(n);
+        let mut launch = stream.launch_builder(&self.check_decoded);
+        launch.arg(&self.statuses).arg(&self.actual_bytes).arg(&self.out_bytes).arg(&n).arg(&mut self.first_bad);
+        // SAFETY: all arrays hold at least `coded` entries.
+        unsafe { launch.launch(cfg) }?;
+        Ok(())
+    }
+
+    /// Waits for `stream` and reports whether every chunk decoded since the last check
+    /// succeeded with its expected size.
+    pub fn check(&mut self, stream: &Arc<CudaStream>) -> Result<()> {
+        let bad = stream.clone_dtoh(&self.first_bad)?[0];
+        let pending = std::mem::take(&mut self.pending);
+        if bad == u32::MAX {
+            return Ok(());
+        }
+        stream.memcpy_htod(&[u32::MAX], &mut self.first_bad)?;
+        Err(match pending.as_slice() {
+            [(name, slots)] => Error::Gpu(format!(
+                "tensor '{name}', chunk {}: nvCOMP failed to decode it or returned the wrong size",
+                slots.get(bad as usize).copied().unwrap_or(bad)
+            )),
+            _ => Error::Gpu(format!(
+                "nvCOMP failed on batch slot {bad} of one of the tensors {:?}",
+                pending.iter().map(|p| p.0.as_str()).collect::<Vec<_>>()
+            )),
+        })
+    }
+}
+
+/// Encodes `bytes` into ANS chunks with nvCOMP on the GPU (ANS has no CPU encoder).
+/// Chunks that do not shrink are stored raw, as on the CPU path.
+pub fn ans_encode_chunks(gpu: &Gpu, bytes: &[u8], chunk_size: usize) -> Result<Vec<StoredChunk>> {
+    let nv = Nvcomp::get()?;
+    let s = &gpu.stream;
+    let n = bytes.len().div_ceil(chunk_size);
+    if n == 0 {
+        return Ok(Vec::new());
+    }
+    let max_out = nv.ans_max_compressed_chunk(chunk_size)?.div_ceil(16) * 16;
+    let input = s.clone_htod(bytes)?;
+    let output = s.alloc_zeros::<u8>(n * max_out)?;
+    let (in_base, out_base) = (input.device_ptr(s).0, output.device_ptr(s).0);
+    let in_ptrs: Vec<u64> = (0..n).map(|i| in_base + (i * chunk_size) as u64).collect();
+    let in_sizes: Vec<u64> = (0..n).map(|i| (bytes.len() - i * chunk_size).min(chunk_size) as u64).collect();
+    let out_ptrs: Vec<u64> = (0..n).map(|i| out_base + (i * max_out) as u64).collect();
+    let (d_in_ptrs, d_in_sizes, d_out_ptrs) = (s.clone_htod(&in_ptrs)?, s.clone_htod(&in_sizes)?, s.clone_htod(&out_ptrs)?);
+    let d_out_sizes = s.alloc_zeros::<u64>(n)?;
+    let statuses = s.alloc_zeros::<i32>(n)?;
+    let temp_bytes = nv.ans_compress_temp_bytes(n, chunk_size, bytes.len())?;
+    let temp = s.alloc_zeros::<u8>(temp_bytes.max(1))?;
+    // SAFETY: every array holds n entries; outputs hold max_out bytes each.
+    unsafe {
+        nv.ans_compress_async(
+            d_in_ptrs.device_ptr(s).0,
+            d_in_sizes.device_ptr(s).0,
+            chunk_size,
+            n,
+            temp.device_ptr(s).0,
+            temp_bytes,
+            d_out_ptrs.device_ptr(s).0,
+            d_out_sizes.device_ptr(s).0,
+            statuses.device_ptr(s).0,
+            s.cu_stream(),
+        )?;
+    }
+    let sizes = s.clone_dtoh(&d_out_sizes)?;
+    let status = s.clone_dtoh(&statuses)?;
+    let coded = s.clone_dtoh(&output)?;
+    (0..n)
+        .map(|i| {
+            if status[i] != 0 || sizes[i] as usize > max_out {
+                return Err(Error::Gpu(format!("nvCOMP ANS failed on chunk {i} (status {})", status[i])));
+            }
+            let src = &bytes[i * chunk_size..i * chunk_size + in_sizes[i] as usize];
+            Ok(if (sizes[i] as usize) < src.len() {
+                StoredChunk { bytes: coded[i * max_out..i * max_out + sizes[i] as usize].to_vec(), raw: false }
+            } else {
+                StoredChunk { bytes: src.to_vec(), raw: true }
+            })
+        })
+        .collect()
+}

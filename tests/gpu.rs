@@ -1,0 +1,231 @@
+//! GPU kernels and decode against the CPU reference. Each test prints why it skips on a
+//! machine without a GPU; `CODECLLM_REQUIRE_GPU=1` makes that a failure.
+mod common;
+use codecllm::compress::{compress, CompressOptions};
+use codecllm::format::{Codec, Container, TRAILER_LEN};
+use codecllm::gpu::{Decoder, DeviceCompressedTensor, DeviceInt8Buffer, Gpu, Int8Weights};
+use codecllm::input::SourceModel;
+use codecllm::quant::Int8Matrix;
+use codecllm::reference::{decode_bytes, linear};
+use common::*;
+use half::f16;
+use rand::Rng;
+use safetensors::Dtype;
+use std::sync::atomic::AtomicBool;
+
+/// FP16 outputs carry 2^-11 relative rounding each; FP32 accumulation adds far less.
+const LINEAR_TOL: f64 = 1e-3;
+/// FP16 NaN written into outputs before every launch: an unwritten element cannot pass.
+const POISON: f16 = f16::from_bits(0x7e00);
+
+fn run_linear(gpu: &Gpu, w: &Int8Matrix, x: &[f16], m: usize) -> Vec<f16> {
+    let s = &gpu.stream;
+    let q = s.clone_htod(bytemuck::cast_slice::<i8, u8>(&w.q)).unwrap();
+    let sc = s.clone_htod(&w.scales).unwrap();
+    let xd = s.clone_htod(x).unwrap();
+    let mut y = s.clone_htod(&vec![POISON; m * w.rows]).unwrap();
+    let weights = Int8Weights { q: q.slice(..), scales: sc.slice(..), rows: w.rows, cols: w.cols, group_size: w.group_size };
+    gpu.linear(&xd, m, &weights, &mut y, s).unwrap();
+    s.clone_dtoh(&y).unwrap()
+}
+
+fn check_linear(gpu: &Gpu, rng: &mut impl Rng, n: usize, k: usize, m: usize, group: usize) {
+    let w = Int8Matrix::quantize(&heavy_tailed(rng, n * k), n, k, group).unwrap();
+    let x: Vec<f16> = (0..m * k).map(|_| f16::from_f32(rng.gen_range(-1.0..1.0))).collect();
+    let y = run_linear(gpu, &w, &x, m);
+    let want = linear(&x.iter().map(|v| v.to_f32()).collect::<Vec<_>>(), m, &w);
+    assert!(y.iter().all(|v| v.is_finite()), "n={n} k={k} m={m} g={group}: unwritten (poisoned) or non-finite outputs");
+    let got: Vec<f64> = y.iter().map(|v| v.to_f64()).collect();
+    let e = rel_err(&got, &want);
+    assert!(e < LINEAR_TOL, "n={n} k={k} m={m} g={group}: relative error {e}");
+}
+
+#[test]
+fn fused_linear_matches_reference_on_odd_shapes_batches_and_groups() {
+    let Some(gpu) = gpu_or_skip("fused_linear_matches_reference_on_odd_shapes_batches_and_groups") else { return };
+    let mut rng = rng(fresh_seed());
+    for (n, k) in [(1, 16), (7, 33), (5, 1), (129, 1000), (64, 4096), (333, 4112), (1536, 576), (576, 1536)] {
+        for m in [1, 2, 3, 5, 8, 9, 17] {
+            for group in [k, 32, 128] {
+                if group != k && group > k {
+                    continue;
+                }
+                check_linear(&gpu, &mut rng, n, k, m, group);
+            }
+        }
+    }
+}
+
+#[test]
+fn dequantize_is_bit_exact() {
+    let Some(gpu) = gpu_or_skip("dequantize_is_bit_exact") else { return };
+    let mut rng = rng(fresh_seed());
+    for (n, k, group) in [(3, 17, 17), (130, 300, 32), (64, 4096, 128), (1, 1, 1)] {
+        let w = Int8Matrix::quantize(&heavy_tailed(&mut rng, n * k), n, k, group).unwrap();
+        let s = &gpu.stream;
+        let q = s.clone_htod(bytemuck::cast_slice::<i8, u8>(&w.q)).unwrap();
+        let sc = s.clone_htod(&w.scales).unwrap();
+        let mut out = s.clone_htod(&vec![POISON; n * k]).unwrap();
+        let weights = Int8Weights { q: q.slice(..), scales: sc.slice(..), rows: n, cols: k, group_size: group };
+        gpu.dequantize(&weights, &mut out, s).unwrap();
+        let got = s.clone_dtoh(&out).unwrap();
+        let want: Vec<f16> = w.dequantize().into_iter().map(f16::from_f32).collect();
+        assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{n}x{k} g{group}");
+    }
+}
+
+/// A checkpoint whose INT8 data mixes compressible (heavy-tailed) and incompressible
+/// (uniform) rows, so tensors hold both coded and raw chunks.
+fn mixed_checkpoint(dir: &std::path::Path, rng: &mut impl Rng) -> std::path::PathBuf {
+    let mut tensors = Vec::new();
+    for (i, &(n, k)) in [(96, 1000), (64, 4096), (300, 77), (1536, 576)].iter().enumerate() {
+        let mut w = heavy_tailed(rng, n * k);
+        for v in &mut w[..n * k / 3] {
+            *v = rng.gen_range(-1.0..1.0);
+        }
+        tensors.push(RawTensor::float(&format!("l{i}.weight"), Dtype::F16, &[n, k], &w));
+    }
+    let src = dir.join("mixed.safetensors");
+    write_safetensors(&src, &tensors);
+    src
+}
+
+fn compress_to(src: &std::path::Path, out: &std::path::Path, codec: Codec, chunk_size: u32) {
+    let model = SourceModel::open(src).unwrap();
+    compress(&model, out, &CompressOptions { codec, chunk_size, ..Default::default() }, &|_| {}, &AtomicBool::new(false)).unwrap();
+}
+
+#[test]
+fn gpu_decode_equals_cpu_decode_for_every_codec() {
+    let Some(gpu) = gpu_or_skip("gpu_decode_equals_cpu_decode_for_every_codec") else { return };
+    let mut rng = rng(fresh_seed());
+    let dir = tempfile::tempdir().unwrap();
+    let src = mixed_checkpoint(dir.path(), &mut rng);
+    let model = SourceModel::open(&src).unwrap();
+    for codec in [Codec::Zstd, Codec::Raw, Codec::Ans] {
+        for chunk_size in [4096, 16384, 65536] {
+            let out = dir.path().join(format!("{codec:?}-{chunk_size}.clm"));
+            compress_to(&src, &out, codec, chunk_size);
+            let c = Container::open(&out).unwrap();
+            let tensors: Vec<_> = c.index.tensors.iter().map(|t| DeviceCompressedTensor::upload(&gpu, &c, &t.name).unwrap()).collect();
+            let mut decoder = Decoder::new(&gpu, &tensors.iter().collect::<Vec<_>>()).unwrap();
+            let mut raw_chunks = 0;
+            for (t, entry) in tensors.iter().zip(&c.index.tensors) {
+                raw_chunks += entry.data.chunks.iter().filter(|ch| ch.raw).count();
+                let mut buf = DeviceInt8Buffer::new(&gpu, t.len()).unwrap();
+                gpu.stream.memcpy_htod(&vec![0xA5u8; t.len()], &mut buf.data).unwrap();
+                t.decode_into(&mut decoder, &mut buf, &gpu.stream).unwrap();
+                decoder.check(&gpu.stream).unwrap();
+                let got = gpu.stream.clone_dtoh(&buf.data).unwrap();
+                let want = if codec == Codec::Ans {
+                    let s = model.tensor(&t.name).unwrap();
+                    let m = Int8Matrix::quantize(&model.to_f32(s), t.rows, t.cols, t.cols).unwrap();
+                    bytemuck::cast_slice::<i8, u8>(&m.q).to_vec()
+                } else {
+                    decode_bytes(&c, &t.name).unwrap()
+                };
+                assert!(got == want, "{codec:?} chunk {chunk_size}: tensor {} differs after GPU decode", t.name);
+            }
+            assert!(raw_chunks > 0, "the mixed checkpoint should hold raw chunks");
+        }
+    }
+}
+
+#[test]
+fn decode_then_linear_matches_reference() {
+    let Some(gpu) = gpu_or_skip("decode_then_linear_matches_reference") else { return };
+    let mut rng = rng(fresh_seed());
+    let dir = tempfile::tempdir().unwrap();
+    let src = mixed_checkpoint(dir.path(), &mut rng);
+    let out = dir.path().join("m.clm");
+    compress_to(&src, &out, Codec::Zstd, 16384);
+    let c = Container::open(&out).unwrap();
+    for entry in &c.index.tensors {
+        let t = DeviceCompressedTensor::upload(&gpu, &c, &entry.name).unwrap();
+        let mut decoder = Decoder::new(&gpu, &[&t]).unwrap();
+        let mut q = DeviceInt8Buffer::new(&gpu, t.len()).unwrap();
+        let m = 4;
+        let x: Vec<f16> = (0..m * t.cols).map(|_| f16::from_f32(rng.gen_range(-1.0..1.0))).collect();
+        let xd = gpu.stream.clone_htod(&x).unwrap();
+        let mut y = gpu.stream.clone_htod(&vec![POISON; m * t.rows]).unwrap();
+        t.decode_into(&mut decoder, &mut q, &gpu.stream).unwrap();
+        gpu.linear(&xd, m, &t.weights(&q), &mut y, &gpu.stream).unwrap();
+        decoder.check(&gpu.stream).unwrap();
+        let got: Vec<f64> = gpu.stream.clone_dtoh(&y).unwrap().iter().map(|v| v.to_f64()).collect();
+        let w = codecllm::reference::decode_int8(&c, &entry.name).unwrap();
+        let want = linear(&x.iter().map(|v| v.to_f32()).collect::<Vec<_>>(), m, &w);
+        assert!(got.iter().all(|v| v.is_finite()));
+        let e = rel_err(&got, &want);
+        assert!(e < LINEAR_TOL, "{}: relative error {e}", entry.name);
+    }
+}
+
+/// A chunk whose bytes are wrong but whose checksum matches (as a faulty encoder would
+/// write) passes the upload; nvCOMP's status check must still catch it.
+#[test]
+fn undecodable_chunk_is_an_error_not_garbage() {
+    let Some(gpu) = gpu_or_skip("undecodable_chunk_is_an_error_not_garbage") else { return };
+    let mut rng = rng(fresh_seed());
+    let dir = tempfile::tempdir().unwrap();
+    let src = mixed_checkpoint(dir.path(), &mut rng);
+    let out = dir.path().join("m.clm");
+    compress_to(&src, &out, Codec::Zstd, 4096);
+    let c = Container::open(&out).unwrap();
+    let entry = c.tensor("l1.weight").unwrap();
+    let span = entry.data.spans().find(|s| !s.record.raw).unwrap();
+    drop(c);
+    // Break the Zstd frame magic, then re-seal the chunk checksum and the index checksum.
+    let mut bytes = std::fs::read(&out).unwrap();
+    bytes[span.offset as usize] ^= 0xff;
+    let chunk = &bytes[span.offset as usize..span.offset as usize + span.record.stored_len as usize];
+    let hash = xxhash_rust::xxh3::xxh3_64(chunk);
+    let n = bytes.len();
+    let off = u64::from_le_bytes(bytes[n - TRAILER_LEN as usize..n - 24].try_into().unwrap()) as usize;
+    let mut index: serde_json::Value = serde_json::from_slice(&bytes[off..n - TRAILER_LEN as usize]).unwrap();
+    let t = index["tensors"].as_array_mut().unwrap().iter_mut().find(|t| t["name"] == "l1.weight").unwrap();
+    t["data"]["chunks"][span.index][1] = serde_json::json!(hash);
+    let new = serde_json::to_vec(&index).unwrap();
+    bytes.truncate(off);
+    bytes.extend_from_slice(&new);
+    bytes.extend_from_slice(&(off as u64).to_le_bytes());
+    bytes.extend_from_slice(&(new.len() as u64).to_le_bytes());
+    bytes.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&new).to_le_bytes());
+    bytes.extend_from_slice(b"CLMINDEX");
+    std::fs::write(&out, bytes).unwrap();
+
+    let c = Container::open(&out).unwrap();
+    let t = DeviceCompressedTensor::upload(&gpu, &c, "l1.weight").unwrap();
+    let mut decoder = Decoder::new(&gpu, &[&t]).unwrap();
+    let mut q = DeviceInt8Buffer::new(&gpu, t.len()).unwrap();
+    t.decode_into(&mut decoder, &mut q, &gpu.stream).unwrap();
+    let err = decoder.check(&gpu.stream).err().expect("a broken frame must fail").to_string();
+    assert!(err.contains(&format!("tensor 'l1.weight', chunk {}", span.index)), "{err}");
+    // The decoder stays usable after the error.
+    let good = DeviceCompressedTensor::upload(&gpu, &c, "l0.weight").unwrap();
+    let mut d2 = Decoder::new(&gpu, &[&good]).unwrap();
+    let mut q2 = DeviceInt8Buffer::new(&gpu, good.len()).unwrap();
+    good.decode_into(&mut d2, &mut q2, &gpu.stream).unwrap();
+    d2.check(&gpu.stream).unwrap();
+}
+
+#[test]
+fn nvcomp_loads_and_reports_version() {
+    match codecllm::gpu::nvcomp::Nvcomp::get() {
+        Ok(nv) => assert_eq!(nv.version.0, 6, "{}", nv.path.display()),
+        Err(e) => {
+            if std::env::var("CODECLLM_REQUIRE_GPU").is_ok_and(|v| v == "1") {
+                panic!("nvCOMP must load on the device: {e}");
+            }
+            skip_notice(&format!("SKIPPED nvcomp_loads_and_reports_version: {e}"));
+        }
+    }
+}
+
+#[test]
+fn no_gpu_is_a_clear_error() {
+    if let Err(e) = Gpu::new(0) {
+        let msg = e.to_string();
+        assert!(msg.contains("GPU") || msg.contains("CUDA"), "{msg}");
+    }
+    assert!(Gpu::new(1_000).is_err(), "GPU 1000 cannot exist");
+}
