@@ -10,7 +10,9 @@
 //! - [`compress`]: checkpoint → container pipeline.
 //! - [`reference`]: CPU decode and the f64 `linear` oracle.
 //! - [`verify`]: whole-container checks, optionally against the source checkpoint.
+//! - [`bench`]: GPU microbenchmarks with same-run baselines (`codecllm bench`).
 //! - [`gpu`]: CUDA runtime, nvCOMP, device-resident compressed tensors, fused kernels.
+pub mod bench;
 pub mod codec;
 pub mod compress;
 pub mod error;

@@ -61,6 +61,33 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// GPU microbenchmarks; every line carries a baseline measured in the same run.
+    Bench {
+        #[command(subcommand)]
+        what: BenchWhat,
+    },
+}
+
+#[derive(Subcommand)]
+enum BenchWhat {
+    /// Fused W8A16 linear vs cuBLAS FP16, nvCOMP decode vs D2D copy, decode + GEMV per layer.
+    Kernels {
+        /// Print the rows as JSON.
+        #[arg(long)]
+        json: bool,
+        /// Fewer shapes and batches (M = 1, 16, 256) for a fast look.
+        #[arg(long)]
+        quick: bool,
+        /// Timed repetitions per case (the median is reported).
+        #[arg(long, default_value_t = 20)]
+        reps: usize,
+        /// Also time decoding the INT8 tensors of this container (a real checkpoint).
+        #[arg(long)]
+        model: Option<PathBuf>,
+        /// Scratch directory for the synthetic checkpoints.
+        #[arg(long, default_value = "/tmp/codecllm-bench")]
+        scratch: PathBuf,
+    },
 }
 
 static CANCEL: AtomicBool = AtomicBool::new(false);
@@ -112,6 +139,28 @@ fn run(cmd: Command) -> Result<bool> {
             let summary = compress(&src, &output, &opts, &|done| bar.set_position(done), &CANCEL);
             bar.finish_and_clear();
             print_summary(&summary?, &output);
+            Ok(true)
+        }
+        Command::Bench { what: BenchWhat::Kernels { json, quick, reps, model, scratch } } => {
+            use codecllm::bench::{print_table, Bench, BATCHES, SHAPES};
+            let gpu = codecllm::gpu::Gpu::new(0)?;
+            let real = model.as_deref().map(Container::open).transpose()?;
+            std::fs::create_dir_all(&scratch).map_err(|e| Error::io(&scratch, e))?;
+            let mut b = Bench::new(&gpu, reps.max(1))?;
+            let h2d = b.pinned_h2d_gbps()?;
+            eprintln!("{} (sm_{}{}): D2D copy {:.0} GB/s (read+write), pinned H2D {:.1} GB/s", gpu.name, gpu.compute_capability.0, gpu.compute_capability.1, b.d2d_gbps(), h2d);
+            let (shapes, batches): (&[(usize, usize)], &[usize]) = if quick { (&SHAPES[..2], &[1, 16, 256]) } else { (&SHAPES, &BATCHES) };
+            let mut rows = b.linear(shapes, batches)?;
+            rows.extend(b.decode(&scratch, real.as_ref())?);
+            rows.extend(b.layer(&scratch, Codec::Zstd)?);
+            rows.extend(b.layer(&scratch, Codec::Ans)?);
+            if json {
+                // The table still goes to stderr, so a run saved as JSON stays readable.
+                print_table(&rows, &mut std::io::stderr());
+                json_out(&serde_json::json!({ "device": gpu.name, "d2d_gbps": b.d2d_gbps(), "pinned_h2d_gbps": h2d, "rows": rows }));
+            } else {
+                print_table(&rows, &mut std::io::stdout());
+            }
             Ok(true)
         }
         Command::Info { file, json } => {

@@ -1,0 +1,312 @@
+//! `codecllm bench kernels`: event-timed microbenchmarks, each line with its baseline
+//! measured in the same run (cuBLAS FP16 GEMM, device-to-device copy).
+//!
+//! Method (see the device notes): warm-up first; every timed region runs one pass over
+//! enough rotated weight copies that the working set exceeds L2 (so DRAM is measured, not
+//! cache); per-call time = region / calls; the median of `reps` regions is reported.
+use crate::compress::{compress, CompressOptions};
+use crate::error::{Error, Result};
+use crate::format::{Codec, Container};
+use crate::gpu::{Decoder, DeviceCompressedTensor, DeviceInt8Buffer, Gpu, Int8Weights};
+use crate::input::SourceModel;
+use crate::quant::Int8Matrix;
+use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
+use cudarc::driver::sys::CUevent_flags;
+use cudarc::driver::CudaSlice;
+use half::f16;
+use rand::{Rng, SeedableRng};
+use rand_distr::{Distribution, StudentT};
+use rayon::prelude::*;
+use std::sync::atomic::AtomicBool;
+
+/// Real LLM projection shapes `[out, in]`: LLaMA-7B/Mistral attention and MLP, and a
+/// SmolLM2-135M MLP pair.
+pub const SHAPES: [(usize, usize); 5] = [(4096, 4096), (14336, 4096), (4096, 14336), (576, 1536), (1536, 576)];
+pub const BATCHES: [usize; 6] = [1, 4, 16, 64, 256, 4096];
+/// Rotated copies must exceed this many bytes: 4× the H100's 50 MB L2.
+const WORKING_SET: usize = 200 << 20;
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Row {
+    pub section: &'static str,
+    pub case: String,
+    pub ours_us: f64,
+    pub baseline: &'static str,
+    pub baseline_us: f64,
+    /// baseline time / our time (> 1: we are faster).
+    pub speedup: f64,
+    /// What our case moves or decodes per second, GB/s.
+    pub gbps: f64,
+    /// `gbps` as a share of the measured device-to-device copy bandwidth.
+    pub pct_of_d2d: f64,
+    pub note: String,
+}
+
+pub struct Bench<'g> {
+    gpu: &'g Gpu,
+    reps: usize,
+    d2d_gbps: f64,
+    rng: rand::rngs::StdRng,
+}
+
+impl<'g> Bench<'g> {
+    pub fn new(gpu: &'g Gpu, reps: usize) -> Result<Self> {
+        let mut b = Bench { gpu, reps, d2d_gbps: 0.0, rng: rand::rngs::StdRng::seed_from_u64(rand::random()) };
+        b.d2d_gbps = b.d2d_copy_gbps()?;
+        Ok(b)
+    }
+
+    pub fn d2d_gbps(&self) -> f64 {
+        self.d2d_gbps
+    }
+
+    /// Median microseconds per call of `calls` back-to-back calls of `run(i)`.
+    fn time_us(&self, calls: usize, mut run: impl FnMut(usize) -> Result<()>) -> Result<f64> {
+        let s = &self.gpu.stream;
+        for i in 0..calls.max(3) {
+            run(i % calls)?;
+        }
+        let start = self.gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+        let end = self.gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+        let mut times = Vec::with_capacity(self.reps);
+        for _ in 0..self.reps {
+            start.record(s)?;
+            for i in 0..calls {
+                run(i)?;
+            }
+            end.record(s)?;
+            end.synchronize()?;
+            times.push(start.elapsed_ms(&end)? as f64 * 1000.0 / calls as f64);
+        }
+        times.sort_by(f64::total_cmp);
+        Ok(times[times.len() / 2])
+    }
+
+    /// Device-to-device copy of 1 GiB; bytes read plus bytes written per second.
+    fn d2d_copy_gbps(&self) -> Result<f64> {
+        let n = 1 << 30;
+        let s = &self.gpu.stream;
+        let src = s.alloc_zeros::<u8>(n)?;
+        let mut dst = s.alloc_zeros::<u8>(n)?;
+        let us = self.time_us(1, |_| Ok(s.memcpy_dtod(&src, &mut dst)?))?;
+        Ok(2.0 * n as f64 / us / 1e3)
+    }
+
+    /// Pinned host → device copy of 256 MiB, GB/s.
+    pub fn pinned_h2d_gbps(&self) -> Result<f64> {
+        let n = 256 << 20;
+        let s = &self.gpu.stream;
+        // SAFETY: the pinned buffer is written before it is read.
+        let mut host = unsafe { self.gpu.ctx.alloc_pinned::<u8>(n) }?;
+        host.as_mut_slice()?.fill(1);
+        let mut dst = s.alloc_zeros::<u8>(n)?;
+        let us = self.time_us(1, |_| Ok(s.memcpy_htod(&host, &mut dst)?))?;
+        Ok(n as f64 / us / 1e3)
+    }
+
+    fn heavy_tailed(&mut self, n: usize) -> Vec<f32> {
+        let seed: u64 = self.rng.gen();
+        let t = StudentT::new(4.0).unwrap();
+        let mut v = vec![0f32; n];
+        v.par_chunks_mut(1 << 16).enumerate().for_each(|(i, c)| {
+            let mut r = rand::rngs::StdRng::seed_from_u64(seed ^ i as u64);
+            c.iter_mut().for_each(|x| *x = t.sample(&mut r) as f32 * 0.02);
+        });
+        v
+    }
+
+    fn random_f16(&mut self, n: usize) -> Vec<f16> {
+        (0..n).map(|_| f16::from_f32(self.rng.gen_range(-1.0..1.0))).collect()
+    }
+
+    /// Fused W8A16 linear vs cuBLAS FP16 for every shape and batch.
+    pub fn linear(&mut self, shapes: &[(usize, usize)], batches: &[usize]) -> Result<Vec<Row>> {
+        let s = self.gpu.stream.clone();
+        let blas = CudaBlas::new(s.clone()).map_err(|e| Error::Gpu(format!("cuBLAS: {e}")))?;
+        let mut rows = Vec::new();
+        for &(n, k) in shapes {
+            let copies = WORKING_SET.div_ceil(n * k).max(2);
+            let w = Int8Matrix::quantize(&self.heavy_tailed(n * k), n, k, k).expect("finite");
+            let q: Vec<CudaSlice<u8>> = (0..copies).map(|_| s.clone_htod(bytemuck::cast_slice::<i8, u8>(&w.q))).collect::<std::result::Result<_, _>>()?;
+            let sc = s.clone_htod(&w.scales)?;
+            let w16: Vec<f16> = w.dequantize().into_iter().map(f16::from_f32).collect();
+            let fp16_copies = WORKING_SET.div_ceil(2 * n * k).max(2);
+            let w16: Vec<CudaSlice<f16>> = (0..fp16_copies).map(|_| s.clone_htod(&w16)).collect::<std::result::Result<_, _>>()?;
+            for &m in batches {
+                let x = s.clone_htod(&self.random_f16(m * k))?;
+                let mut y = s.alloc_zeros::<f16>(m * n)?;
+                let gpu = self.gpu;
+                let ours = self.time_us(copies, |i| {
+                    let weights = Int8Weights { q: q[i].slice(..), scales: sc.slice(..), rows: n, cols: k, group_size: k };
+                    gpu.linear(&x, m, &weights, &mut y, &s)
+                })?;
+                let cublas = self.time_us(fp16_copies, |i| {
+                    let cfg = GemmConfig {
+                        transa: cublasOperation_t::CUBLAS_OP_T,
+                        transb: cublasOperation_t::CUBLAS_OP_N,
+                        m: n as i32,
+                        n: m as i32,
+                        k: k as i32,
+                        alpha: f16::ONE,
+                        lda: k as i32,
+                        ldb: k as i32,
+                        beta: f16::ZERO,
+                        ldc: n as i32,
+                    };
+                    // SAFETY: W is [n, k] row-major (k×n column-major, transposed), x is
+                    // [m, k] (k×m column-major), y is [m, n] (n×m column-major).
+                    unsafe { blas.gemm(cfg, &w16[i], &x, &mut y) }.map_err(|e| Error::Gpu(format!("cuBLAS: {e}")))
+                })?;
+                let bytes = (n * k + 4 * n + 2 * m * (k + n)) as f64;
+                let gbps = bytes / ours / 1e3;
+                rows.push(Row {
+                    section: "linear",
+                    case: format!("{n}x{k} M={m}"),
+                    ours_us: ours,
+                    baseline: "cuBLAS FP16",
+                    baseline_us: cublas,
+                    speedup: cublas / ours,
+                    gbps,
+                    pct_of_d2d: 100.0 * gbps / self.d2d_gbps,
+                    note: format!("{:.1} TFLOP/s", 2.0 * (m * n * k) as f64 / ours / 1e6),
+                });
+            }
+        }
+        Ok(rows)
+    }
+
+    /// A synthetic checkpoint of heavy-tailed weights, compressed with `codec`.
+    fn synthetic_container(&mut self, dir: &std::path::Path, shapes: &[(usize, usize)], codec: Codec, chunk_size: u32) -> Result<Container> {
+        let tag: Vec<String> = shapes.iter().map(|(n, k)| format!("{n}x{k}")).collect();
+        let src = dir.join(format!("synthetic-{}.safetensors", tag.join("-")));
+        if !src.exists() {
+            let data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
+                .iter()
+                .enumerate()
+                .map(|(i, &(n, k))| {
+                    let bytes = self.heavy_tailed(n * k).into_iter().flat_map(|v| f16::from_f32(v).to_le_bytes()).collect();
+                    (format!("layer{i}.weight"), vec![n, k], bytes)
+                })
+                .collect();
+            let views: Vec<_> = data
+                .iter()
+                .map(|(name, shape, b)| (name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F16, shape.clone(), b).unwrap()))
+                .collect();
+            safetensors::serialize_to_file(views, &None, &src).map_err(|e| Error::Invalid(format!("writing {}: {e}", src.display())))?;
+        }
+        let out = dir.join(format!("synthetic-{}-{}-{chunk_size}.clm", tag.join("-"), codec.name()));
+        let model = SourceModel::open(&src)?;
+        compress(&model, &out, &CompressOptions { codec, chunk_size, ..Default::default() }, &|_| {}, &AtomicBool::new(false))?;
+        Container::open(&out)
+    }
+
+    /// nvCOMP decode (scatter and status check included) of every INT8 tensor in `c`,
+    /// vs a device-to-device copy of the same decoded bytes.
+    fn decode_rows(&mut self, c: &Container, label: &str) -> Result<Vec<Row>> {
+        let s = self.gpu.stream.clone();
+        let tensors: Vec<DeviceCompressedTensor> = c
+            .index
+            .tensors
+            .iter()
+            .filter(|t| t.matrix_dims().is_some())
+            .map(|t| DeviceCompressedTensor::upload(self.gpu, c, &t.name))
+            .collect::<Result<_>>()?;
+        let refs: Vec<&DeviceCompressedTensor> = tensors.iter().collect();
+        let mut decoder = Decoder::new(self.gpu, &refs)?;
+        let mut out = DeviceInt8Buffer::new(self.gpu, tensors.iter().map(|t| t.len()).max().unwrap_or(1))?;
+        let decoded: usize = tensors.iter().map(|t| t.len()).sum();
+        let stored: usize = tensors.iter().map(|t| t.stored_bytes()).sum();
+        let ours = self.time_us(1, |_| {
+            for t in &tensors {
+                t.decode_into(&mut decoder, &mut out, &s)?;
+            }
+            Ok(())
+        })?;
+        decoder.check(&s)?;
+        let src = s.alloc_zeros::<u8>(decoded)?;
+        let mut dst = s.alloc_zeros::<u8>(decoded)?;
+        let copy = self.time_us(1, |_| Ok(s.memcpy_dtod(&src, &mut dst)?))?;
+        let gbps = decoded as f64 / ours / 1e3;
+        Ok(vec![Row {
+            section: "decode",
+            case: label.to_string(),
+            ours_us: ours,
+            baseline: "D2D copy",
+            baseline_us: copy,
+            speedup: copy / ours,
+            gbps,
+            pct_of_d2d: 100.0 * 2.0 * gbps / self.d2d_gbps,
+            note: format!(
+                "{:.1} MB INT8, ratio {:.3}, temp {:.1} MB",
+                decoded as f64 / 1e6,
+                stored as f64 / decoded as f64,
+                decoder.temp_bytes() as f64 / 1e6
+            ),
+        }])
+    }
+
+    /// Decode throughput per codec and chunk size on synthetic heavy-tailed INT8 (and on
+    /// `real`, a container of a real checkpoint, when given).
+    pub fn decode(&mut self, dir: &std::path::Path, real: Option<&Container>) -> Result<Vec<Row>> {
+        // 256 MiB of INT8 in LLaMA-7B MLP shapes.
+        let shapes = [(14336, 4096), (4096, 14336), (14336, 4096), (4096, 14336), (4096, 4096)];
+        let mut rows = Vec::new();
+        for (codec, chunk) in [(Codec::Zstd, 16 << 10), (Codec::Zstd, 64 << 10), (Codec::Ans, 16 << 10), (Codec::Ans, 64 << 10)] {
+            let c = self.synthetic_container(dir, &shapes, codec, chunk)?;
+            rows.extend(self.decode_rows(&c, &format!("{} {} KiB synthetic", codec.name(), chunk >> 10))?);
+        }
+        if let Some(c) = real {
+            let name = c.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+            let codec = c.index.tensors.iter().find(|t| t.matrix_dims().is_some()).map_or("-", |t| t.data.codec.name());
+            rows.extend(self.decode_rows(c, &format!("{codec} {name}"))?);
+        }
+        Ok(rows)
+    }
+
+    /// Per layer at M = 1: decode from VRAM-resident compressed bytes + fused GEMV, vs
+    /// the fused GEMV on resident INT8, vs cuBLAS FP16 (from the `linear` rows).
+    pub fn layer(&mut self, dir: &std::path::Path, codec: Codec) -> Result<Vec<Row>> {
+        let s = self.gpu.stream.clone();
+        let c = self.synthetic_container(dir, &SHAPES, codec, 16 << 10)?;
+        let mut rows = Vec::new();
+        for t in c.index.tensors.iter() {
+            let w = DeviceCompressedTensor::upload(self.gpu, &c, &t.name)?;
+            let mut decoder = Decoder::new(self.gpu, &[&w])?;
+            let mut q = DeviceInt8Buffer::new(self.gpu, w.len())?;
+            let x = s.clone_htod(&self.random_f16(w.cols))?;
+            let mut y = s.alloc_zeros::<f16>(w.rows)?;
+            let gpu = self.gpu;
+            let fused = self.time_us(1, |_| {
+                w.decode_into(&mut decoder, &mut q, &s)?;
+                gpu.linear(&x, 1, &w.weights(&q), &mut y, &s)
+            })?;
+            decoder.check(&s)?;
+            let plain = self.time_us(1, |_| gpu.linear(&x, 1, &w.weights(&q), &mut y, &s))?;
+            let gbps = w.len() as f64 / fused / 1e3;
+            rows.push(Row {
+                section: "layer",
+                case: format!("{}x{} M=1 {}", w.rows, w.cols, codec.name()),
+                ours_us: fused,
+                baseline: "INT8 GEMV (resident)",
+                baseline_us: plain,
+                speedup: plain / fused,
+                gbps,
+                pct_of_d2d: 100.0 * gbps / self.d2d_gbps,
+                note: format!("compressed {:.2} MB resident", w.stored_bytes() as f64 / 1e6),
+            });
+        }
+        Ok(rows)
+    }
+}
+
+/// Writes rows as an aligned table.
+pub fn print_table(rows: &[Row], out: &mut impl std::io::Write) {
+    let _ = writeln!(out, "{:<8} {:<32} {:>10} {:>22} {:>10} {:>8} {:>9} {:>7}  note", "section", "case", "ours µs", "baseline", "base µs", "speedup", "GB/s", "%D2D");
+    for r in rows {
+        let _ = writeln!(
+            out,
+            "{:<8} {:<32} {:>10.2} {:>22} {:>10.2} {:>8.3} {:>9.1} {:>7.1}  {}",
+            r.section, r.case, r.ours_us, r.baseline, r.baseline_us, r.speedup, r.gbps, r.pct_of_d2d, r.note
+        );
+    }
+}

@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Builds everything a GPU machine needs into .device-bundle/ (git-ignored): the release
+# CLI, the GPU test binary and libnvcomp.so.6. GPU machines have no Rust toolchain; carry
+# this folder and run scripts/device-check.sh there.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+out=.device-bundle
+rm -rf "$out" && mkdir -p "$out"
+cargo build --release --locked
+cp target/release/codecllm "$out/"
+test_bin=$(cargo test --release --locked --no-run --test gpu --message-format=json 2>/dev/null \
+  | python3 -c 'import sys,json
+for l in sys.stdin:
+    m=json.loads(l)
+    if m.get("reason")=="compiler-artifact" and m["target"]["name"]=="gpu" and m.get("executable"): print(m["executable"])')
+cp "$test_bin" "$out/gpu-tests"
+strip "$out/codecllm" "$out/gpu-tests"
+cp .cache/nvcomp/libnvcomp.so.6 "$out/"
+du -sh "$out"/*

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Runs on a GPU machine over a carried .device-bundle/ (scripts/device-bundle.sh):
+# GPU tests that may not skip, compute-sanitizer memcheck and racecheck over them, then
+# the kernel benchmarks. Usage: scripts/device-check.sh [tests|sanitize|bench]... (all).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+b=.device-bundle
+export NVCOMP_LIB="$PWD/$b/libnvcomp.so.6" CODECLLM_REQUIRE_GPU=1
+out="${OUT:-/tmp}"
+steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(tests sanitize bench)
+status=0
+nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
+for step in "${steps[@]}"; do
+  case "$step" in
+    tests)
+      echo "== GPU tests"; "$b/gpu-tests" --test-threads=1 || status=1 ;;
+    sanitize)
+      for tool in memcheck racecheck synccheck; do
+        echo "== compute-sanitizer $tool"
+        compute-sanitizer --tool "$tool" --error-exitcode 9 --target-processes all \
+          "$b/gpu-tests" --test-threads=1 fused_linear dequantize decode_then_linear gpu_decode 2>&1 | tail -n 6 || status=1
+      done ;;
+    bench)
+      echo "== bench kernels"
+      "$b/codecllm" bench kernels --json ${BENCH_ARGS:-} > "$out/bench.json" || status=1 ;;
+    *) echo "unknown step $step"; status=2 ;;
+  esac
+done
+exit $status
