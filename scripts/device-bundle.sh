@@ -17,4 +17,5 @@ for l in sys.stdin:
 cp "$test_bin" "$out/gpu-tests"
 strip "$out/codecllm" "$out/gpu-tests"
 cp .cache/nvcomp/libnvcomp.so.6 "$out/"
+cp target/kernels/sm_90/nvptx64-nvidia-cuda/release/codecllm_kernels.ptx "$out/kernels_sm_90.ptx"
 du -sh "$out"/*

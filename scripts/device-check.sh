@@ -7,18 +7,21 @@ cd "$(dirname "$0")/.."
 b=.device-bundle
 export NVCOMP_LIB="$PWD/$b/libnvcomp.so.6" CODECLLM_REQUIRE_GPU=1
 out="${OUT:-/tmp}"
-steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(tests sanitize bench)
+steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(ptxas tests sanitize bench)
 status=0
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
 for step in "${steps[@]}"; do
   case "$step" in
+    ptxas)
+      echo "== ptxas resource usage (sm_90)"
+      ptxas -arch=sm_90 -v "$b/kernels_sm_90.ptx" -o /tmp/k.cubin 2>&1 | grep -E "Compiling|registers|spill" | paste - - - | sed -E 's/ptxas info *: //g' ;;
     tests)
       echo "== GPU tests"; "$b/gpu-tests" --test-threads=1 || status=1 ;;
     sanitize)
       for tool in memcheck racecheck synccheck; do
         echo "== compute-sanitizer $tool"
         compute-sanitizer --tool "$tool" --error-exitcode 9 --target-processes all \
-          "$b/gpu-tests" --test-threads=1 fused_linear dequantize decode_then_linear gpu_decode 2>&1 | tail -n 6 || status=1
+          "$b/gpu-tests" --test-threads=1 fused_linear tensor_core dequantize decode_then_linear gpu_decode 2>&1 | tail -n 6 || status=1
       done ;;
     bench)
       echo "== bench kernels"

@@ -57,6 +57,21 @@ fn fused_linear_matches_reference_on_odd_shapes_batches_and_groups() {
 }
 
 #[test]
+fn tensor_core_gemm_matches_reference_on_large_batches() {
+    let Some(gpu) = gpu_or_skip("tensor_core_gemm_matches_reference_on_large_batches") else { return };
+    let mut rng = rng(fresh_seed());
+    for (n, k) in [(64, 4096), (333, 4112), (1536, 576), (576, 1536), (100, 80)] {
+        for m in [33, 64, 130, 257] {
+            for group in [k, 128] {
+                if group <= k {
+                    check_linear(&gpu, &mut rng, n, k, m, group);
+                }
+            }
+        }
+    }
+}
+
+#[test]
 fn dequantize_is_bit_exact() {
     let Some(gpu) = gpu_or_skip("dequantize_is_bit_exact") else { return };
     let mut rng = rng(fresh_seed());
@@ -160,30 +175,46 @@ fn decode_then_linear_matches_reference() {
     }
 }
 
-/// A chunk whose bytes are wrong but whose checksum matches (as a faulty encoder would
-/// write) passes the upload; nvCOMP's status check must still catch it.
+/// Corrupted bytes never reach nvCOMP: the upload verifies every chunk checksum.
 #[test]
-fn undecodable_chunk_is_an_error_not_garbage() {
-    let Some(gpu) = gpu_or_skip("undecodable_chunk_is_an_error_not_garbage") else { return };
+fn corrupted_chunk_fails_the_upload() {
+    let Some(gpu) = gpu_or_skip("corrupted_chunk_fails_the_upload") else { return };
+    let mut rng = rng(fresh_seed());
+    let dir = tempfile::tempdir().unwrap();
+    let src = mixed_checkpoint(dir.path(), &mut rng);
+    let out = dir.path().join("m.clm");
+    compress_to(&src, &out, Codec::Zstd, 4096);
+    let span = Container::open(&out).unwrap().tensor("l1.weight").unwrap().data.spans().nth(3).unwrap();
+    let mut bytes = std::fs::read(&out).unwrap();
+    bytes[span.offset as usize + 7] ^= 0x40;
+    std::fs::write(&out, bytes).unwrap();
+    let c = Container::open(&out).unwrap();
+    let err = DeviceCompressedTensor::upload(&gpu, &c, "l1.weight").err().expect("checksum must fail").to_string();
+    assert!(err.contains("tensor 'l1.weight', chunk 3") && err.contains("checksum"), "{err}");
+}
+
+/// A chunk that is a valid frame of the wrong length (as a faulty encoder would write),
+/// with a matching checksum, passes the upload; the GPU size/status check must catch it.
+#[test]
+fn wrong_size_chunk_is_an_error_not_garbage() {
+    let Some(gpu) = gpu_or_skip("wrong_size_chunk_is_an_error_not_garbage") else { return };
     let mut rng = rng(fresh_seed());
     let dir = tempfile::tempdir().unwrap();
     let src = mixed_checkpoint(dir.path(), &mut rng);
     let out = dir.path().join("m.clm");
     compress_to(&src, &out, Codec::Zstd, 4096);
     let c = Container::open(&out).unwrap();
-    let entry = c.tensor("l1.weight").unwrap();
-    let span = entry.data.spans().find(|s| !s.record.raw).unwrap();
+    let span = c.tensor("l1.weight").unwrap().data.spans().last().unwrap();
+    assert!(!span.record.raw, "the heavy-tailed tail of l1 compresses");
     drop(c);
-    // Break the Zstd frame magic, then re-seal the chunk checksum and the index checksum.
+    let short = zstd::bulk::compress(&vec![7u8; span.decoded_len as usize / 2], 3).unwrap();
     let mut bytes = std::fs::read(&out).unwrap();
-    bytes[span.offset as usize] ^= 0xff;
-    let chunk = &bytes[span.offset as usize..span.offset as usize + span.record.stored_len as usize];
-    let hash = xxhash_rust::xxh3::xxh3_64(chunk);
+    bytes[span.offset as usize..span.offset as usize + short.len()].copy_from_slice(&short);
     let n = bytes.len();
     let off = u64::from_le_bytes(bytes[n - TRAILER_LEN as usize..n - 24].try_into().unwrap()) as usize;
     let mut index: serde_json::Value = serde_json::from_slice(&bytes[off..n - TRAILER_LEN as usize]).unwrap();
     let t = index["tensors"].as_array_mut().unwrap().iter_mut().find(|t| t["name"] == "l1.weight").unwrap();
-    t["data"]["chunks"][span.index][1] = serde_json::json!(hash);
+    t["data"]["chunks"][span.index] = serde_json::json!([short.len(), xxhash_rust::xxh3::xxh3_64(&short), false]);
     let new = serde_json::to_vec(&index).unwrap();
     bytes.truncate(off);
     bytes.extend_from_slice(&new);
@@ -198,14 +229,16 @@ fn undecodable_chunk_is_an_error_not_garbage() {
     let mut decoder = Decoder::new(&gpu, &[&t]).unwrap();
     let mut q = DeviceInt8Buffer::new(&gpu, t.len()).unwrap();
     t.decode_into(&mut decoder, &mut q, &gpu.stream).unwrap();
-    let err = decoder.check(&gpu.stream).err().expect("a broken frame must fail").to_string();
+    let err = decoder.check(&gpu.stream).err().expect("a short frame must fail").to_string();
     assert!(err.contains(&format!("tensor 'l1.weight', chunk {}", span.index)), "{err}");
-    // The decoder stays usable after the error.
+    // The decoder is usable again after reporting.
     let good = DeviceCompressedTensor::upload(&gpu, &c, "l0.weight").unwrap();
     let mut d2 = Decoder::new(&gpu, &[&good]).unwrap();
     let mut q2 = DeviceInt8Buffer::new(&gpu, good.len()).unwrap();
     good.decode_into(&mut d2, &mut q2, &gpu.stream).unwrap();
     d2.check(&gpu.stream).unwrap();
+    t.decode_into(&mut decoder, &mut q, &gpu.stream).unwrap();
+    assert!(decoder.check(&gpu.stream).is_err(), "the same bad chunk fails again");
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! The PTX that build.rs compiled from `kernels/`, loaded per device, and typed launchers.
 use super::Gpu;
 use crate::error::{Error, Result};
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, DevicePtr, LaunchConfig, PushKernelArg};
 use half::f16;
 use std::sync::Arc;
 
@@ -10,12 +10,30 @@ const PTX_SM90: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels_sm_90.ptx
 
 /// Largest batch the GEMV kernels take (one FP32 accumulator per batch row per lane).
 pub const GEMV_MAX_M: usize = 8;
+/// Batches up to this size run on the GEMV; larger ones on the tensor-core GEMM.
+/// Measured on H100 (BENCHMARKS.md): see `bench kernels`.
+pub const GEMV_UP_TO_M: usize = 8;
+/// Warps per GEMM block (`kernels/src/gemm.rs::WARPS`).
+const GEMM_WARPS: usize = 4;
+/// Blocks a GEMM launch should reach before splitting K: 4 per SM on a 132-SM H100 keeps
+/// enough weight loads in flight to cover DRAM latency.
+const GEMM_TARGET_BLOCKS: usize = 528;
 /// Warps per GEMV block: 8 rows per block keeps 64 KiB of weight loads in flight per SM
 /// at full occupancy while the grid (n / 8 blocks) still covers every SM for n ≥ 1056.
 const GEMV_WARPS: u32 = 8;
 
+/// GEMM tile variants: (m16 tiles, n8 tiles) per warp, by the batch size they serve.
+const GEMM_TILES: [(usize, usize, &str); 4] = [
+    (1, 4, "gemm_w8a16_mt1_nt4"),
+    (2, 4, "gemm_w8a16_mt2_nt4"),
+    (4, 4, "gemm_w8a16_mt4_nt4"),
+    (4, 8, "gemm_w8a16_mt4_nt8"),
+];
+
 pub struct Kernels {
     gemv: Vec<CudaFunction>,
+    gemm: Vec<CudaFunction>,
+    reduce_splits: CudaFunction,
     dequant: CudaFunction,
     pub(crate) scatter: CudaFunction,
     pub(crate) check_decoded: CudaFunction,
@@ -33,6 +51,8 @@ impl Kernels {
         let f = |name: &str| module.load_function(name).map_err(|e| Error::Gpu(format!("kernel {name} missing from the PTX: {e}")));
         Ok(Kernels {
             gemv: (1..=GEMV_MAX_M).map(|m| f(&format!("gemv_w8a16_m{m}"))).collect::<Result<_>>()?,
+            gemm: GEMM_TILES.iter().map(|t| f(t.2)).collect::<Result<_>>()?,
+            reduce_splits: f("gemm_reduce_splits")?,
             dequant: f("dequant_i8_f16")?,
             scatter: f("scatter_chunks")?,
             check_decoded: f("check_decoded")?,
@@ -73,9 +93,18 @@ impl Gpu {
         if x.len() < m * w.cols || y.len() < m * w.rows {
             return Err(Error::Invalid(format!("linear: x needs {} and y {} elements, got {} and {}", m * w.cols, m * w.rows, x.len(), y.len())));
         }
+        if m > GEMV_UP_TO_M && w.cols % 16 == 0 {
+            return self.gemm(x, m, w, y, stream);
+        }
+        self.gemv(x, m, w, y, stream)
+    }
+
+    /// Small batches: one warp per output row, `GEMV_MAX_M` batch rows per launch.
+    fn gemv(&self, x: &CudaSlice<f16>, m: usize, w: &Int8Weights, y: &mut CudaSlice<f16>, stream: &Arc<CudaStream>) -> Result<()> {
         let (n, k, group, groups) = (w.rows as u32, w.cols as u32, w.group_size as u32, w.groups() as u32);
         let cfg = LaunchConfig { grid_dim: (n.div_ceil(GEMV_WARPS), 1, 1), block_dim: (32 * GEMV_WARPS, 1, 1), shared_mem_bytes: 0 };
-        // Batches beyond GEMV_MAX_M run as consecutive GEMV launches over row blocks of x.
+        // Batches beyond GEMV_MAX_M (only when k % 16 != 0 rules out the GEMM) run as
+        // consecutive launches over row blocks of x.
         let mut m0 = 0;
         while m0 < m {
             let mb = (m - m0).min(GEMV_MAX_M);
@@ -83,10 +112,62 @@ impl Gpu {
             let mut ys = y.slice_mut(m0 * w.rows..);
             let mut launch = stream.launch_builder(&self.kernels.gemv[mb - 1]);
             launch.arg(&xs).arg(&w.q).arg(&w.scales).arg(&mut ys).arg(&n).arg(&k).arg(&group).arg(&groups);
-            // SAFETY: sizes checked above; the kernel reads x[mb, k], q[n, k], s[n, groups]
-            // and writes y[mb, n] only.
+            // SAFETY: sizes checked by `linear`; the kernel reads x[mb, k], q[n, k],
+            // s[n, groups] and writes y[mb, n] only.
             unsafe { launch.launch(cfg) }?;
             m0 += mb;
+        }
+        Ok(())
+    }
+
+    /// Larger batches on tensor cores; K is split when the tiles alone would leave SMs idle.
+    fn gemm(&self, x: &CudaSlice<f16>, m: usize, w: &Int8Weights, y: &mut CudaSlice<f16>, stream: &Arc<CudaStream>) -> Result<()> {
+        let variant = match m {
+            ..=16 => 0,
+            ..=32 => 1,
+            ..=128 => 2,
+            _ => 3,
+        };
+        let (mt, nt, _) = GEMM_TILES[variant];
+        let (n, k) = (w.rows, w.cols);
+        let tiles_n = n.div_ceil(GEMM_WARPS * 8 * nt);
+        let tiles_m = m.div_ceil(16 * mt);
+        let k_blocks = k.div_ceil(64);
+        // Each split keeps at least 4 k64 blocks so the split overhead stays small.
+        let splits = GEMM_TARGET_BLOCKS.div_ceil(tiles_n * tiles_m).clamp(1, (k_blocks / 4).max(1));
+        let k_per_split = k_blocks.div_ceil(splits) * 64;
+        let splits = k.div_ceil(k_per_split);
+        if tiles_m > 65_535 {
+            return Err(Error::Invalid(format!("linear: batch {m} is too large for one launch")));
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (tiles_n as u32, tiles_m as u32, splits as u32),
+            block_dim: (32 * GEMM_WARPS as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (mu, nu, ku, group, groups, kps) = (m as u32, n as u32, k as u32, w.group_size as u32, w.groups() as u32, k_per_split as u32);
+        let mut workspace = self.split_workspace.lock().unwrap_or_else(|p| p.into_inner());
+        let partial_ptr: u64 = if splits > 1 {
+            let need = splits * m * n;
+            if workspace.as_ref().is_none_or(|ws| ws.len() < need) {
+                // Grows once to the largest split GEMM seen; never in steady state.
+                *workspace = Some(stream.alloc_zeros::<f32>(need)?);
+            }
+            workspace.as_ref().unwrap().device_ptr(stream).0
+        } else {
+            0
+        };
+        let mut launch = stream.launch_builder(&self.kernels.gemm[variant]);
+        launch.arg(x).arg(&w.q).arg(&w.scales).arg(&mut *y).arg(&partial_ptr).arg(&mu).arg(&nu).arg(&ku).arg(&group).arg(&groups).arg(&kps);
+        // SAFETY: sizes checked by `linear`; k % 16 == 0 as the kernel requires; with
+        // splits > 1 the workspace holds splits·m·n floats.
+        unsafe { launch.launch(cfg) }?;
+        if splits > 1 {
+            let splits_u = splits as u32;
+            let mut launch = stream.launch_builder(&self.kernels.reduce_splits);
+            launch.arg(&partial_ptr).arg(&w.scales).arg(&mut *y).arg(&mu).arg(&nu).arg(&splits_u).arg(&groups);
+            // SAFETY: reads splits·m·n partials, writes m·n outputs.
+            unsafe { launch.launch(LaunchConfig::for_num_elems((m * n) as u32)) }?;
         }
         Ok(())
     }

@@ -44,6 +44,8 @@ pub struct Gpu {
     pub kernels: Kernels,
     pub name: String,
     pub compute_capability: (i32, i32),
+    /// FP32 partial sums of split-K GEMMs; grows to the largest one seen.
+    split_workspace: std::sync::Mutex<Option<cudarc::driver::CudaSlice<f32>>>,
 }
 
 impl Gpu {
@@ -67,7 +69,7 @@ impl Gpu {
         let name = ctx.name()?;
         let kernels = Kernels::load(&ctx, compute_capability)?;
         let stream = ctx.default_stream();
-        Ok(Gpu { ctx, stream, kernels, name, compute_capability })
+        Ok(Gpu { ctx, stream, kernels, name, compute_capability, split_workspace: Default::default() })
     }
 
     /// GPU 0, opened once per process, for work with no GPU of its own (ANS encoding

@@ -16,6 +16,7 @@
 #![allow(clippy::missing_safety_doc)]
 
 mod dequant;
+mod gemm;
 mod gemv;
 mod ptx;
 mod scatter;

@@ -61,7 +61,10 @@ pub fn fma(a: f32, b: f32, c: f32) -> f32 {
     r
 }
 
-/// Butterfly reduction step: core has no warp shuffle intrinsic for nvptx.
+/// Butterfly reduction step: core has no warp shuffle intrinsic for nvptx. Deliberately
+/// not `pure`: a pure asm block may be sunk into a branch that only some lanes take, and
+/// `shfl.sync` with a full mask needs every lane (this happened: the sum moved under
+/// `lane == 0`).
 #[inline(always)]
 pub fn shfl_xor(v: f32, mask: u32) -> f32 {
     let r: f32;
@@ -71,7 +74,7 @@ pub fn shfl_xor(v: f32, mask: u32) -> f32 {
             r = out(reg32) r,
             v = in(reg32) v,
             m = in(reg32) mask,
-            options(pure, nomem, nostack),
+            options(nostack),
         );
     }
     r
