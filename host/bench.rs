@@ -105,14 +105,7 @@ impl<'g> Bench<'g> {
     }
 
     fn heavy_tailed(&mut self, n: usize) -> Vec<f32> {
-        let seed: u64 = self.rng.gen();
-        let t = StudentT::new(4.0).unwrap();
-        let mut v = vec![0f32; n];
-        v.par_chunks_mut(1 << 16).enumerate().for_each(|(i, c)| {
-            let mut r = rand::rngs::StdRng::seed_from_u64(seed ^ i as u64);
-            c.iter_mut().for_each(|x| *x = t.sample(&mut r) as f32 * 0.02);
-        });
-        v
+        heavy_tailed(n, self.rng.gen())
     }
 
     fn random_f16(&mut self, n: usize) -> Vec<f16> {
@@ -126,7 +119,7 @@ impl<'g> Bench<'g> {
         let mut rows = Vec::new();
         for &(n, k) in shapes {
             let copies = WORKING_SET.div_ceil(n * k).max(2);
-            let w = Int8Matrix::quantize(&self.heavy_tailed(n * k), n, k, k).expect("finite");
+            let w = Int8Matrix::quantize(&self.heavy_tailed(n * k), n, k, k).expect("finite").0;
             let q: Vec<CudaSlice<u8>> = (0..copies).map(|_| s.clone_htod(bytemuck::cast_slice::<i8, u8>(&w.q))).collect::<std::result::Result<_, _>>()?;
             let sc = s.clone_htod(&w.scales)?;
             let w16: Vec<f16> = w.dequantize().into_iter().map(f16::from_f32).collect();
@@ -180,19 +173,7 @@ impl<'g> Bench<'g> {
         let tag: Vec<String> = shapes.iter().map(|(n, k)| format!("{n}x{k}")).collect();
         let src = dir.join(format!("synthetic-{}.safetensors", tag.join("-")));
         if !src.exists() {
-            let data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
-                .iter()
-                .enumerate()
-                .map(|(i, &(n, k))| {
-                    let bytes = self.heavy_tailed(n * k).into_iter().flat_map(|v| f16::from_f32(v).to_le_bytes()).collect();
-                    (format!("layer{i}.weight"), vec![n, k], bytes)
-                })
-                .collect();
-            let views: Vec<_> = data
-                .iter()
-                .map(|(name, shape, b)| (name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F16, shape.clone(), b).unwrap()))
-                .collect();
-            safetensors::serialize_to_file(views, &None, &src).map_err(|e| Error::Invalid(format!("writing {}: {e}", src.display())))?;
+            write_synthetic_checkpoint(&src, shapes, self.rng.gen())?;
         }
         let out = dir.join(format!("synthetic-{}-{}-{chunk_size}.clm", tag.join("-"), codec.name()));
         let model = SourceModel::open(&src)?;
@@ -297,6 +278,73 @@ impl<'g> Bench<'g> {
         }
         Ok(rows)
     }
+}
+
+/// Heavy-tailed weights (Student-t, 4 degrees of freedom, like trained LLM layers),
+/// generated in parallel and reproducibly from `seed`.
+pub fn heavy_tailed(n: usize, seed: u64) -> Vec<f32> {
+    let t = StudentT::new(4.0).unwrap();
+    let mut v = vec![0f32; n];
+    v.par_chunks_mut(1 << 16).enumerate().for_each(|(i, c)| {
+        let mut r = rand::rngs::StdRng::seed_from_u64(seed ^ i as u64);
+        c.iter_mut().for_each(|x| *x = t.sample(&mut r) as f32 * 0.02);
+    });
+    v
+}
+
+/// A safetensors checkpoint of FP16 heavy-tailed matrices `layer{i}.weight` of `shapes`.
+pub fn write_synthetic_checkpoint(path: &std::path::Path, shapes: &[(usize, usize)], seed: u64) -> Result<()> {
+    let data: Vec<(String, Vec<usize>, Vec<u8>)> = shapes
+        .iter()
+        .enumerate()
+        .map(|(i, &(n, k))| {
+            let bytes = heavy_tailed(n * k, seed.wrapping_add(i as u64)).into_iter().flat_map(|v| f16::from_f32(v).to_le_bytes()).collect();
+            (format!("layer{i}.weight"), vec![n, k], bytes)
+        })
+        .collect();
+    let views: Vec<_> = data
+        .iter()
+        .map(|(name, shape, b)| (name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F16, shape.clone(), b).unwrap()))
+        .collect();
+    safetensors::serialize_to_file(views, &None, path).map_err(|e| Error::Invalid(format!("writing {}: {e}", path.display())))
+}
+
+/// CPU compression throughput on a synthetic FP16 checkpoint of `shapes`, against a plain
+/// file copy of the same source (the I/O floor) measured in the same run.
+pub fn compress_throughput(dir: &std::path::Path, shapes: &[(usize, usize)], opts: &CompressOptions) -> Result<Row> {
+    let src = dir.join("compress-source.safetensors");
+    write_synthetic_checkpoint(&src, shapes, rand::random())?;
+    let model = SourceModel::open(&src)?;
+    let fp16_bytes = model.total_bytes() as f64;
+    let out = dir.join("compress-out.clm");
+    let t = std::time::Instant::now();
+    let summary = compress(&model, &out, opts, &|_| {}, &AtomicBool::new(false))?;
+    let secs = t.elapsed().as_secs_f64();
+    let copy_to = dir.join("compress-copy.safetensors");
+    let t = std::time::Instant::now();
+    std::fs::copy(&src, &copy_to).map_err(|e| Error::io(&copy_to, e))?;
+    let copy_secs = t.elapsed().as_secs_f64();
+    for f in [&src, &out, &copy_to] {
+        let _ = std::fs::remove_file(f);
+    }
+    let threads = rayon::current_num_threads();
+    let mbps = fp16_bytes / secs / 1e6;
+    Ok(Row {
+        section: "compress",
+        case: format!("{} {:.0} MB FP16, {threads} threads", opts.codec.name(), fp16_bytes / 1e6),
+        ours_us: secs * 1e6,
+        baseline: "file copy",
+        baseline_us: copy_secs * 1e6,
+        speedup: copy_secs / secs,
+        gbps: mbps / 1e3,
+        pct_of_d2d: 0.0,
+        note: format!(
+            "{mbps:.0} MB/s ({:.0} MB/s per thread), ratio {:.3} vs FP16, {:.3} vs INT8",
+            mbps / threads as f64,
+            summary.total(|t| t.stored_bytes) as f64 / fp16_bytes,
+            summary.total(|t| t.stored_bytes) as f64 / summary.total(|t| t.int8_bytes) as f64
+        ),
+    })
 }
 
 /// Writes rows as an aligned table.

@@ -129,9 +129,8 @@ pub fn compress(
             let group = opts.group_for(cols);
             check_group_size(cols, group).map_err(Error::Invalid)?;
             let w = src.to_f32(t);
-            let m = Int8Matrix::quantize(&w, rows as usize, cols as usize, group as usize)
+            let (m, stats) = Int8Matrix::quantize(&w, rows as usize, cols as usize, group as usize)
                 .map_err(|e| Error::input(&src.path, format!("tensor '{}': {e}", t.name)))?;
-            let stats = m.stats_against(&w);
             drop(w);
             let q: &[u8] = bytemuck::cast_slice(&m.q);
             let data = writer.write_blob(opts.codec, q.len() as u64, opts.chunk_size, encode_chunks(q, opts.codec, opts.chunk_size, opts.level)?)?;

@@ -1,5 +1,5 @@
 //! Symmetric INT8 quantization per output channel (a row of `[out, in]`), optionally per
-//! group of `group_size` input columns: `s = max|w| / 127`, `q = clamp(round(w / s), ±127)`.
+//! group of `group_size` input columns: `s = max|w| / 127`, `q = clamp(round(w · 127 / max|w|), ±127)`.
 use rayon::prelude::*;
 
 /// A quantized matrix as the kernels consume it (see docs/FORMAT.md).
@@ -33,9 +33,9 @@ impl Int8Matrix {
         self.scales[row * self.groups() + col / self.group_size]
     }
 
-    /// Quantizes row-major `w` (`rows × cols`). Fails on non-finite values, which have no
-    /// INT8 representation.
-    pub fn quantize(w: &[f32], rows: usize, cols: usize, group_size: usize) -> Result<Self, String> {
+    /// Quantizes row-major `w` (`rows × cols`) and measures the error in the same pass.
+    /// Fails on non-finite values, which have no INT8 representation.
+    pub fn quantize(w: &[f32], rows: usize, cols: usize, group_size: usize) -> Result<(Self, QuantStats), String> {
         assert_eq!(w.len(), rows * cols, "quantize: weight length does not match its shape");
         assert!(group_size > 0, "quantize: zero group size");
         if let Some(i) = w.iter().position(|v| !v.is_finite()) {
@@ -44,21 +44,27 @@ impl Int8Matrix {
         let groups = cols.div_ceil(group_size);
         let mut q = vec![0i8; rows * cols];
         let mut scales = vec![0f32; rows * groups];
-        q.par_chunks_mut(cols.max(1))
+        let per_row: Vec<RowError> = q
+            .par_chunks_mut(cols.max(1))
             .zip(scales.par_chunks_mut(groups.max(1)))
             .zip(w.par_chunks(cols.max(1)))
-            .for_each(|((q_row, s_row), w_row)| {
+            .map(|((q_row, s_row), w_row)| {
                 for ((q_g, s), w_g) in q_row.chunks_mut(group_size).zip(s_row.iter_mut()).zip(w_row.chunks(group_size)) {
                     let absmax = w_g.iter().fold(0f32, |m, v| m.max(v.abs()));
                     *s = absmax / 127.0;
                     if absmax > 0.0 {
+                        let inv = 127.0 / absmax;
                         for (qv, wv) in q_g.iter_mut().zip(w_g) {
-                            *qv = (wv / *s).round().clamp(-127.0, 127.0) as i8;
+                            // w·(127/max) may land a hair off w/s; the clamp keeps ±127.
+                            *qv = (wv * inv).round().clamp(-127.0, 127.0) as i8;
                         }
                     }
                 }
-            });
-        Ok(Int8Matrix { rows, cols, group_size, q, scales })
+                RowError::of(w_row, q_row, s_row, group_size)
+            })
+            .collect();
+        let m = Int8Matrix { rows, cols, group_size, q, scales };
+        Ok((m, RowError::combine(&per_row)))
     }
 
     /// `q · s` as f32, row-major.
@@ -74,25 +80,42 @@ impl Int8Matrix {
 
     /// Error of this quantization against the source weights `w`.
     pub fn stats_against(&self, w: &[f32]) -> QuantStats {
-        let deq = self.dequantize();
-        let per_row: Vec<(f64, f64, f64)> = w
+        let groups = self.groups();
+        let per_row: Vec<RowError> = w
             .par_chunks(self.cols.max(1))
-            .zip(deq.par_chunks(self.cols.max(1)))
-            .map(|(wr, dr)| {
-                let (mut err2, mut norm2, mut max_err, mut absmax) = (0f64, 0f64, 0f64, 0f64);
-                for (&a, &b) in wr.iter().zip(dr) {
-                    let e = (a as f64 - b as f64).abs();
-                    err2 += e * e;
-                    norm2 += a as f64 * a as f64;
-                    max_err = max_err.max(e);
-                    absmax = absmax.max((a as f64).abs());
-                }
-                (err2, norm2, if absmax > 0.0 { max_err / absmax } else { 0.0 })
-            })
+            .zip(self.q.par_chunks(self.cols.max(1)))
+            .zip(self.scales.par_chunks(groups.max(1)))
+            .map(|((w_row, q_row), s_row)| RowError::of(w_row, q_row, s_row, self.group_size))
             .collect();
-        let (err2, norm2) = per_row.iter().fold((0.0, 0.0), |(e, n), r| (e + r.0, n + r.1));
+        RowError::combine(&per_row)
+    }
+}
+
+/// One row's share of `QuantStats`.
+struct RowError {
+    err2: f64,
+    norm2: f64,
+    max_rel: f64,
+}
+
+impl RowError {
+    fn of(w: &[f32], q: &[i8], scales: &[f32], group_size: usize) -> Self {
+        let (mut err2, mut norm2, mut max_err, mut absmax) = (0f64, 0f64, 0f64, 0f64);
+        for (c, (&a, &qv)) in w.iter().zip(q).enumerate() {
+            let b = qv as f32 * scales[c / group_size];
+            let e = (a as f64 - b as f64).abs();
+            err2 += e * e;
+            norm2 += a as f64 * a as f64;
+            max_err = max_err.max(e);
+            absmax = absmax.max((a as f64).abs());
+        }
+        RowError { err2, norm2, max_rel: if absmax > 0.0 { max_err / absmax } else { 0.0 } }
+    }
+
+    fn combine(rows: &[RowError]) -> QuantStats {
+        let (err2, norm2) = rows.iter().fold((0.0, 0.0), |(e, n), r| (e + r.err2, n + r.norm2));
         QuantStats {
-            max_rel_err: per_row.iter().fold(0.0, |m, r| m.max(r.2)),
+            max_rel_err: rows.iter().fold(0.0, |m, r| m.max(r.max_rel)),
             rms_rel_err: if norm2 > 0.0 { (err2 / norm2).sqrt() } else { 0.0 },
         }
     }

@@ -30,7 +30,7 @@ fn run_linear(gpu: &Gpu, w: &Int8Matrix, x: &[f16], m: usize) -> Vec<f16> {
 }
 
 fn check_linear(gpu: &Gpu, rng: &mut impl Rng, n: usize, k: usize, m: usize, group: usize) {
-    let w = Int8Matrix::quantize(&heavy_tailed(rng, n * k), n, k, group).unwrap();
+    let w = Int8Matrix::quantize(&heavy_tailed(rng, n * k), n, k, group).unwrap().0;
     let x: Vec<f16> = (0..m * k).map(|_| f16::from_f32(rng.gen_range(-1.0..1.0))).collect();
     let y = run_linear(gpu, &w, &x, m);
     let want = linear(&x.iter().map(|v| v.to_f32()).collect::<Vec<_>>(), m, &w);
@@ -76,7 +76,7 @@ fn dequantize_is_bit_exact() {
     let Some(gpu) = gpu_or_skip("dequantize_is_bit_exact") else { return };
     let mut rng = rng(fresh_seed());
     for (n, k, group) in [(3, 17, 17), (130, 300, 32), (64, 4096, 128), (1, 1, 1)] {
-        let w = Int8Matrix::quantize(&heavy_tailed(&mut rng, n * k), n, k, group).unwrap();
+        let w = Int8Matrix::quantize(&heavy_tailed(&mut rng, n * k), n, k, group).unwrap().0;
         let s = &gpu.stream;
         let q = s.clone_htod(bytemuck::cast_slice::<i8, u8>(&w.q)).unwrap();
         let sc = s.clone_htod(&w.scales).unwrap();
@@ -134,7 +134,7 @@ fn gpu_decode_equals_cpu_decode_for_every_codec() {
                 let got = gpu.stream.clone_dtoh(&buf.data).unwrap();
                 let want = if codec == Codec::Ans {
                     let s = model.tensor(&t.name).unwrap();
-                    let m = Int8Matrix::quantize(&model.to_f32(s), t.rows, t.cols, t.cols).unwrap();
+                    let m = Int8Matrix::quantize(&model.to_f32(s), t.rows, t.cols, t.cols).unwrap().0;
                     bytemuck::cast_slice::<i8, u8>(&m.q).to_vec()
                 } else {
                     decode_bytes(&c, &t.name).unwrap()

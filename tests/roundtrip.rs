@@ -50,7 +50,7 @@ fn round_trips_every_dtype_shape_and_chunk_size() {
                     Encoding::Int8 { .. } => {
                         assert_eq!(t.shape.len(), 2, "{}", t.name);
                         assert!(!t.name.contains("embed"), "embeddings stay lossless by default");
-                        let expect = Int8Matrix::quantize(&values, t.shape[0], t.shape[1], t.shape[1]).unwrap();
+                        let expect = Int8Matrix::quantize(&values, t.shape[0], t.shape[1], t.shape[1]).unwrap().0;
                         assert_eq!(decode_int8(&c, &t.name).unwrap(), expect, "{}", t.name);
                         assert_eq!(decode_f32(&c, &t.name).unwrap(), expect.dequantize());
                     }
@@ -77,7 +77,7 @@ fn quantizer_error_is_bounded_for_every_group_size() {
         w[..cols].iter_mut().for_each(|v| *v = 0.0); // an all-zero row
         for group in [cols, 16, 32, 128] {
             let group = group.min(cols);
-            let m = Int8Matrix::quantize(&w, rows, cols, group).unwrap();
+            let m = Int8Matrix::quantize(&w, rows, cols, group).unwrap().0;
             assert_eq!(m.scales.len(), rows * cols.div_ceil(group));
             assert!(m.q.iter().all(|&q| q != i8::MIN), "q stays within ±127");
             for r in 0..rows {
@@ -89,6 +89,7 @@ fn quantizer_error_is_bounded_for_every_group_size() {
             }
             assert!(m.q[..cols].iter().all(|&q| q == 0));
             let stats = m.stats_against(&w);
+            assert_eq!(Int8Matrix::quantize(&w, rows, cols, group).unwrap().1, stats, "one-pass stats agree");
             assert!(stats.max_rel_err <= INT8_MAX_REL_ERR, "{stats:?}");
             assert!(stats.max_rel_err > 0.5 / 127.0 * 0.5, "random data uses most of the half step: {stats:?}");
             assert!(stats.rms_rel_err > 0.0 && stats.rms_rel_err < 0.05, "{stats:?}");
@@ -111,7 +112,7 @@ fn group_sizes_round_trip_including_partial_last_group() {
         let Encoding::Int8 { group_size, .. } = c.tensor("w").unwrap().encoding else { panic!("not INT8") };
         assert_eq!(group_size, stored);
         let values = decode(Dtype::F16, &encode(Dtype::F16, &w));
-        assert_eq!(decode_int8(&c, "w").unwrap(), Int8Matrix::quantize(&values, rows, cols, stored as usize).unwrap());
+        assert_eq!(decode_int8(&c, "w").unwrap(), Int8Matrix::quantize(&values, rows, cols, stored as usize).unwrap().0);
     }
 }
 
@@ -175,7 +176,7 @@ fn reference_linear_matches_dequantized_product() {
     let mut rng = rng(fresh_seed());
     let (m, n, k) = (3, 29, 70);
     let w = heavy_tailed(&mut rng, n * k);
-    let q = Int8Matrix::quantize(&w, n, k, 16).unwrap();
+    let q = Int8Matrix::quantize(&w, n, k, 16).unwrap().0;
     let x: Vec<f32> = (0..m * k).map(|_| rng.gen_range(-1.0..1.0)).collect();
     let y = linear(&x, m, &q);
     let deq = q.dequantize();

@@ -70,6 +70,18 @@ enum Command {
 
 #[derive(Subcommand)]
 enum BenchWhat {
+    /// CPU compression throughput on a synthetic FP16 checkpoint vs a plain file copy.
+    Compress {
+        #[arg(long)]
+        json: bool,
+        /// Size of the synthetic checkpoint in MB of FP16 (LLaMA-7B layer shapes).
+        #[arg(long, default_value_t = 1024)]
+        size_mb: usize,
+        #[arg(long, default_value_t = DEFAULT_LEVEL)]
+        level: i32,
+        #[arg(long, default_value = "/tmp/codecllm-bench")]
+        scratch: PathBuf,
+    },
     /// Fused W8A16 linear vs cuBLAS FP16, nvCOMP decode vs D2D copy, decode + GEMV per layer.
     Kernels {
         /// Print the rows as JSON.
@@ -139,6 +151,19 @@ fn run(cmd: Command) -> Result<bool> {
             let summary = compress(&src, &output, &opts, &|done| bar.set_position(done), &CANCEL);
             bar.finish_and_clear();
             print_summary(&summary?, &output);
+            Ok(true)
+        }
+        Command::Bench { what: BenchWhat::Compress { json, size_mb, level, scratch } } => {
+            std::fs::create_dir_all(&scratch).map_err(|e| Error::io(&scratch, e))?;
+            // 4096-wide rows, 4096 rows a matrix: 32 MiB of FP16 each.
+            let shapes = vec![(4096, 4096); (size_mb << 20).div_ceil(32 << 20).max(1)];
+            let opts = CompressOptions { level, ..Default::default() };
+            let row = codecllm::bench::compress_throughput(&scratch, &shapes, &opts)?;
+            if json {
+                json_out(&row);
+            } else {
+                codecllm::bench::print_table(std::slice::from_ref(&row), &mut std::io::stdout());
+            }
             Ok(true)
         }
         Command::Bench { what: BenchWhat::Kernels { json, quick, reps, model, scratch } } => {
