@@ -58,6 +58,9 @@ enum Command {
         /// INT8 errors are recomputed.
         #[arg(long)]
         against: Option<PathBuf>,
+        /// Also decode every INT8 tensor on the GPU and compare with the CPU decode.
+        #[arg(long)]
+        gpu: bool,
         #[arg(long)]
         json: bool,
     },
@@ -193,12 +196,16 @@ fn run(cmd: Command) -> Result<bool> {
             print_info(&c, json);
             Ok(true)
         }
-        Command::Verify { file, against, json } => {
+        Command::Verify { file, against, gpu, json } => {
             let c = Container::open(&file)?;
             let src = against.as_deref().map(SourceModel::open).transpose()?;
+            let gpu = gpu.then(|| codecllm::gpu::Gpu::new(0)).transpose()?;
             let bar = ProgressBar::new(c.index.tensors.len() as u64);
-            let report = verify(&c, src.as_ref(), &|i| bar.set_position(i as u64))?;
+            let mut report = verify(&c, src.as_ref(), &|i| bar.set_position(i as u64))?;
             bar.finish_and_clear();
+            if let Some(g) = &gpu {
+                codecllm::verify::verify_gpu(&c, g, &mut report)?;
+            }
             if json {
                 json_out(&report);
             } else {
@@ -214,6 +221,9 @@ fn run(cmd: Command) -> Result<bool> {
                 }
                 if let Some(s) = &src {
                     println!("  compared with {}: {} tensors", s.path.display(), report.compared);
+                }
+                if let Some(g) = &gpu {
+                    println!("  decoded on {}: {} INT8 tensors", g.name, report.gpu_decoded);
                 }
             }
             for p in &report.problems {

@@ -1,0 +1,13 @@
+#!/usr/bin/env python3
+"""Turns `codecllm bench ... --json` output into the Markdown table BENCHMARKS.md uses."""
+import json, sys
+
+d = json.load(open(sys.argv[1]))
+rows = d["rows"] if "rows" in d else [d]
+if "device" in d:
+    print(f"Device: {d['device']}; D2D copy {d['d2d_gbps']:.0f} GB/s (read+write), pinned H2D {d['pinned_h2d_gbps']:.1f} GB/s, same run.\n")
+print("| section | case | ours µs | baseline | baseline µs | speedup | GB/s | % D2D | note |")
+print("|---|---|---:|---|---:|---:|---:|---:|---|")
+for r in rows:
+    print(f"| {r['section']} | {r['case']} | {r['ours_us']:.2f} | {r['baseline']} | {r['baseline_us']:.2f} "
+          f"| {r['speedup']:.3f} | {r['gbps']:.1f} | {r['pct_of_d2d']:.1f} | {r['note']} |")
