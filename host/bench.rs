@@ -7,7 +7,7 @@
 use crate::compress::{compress, CompressOptions};
 use crate::error::{Error, Result};
 use crate::format::{Codec, Container};
-use crate::gpu::{Decoder, DeviceCompressedTensor, DeviceInt8Buffer, Gpu, Int8Weights};
+use crate::gpu::{Decoder, DeviceCompressedTensor, DeviceInt8Buffer, Gpu, Int8Weights, LinearPlan, GEMM_TILES};
 use crate::input::SourceModel;
 use crate::quant::Int8Matrix;
 use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
@@ -112,8 +112,24 @@ impl<'g> Bench<'g> {
         (0..n).map(|_| f16::from_f32(self.rng.gen_range(-1.0..1.0))).collect()
     }
 
-    /// Fused W8A16 linear vs cuBLAS FP16 for every shape and batch.
+    /// Fused W8A16 linear (the plan `Gpu::linear` picks) vs cuBLAS FP16 for every shape and batch.
     pub fn linear(&mut self, shapes: &[(usize, usize)], batches: &[usize]) -> Result<Vec<Row>> {
+        self.linear_plans(shapes, batches, &|m, n, k| vec![Gpu::plan(m, n, k)])
+    }
+
+    /// Every plan that can serve each case, for choosing `Gpu::plan`'s thresholds.
+    pub fn tune(&mut self, shapes: &[(usize, usize)], batches: &[usize]) -> Result<Vec<Row>> {
+        self.linear_plans(shapes, batches, &|m, _, _| {
+            let mut plans = if m <= 16 { vec![LinearPlan::Gemv] } else { vec![] };
+            for tile in 0..GEMM_TILES.len() {
+                plans.push(LinearPlan::Gemm { tile, splits: 0 });
+                plans.push(LinearPlan::Gemm { tile, splits: 1 });
+            }
+            plans
+        })
+    }
+
+    fn linear_plans(&mut self, shapes: &[(usize, usize)], batches: &[usize], plans: &dyn Fn(usize, usize, usize) -> Vec<LinearPlan>) -> Result<Vec<Row>> {
         let s = self.gpu.stream.clone();
         let blas = CudaBlas::new(s.clone()).map_err(|e| Error::Gpu(format!("cuBLAS: {e}")))?;
         let mut rows = Vec::new();
@@ -129,10 +145,6 @@ impl<'g> Bench<'g> {
                 let x = s.clone_htod(&self.random_f16(m * k))?;
                 let mut y = s.alloc_zeros::<f16>(m * n)?;
                 let gpu = self.gpu;
-                let ours = self.time_us(copies, |i| {
-                    let weights = Int8Weights { q: q[i].slice(..), scales: sc.slice(..), rows: n, cols: k, group_size: k };
-                    gpu.linear(&x, m, &weights, &mut y, &s)
-                })?;
                 let cublas = self.time_us(fp16_copies, |i| {
                     let cfg = GemmConfig {
                         transa: cublasOperation_t::CUBLAS_OP_T,
@@ -150,19 +162,29 @@ impl<'g> Bench<'g> {
                     // [m, k] (k×m column-major), y is [m, n] (n×m column-major).
                     unsafe { blas.gemm(cfg, &w16[i], &x, &mut y) }.map_err(|e| Error::Gpu(format!("cuBLAS: {e}")))
                 })?;
-                let bytes = (n * k + 4 * n + 2 * m * (k + n)) as f64;
-                let gbps = bytes / ours / 1e3;
-                rows.push(Row {
-                    section: "linear",
-                    case: format!("{n}x{k} M={m}"),
-                    ours_us: ours,
-                    baseline: "cuBLAS FP16",
-                    baseline_us: cublas,
-                    speedup: cublas / ours,
-                    gbps,
-                    pct_of_d2d: 100.0 * gbps / self.d2d_gbps,
-                    note: format!("{:.1} TFLOP/s", 2.0 * (m * n * k) as f64 / ours / 1e6),
-                });
+                for plan in plans(m, n, k) {
+                    let ours = self.time_us(copies, |i| {
+                        let weights = Int8Weights { q: q[i].slice(..), scales: sc.slice(..), rows: n, cols: k, group_size: k };
+                        gpu.linear_planned(&x, m, &weights, &mut y, &s, plan)
+                    })?;
+                    let bytes = (n * k + 4 * n + 2 * m * (k + n)) as f64;
+                    let gbps = bytes / ours / 1e3;
+                    let plan_name = match plan {
+                        LinearPlan::Gemv => "GEMV".to_string(),
+                        LinearPlan::Gemm { tile, splits } => format!("{} splits={}", &GEMM_TILES[tile].2[11..], if splits == 0 { "auto".into() } else { splits.to_string() }),
+                    };
+                    rows.push(Row {
+                        section: "linear",
+                        case: format!("{n}x{k} M={m}"),
+                        ours_us: ours,
+                        baseline: "cuBLAS FP16",
+                        baseline_us: cublas,
+                        speedup: cublas / ours,
+                        gbps,
+                        pct_of_d2d: 100.0 * gbps / self.d2d_gbps,
+                        note: format!("{:.1} TFLOP/s, {plan_name}", 2.0 * (m * n * k) as f64 / ours / 1e6),
+                    });
+                }
             }
         }
         Ok(rows)
@@ -204,6 +226,12 @@ impl<'g> Bench<'g> {
             Ok(())
         })?;
         decoder.check(&s)?;
+        // Host time to enqueue one decode: shows whether nvCOMP blocks the calling thread.
+        s.synchronize()?;
+        let enqueue = std::time::Instant::now();
+        tensors[0].decode_into(&mut decoder, &mut out, &s)?;
+        let enqueue_us = enqueue.elapsed().as_secs_f64() * 1e6;
+        decoder.check(&s)?;
         let src = s.alloc_zeros::<u8>(decoded)?;
         let mut dst = s.alloc_zeros::<u8>(decoded)?;
         let copy = self.time_us(1, |_| Ok(s.memcpy_dtod(&src, &mut dst)?))?;
@@ -218,8 +246,9 @@ impl<'g> Bench<'g> {
             gbps,
             pct_of_d2d: 100.0 * 2.0 * gbps / self.d2d_gbps,
             note: format!(
-                "{:.1} MB INT8, ratio {:.3}, temp {:.1} MB",
+                "{:.1} MB INT8 in {} tensors, ratio {:.3}, temp {:.1} MB, enqueue {enqueue_us:.0} µs",
                 decoded as f64 / 1e6,
+                tensors.len(),
                 stored as f64 / decoded as f64,
                 decoder.temp_bytes() as f64 / 1e6
             ),
@@ -235,6 +264,11 @@ impl<'g> Bench<'g> {
         for (codec, chunk) in [(Codec::Zstd, 16 << 10), (Codec::Zstd, 64 << 10), (Codec::Ans, 16 << 10), (Codec::Ans, 64 << 10)] {
             let c = self.synthetic_container(dir, &shapes, codec, chunk)?;
             rows.extend(self.decode_rows(&c, &format!("{} {} KiB synthetic", codec.name(), chunk >> 10))?);
+        }
+        // The same bytes as one tensor: one nvCOMP batch instead of five.
+        for (codec, chunk) in [(Codec::Zstd, 16 << 10), (Codec::Ans, 64 << 10)] {
+            let c = self.synthetic_container(dir, &[(61440, 4096)], codec, chunk)?;
+            rows.extend(self.decode_rows(&c, &format!("{} {} KiB one batch", codec.name(), chunk >> 10))?);
         }
         if let Some(c) = real {
             let name = c.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

@@ -93,6 +93,10 @@ enum BenchWhat {
         /// Fewer shapes and batches (M = 1, 16, 256) for a fast look.
         #[arg(long)]
         quick: bool,
+        /// Time every linear plan (GEMV, each GEMM tile, split-K on/off) instead of the
+        /// default one, and skip the decode sections.
+        #[arg(long)]
+        tune: bool,
         /// Timed repetitions per case (the median is reported).
         #[arg(long, default_value_t = 20)]
         reps: usize,
@@ -169,7 +173,7 @@ fn run(cmd: Command) -> Result<bool> {
             }
             Ok(true)
         }
-        Command::Bench { what: BenchWhat::Kernels { json, quick, reps, model, scratch } } => {
+        Command::Bench { what: BenchWhat::Kernels { json, quick, tune, reps, model, scratch } } => {
             use codecllm::bench::{print_table, Bench, BATCHES, SHAPES};
             let gpu = codecllm::gpu::Gpu::new(0)?;
             let real = model.as_deref().map(Container::open).transpose()?;
@@ -178,10 +182,15 @@ fn run(cmd: Command) -> Result<bool> {
             let h2d = b.pinned_h2d_gbps()?;
             eprintln!("{} (sm_{}{}): D2D copy {:.0} GB/s (read+write), pinned H2D {:.1} GB/s", gpu.name, gpu.compute_capability.0, gpu.compute_capability.1, b.d2d_gbps(), h2d);
             let (shapes, batches): (&[(usize, usize)], &[usize]) = if quick { (&SHAPES[..2], &[1, 16, 256]) } else { (&SHAPES, &BATCHES) };
-            let mut rows = b.linear(shapes, batches)?;
-            rows.extend(b.decode(&scratch, real.as_ref())?);
-            rows.extend(b.layer(&scratch, Codec::Zstd)?);
-            rows.extend(b.layer(&scratch, Codec::Ans)?);
+            let mut rows;
+            if tune {
+                rows = b.tune(shapes, &[4, 8, 16, 32, 64, 256, 4096])?;
+            } else {
+                rows = b.linear(shapes, batches)?;
+                rows.extend(b.decode(&scratch, real.as_ref())?);
+                rows.extend(b.layer(&scratch, Codec::Zstd)?);
+                rows.extend(b.layer(&scratch, Codec::Ans)?);
+            }
             if json {
                 // The table still goes to stderr, so a run saved as JSON stays readable.
                 print_table(&rows, &mut std::io::stderr());

@@ -22,13 +22,23 @@ const GEMM_TARGET_BLOCKS: usize = 528;
 /// at full occupancy while the grid (n / 8 blocks) still covers every SM for n ≥ 1056.
 const GEMV_WARPS: u32 = 8;
 
-/// GEMM tile variants: (m16 tiles, n8 tiles) per warp, by the batch size they serve.
-const GEMM_TILES: [(usize, usize, &str); 4] = [
+/// GEMM tile variants: (m16 tiles, n8 tiles) per warp and the entry point.
+pub const GEMM_TILES: [(usize, usize, &str); 5] = [
+    (1, 2, "gemm_w8a16_mt1_nt2"),
     (1, 4, "gemm_w8a16_mt1_nt4"),
     (2, 4, "gemm_w8a16_mt2_nt4"),
     (4, 4, "gemm_w8a16_mt4_nt4"),
-    (4, 8, "gemm_w8a16_mt4_nt8"),
+    (4, 4, "gemm_w8a16_mt4_nt4_pf"),
 ];
+
+/// How `linear` computes one product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinearPlan {
+    /// One warp per output row, up to `GEMV_MAX_M` batch rows per launch.
+    Gemv,
+    /// Tensor cores: `GEMM_TILES[tile]`, K split `splits` ways (0: chosen from the shape).
+    Gemm { tile: usize, splits: usize },
+}
 
 pub struct Kernels {
     gemv: Vec<CudaFunction>,
@@ -88,15 +98,36 @@ impl Int8Weights<'_> {
 impl Gpu {
     /// `y[m, n] = Σ_k x[m, k] · q[n, k] · s[n, k / group]`: FP16 in and out, FP32 accumulation,
     /// the weights dequantized in registers. `x` is `[m, cols]`, `y` is `[m, rows]`, row-major.
+    ///
+    /// Products that split K share one FP32 workspace per `Gpu`: issue them on one stream.
     pub fn linear(&self, x: &CudaSlice<f16>, m: usize, w: &Int8Weights, y: &mut CudaSlice<f16>, stream: &Arc<CudaStream>) -> Result<()> {
+        self.linear_planned(x, m, w, y, stream, Gpu::plan(m, w.rows, w.cols))
+    }
+
+    /// The plan `linear` uses for an `[m, k] × [n, k]ᵀ` product.
+    pub fn plan(m: usize, _n: usize, k: usize) -> LinearPlan {
+        if m <= GEMV_UP_TO_M || k % 16 != 0 {
+            return LinearPlan::Gemv;
+        }
+        let tile = match m {
+            ..=16 => 1,
+            ..=32 => 2,
+            _ => 3,
+        };
+        LinearPlan::Gemm { tile, splits: 0 }
+    }
+
+    /// `linear` with an explicit plan (benchmarks compare plans with this).
+    pub fn linear_planned(&self, x: &CudaSlice<f16>, m: usize, w: &Int8Weights, y: &mut CudaSlice<f16>, stream: &Arc<CudaStream>, plan: LinearPlan) -> Result<()> {
         w.check()?;
         if x.len() < m * w.cols || y.len() < m * w.rows {
             return Err(Error::Invalid(format!("linear: x needs {} and y {} elements, got {} and {}", m * w.cols, m * w.rows, x.len(), y.len())));
         }
-        if m > GEMV_UP_TO_M && w.cols % 16 == 0 {
-            return self.gemm(x, m, w, y, stream);
+        match plan {
+            LinearPlan::Gemm { tile, splits } if w.cols % 16 == 0 && tile < GEMM_TILES.len() => self.gemm(x, m, w, y, stream, tile, splits),
+            LinearPlan::Gemm { .. } => Err(Error::Invalid(format!("linear: no GEMM plan {plan:?} for k = {}", w.cols))),
+            LinearPlan::Gemv => self.gemv(x, m, w, y, stream),
         }
-        self.gemv(x, m, w, y, stream)
     }
 
     /// Small batches: one warp per output row, `GEMV_MAX_M` batch rows per launch.
@@ -121,20 +152,15 @@ impl Gpu {
     }
 
     /// Larger batches on tensor cores; K is split when the tiles alone would leave SMs idle.
-    fn gemm(&self, x: &CudaSlice<f16>, m: usize, w: &Int8Weights, y: &mut CudaSlice<f16>, stream: &Arc<CudaStream>) -> Result<()> {
-        let variant = match m {
-            ..=16 => 0,
-            ..=32 => 1,
-            ..=128 => 2,
-            _ => 3,
-        };
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(&self, x: &CudaSlice<f16>, m: usize, w: &Int8Weights, y: &mut CudaSlice<f16>, stream: &Arc<CudaStream>, variant: usize, splits: usize) -> Result<()> {
         let (mt, nt, _) = GEMM_TILES[variant];
         let (n, k) = (w.rows, w.cols);
         let tiles_n = n.div_ceil(GEMM_WARPS * 8 * nt);
         let tiles_m = m.div_ceil(16 * mt);
         let k_blocks = k.div_ceil(64);
         // Each split keeps at least 4 k64 blocks so the split overhead stays small.
-        let splits = GEMM_TARGET_BLOCKS.div_ceil(tiles_n * tiles_m).clamp(1, (k_blocks / 4).max(1));
+        let splits = if splits > 0 { splits.min(k_blocks) } else { GEMM_TARGET_BLOCKS.div_ceil(tiles_n * tiles_m).clamp(1, (k_blocks / 4).max(1)) };
         let k_per_split = k_blocks.div_ceil(splits) * 64;
         let splits = k.div_ceil(k_per_split);
         if tiles_m > 65_535 {

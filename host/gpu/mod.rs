@@ -24,7 +24,7 @@ mod kernels;
 pub mod nvcomp;
 mod tensor;
 
-pub use kernels::{Kernels, Int8Weights};
+pub use kernels::{Int8Weights, Kernels, LinearPlan, GEMM_TILES};
 pub use tensor::{ans_encode_chunks, Decoder, DeviceCompressedTensor, DeviceInt8Buffer};
 
 use crate::error::{Error, Result};

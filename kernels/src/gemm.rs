@@ -106,9 +106,80 @@ unsafe fn load_x16(x: *const u16, valid: bool) -> [u32; 8] {
     }
 }
 
+/// One k64 block's operands in registers: 16 INT8 weights per row (NT rows), their group
+/// scales as FP16 pairs, 16 FP16 activations per row (MT × 2 rows).
+#[derive(Clone, Copy)]
+struct Block<const MT: usize, const NT: usize> {
+    w: [[u32; 4]; NT],
+    s2: [u32; NT],
+    x: [[[u32; 8]; 2]; MT],
+}
+
+impl<const MT: usize, const NT: usize> Default for Block<MT, NT> {
+    fn default() -> Self {
+        Block { w: [[0; 4]; NT], s2: [0; NT], x: [[[0; 8]; 2]; MT] }
+    }
+}
+
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemm<const MT: usize, const NT: usize>(
+unsafe fn load_block<const MT: usize, const NT: usize>(
+    w_row: &[*const i8; NT],
+    w_ok: &[bool; NT],
+    s_row: &[*const f32; NT],
+    x_row: &[[*const u16; 2]; MT],
+    x_ok: &[[bool; 2]; MT],
+    off: usize,
+    per_channel: bool,
+    group: u32,
+) -> Block<MT, NT> {
+    let mut b = Block::<MT, NT>::default();
+    unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
+        if J < NT {
+            b.w[J] = load_weights(w_row[J].add(off), w_ok[J]);
+            if !per_channel {
+                b.s2[J] = f32_to_f16x2(*s_row[J].add(off / group as usize));
+            }
+        }
+    });
+    unroll!(I in [0, 1, 2, 3] {
+        if I < MT {
+            b.x[I][0] = load_x16(x_row[I][0].add(off), x_ok[I][0]);
+            b.x[I][1] = load_x16(x_row[I][1].add(off), x_ok[I][1]);
+        }
+    });
+    b
+}
+
+/// The 4 mma steps of a k64 block (see the module docs for the k permutation).
+#[inline(always)]
+fn compute_block<const MT: usize, const NT: usize>(acc: &mut [[[f32; 4]; NT]; MT], blk: &Block<MT, NT>, per_channel: bool) {
+    unroll!(S in [0, 1, 2, 3] {
+        let mut b = [[0u32; 2]; NT];
+        unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
+            if J < NT {
+                b[J] = i8x4_to_f16x2x2(blk.w[J][S]);
+                if !per_channel {
+                    b[J] = [mul_f16x2(b[J][0], blk.s2[J]), mul_f16x2(b[J][1], blk.s2[J])];
+                }
+            }
+        });
+        unroll!(I in [0, 1, 2, 3] {
+            if I < MT {
+                let a = [blk.x[I][0][2 * S], blk.x[I][1][2 * S], blk.x[I][0][2 * S + 1], blk.x[I][1][2 * S + 1]];
+                unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
+                    if J < NT {
+                        mma(&mut acc[I][J], a, b[J]);
+                    }
+                });
+            }
+        });
+    });
+}
+
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm<const MT: usize, const NT: usize, const PREFETCH: bool>(
     x: *const u16,
     q: *const i8,
     scales: *const f32,
@@ -162,48 +233,26 @@ unsafe fn gemm<const MT: usize, const NT: usize>(
 
     let mut acc = [[[0.0f32; 4]; NT]; MT];
     let mut kk = k_begin;
-    // Main loop: k64 blocks, 16 bytes of each weight row per thread.
-    while kk + 64 <= k_end {
-        let off = (kk + 16 * t) as usize;
-        let mut w = [[0u32; 4]; NT];
-        let mut s2 = [0u32; NT];
-        unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
-            if J < NT {
-                w[J] = load_weights(w_row[J].add(off), w_ok[J]);
-                if !per_channel {
-                    s2[J] = f32_to_f16x2(*s_row[J].add(off / group as usize));
-                }
+    // Main loop: k64 blocks, 16 bytes of each weight row per thread. With PREFETCH the
+    // next block's loads are issued before this block's mma work (one stage of software
+    // pipelining in registers), doubling the bytes each warp keeps in flight.
+    if kk + 64 <= k_end {
+        let mut cur = load_block::<MT, NT>(&w_row, &w_ok, &s_row, &x_row, &x_ok, (kk + 16 * t) as usize, per_channel, group);
+        loop {
+            let next = kk + 64;
+            let more = next + 64 <= k_end;
+            let nxt = if PREFETCH && more {
+                load_block::<MT, NT>(&w_row, &w_ok, &s_row, &x_row, &x_ok, (next + 16 * t) as usize, per_channel, group)
+            } else {
+                Block::default()
+            };
+            compute_block::<MT, NT>(&mut acc, &cur, per_channel);
+            kk = next;
+            if !more {
+                break;
             }
-        });
-        let mut xa = [[[0u32; 8]; 2]; MT];
-        unroll!(I in [0, 1, 2, 3] {
-            if I < MT {
-                xa[I][0] = load_x16(x_row[I][0].add(off), x_ok[I][0]);
-                xa[I][1] = load_x16(x_row[I][1].add(off), x_ok[I][1]);
-            }
-        });
-        unroll!(S in [0, 1, 2, 3] {
-            let mut b = [[0u32; 2]; NT];
-            unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
-                if J < NT {
-                    b[J] = i8x4_to_f16x2x2(w[J][S]);
-                    if !per_channel {
-                        b[J] = [mul_f16x2(b[J][0], s2[J]), mul_f16x2(b[J][1], s2[J])];
-                    }
-                }
-            });
-            unroll!(I in [0, 1, 2, 3] {
-                if I < MT {
-                    let a = [xa[I][0][2 * S], xa[I][1][2 * S], xa[I][0][2 * S + 1], xa[I][1][2 * S + 1]];
-                    unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
-                        if J < NT {
-                            mma(&mut acc[I][J], a, b[J]);
-                        }
-                    });
-                }
-            });
-        });
-        kk += 64;
+            cur = if PREFETCH { nxt } else { load_block::<MT, NT>(&w_row, &w_ok, &s_row, &x_row, &x_ok, (kk + 16 * t) as usize, per_channel, group) };
+        }
     }
     // Tail: k16 steps, 4 bytes of each weight row per thread (k % 16 == 0).
     while kk < k_end {
@@ -266,7 +315,7 @@ unsafe fn gemm<const MT: usize, const NT: usize>(
 }
 
 macro_rules! gemm_entry {
-    ($($name:ident = ($mt:literal, $nt:literal)),* $(,)?) => {$(
+    ($($name:ident = ($mt:literal, $nt:literal, $pf:literal)),* $(,)?) => {$(
         /// Launch: blockDim.x = 32 · WARPS; grid = (ceil(n / (WARPS·8·NT)), ceil(m / (16·MT)), splits).
         /// `partial` null: write `y`; else FP32 partials `[splits, m, n]`.
         #[no_mangle]
@@ -274,16 +323,19 @@ macro_rules! gemm_entry {
             x: *const u16, q: *const i8, scales: *const f32, y: *mut u16, partial: *mut f32,
             m: u32, n: u32, k: u32, group: u32, groups: u32, k_per_split: u32,
         ) {
-            gemm::<$mt, $nt>(x, q, scales, y, partial, m, n, k, group, groups, k_per_split)
+            gemm::<$mt, $nt, $pf>(x, q, scales, y, partial, m, n, k, group, groups, k_per_split)
         }
     )*};
 }
 
+// Names: m16 tiles × n8 tiles per warp, and whether the next k64 block is prefetched
+// (only where the registers allow it without spilling: ptxas -v, BENCHMARKS.md).
 gemm_entry!(
-    gemm_w8a16_mt1_nt4 = (1, 4),
-    gemm_w8a16_mt2_nt4 = (2, 4),
-    gemm_w8a16_mt4_nt4 = (4, 4),
-    gemm_w8a16_mt4_nt8 = (4, 8),
+    gemm_w8a16_mt1_nt2 = (1, 2, true),
+    gemm_w8a16_mt1_nt4 = (1, 4, true),
+    gemm_w8a16_mt2_nt4 = (2, 4, true),
+    gemm_w8a16_mt4_nt4 = (4, 4, false),
+    gemm_w8a16_mt4_nt4_pf = (4, 4, true),
 );
 
 /// `y[m, n] = Σ_z partial[z, m, n] · (per-channel ? s[n] : 1)`, summed in split order.
