@@ -125,6 +125,16 @@ fn check_ptx(ptx: &str, arch: &str) {
             missing.join(", ")
         ));
     }
+    // Bodies or not, core's panic machinery means a kernel can panic, which the crate's
+    // rules forbid (a panic is a trap on the GPU: the context is lost).
+    let panics: std::collections::BTreeSet<&str> =
+        ptx.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|w| w.contains("panicking")).collect();
+    if !panics.is_empty() {
+        fail(&format!(
+            "the {arch} PTX calls core's panic machinery (a panic path in kernels/: indexing, division by a runtime value, unwrap): {}",
+            panics.into_iter().collect::<Vec<_>>().join(", ")
+        ));
+    }
     if !ptx.contains(".entry") {
         fail(&format!("the {arch} PTX holds no kernel entry point"));
     }

@@ -171,7 +171,7 @@ impl<'g> Bench<'g> {
                     let gbps = bytes / ours / 1e3;
                     let plan_name = match plan {
                         LinearPlan::Gemv => "GEMV".to_string(),
-                        LinearPlan::Gemm { tile, splits } => format!("{} splits={}", &GEMM_TILES[tile].2[11..], if splits == 0 { "auto".into() } else { splits.to_string() }),
+                        LinearPlan::Gemm { tile, splits } => format!("{} splits={}", GEMM_TILES[tile].name.trim_start_matches("gemm_"), if splits == 0 { "auto".into() } else { splits.to_string() }),
                     };
                     rows.push(Row {
                         section: "linear",

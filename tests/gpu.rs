@@ -3,7 +3,7 @@
 mod common;
 use codecllm::compress::{compress, CompressOptions};
 use codecllm::format::{Codec, Container, TRAILER_LEN};
-use codecllm::gpu::{Decoder, DeviceCompressedTensor, DeviceInt8Buffer, Gpu, Int8Weights};
+use codecllm::gpu::{Decoder, DeviceCompressedTensor, DeviceInt8Buffer, Gpu, Int8Weights, LinearPlan, GEMM_TILES};
 use codecllm::input::SourceModel;
 use codecllm::quant::Int8Matrix;
 use codecllm::reference::{decode_bytes, linear};
@@ -18,26 +18,44 @@ const LINEAR_TOL: f64 = 1e-3;
 /// FP16 NaN written into outputs before every launch: an unwritten element cannot pass.
 const POISON: f16 = f16::from_bits(0x7e00);
 
-fn run_linear(gpu: &Gpu, w: &Int8Matrix, x: &[f16], m: usize) -> Vec<f16> {
+fn run_linear(gpu: &Gpu, w: &Int8Matrix, x: &[f16], m: usize, plan: LinearPlan) -> Vec<f16> {
     let s = &gpu.stream;
     let q = s.clone_htod(bytemuck::cast_slice::<i8, u8>(&w.q)).unwrap();
     let sc = s.clone_htod(&w.scales).unwrap();
     let xd = s.clone_htod(x).unwrap();
     let mut y = s.clone_htod(&vec![POISON; m * w.rows]).unwrap();
     let weights = Int8Weights { q: q.slice(..), scales: sc.slice(..), rows: w.rows, cols: w.cols, group_size: w.group_size };
-    gpu.linear(&xd, m, &weights, &mut y, s).unwrap();
+    gpu.linear_planned(&xd, m, &weights, &mut y, s, plan).unwrap();
     s.clone_dtoh(&y).unwrap()
 }
 
 fn check_linear(gpu: &Gpu, rng: &mut impl Rng, n: usize, k: usize, m: usize, group: usize) {
+    check_plan(gpu, rng, n, k, m, group, Gpu::plan(m, n, k));
+}
+
+fn check_plan(gpu: &Gpu, rng: &mut impl Rng, n: usize, k: usize, m: usize, group: usize, plan: LinearPlan) {
     let w = Int8Matrix::quantize(&heavy_tailed(rng, n * k), n, k, group).unwrap().0;
     let x: Vec<f16> = (0..m * k).map(|_| f16::from_f32(rng.gen_range(-1.0..1.0))).collect();
-    let y = run_linear(gpu, &w, &x, m);
+    let y = run_linear(gpu, &w, &x, m, plan);
     let want = linear(&x.iter().map(|v| v.to_f32()).collect::<Vec<_>>(), m, &w);
-    assert!(y.iter().all(|v| v.is_finite()), "n={n} k={k} m={m} g={group}: unwritten (poisoned) or non-finite outputs");
+    assert!(y.iter().all(|v| v.is_finite()), "n={n} k={k} m={m} g={group} {plan:?}: unwritten (poisoned) or non-finite outputs");
     let got: Vec<f64> = y.iter().map(|v| v.to_f64()).collect();
     let e = rel_err(&got, &want);
-    assert!(e < LINEAR_TOL, "n={n} k={k} m={m} g={group}: relative error {e}");
+    assert!(e < LINEAR_TOL, "n={n} k={k} m={m} g={group} {plan:?}: relative error {e}");
+}
+
+#[test]
+fn every_gemm_variant_and_split_matches_reference() {
+    let Some(gpu) = gpu_or_skip("every_gemm_variant_and_split_matches_reference") else { return };
+    let mut rng = rng(fresh_seed());
+    for tile in 0..GEMM_TILES.len() {
+        for splits in [0, 1, 3] {
+            // k = 4112: neither 64- nor 128-divisible; k = 80: one partial chunk.
+            for (n, k, m, group) in [(333, 4112, 17, 4112), (100, 80, 64, 32), (64, 576, 130, 576), (72, 1536, 5, 128)] {
+                check_plan(&gpu, &mut rng, n, k, m, group, LinearPlan::Gemm { tile, splits });
+            }
+        }
+    }
 }
 
 #[test]

@@ -13,8 +13,6 @@ pub const GEMV_MAX_M: usize = 8;
 /// Batches up to this size run on the GEMV; larger ones on the tensor-core GEMM.
 /// Measured on H100 (BENCHMARKS.md): see `bench kernels`.
 pub const GEMV_UP_TO_M: usize = 8;
-/// Warps per GEMM block (`kernels/src/gemm.rs::WARPS`).
-const GEMM_WARPS: usize = 4;
 /// Blocks a GEMM launch should reach before splitting K: 4 per SM on a 132-SM H100 keeps
 /// enough weight loads in flight to cover DRAM latency.
 const GEMM_TARGET_BLOCKS: usize = 528;
@@ -22,13 +20,35 @@ const GEMM_TARGET_BLOCKS: usize = 528;
 /// at full occupancy while the grid (n / 8 blocks) still covers every SM for n ≥ 1056.
 const GEMV_WARPS: u32 = 8;
 
-/// GEMM tile variants: (m16 tiles, n8 tiles) per warp and the entry point.
-pub const GEMM_TILES: [(usize, usize, &str); 5] = [
-    (1, 2, "gemm_w8a16_mt1_nt2"),
-    (1, 4, "gemm_w8a16_mt1_nt4"),
-    (2, 4, "gemm_w8a16_mt2_nt4"),
-    (4, 4, "gemm_w8a16_mt4_nt4"),
-    (4, 4, "gemm_w8a16_mt4_nt4_pf"),
+/// A GEMM kernel variant (`kernels/src/gemm.rs`).
+#[derive(Clone, Copy, Debug)]
+pub struct GemmTile {
+    pub name: &'static str,
+    /// m16 tiles per warp.
+    pub mt: usize,
+    /// n8 tiles per warp.
+    pub nt: usize,
+    /// Warps per block, side by side along N.
+    pub warps: usize,
+    /// K splits must be multiples of this many columns.
+    pub k_step: usize,
+}
+
+const fn tile(name: &'static str, mt: usize, nt: usize, warps: usize, k_step: usize) -> GemmTile {
+    GemmTile { name, mt, nt, warps, k_step }
+}
+
+/// The GEMM variants: registers only (4 warps) and shared-memory activation tiles (8 warps).
+pub const GEMM_TILES: [GemmTile; 9] = [
+    tile("gemm_w8a16_mt1_nt2", 1, 2, 4, 64),
+    tile("gemm_w8a16_mt1_nt4", 1, 4, 4, 64),
+    tile("gemm_w8a16_mt2_nt4", 2, 4, 4, 64),
+    tile("gemm_w8a16_mt4_nt4", 4, 4, 4, 64),
+    tile("gemm_w8a16_mt4_nt4_pf", 4, 4, 4, 64),
+    tile("gemm_smem_mt1_nt2", 1, 2, 8, 128),
+    tile("gemm_smem_mt2_nt2", 2, 2, 8, 128),
+    tile("gemm_smem_mt4_nt2", 4, 2, 8, 128),
+    tile("gemm_smem_mt4_nt4", 4, 4, 8, 128),
 ];
 
 /// How `linear` computes one product.
@@ -61,7 +81,7 @@ impl Kernels {
         let f = |name: &str| module.load_function(name).map_err(|e| Error::Gpu(format!("kernel {name} missing from the PTX: {e}")));
         Ok(Kernels {
             gemv: (1..=GEMV_MAX_M).map(|m| f(&format!("gemv_w8a16_m{m}"))).collect::<Result<_>>()?,
-            gemm: GEMM_TILES.iter().map(|t| f(t.2)).collect::<Result<_>>()?,
+            gemm: GEMM_TILES.iter().map(|t| f(t.name)).collect::<Result<_>>()?,
             reduce_splits: f("gemm_reduce_splits")?,
             dequant: f("dequant_i8_f16")?,
             scatter: f("scatter_chunks")?,
@@ -154,21 +174,22 @@ impl Gpu {
     /// Larger batches on tensor cores; K is split when the tiles alone would leave SMs idle.
     #[allow(clippy::too_many_arguments)]
     fn gemm(&self, x: &CudaSlice<f16>, m: usize, w: &Int8Weights, y: &mut CudaSlice<f16>, stream: &Arc<CudaStream>, variant: usize, splits: usize) -> Result<()> {
-        let (mt, nt, _) = GEMM_TILES[variant];
+        let tile = GEMM_TILES[variant];
         let (n, k) = (w.rows, w.cols);
-        let tiles_n = n.div_ceil(GEMM_WARPS * 8 * nt);
-        let tiles_m = m.div_ceil(16 * mt);
-        let k_blocks = k.div_ceil(64);
-        // Each split keeps at least 4 k64 blocks so the split overhead stays small.
-        let splits = if splits > 0 { splits.min(k_blocks) } else { GEMM_TARGET_BLOCKS.div_ceil(tiles_n * tiles_m).clamp(1, (k_blocks / 4).max(1)) };
-        let k_per_split = k_blocks.div_ceil(splits) * 64;
+        let tiles_n = n.div_ceil(tile.warps * 8 * tile.nt);
+        let tiles_m = m.div_ceil(16 * tile.mt);
+        let k_blocks = k.div_ceil(tile.k_step);
+        // Each split keeps at least 256 columns of k so the split overhead stays small.
+        let max_splits = (k / 256).max(1);
+        let splits = if splits > 0 { splits.min(k_blocks) } else { GEMM_TARGET_BLOCKS.div_ceil(tiles_n * tiles_m).clamp(1, max_splits) };
+        let k_per_split = k_blocks.div_ceil(splits) * tile.k_step;
         let splits = k.div_ceil(k_per_split);
         if tiles_m > 65_535 {
             return Err(Error::Invalid(format!("linear: batch {m} is too large for one launch")));
         }
         let cfg = LaunchConfig {
             grid_dim: (tiles_n as u32, tiles_m as u32, splits as u32),
-            block_dim: (32 * GEMM_WARPS as u32, 1, 1),
+            block_dim: (32 * tile.warps as u32, 1, 1),
             shared_mem_bytes: 0,
         };
         let (mu, nu, ku, group, groups, kps) = (m as u32, n as u32, k as u32, w.group_size as u32, w.groups() as u32, k_per_split as u32);

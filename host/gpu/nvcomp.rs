@@ -21,16 +21,6 @@ const MAJOR: u32 = 6;
 struct Opts([u8; 64]);
 const DEFAULT_OPTS: Opts = Opts([0; 64]);
 
-/// Decompression options: defaults, except that `CODECLLM_NVCOMP_BACKEND` (0 default,
-/// 1 hardware engine, 2 CUDA kernels) selects nvCOMP's decode backend, for measuring.
-fn decompress_opts() -> Opts {
-    static BACKEND: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
-    let backend = *BACKEND.get_or_init(|| std::env::var("CODECLLM_NVCOMP_BACKEND").ok().and_then(|v| v.parse().ok()).unwrap_or(0));
-    let mut o = DEFAULT_OPTS;
-    o.0[..4].copy_from_slice(&backend.to_le_bytes());
-    o
-}
-
 #[repr(C)]
 #[derive(Default)]
 struct Properties {
@@ -221,7 +211,7 @@ impl Nvcomp {
             temp as *mut c_void,
             temp_bytes,
             out_ptrs as *const *mut c_void,
-            decompress_opts(),
+            DEFAULT_OPTS,
             statuses as *mut Status,
             stream,
         );

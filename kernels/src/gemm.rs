@@ -17,12 +17,29 @@
 //! splits. With one split the kernel writes FP16 `y`; with several each split writes FP32
 //! partials to `partial[z, m, n]` and `gemm_reduce_splits` sums them in fixed order
 //! (deterministic, no atomics). Requires k % 16 == 0 (the host checks).
-use crate::ptx::{block_x, thread_x, unroll, WARP};
+use crate::ptx::{block_x, load_cached_v4, load_v4, store_v4, thread_x, unroll, WARP};
 use core::arch::asm;
 use core::arch::nvptx::{_block_idx_y, _block_idx_z};
 
 /// Warps per block, side by side along N.
 pub const WARPS: u32 = 4;
+
+// Activation tiles of the shared-memory variant: two buffers (double buffering) of up to
+// 64 rows × 128 FP16, each row padded from 256 to 272 bytes so the 8 rows a quarter-warp
+// reads start in different banks (272 / 4 = 68 ≡ 4 mod 32). Rust has no syntax for
+// `.shared` on nvptx, so the array is declared in module-level PTX.
+const X_ROW_BYTES: usize = 272;
+const X_CHUNK: u32 = 128;
+const X_BUF_BYTES: usize = 64 * X_ROW_BYTES;
+core::arch::global_asm!(".shared .align 16 .b8 codecllm_gemm_x[34816];");
+
+/// Generic address of the activation tiles.
+#[inline(always)]
+fn x_tiles() -> *mut u8 {
+    let p: u64;
+    unsafe { asm!("cvta.shared.u64 {p}, codecllm_gemm_x;", p = out(reg64) p, options(pure, nomem, nostack)) };
+    p as *mut u8
+}
 
 #[repr(C, align(16))]
 #[derive(Clone, Copy)]
@@ -283,7 +300,204 @@ unsafe fn gemm<const MT: usize, const NT: usize, const PREFETCH: bool>(
         kk += 16;
     }
 
-    // Accumulator (I, J) holds rows m0 + 16I + g (+8) and columns n0 + 8J + 2t (+1).
+    store_tile::<MT, NT>(&acc, y, partial, scales, m, n, m0, n0, lane, split, per_channel);
+}
+
+/// Warps per block of the shared-memory variant: eight warps share one activation tile,
+/// so activations cross L2 → SM once per 8·8·NT weight rows instead of once per warp.
+pub const SMEM_WARPS: u32 = 8;
+const SMEM_THREADS: u32 = SMEM_WARPS * WARP;
+
+/// The activations of one k chunk: rows m0.. (16·MT of them) × X_CHUNK FP16, one 16-byte
+/// vector per thread per MT (16 vectors a row). Zero outside the matrix or past `k_end`.
+#[inline(always)]
+unsafe fn load_x_chunk<const MT: usize>(x: *const u16, m: u32, k: u32, m0: u32, kc: u32, k_end: u32) -> [[u32; 4]; MT] {
+    let mut v = [[0u32; 4]; MT];
+    unroll!(P in [0, 1, 2, 3] {
+        if P < MT {
+            let idx = thread_x() + SMEM_THREADS * P as u32;
+            let (r, c) = (m0 + idx / 16, kc + 8 * (idx % 16));
+            if r < m && c < k_end {
+                v[P] = load_cached_v4(x.add(r as usize * k as usize + c as usize) as *const u32);
+            }
+        }
+    });
+    v
+}
+
+#[inline(always)]
+unsafe fn store_x_chunk<const MT: usize>(buf: *mut u8, v: &[[u32; 4]; MT]) {
+    unroll!(P in [0, 1, 2, 3] {
+        if P < MT {
+            let idx = thread_x() + SMEM_THREADS * P as u32;
+            store_v4(buf.add((idx / 16) as usize * X_ROW_BYTES + (idx % 16) as usize * 16) as *mut u32, v[P]);
+        }
+    });
+}
+
+/// Both k64 blocks of a chunk's weights for this thread (zero where a block is not full).
+#[inline(always)]
+unsafe fn load_w_chunk<const NT: usize>(w_row: &[*const i8; NT], w_ok: &[bool; NT], kc: u32, k_end: u32, t: u32) -> [[[u32; 4]; NT]; 2] {
+    let mut w = [[[0u32; 4]; NT]; 2];
+    unroll!(B in [0, 1] {
+        let kk = kc + 64 * B as u32;
+        if kk + 64 <= k_end {
+            unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
+                if J < NT {
+                    w[B][J] = load_weights(w_row[J].add((kk + 16 * t) as usize), w_ok[J]);
+                }
+            });
+        }
+    });
+    w
+}
+
+/// Like `gemm`, with the activations staged through shared memory in X_CHUNK-wide chunks
+/// (double-buffered: the next chunk's global loads are in flight while this one computes,
+/// and so are the next chunk's weights). Requires k_per_split % X_CHUNK == 0.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_smem<const MT: usize, const NT: usize>(
+    x: *const u16,
+    q: *const i8,
+    scales: *const f32,
+    y: *mut u16,
+    partial: *mut f32,
+    m: u32,
+    n: u32,
+    k: u32,
+    group: u32,
+    groups: u32,
+    k_per_split: u32,
+) {
+    let warp = thread_x() / WARP;
+    let lane = thread_x() % WARP;
+    let (g, t) = (lane / 4, lane % 4);
+    let n0 = (block_x() * SMEM_WARPS + warp) * (NT as u32 * 8);
+    let m0 = _block_idx_y() * (MT as u32 * 16);
+    let split = _block_idx_z();
+    let k_begin = split * k_per_split;
+    // Uniform over the block, so no thread skips a barrier the others wait at.
+    if k_begin >= k || group == 0 {
+        return;
+    }
+    let k_end = if k - k_begin > k_per_split { k_begin + k_per_split } else { k };
+    let k_us = k as usize;
+    let per_channel = groups == 1;
+    let mut w_row = [core::ptr::null::<i8>(); NT];
+    let mut w_ok = [false; NT];
+    let mut s_row = [core::ptr::null::<f32>(); NT];
+    unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
+        if J < NT {
+            let r = n0 + 8 * J as u32 + g;
+            w_ok[J] = r < n;
+            let r = if r < n { r } else { 0 };
+            w_row[J] = q.add(r as usize * k_us);
+            s_row[J] = scales.add(r as usize * groups as usize);
+        }
+    });
+
+    let tiles = x_tiles();
+    let mut acc = [[[0.0f32; 4]; NT]; MT];
+    let mut kc = k_begin;
+    let mut buf = 0usize;
+    store_x_chunk::<MT>(tiles, &load_x_chunk::<MT>(x, m, k, m0, kc, k_end));
+    let mut w_cur = load_w_chunk::<NT>(&w_row, &w_ok, kc, k_end, t);
+    crate::ptx::sync_threads();
+    loop {
+        let next = kc + X_CHUNK;
+        let more = next < k_end;
+        let (x_next, w_next) = if more {
+            (load_x_chunk::<MT>(x, m, k, m0, next, k_end), load_w_chunk::<NT>(&w_row, &w_ok, next, k_end, t))
+        } else {
+            ([[0u32; 4]; MT], [[[0u32; 4]; NT]; 2])
+        };
+        let base = tiles.add(buf * X_BUF_BYTES);
+        unroll!(B in [0, 1] {
+            let kk = kc + 64 * B as u32;
+            if kk + 64 <= k_end {
+                let mut blk = Block::<MT, NT>::default();
+                blk.w = w_cur[B];
+                unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
+                    if J < NT && !per_channel {
+                        blk.s2[J] = f32_to_f16x2(*s_row[J].add(((kk + 16 * t) / group) as usize));
+                    }
+                });
+                unroll!(I in [0, 1, 2, 3] {
+                    if I < MT {
+                        unroll!(H in [0, 1] {
+                            let row = base.add((16 * I + 8 * H + g as usize) * X_ROW_BYTES + 128 * B + 32 * t as usize);
+                            let (a, b) = (load_v4(row as *const u32), load_v4(row.add(16) as *const u32));
+                            blk.x[I][H] = [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]];
+                        });
+                    }
+                });
+                compute_block::<MT, NT>(&mut acc, &blk, per_channel);
+            } else {
+                // Last chunk of a k not divisible by 64: k16 steps (k % 16 == 0).
+                let mut k16 = kk;
+                while k16 < k_end {
+                    let off = (k16 + 4 * t) as usize;
+                    let mut b = [[0u32; 2]; NT];
+                    unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
+                        if J < NT {
+                            let w = if w_ok[J] { *(w_row[J].add(off) as *const u32) } else { 0 };
+                            b[J] = i8x4_to_f16x2x2(w);
+                            if !per_channel {
+                                let s2 = f32_to_f16x2(*s_row[J].add(off / group as usize));
+                                b[J] = [mul_f16x2(b[J][0], s2), mul_f16x2(b[J][1], s2)];
+                            }
+                        }
+                    });
+                    unroll!(I in [0, 1, 2, 3] {
+                        if I < MT {
+                            let col = (k16 - kc + 4 * t) as usize * 2;
+                            let lo = *(base.add((16 * I + g as usize) * X_ROW_BYTES + col) as *const [u32; 2]);
+                            let hi = *(base.add((16 * I + 8 + g as usize) * X_ROW_BYTES + col) as *const [u32; 2]);
+                            let a = [lo[0], hi[0], lo[1], hi[1]];
+                            unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
+                                if J < NT {
+                                    mma(&mut acc[I][J], a, b[J]);
+                                }
+                            });
+                        }
+                    });
+                    k16 += 16;
+                }
+            }
+        });
+        if !more {
+            break;
+        }
+        // The other buffer was last read in the previous chunk, which every warp finished
+        // before the previous barrier.
+        store_x_chunk::<MT>(tiles.add((buf ^ 1) * X_BUF_BYTES), &x_next);
+        w_cur = w_next;
+        crate::ptx::sync_threads();
+        buf ^= 1;
+        kc = next;
+    }
+    store_tile::<MT, NT>(&acc, y, partial, scales, m, n, m0, n0, lane, split, per_channel);
+}
+
+/// Epilogue: accumulator (I, J) holds rows m0 + 16I + g (+8) and columns n0 + 8J + 2t (+1).
+/// One split: FP16 `y` (per-channel scale applied here). Several: FP32 `partial[split]`.
+#[inline(always)]
+#[allow(clippy::too_many_arguments)]
+unsafe fn store_tile<const MT: usize, const NT: usize>(
+    acc: &[[[f32; 4]; NT]; MT],
+    y: *mut u16,
+    partial: *mut f32,
+    scales: *const f32,
+    m: u32,
+    n: u32,
+    m0: u32,
+    n0: u32,
+    lane: u32,
+    split: u32,
+    per_channel: bool,
+) {
+    let (g, t) = (lane / 4, lane % 4);
     let direct = partial.is_null();
     unroll!(I in [0, 1, 2, 3] {
         if I < MT {
@@ -313,6 +527,27 @@ unsafe fn gemm<const MT: usize, const NT: usize, const PREFETCH: bool>(
         }
     });
 }
+
+macro_rules! gemm_smem_entry {
+    ($($name:ident = ($mt:literal, $nt:literal)),* $(,)?) => {$(
+        /// Launch: blockDim.x = 32 · SMEM_WARPS; grid = (ceil(n / (SMEM_WARPS·8·NT)),
+        /// ceil(m / (16·MT)), splits); k_per_split a multiple of 128.
+        #[no_mangle]
+        pub unsafe extern "ptx-kernel" fn $name(
+            x: *const u16, q: *const i8, scales: *const f32, y: *mut u16, partial: *mut f32,
+            m: u32, n: u32, k: u32, group: u32, groups: u32, k_per_split: u32,
+        ) {
+            gemm_smem::<$mt, $nt>(x, q, scales, y, partial, m, n, k, group, groups, k_per_split)
+        }
+    )*};
+}
+
+gemm_smem_entry!(
+    gemm_smem_mt1_nt2 = (1, 2),
+    gemm_smem_mt2_nt2 = (2, 2),
+    gemm_smem_mt4_nt2 = (4, 2),
+    gemm_smem_mt4_nt4 = (4, 4),
+);
 
 macro_rules! gemm_entry {
     ($($name:ident = ($mt:literal, $nt:literal, $pf:literal)),* $(,)?) => {$(
@@ -353,6 +588,8 @@ pub unsafe extern "ptx-kernel" fn gemm_reduce_splits(partial: *const f32, scales
         z += 1;
     }
     if groups == 1 {
+        // SAFETY: n == 0 returned above; this tells LLVM, which otherwise keeps a panic path.
+        core::hint::assert_unchecked(n != 0);
         v *= *scales.add(i % n as usize);
     }
     *y.add(i) = (v as f16).to_bits();

@@ -120,3 +120,56 @@ pub fn f16x2_to_f32(w: u32) -> (f32, f32) {
     let hi = f16::from_bits((w >> 16) as u16) as f32;
     (lo, hi)
 }
+
+/// Block-wide barrier (`bar.sync 0`).
+#[inline(always)]
+pub fn sync_threads() {
+    unsafe { core::arch::nvptx::_syncthreads() }
+}
+
+/// 16 bytes from global memory through the read-only path, L1 allocating (activations,
+/// re-read by other warps). As asm so the four words stay in registers.
+#[inline(always)]
+pub unsafe fn load_cached_v4(p: *const u32) -> [u32; 4] {
+    let (a, b, c, d): (u32, u32, u32, u32);
+    asm!(
+        "ld.global.nc.v4.u32 {{{a}, {b}, {c}, {d}}}, [{p}];",
+        p = in(reg64) p,
+        a = out(reg32) a,
+        b = out(reg32) b,
+        c = out(reg32) c,
+        d = out(reg32) d,
+        options(pure, readonly, nostack),
+    );
+    [a, b, c, d]
+}
+
+/// 16 bytes from a generic address (used for shared memory tiles).
+#[inline(always)]
+pub unsafe fn load_v4(p: *const u32) -> [u32; 4] {
+    let (a, b, c, d): (u32, u32, u32, u32);
+    asm!(
+        "ld.v4.u32 {{{a}, {b}, {c}, {d}}}, [{p}];",
+        p = in(reg64) p,
+        a = out(reg32) a,
+        b = out(reg32) b,
+        c = out(reg32) c,
+        d = out(reg32) d,
+        options(pure, readonly, nostack),
+    );
+    [a, b, c, d]
+}
+
+/// 16 bytes to a generic address (shared memory tiles).
+#[inline(always)]
+pub unsafe fn store_v4(p: *mut u32, v: [u32; 4]) {
+    asm!(
+        "st.v4.u32 [{p}], {{{a}, {b}, {c}, {d}}};",
+        p = in(reg64) p,
+        a = in(reg32) v[0],
+        b = in(reg32) v[1],
+        c = in(reg32) v[2],
+        d = in(reg32) v[3],
+        options(nostack),
+    );
+}
