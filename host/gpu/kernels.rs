@@ -10,9 +10,6 @@ const PTX_SM90: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels_sm_90.ptx
 
 /// Largest batch the GEMV kernels take (one FP32 accumulator per batch row per lane).
 pub const GEMV_MAX_M: usize = 8;
-/// Batches up to this size run on the GEMV; larger ones on the tensor-core GEMM.
-/// Measured on H100 (BENCHMARKS.md): see `bench kernels`.
-pub const GEMV_UP_TO_M: usize = 8;
 /// Blocks a GEMM launch should reach before splitting K: 4 per SM on a 132-SM H100 keeps
 /// enough weight loads in flight to cover DRAM latency.
 const GEMM_TARGET_BLOCKS: usize = 528;
@@ -39,17 +36,18 @@ const fn tile(name: &'static str, mt: usize, nt: usize, warps: usize, k_step: us
 }
 
 /// The GEMM variants: registers only (4 warps) and shared-memory activation tiles (8 warps).
-pub const GEMM_TILES: [GemmTile; 9] = [
+pub const GEMM_TILES: [GemmTile; 5] = [
     tile("gemm_w8a16_mt1_nt2", 1, 2, 4, 64),
-    tile("gemm_w8a16_mt1_nt4", 1, 4, 4, 64),
     tile("gemm_w8a16_mt2_nt4", 2, 4, 4, 64),
-    tile("gemm_w8a16_mt4_nt4", 4, 4, 4, 64),
     tile("gemm_w8a16_mt4_nt4_pf", 4, 4, 4, 64),
     tile("gemm_smem_mt1_nt2", 1, 2, 8, 128),
     tile("gemm_smem_mt2_nt2", 2, 2, 8, 128),
-    tile("gemm_smem_mt4_nt2", 4, 2, 8, 128),
-    tile("gemm_smem_mt4_nt4", 4, 4, 8, 128),
 ];
+const REG_MT1: usize = 0;
+const REG_MT2: usize = 1;
+const REG_MT4: usize = 2;
+const SMEM_MT1: usize = 3;
+const SMEM_MT2: usize = 4;
 
 /// How `linear` computes one product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -124,17 +122,23 @@ impl Gpu {
         self.linear_planned(x, m, w, y, stream, Gpu::plan(m, w.rows, w.cols))
     }
 
-    /// The plan `linear` uses for an `[m, k] × [n, k]ᵀ` product.
-    pub fn plan(m: usize, _n: usize, k: usize) -> LinearPlan {
-        if m <= GEMV_UP_TO_M || k % 16 != 0 {
+    /// The plan `linear` uses for an `[m, k] × [n, k]ᵀ` product: the fastest measured per
+    /// batch and weight size class by `bench kernels --tune` on H100
+    /// (docs/bench/2026-11-26-h100-tune.json, BENCHMARKS.md).
+    pub fn plan(m: usize, n: usize, k: usize) -> LinearPlan {
+        let weights = n * k;
+        let (small, big) = (weights < 1 << 22, weights >= 1 << 25);
+        if k % 16 != 0 || m <= 2 || (m <= GEMV_MAX_M && small) {
             return LinearPlan::Gemv;
         }
-        let tile = match m {
-            ..=16 => 1,
-            ..=32 => 2,
-            _ => 3,
-        };
-        LinearPlan::Gemm { tile, splits: 0 }
+        let gemm = |tile, splits| LinearPlan::Gemm { tile, splits };
+        match m {
+            _ if small && m <= 256 => gemm(REG_MT1, 0),
+            ..=16 => gemm(if big { SMEM_MT1 } else { REG_MT1 }, 0),
+            ..=64 => gemm(if big { SMEM_MT2 } else { REG_MT2 }, 0),
+            ..=256 => gemm(SMEM_MT2, 1),
+            _ => gemm(if small { REG_MT1 } else { REG_MT4 }, 1),
+        }
     }
 
     /// `linear` with an explicit plan (benchmarks compare plans with this).

@@ -542,11 +542,11 @@ macro_rules! gemm_smem_entry {
     )*};
 }
 
+// Kept: the variants that won some shape in `bench kernels --tune` on H100
+// (docs/bench/2026-11-26-h100-tune.json); the others never did and were dropped.
 gemm_smem_entry!(
     gemm_smem_mt1_nt2 = (1, 2),
     gemm_smem_mt2_nt2 = (2, 2),
-    gemm_smem_mt4_nt2 = (4, 2),
-    gemm_smem_mt4_nt4 = (4, 4),
 );
 
 macro_rules! gemm_entry {
@@ -563,13 +563,11 @@ macro_rules! gemm_entry {
     )*};
 }
 
-// Names: m16 tiles × n8 tiles per warp, and whether the next k64 block is prefetched
-// (only where the registers allow it without spilling: ptxas -v, BENCHMARKS.md).
+// Names: m16 tiles × n8 tiles per warp; the flag prefetches the next k64 block. The
+// mt4_nt4 prefetching variant spills 140 bytes (ptxas -v) yet was the fastest at M ≥ 256.
 gemm_entry!(
     gemm_w8a16_mt1_nt2 = (1, 2, true),
-    gemm_w8a16_mt1_nt4 = (1, 4, true),
     gemm_w8a16_mt2_nt4 = (2, 4, true),
-    gemm_w8a16_mt4_nt4 = (4, 4, false),
     gemm_w8a16_mt4_nt4_pf = (4, 4, true),
 );
 
