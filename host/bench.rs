@@ -7,7 +7,7 @@
 use crate::compress::{compress, CompressOptions};
 use crate::error::{Error, Result};
 use crate::format::{Codec, Container};
-use crate::gpu::{Decoder, DeviceCompressedTensor, DeviceInt8Buffer, Gpu, Int8Weights, LinearPlan, GEMM_TILES};
+use crate::gpu::{Decoder, DeviceChunkTable, DeviceCompressedTensor, DeviceInt8Buffer, Gpu, Int8Weights, LinearPlan, GEMM_TILES};
 use crate::input::SourceModel;
 use crate::quant::Int8Matrix;
 use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
@@ -214,7 +214,7 @@ impl<'g> Bench<'g> {
             .filter(|t| t.matrix_dims().is_some())
             .map(|t| DeviceCompressedTensor::upload(self.gpu, c, &t.name))
             .collect::<Result<_>>()?;
-        let refs: Vec<&DeviceCompressedTensor> = tensors.iter().collect();
+        let refs: Vec<&DeviceChunkTable> = tensors.iter().map(|t| &t.table).collect();
         let mut decoder = Decoder::new(self.gpu, &refs)?;
         let mut out = DeviceInt8Buffer::new(self.gpu, tensors.iter().map(|t| t.len()).max().unwrap_or(1))?;
         let decoded: usize = tensors.iter().map(|t| t.len()).sum();
@@ -286,7 +286,7 @@ impl<'g> Bench<'g> {
         let mut rows = Vec::new();
         for t in c.index.tensors.iter() {
             let w = DeviceCompressedTensor::upload(self.gpu, &c, &t.name)?;
-            let mut decoder = Decoder::new(self.gpu, &[&w])?;
+            let mut decoder = Decoder::new(self.gpu, &[&w.table])?;
             let mut q = DeviceInt8Buffer::new(self.gpu, w.len())?;
             let x = s.clone_htod(&self.random_f16(w.cols))?;
             let mut y = s.alloc_zeros::<f16>(w.rows)?;

@@ -125,7 +125,7 @@ pub fn verify_gpu(c: &Container, gpu: &crate::gpu::Gpu, report: &mut VerifyRepor
     for t in c.index.tensors.iter().filter(|t| t.matrix_dims().is_some()) {
         let outcome = (|| -> Result<()> {
             let dt = DeviceCompressedTensor::upload(gpu, c, &t.name)?;
-            let mut decoder = Decoder::new(gpu, &[&dt])?;
+            let mut decoder = Decoder::new(gpu, &[&dt.table])?;
             let mut q = DeviceInt8Buffer::new(gpu, dt.len())?;
             dt.decode_into(&mut decoder, &mut q, &gpu.stream)?;
             decoder.check(&gpu.stream)?;

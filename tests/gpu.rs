@@ -141,7 +141,7 @@ fn gpu_decode_equals_cpu_decode_for_every_codec() {
             compress_to(&src, &out, codec, chunk_size);
             let c = Container::open(&out).unwrap();
             let tensors: Vec<_> = c.index.tensors.iter().map(|t| DeviceCompressedTensor::upload(&gpu, &c, &t.name).unwrap()).collect();
-            let mut decoder = Decoder::new(&gpu, &tensors.iter().collect::<Vec<_>>()).unwrap();
+            let mut decoder = Decoder::new(&gpu, &tensors.iter().map(|t| &t.table).collect::<Vec<_>>()).unwrap();
             let mut raw_chunks = 0;
             for (t, entry) in tensors.iter().zip(&c.index.tensors) {
                 raw_chunks += entry.data.chunks.iter().filter(|ch| ch.raw).count();
@@ -175,7 +175,7 @@ fn decode_then_linear_matches_reference() {
     let c = Container::open(&out).unwrap();
     for entry in &c.index.tensors {
         let t = DeviceCompressedTensor::upload(&gpu, &c, &entry.name).unwrap();
-        let mut decoder = Decoder::new(&gpu, &[&t]).unwrap();
+        let mut decoder = Decoder::new(&gpu, &[&t.table]).unwrap();
         let mut q = DeviceInt8Buffer::new(&gpu, t.len()).unwrap();
         let m = 4;
         let x: Vec<f16> = (0..m * t.cols).map(|_| f16::from_f32(rng.gen_range(-1.0..1.0))).collect();
@@ -244,14 +244,14 @@ fn wrong_size_chunk_is_an_error_not_garbage() {
 
     let c = Container::open(&out).unwrap();
     let t = DeviceCompressedTensor::upload(&gpu, &c, "l1.weight").unwrap();
-    let mut decoder = Decoder::new(&gpu, &[&t]).unwrap();
+    let mut decoder = Decoder::new(&gpu, &[&t.table]).unwrap();
     let mut q = DeviceInt8Buffer::new(&gpu, t.len()).unwrap();
     t.decode_into(&mut decoder, &mut q, &gpu.stream).unwrap();
     let err = decoder.check(&gpu.stream).err().expect("a short frame must fail").to_string();
     assert!(err.contains(&format!("tensor 'l1.weight', chunk {}", span.index)), "{err}");
     // The decoder is usable again after reporting.
     let good = DeviceCompressedTensor::upload(&gpu, &c, "l0.weight").unwrap();
-    let mut d2 = Decoder::new(&gpu, &[&good]).unwrap();
+    let mut d2 = Decoder::new(&gpu, &[&good.table]).unwrap();
     let mut q2 = DeviceInt8Buffer::new(&gpu, good.len()).unwrap();
     good.decode_into(&mut d2, &mut q2, &gpu.stream).unwrap();
     d2.check(&gpu.stream).unwrap();

@@ -10,7 +10,7 @@
 //! let c = Container::open("model.clm".as_ref())?;
 //! // Compressed bytes go to VRAM once (checksums verified on the way).
 //! let w = DeviceCompressedTensor::upload(&gpu, &c, "model.layers.0.mlp.up_proj.weight")?;
-//! let mut decoder = Decoder::new(&gpu, &[&w])?;        // nvCOMP workspace, sized once
+//! let mut decoder = Decoder::new(&gpu, &[&w.table])?;  // nvCOMP workspace, sized once
 //! let mut q = DeviceInt8Buffer::new(&gpu, w.len())?;   // decode target, reused
 //! let x = gpu.stream.clone_htod(&vec![half::f16::ONE; w.cols])?; // [m = 1, k]
 //! let mut y = gpu.stream.alloc_zeros::<half::f16>(w.rows)?;       // [m = 1, n]
@@ -25,7 +25,7 @@ pub mod nvcomp;
 mod tensor;
 
 pub use kernels::{Int8Weights, Kernels, LinearPlan, GEMM_TILES};
-pub use tensor::{ans_encode_chunks, Decoder, DeviceCompressedTensor, DeviceInt8Buffer};
+pub use tensor::{ans_encode_chunks, Decoder, DeviceChunkTable, DeviceCompressedTensor, DeviceInt8Buffer};
 
 use crate::error::{Error, Result};
 use cudarc::driver::{CudaContext, CudaStream};

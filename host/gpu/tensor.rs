@@ -8,7 +8,7 @@ use super::Gpu;
 use crate::codec::decode_blob;
 use crate::error::{Error, Result};
 use crate::format::{Codec, Container, Encoding, StoredChunk};
-use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaFunction, CudaSlice, CudaStream, CudaView, DevicePtr, LaunchConfig, PushKernelArg};
 use std::sync::Arc;
 
 /// Host mirror of `kernels/src/scatter.rs::ChunkEntry`.
@@ -24,16 +24,18 @@ struct ChunkEntry {
 }
 const RAW_SLOT: u32 = u32::MAX;
 
-/// A quantized tensor whose compressed chunks live in VRAM (uploaded once, checksums
-/// verified on the way), with its scales already decoded.
-pub struct DeviceCompressedTensor {
+/// Everything the GPU needs to decode one quantized tensor except its stored bytes: the
+/// chunk table (device-resident), the nvCOMP slot map and the decoded scales. Shared by
+/// VRAM-resident tensors and the streaming engine, whose stored bytes arrive per use.
+pub struct DeviceChunkTable {
     pub name: String,
     pub rows: usize,
     pub cols: usize,
     pub group_size: usize,
     pub codec: Codec,
     pub chunk_size: usize,
-    stored: CudaSlice<u8>,
+    /// Bytes the stored chunks span (padding included).
+    pub stored_len: usize,
     table: CudaSlice<u8>,
     scales: CudaSlice<f32>,
     chunks: usize,
@@ -41,8 +43,10 @@ pub struct DeviceCompressedTensor {
     slot_chunks: Vec<u32>,
 }
 
-impl DeviceCompressedTensor {
-    pub fn upload(gpu: &Gpu, c: &Container, name: &str) -> Result<Self> {
+impl DeviceChunkTable {
+    /// The table of tensor `name` on the device, and its stored bytes (checksums verified)
+    /// on the host.
+    pub fn load(gpu: &Gpu, c: &Container, name: &str) -> Result<(Self, Vec<u8>)> {
         let t = c.tensor(name).ok_or_else(|| Error::format(c.path(), format!("no tensor named '{name}'")))?;
         let Encoding::Int8 { group_size, scales, .. } = &t.encoding else {
             return Err(Error::format(c.path(), format!("tensor '{name}' is not INT8")));
@@ -73,19 +77,20 @@ impl DeviceCompressedTensor {
         let scale_bytes = decode_blob(c, name, scales)?;
         let scale_values: Vec<f32> = scale_bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
         let s = &gpu.stream;
-        Ok(DeviceCompressedTensor {
+        let table_dev = DeviceChunkTable {
             name: name.to_owned(),
             rows: rows as usize,
             cols: cols as usize,
             group_size: *group_size as usize,
             codec: t.data.codec,
             chunk_size: t.data.chunk_size as usize,
-            stored: s.clone_htod(&stored)?,
+            stored_len: stored.len(),
             table: s.clone_htod(bytemuck::cast_slice::<ChunkEntry, u8>(&table))?,
             scales: s.clone_htod(&scale_values)?,
             chunks: table.len(),
             slot_chunks,
-        })
+        };
+        Ok((table_dev, stored))
     }
 
     /// Decoded INT8 bytes.
@@ -95,20 +100,22 @@ impl DeviceCompressedTensor {
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
-    /// Compressed bytes held in VRAM (padding included).
-    pub fn stored_bytes(&self) -> usize {
-        self.stored.len()
-    }
     fn coded_chunks(&self) -> usize {
         self.slot_chunks.len()
     }
+    /// Device bytes of the table and scales.
+    pub fn device_bytes(&self) -> usize {
+        self.table.len() + 4 * self.scales.len()
+    }
 
-    /// Enqueues the decode of this tensor's INT8 values into `out` on `stream`. A chunk
-    /// that fails to decode is reported by the next `decoder.check`.
-    pub fn decode_into(&self, decoder: &mut Decoder, out: &mut DeviceInt8Buffer, stream: &Arc<CudaStream>) -> Result<()> {
-        if out.data.len() < self.len() {
-            return Err(Error::Invalid(format!("decode of '{}' needs {} bytes, the buffer has {}", self.name, self.len(), out.data.len())));
-        }
+    /// Enqueues the decode of stored bytes at device address `src` (laid out as in the
+    /// container) into `len()` bytes at device address `dst`, on `stream`. A chunk that
+    /// fails to decode is reported by the next `decoder.check`.
+    ///
+    /// # Safety
+    /// `src` must hold `stored_len` readable bytes and `dst` `len()` writable bytes, both
+    /// valid until the work completes.
+    pub unsafe fn decode_raw(&self, decoder: &mut Decoder, src: u64, dst: u64, stream: &Arc<CudaStream>) -> Result<()> {
         let coded = self.coded_chunks();
         if coded > 0 && (!decoder.codecs.contains(&self.codec) || coded > decoder.slots || self.chunk_size > decoder.max_chunk || self.len() > decoder.max_total) {
             return Err(Error::Invalid(format!("the decoder was not sized for tensor '{}' ({} chunks)", self.name, self.codec.name())));
@@ -120,16 +127,16 @@ impl DeviceCompressedTensor {
         launch
             .arg(&self.table)
             .arg(&n)
-            .arg(&self.stored)
-            .arg(&mut out.data)
+            .arg(&src)
+            .arg(&dst)
             .arg(&mut decoder.in_ptrs)
             .arg(&mut decoder.in_bytes)
             .arg(&mut decoder.out_ptrs)
             .arg(&mut decoder.out_bytes);
         // SAFETY: the table was built from the validated index: every source range lies in
-        // `stored`, every destination in the first `len()` bytes of `out`, every slot below
-        // `coded <= decoder.slots`.
-        unsafe { launch.launch(cfg) }?;
+        // the `stored_len` bytes at `src`, every destination in the `len()` bytes at `dst`,
+        // every slot below `coded <= decoder.slots`.
+        launch.launch(cfg)?;
         if coded > 0 {
             decoder.decode(self.codec, coded, stream)?;
             decoder.pending.push((self.name.clone(), self.slot_chunks.clone()));
@@ -137,9 +144,54 @@ impl DeviceCompressedTensor {
         Ok(())
     }
 
+    /// Decoded weights `q` (`len()` bytes) with this tensor's scales, for `Gpu::linear`.
+    pub fn weights_at<'a>(&'a self, q: CudaView<'a, u8>) -> Int8Weights<'a> {
+        Int8Weights { q, scales: self.scales.slice(..), rows: self.rows, cols: self.cols, group_size: self.group_size }
+    }
+}
+
+/// A quantized tensor whose compressed chunks live in VRAM (uploaded once, checksums
+/// verified on the way), with its scales already decoded.
+pub struct DeviceCompressedTensor {
+    pub table: DeviceChunkTable,
+    stored: CudaSlice<u8>,
+}
+
+impl std::ops::Deref for DeviceCompressedTensor {
+    type Target = DeviceChunkTable;
+    fn deref(&self) -> &DeviceChunkTable {
+        &self.table
+    }
+}
+
+impl DeviceCompressedTensor {
+    pub fn upload(gpu: &Gpu, c: &Container, name: &str) -> Result<Self> {
+        let (table, stored) = DeviceChunkTable::load(gpu, c, name)?;
+        Ok(DeviceCompressedTensor { table, stored: gpu.stream.clone_htod(&stored)? })
+    }
+
+    /// Compressed bytes held in VRAM (padding included).
+    pub fn stored_bytes(&self) -> usize {
+        self.stored.len()
+    }
+
+    /// Enqueues the decode of this tensor's INT8 values into `out` on `stream`. A chunk
+    /// that fails to decode is reported by the next `decoder.check`.
+    pub fn decode_into(&self, decoder: &mut Decoder, out: &mut DeviceInt8Buffer, stream: &Arc<CudaStream>) -> Result<()> {
+        if out.data.len() < self.len() {
+            return Err(Error::Invalid(format!("decode of '{}' needs {} bytes, the buffer has {}", self.name, self.len(), out.data.len())));
+        }
+        let src = self.stored.device_ptr(stream).0;
+        let dst = out.data.device_ptr(stream).0;
+        // SAFETY: `stored` holds the tensor's stored bytes, `out` at least len() bytes;
+        // both outlive the enqueued work as long as the caller keeps them (as with any
+        // cudarc buffer used asynchronously).
+        unsafe { self.table.decode_raw(decoder, src, dst, stream) }
+    }
+
     /// The decoded weights in `q` with this tensor's scales, for `Gpu::linear`.
     pub fn weights<'a>(&'a self, q: &'a DeviceInt8Buffer) -> Int8Weights<'a> {
-        Int8Weights { q: q.data.slice(..self.len()), scales: self.scales.slice(..), rows: self.rows, cols: self.cols, group_size: self.group_size }
+        self.table.weights_at(q.data.slice(..self.len()))
     }
 }
 
@@ -179,7 +231,7 @@ pub struct Decoder {
 
 impl Decoder {
     /// A decoder able to decode any of `tensors`.
-    pub fn new(gpu: &Gpu, tensors: &[&DeviceCompressedTensor]) -> Result<Self> {
+    pub fn new(gpu: &Gpu, tensors: &[&DeviceChunkTable]) -> Result<Self> {
         let coded: Vec<_> = tensors.iter().filter(|t| t.coded_chunks() > 0).collect();
         let mut codecs: Vec<Codec> = coded.iter().map(|t| t.codec).collect();
         codecs.dedup();
