@@ -11,6 +11,7 @@
 //! - [`reference`]: CPU decode and the f64 `linear` oracle.
 //! - [`verify`]: whole-container checks, optionally against the source checkpoint.
 //! - [`bench`]: GPU microbenchmarks with same-run baselines (`codecllm bench`).
+//! - [`stream`]: low-VRAM streaming engine (pinned host store, slot ring, three streams).
 //! - [`gpu`]: CUDA runtime, nvCOMP, device-resident compressed tensors, fused kernels.
 pub mod bench;
 pub mod codec;
@@ -21,6 +22,7 @@ pub mod gpu;
 pub mod input;
 pub mod quant;
 pub mod reference;
+pub mod stream;
 pub mod verify;
 
 pub use error::{Error, Result};

@@ -9,13 +9,13 @@ out=.device-bundle
 rm -rf "$out" && mkdir -p "$out"
 cargo build --release --locked
 cp target/release/codecllm "$out/"
-test_bin=$(cargo test --release --locked --no-run --test gpu --message-format=json 2>/dev/null \
-  | python3 -c 'import sys,json
+cargo test --release --locked --no-run --test gpu --test stream --message-format=json 2>/dev/null \
+  | python3 -c 'import sys,json,shutil
 for l in sys.stdin:
     m=json.loads(l)
-    if m.get("reason")=="compiler-artifact" and m["target"]["name"]=="gpu" and m.get("executable"): print(m["executable"])')
-cp "$test_bin" "$out/gpu-tests"
-strip "$out/codecllm" "$out/gpu-tests"
+    if m.get("reason")=="compiler-artifact" and m["target"]["name"] in ("gpu","stream") and m.get("executable"):
+        shutil.copy(m["executable"], sys.argv[1] + "/" + m["target"]["name"] + "-tests")' "$out"
+strip "$out/codecllm" "$out/gpu-tests" "$out/stream-tests"
 cp .cache/nvcomp/libnvcomp.so.6 "$out/"
 cp target/kernels/sm_90/nvptx64-nvidia-cuda/release/codecllm_kernels.ptx "$out/kernels_sm_90.ptx"
 du -sh "$out"/*

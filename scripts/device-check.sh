@@ -1,13 +1,13 @@
 #!/usr/bin/env bash
 # Runs on a GPU machine over a carried .device-bundle/ (scripts/device-bundle.sh):
 # GPU tests that may not skip, compute-sanitizer memcheck and racecheck over them, then
-# the kernel benchmarks. Usage: scripts/device-check.sh [tests|sanitize|bench]... (all).
+# the kernel and streaming benchmarks. Usage: scripts/device-check.sh [ptxas|tests|sanitize|bench|stream]...
 set -uo pipefail
 cd "$(dirname "$0")/.."
 b=.device-bundle
 export NVCOMP_LIB="$PWD/$b/libnvcomp.so.6" CODECLLM_REQUIRE_GPU=1
 out="${OUT:-/tmp}"
-steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(ptxas tests sanitize bench)
+steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(ptxas tests sanitize bench stream)
 status=0
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
 for step in "${steps[@]}"; do
@@ -16,7 +16,8 @@ for step in "${steps[@]}"; do
       echo "== ptxas resource usage (sm_90)"
       ptxas -arch=sm_90 -v "$b/kernels_sm_90.ptx" -o /tmp/k.cubin 2>&1 | grep -E "Compiling|registers|spill" | paste - - - | sed -E 's/ptxas info *: //g' ;;
     tests)
-      echo "== GPU tests"; "$b/gpu-tests" --test-threads=1 || status=1 ;;
+      echo "== GPU tests"; "$b/gpu-tests" --test-threads=1 || status=1
+      echo "== streaming tests"; "$b/stream-tests" --test-threads=1 || status=1 ;;
     sanitize)
       for tool in memcheck racecheck synccheck; do
         echo "== compute-sanitizer $tool"
@@ -26,6 +27,9 @@ for step in "${steps[@]}"; do
     bench)
       echo "== bench kernels"
       "$b/codecllm" bench kernels --json ${BENCH_ARGS:-} > "$out/bench.json" || status=1 ;;
+    stream)
+      echo "== bench stream"
+      "$b/codecllm" bench stream --json ${STREAM_ARGS:-} > "$out/stream.json" || status=1 ;;
     *) echo "unknown step $step"; status=2 ;;
   esac
 done

@@ -1,0 +1,526 @@
+//! Low-VRAM streaming: a model's compressed weights stay in page-locked host RAM; a fixed
+//! ring of device slots receives one unit (a layer, or a group such as a transformer
+//! block) at a time. Three streams overlap the work, ordered only by events:
+//!
+//! ```text
+//! copy    │ H2D u0 │ H2D u1 │ H2D u2 ........ │ H2D u3 │
+//! decode  │        │ dec u0 │ dec u1 │        │ dec u2 │          (nvCOMP, into the slot)
+//! compute │                 │ GEMM u0 │ GEMM u1 │ GEMM u2 │       (fused W8A16 kernels)
+//! ```
+//!
+//! A slot's compressed half is overwritten only after its decode finished, its INT8 half
+//! only after its compute finished, so at most `slots` units are live and peak VRAM does
+//! not depend on the model's depth. Nothing is allocated per unit.
+//!
+//! ```no_run
+//! # use codecllm::{format::Container, gpu::Gpu, stream::{HostStore, WeightStream}};
+//! # fn main() -> codecllm::Result<()> {
+//! let gpu = Gpu::new(0)?;
+//! let c = Container::open("model.clm".as_ref())?;
+//! let units = vec![vec!["layers.0.q.weight".to_string(), "layers.0.o.weight".to_string()]];
+//! let store = HostStore::load(&gpu, &c, &units, true)?;    // pinned once
+//! let mut ws = WeightStream::new(&gpu, &store, 2, None, 1)?; // 2 slots, no budget, M ≤ 1
+//! let x = gpu.stream.clone_htod(&vec![half::f16::ONE; ws.input_width()])?;
+//! let mut y = gpu.stream.alloc_zeros::<half::f16>(ws.output_width())?;
+//! let run = ws.forward_mlp_stack(&x, 1, &mut y)?;
+//! println!("peak VRAM {} bytes", run.peak_vram_measured);
+//! # Ok(()) }
+//! ```
+use crate::error::{Error, Result};
+use crate::format::Container;
+use crate::gpu::{Decoder, DeviceChunkTable, Gpu, Int8Weights};
+use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, DevicePtr, PinnedHostSlice};
+use half::f16;
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// Offsets inside the arena and the slots are multiples of this (DMA- and nvCOMP-friendly).
+const ALIGN: usize = 256;
+
+fn align(x: usize) -> usize {
+    x.div_ceil(ALIGN) * ALIGN
+}
+
+/// Sizes the slot ring must hold for one unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct UnitSize {
+    pub stored: usize,
+    pub decoded: usize,
+}
+
+/// The device memory a stream engine takes, decided before anything is allocated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+pub struct SlotPlan {
+    pub slots: usize,
+    pub slot_stored: usize,
+    pub slot_decoded: usize,
+    /// Everything else: nvCOMP temp, chunk tables, scales, activations.
+    pub fixed: usize,
+}
+
+impl SlotPlan {
+    pub fn total(&self) -> usize {
+        self.slots * (self.slot_stored + self.slot_decoded) + self.fixed
+    }
+
+    /// Slots sized for the largest unit; fails when `budget` cannot hold `slots` of them.
+    pub fn new(units: &[UnitSize], slots: usize, fixed: usize, budget: Option<usize>) -> Result<SlotPlan> {
+        if slots == 0 || units.is_empty() {
+            return Err(Error::Invalid("streaming needs at least one unit and one slot".into()));
+        }
+        let plan = SlotPlan {
+            slots,
+            slot_stored: units.iter().map(|u| align(u.stored)).max().unwrap_or(0),
+            slot_decoded: units.iter().map(|u| align(u.decoded)).max().unwrap_or(0),
+            fixed,
+        };
+        if let Some(b) = budget {
+            let one = SlotPlan { slots: 1, ..plan };
+            if one.total() > b {
+                return Err(Error::Invalid(format!(
+                    "VRAM budget of {:.1} MB is too small: even one unit needs {:.1} MB ({:.1} MB compressed + {:.1} MB INT8 + {:.1} MB fixed)",
+                    b as f64 / 1e6,
+                    one.total() as f64 / 1e6,
+                    plan.slot_stored as f64 / 1e6,
+                    plan.slot_decoded as f64 / 1e6,
+                    fixed as f64 / 1e6
+                )));
+            }
+            if plan.total() > b {
+                let fit = (b - fixed) / (plan.slot_stored + plan.slot_decoded);
+                return Err(Error::Invalid(format!(
+                    "VRAM budget of {:.1} MB holds {fit} slot(s), {slots} requested ({:.1} MB needed)",
+                    b as f64 / 1e6,
+                    plan.total() as f64 / 1e6
+                )));
+            }
+        }
+        Ok(plan)
+    }
+}
+
+/// What the host enqueues, in order, for `units` units over `slots` slots: every unit is
+/// prefetched (copy + decode) before it is computed, and unit `u + slots` — which reuses
+/// unit `u`'s slot — only after unit `u`'s compute was enqueued (the event it waits on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Step {
+    Prefetch { unit: usize, slot: usize },
+    Compute { unit: usize, slot: usize },
+}
+
+pub fn schedule(units: usize, slots: usize) -> Vec<Step> {
+    let mut steps: Vec<Step> = (0..units.min(slots)).map(|u| Step::Prefetch { unit: u, slot: u % slots }).collect();
+    for u in 0..units {
+        steps.push(Step::Compute { unit: u, slot: u % slots });
+        if u + slots < units {
+            steps.push(Step::Prefetch { unit: u + slots, slot: (u + slots) % slots });
+        }
+    }
+    steps
+}
+
+/// One tensor of a unit: where its stored bytes sit in the host arena and in a slot.
+pub struct HostTensor {
+    pub table: DeviceChunkTable,
+    host_offset: usize,
+    slot_stored_offset: usize,
+    slot_decoded_offset: usize,
+}
+
+pub struct HostUnit {
+    pub tensors: Vec<HostTensor>,
+    pub size: UnitSize,
+}
+
+// SAFETY (Send/Sync below): the arena is written only in `load`, before the store is
+// shared; afterwards it is only read (by copies and the staging path).
+unsafe impl Send for HostStore {}
+unsafe impl Sync for HostStore {}
+
+enum Arena {
+    /// One page-locked allocation holding every unit.
+    Pinned { _mem: PinnedHostSlice<u8>, ptr: *mut u8 },
+    /// Pinning was refused: pageable memory, copied through a pinned staging ring.
+    Pageable(Vec<u8>),
+}
+
+/// A model's compressed weights in host RAM, loaded once.
+pub struct HostStore {
+    arena: Arena,
+    pub units: Vec<HostUnit>,
+    /// Bytes held page-locked (the arena, or 0 when it fell back to pageable memory).
+    pub pinned_bytes: usize,
+    pub total_bytes: usize,
+}
+
+impl HostStore {
+    /// Loads `units` (lists of INT8 tensor names; a name may appear in several units, each
+    /// gets its own copy) from `c`, checksums verified, into one pinned arena — or, when
+    /// `pin` is false or pinning is refused, into pageable memory (said in one log line).
+    pub fn load(gpu: &Gpu, c: &Container, units: &[Vec<String>], pin: bool) -> Result<Self> {
+        let mut host_units = Vec::with_capacity(units.len());
+        let mut stored_bytes: Vec<Vec<u8>> = Vec::new();
+        let mut total = 0;
+        let mut cache: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+        for names in units {
+            let mut tensors = Vec::with_capacity(names.len());
+            let (mut stored, mut decoded) = (0, 0);
+            for name in names {
+                let (table, bytes) = DeviceChunkTable::load(gpu, c, name)?;
+                let idx = *cache.entry(name.as_str()).or_insert_with(|| {
+                    stored_bytes.push(bytes);
+                    stored_bytes.len() - 1
+                });
+                let len = stored_bytes[idx].len();
+                tensors.push((table, idx, total, stored, decoded));
+                total += align(len);
+                stored += align(len);
+                decoded += align(tensors.last().unwrap().0.len());
+            }
+            host_units.push(HostUnit {
+                tensors: tensors
+                    .into_iter()
+                    .map(|(table, _, host_offset, slot_stored_offset, slot_decoded_offset)| HostTensor { table, host_offset, slot_stored_offset, slot_decoded_offset })
+                    .collect(),
+                size: UnitSize { stored, decoded },
+            });
+        }
+        // Which cached stored blob each tensor copies, in arena order.
+        let mut sources = Vec::new();
+        for names in units {
+            for name in names {
+                sources.push(cache[name.as_str()]);
+            }
+        }
+        let pinned = if pin {
+            // SAFETY: written below before any read.
+            match unsafe { gpu.ctx.alloc_pinned::<u8>(total.max(1)) } {
+                Ok(mut mem) => {
+                    let ptr = mem.as_mut_ptr()?;
+                    Some((mem, ptr))
+                }
+                Err(e) => {
+                    eprintln!("codecllm: pinning {:.1} MB of host memory failed ({e}); streaming from pageable memory through a pinned staging ring", total as f64 / 1e6);
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let (arena, pinned_bytes) = match pinned {
+            Some((mem, ptr)) => (Arena::Pinned { _mem: mem, ptr }, total),
+            None => (Arena::Pageable(vec![0u8; total.max(1)]), 0),
+        };
+        let mut store = HostStore { arena, units: host_units, pinned_bytes, total_bytes: total };
+        let offsets: Vec<usize> = store.units.iter().flat_map(|u| u.tensors.iter().map(|t| t.host_offset)).collect();
+        let base = store.base_mut() as usize;
+        offsets.par_iter().zip(&sources).for_each(|(&off, &src)| {
+            let bytes = &stored_bytes[src];
+            // SAFETY: each tensor owns [off, off + len) of the arena; ranges are disjoint.
+            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), (base + off) as *mut u8, bytes.len()) };
+        });
+        Ok(store)
+    }
+
+    fn base_mut(&mut self) -> *mut u8 {
+        match &mut self.arena {
+            Arena::Pinned { ptr, .. } => *ptr,
+            Arena::Pageable(v) => v.as_mut_ptr(),
+        }
+    }
+
+    fn bytes(&self, offset: usize, len: usize) -> &[u8] {
+        match &self.arena {
+            // SAFETY: the arena holds `total_bytes`, every tensor range lies inside it.
+            Arena::Pinned { ptr, .. } => unsafe { std::slice::from_raw_parts(ptr.add(offset), len) },
+            Arena::Pageable(v) => &v[offset..offset + len],
+        }
+    }
+
+    pub fn is_pinned(&self) -> bool {
+        matches!(self.arena, Arena::Pinned { .. })
+    }
+
+    pub fn sizes(&self) -> Vec<UnitSize> {
+        self.units.iter().map(|u| u.size).collect()
+    }
+
+    /// Device bytes of all chunk tables and scales (resident for the whole run).
+    pub fn table_bytes(&self) -> usize {
+        self.units.iter().flat_map(|u| &u.tensors).map(|t| t.table.device_bytes()).sum()
+    }
+}
+
+struct Slot {
+    stored: CudaSlice<u8>,
+    decoded: CudaSlice<u8>,
+    copied: CudaEvent,
+    decoded_done: CudaEvent,
+    computed: CudaEvent,
+}
+
+/// Page-locked bounce buffer for a pageable arena.
+struct Staging {
+    mem: PinnedHostSlice<u8>,
+    copied: CudaEvent,
+}
+
+/// The result of one streamed forward pass.
+#[derive(Clone, Copy, Debug, serde::Serialize)]
+pub struct StreamRun {
+    pub seconds: f64,
+    /// Compressed bytes copied host → device.
+    pub h2d_bytes: usize,
+    /// Device memory in use above the level before the engine was built: the high-water
+    /// mark of `cuMemGetInfo` samples taken at every unit.
+    pub peak_vram_measured: usize,
+    /// What the engine itself allocated (slots + fixed).
+    pub vram_accounted: usize,
+}
+
+/// Drives a `HostStore` through a ring of device slots; see the module docs.
+pub struct WeightStream<'a> {
+    gpu: &'a Gpu,
+    store: &'a HostStore,
+    copy: Arc<CudaStream>,
+    decode: Arc<CudaStream>,
+    compute: Arc<CudaStream>,
+    slots: Vec<Slot>,
+    staging: Vec<Staging>,
+    decoder: Decoder,
+    acts: [CudaSlice<f16>; 3],
+    max_m: usize,
+    pub plan: SlotPlan,
+    free_before: usize,
+}
+
+impl<'a> WeightStream<'a> {
+    /// Allocates `slots` slots, the decoder and activation buffers for batches up to
+    /// `max_m` rows — or fails, before allocating, when `vram_budget` cannot hold them.
+    pub fn new(gpu: &'a Gpu, store: &'a HostStore, slots: usize, vram_budget: Option<usize>, max_m: usize) -> Result<Self> {
+        let (free_before, _) = gpu.mem_info()?;
+        let tables: Vec<&DeviceChunkTable> = store.units.iter().flat_map(|u| u.tensors.iter().map(|t| &t.table)).collect();
+        let max_width = tables.iter().map(|t| t.rows.max(t.cols)).max().unwrap_or(1);
+        let widths_ok = store.units.iter().all(|u| !u.tensors.is_empty());
+        if !widths_ok {
+            return Err(Error::Invalid("every streamed unit needs at least one tensor".into()));
+        }
+        let decoder = Decoder::new(gpu, &tables)?;
+        let act_bytes = 3 * 2 * max_m.max(1) * max_width;
+        let fixed = decoder.temp_bytes() + store.table_bytes() + act_bytes;
+        let plan = SlotPlan::new(&store.sizes(), slots, fixed, vram_budget)?;
+        let s = &gpu.stream;
+        let ev = || gpu.ctx.new_event(None);
+        let slots = (0..plan.slots)
+            .map(|_| {
+                Ok(Slot {
+                    stored: s.alloc_zeros::<u8>(plan.slot_stored.max(1))?,
+                    decoded: s.alloc_zeros::<u8>(plan.slot_decoded.max(1))?,
+                    copied: ev()?,
+                    decoded_done: ev()?,
+                    computed: ev()?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let staging = if store.is_pinned() {
+            Vec::new()
+        } else {
+            (0..2)
+                .map(|_| {
+                    // SAFETY: written before each copy reads it.
+                    let mem = unsafe { gpu.ctx.alloc_pinned::<u8>(plan.slot_stored.max(1)) }
+                        .map_err(|e| Error::Gpu(format!("even the {:.1} MB pinned staging buffer was refused: {e}", plan.slot_stored as f64 / 1e6)))?;
+                    Ok(Staging { mem, copied: ev()? })
+                })
+                .collect::<Result<Vec<_>>>()?
+        };
+        let acts = [s.alloc_zeros::<f16>(act_bytes / 6)?, s.alloc_zeros::<f16>(act_bytes / 6)?, s.alloc_zeros::<f16>(act_bytes / 6)?];
+        s.synchronize()?;
+        Ok(WeightStream {
+            gpu,
+            store,
+            copy: gpu.ctx.new_stream()?,
+            decode: gpu.ctx.new_stream()?,
+            compute: gpu.ctx.new_stream()?,
+            slots,
+            staging,
+            decoder,
+            acts,
+            max_m,
+            plan,
+            free_before,
+        })
+    }
+
+    /// Width of the first unit's input (`cols` of its first tensor).
+    pub fn input_width(&self) -> usize {
+        self.store.units[0].tensors[0].table.cols
+    }
+
+    /// Width of the last unit's output (`rows` of its last tensor).
+    pub fn output_width(&self) -> usize {
+        self.store.units.last().and_then(|u| u.tensors.last()).map_or(0, |t| t.table.rows)
+    }
+
+    /// Raises `peak` to the device memory now in use above the level before the engine.
+    fn sample_vram(&self, peak: &mut usize) -> Result<()> {
+        let (free, _) = self.gpu.mem_info()?;
+        *peak = (*peak).max(self.free_before.saturating_sub(free));
+        Ok(())
+    }
+
+    /// Copy and decode unit `u` into slot `s` (copy, then decode, each on its stream).
+    fn prefetch(&mut self, u: usize, s: usize, staging_turn: &mut usize) -> Result<()> {
+        let unit = &self.store.units[u];
+        let slot = &mut self.slots[s];
+        // The slot's compressed half was last read by the decode of unit u - slots.
+        self.copy.wait(&slot.decoded_done)?;
+        // A unit's tensors sit back to back in the arena exactly as in a slot: one copy.
+        let first = unit.tensors[0].host_offset;
+        let src = self.store.bytes(first, unit.size.stored);
+        let mut dst = slot.stored.slice_mut(..unit.size.stored);
+        if self.staging.is_empty() {
+            self.copy.memcpy_htod(src, &mut dst)?;
+        } else {
+            // Pageable arena: bounce through alternating pinned buffers; the host waits
+            // until the buffer's previous copy has left it.
+            let st = &mut self.staging[*staging_turn % 2];
+            *staging_turn += 1;
+            st.copied.synchronize()?;
+            let staged = &mut st.mem.as_mut_slice()?[..unit.size.stored];
+            staged.par_chunks_mut(1 << 20).zip(src.par_chunks(1 << 20)).for_each(|(d, s)| d.copy_from_slice(s));
+            self.copy.memcpy_htod(&st.mem.as_slice()?[..unit.size.stored], &mut dst)?;
+            st.copied.record(&self.copy)?;
+        }
+        slot.copied.record(&self.copy)?;
+        self.decode.wait(&slot.copied)?;
+        // The slot's INT8 half was last read by the compute of unit u - slots.
+        self.decode.wait(&slot.computed)?;
+        let (src_base, dst_base) = (slot.stored.device_ptr(&self.decode).0, slot.decoded.device_ptr(&self.decode).0);
+        for t in &unit.tensors {
+            // SAFETY: offsets come from the unit's layout, which fits the slot (SlotPlan);
+            // the events above order the copy before and the previous compute before.
+            unsafe {
+                t.table.decode_raw(&mut self.decoder, src_base + t.slot_stored_offset as u64, dst_base + t.slot_decoded_offset as u64, &self.decode)?;
+            }
+        }
+        slot.decoded_done.record(&self.decode)?;
+        Ok(())
+    }
+
+    /// Streams every unit once: `y = stack(x)`, `x` `[m, input_width]`, `y` `[m, output_width]`.
+    ///
+    /// Within a unit each linear reads the previous linear's output when its width fits,
+    /// else the unit's input (so a LLaMA block [q, k, v, o, gate, up, down] uses every
+    /// matrix); the unit's last output feeds the next unit.
+    pub fn forward_mlp_stack(&mut self, x: &CudaSlice<f16>, m: usize, y: &mut CudaSlice<f16>) -> Result<StreamRun> {
+        if m == 0 || m > self.max_m {
+            return Err(Error::Invalid(format!("batch {m} is outside 1..={} this engine was built for", self.max_m)));
+        }
+        let started = std::time::Instant::now();
+        let start = self.gpu.ctx.new_event(None)?;
+        start.record(&self.gpu.stream)?;
+        self.compute.wait(&start)?;
+        let width = self.input_width();
+        self.compute.memcpy_dtod(&x.slice(..m * width), &mut self.acts[0].slice_mut(..m * width))?;
+        let mut peak = 0usize;
+        let units = self.store.units.len();
+        let mut input = 0; // index into acts of the current unit's input
+        let mut staging_turn = 0;
+        for step in schedule(units, self.slots.len()) {
+            match step {
+                Step::Prefetch { unit, slot } => self.prefetch(unit, slot, &mut staging_turn)?,
+                Step::Compute { unit, slot } => {
+                    let s = &self.slots[slot];
+                    self.compute.wait(&s.decoded_done)?;
+                    input = run_unit(self.gpu, &self.store.units[unit], &s.decoded, &mut self.acts, input, m, &self.compute)?;
+                    self.slots[slot].computed.record(&self.compute)?;
+                    self.sample_vram(&mut peak)?;
+                }
+            }
+        }
+        let out_width = self.output_width();
+        self.compute.memcpy_dtod(&self.acts[input].slice(..m * out_width), &mut y.slice_mut(..m * out_width))?;
+        let done = self.gpu.ctx.new_event(None)?;
+        done.record(&self.compute)?;
+        self.gpu.stream.wait(&done)?;
+        self.compute.synchronize()?;
+        self.decoder.check(&self.decode)?;
+        self.sample_vram(&mut peak)?;
+        Ok(StreamRun {
+            seconds: started.elapsed().as_secs_f64(),
+            h2d_bytes: self.store.units.iter().map(|u| u.size.stored).sum(),
+            peak_vram_measured: peak,
+            vram_accounted: self.plan.total(),
+        })
+    }
+}
+
+/// Runs one unit's linears on `stream` (see `forward_mlp_stack` for the wiring); `decoded`
+/// holds the unit's INT8 weights at their slot offsets. Returns the index of the output.
+fn run_unit(gpu: &Gpu, unit: &HostUnit, decoded: &CudaSlice<u8>, acts: &mut [CudaSlice<f16>; 3], input: usize, m: usize, stream: &Arc<CudaStream>) -> Result<usize> {
+    let in_width = unit.tensors[0].table.cols;
+    let (mut cur, mut cur_width) = (input, in_width);
+    for t in &unit.tensors {
+        let src = if cur_width == t.table.cols {
+            cur
+        } else if in_width == t.table.cols {
+            input
+        } else {
+            return Err(Error::Invalid(format!("tensor '{}' takes width {}, the stack offers {cur_width} or {in_width}", t.table.name, t.table.cols)));
+        };
+        let dst = (0..3).find(|&i| i != src && i != input).expect("three buffers");
+        let q = decoded.slice(t.slot_decoded_offset..t.slot_decoded_offset + t.table.len());
+        let w: Int8Weights = t.table.weights_at(q);
+        let (xs, ys) = split_two(acts, src, dst);
+        gpu.linear(xs, m, &w, ys, stream)?;
+        cur = dst;
+        cur_width = t.table.rows;
+    }
+    Ok(cur)
+}
+
+/// `&acts[a]` and `&mut acts[b]` for a ≠ b.
+pub(crate) fn split_two(acts: &mut [CudaSlice<f16>; 3], a: usize, b: usize) -> (&CudaSlice<f16>, &mut CudaSlice<f16>) {
+    assert_ne!(a, b);
+    let [x, y, z] = acts;
+    match (a, b) {
+        (0, 1) => (x, y),
+        (0, 2) => (x, z),
+        (1, 0) => (y, x),
+        (1, 2) => (y, z),
+        (2, 0) => (z, x),
+        (2, 1) => (z, y),
+        _ => unreachable!("indices below 3"),
+    }
+}
+
+/// The same stack with every unit decoded into VRAM first: the reference a streamed
+/// forward must equal bit for bit (same kernels, same plans).
+pub fn forward_resident(gpu: &Gpu, store: &HostStore, x: &CudaSlice<f16>, m: usize, y: &mut CudaSlice<f16>) -> Result<()> {
+    let s = &gpu.stream;
+    let tables: Vec<&DeviceChunkTable> = store.units.iter().flat_map(|u| u.tensors.iter().map(|t| &t.table)).collect();
+    let mut decoder = Decoder::new(gpu, &tables)?;
+    let max_width = tables.iter().map(|t| t.rows.max(t.cols)).max().unwrap_or(1);
+    let mut acts = [s.alloc_zeros::<f16>(m * max_width)?, s.alloc_zeros::<f16>(m * max_width)?, s.alloc_zeros::<f16>(m * max_width)?];
+    let width = store.units[0].tensors[0].table.cols;
+    s.memcpy_dtod(&x.slice(..m * width), &mut acts[0].slice_mut(..m * width))?;
+    let mut input = 0;
+    for unit in &store.units {
+        let stored = s.clone_htod(store.bytes(unit.tensors[0].host_offset, unit.size.stored))?;
+        let mut decoded = s.alloc_zeros::<u8>(unit.size.decoded.max(1))?;
+        let (src, dst) = (stored.device_ptr(s).0, decoded.device_ptr(s).0);
+        for t in &unit.tensors {
+            // SAFETY: the unit's tensors are contiguous in the arena from its first tensor,
+            // at the same relative offsets as in a slot; buffers outlive the sync below.
+            unsafe { t.table.decode_raw(&mut decoder, src + (t.host_offset - unit.tensors[0].host_offset) as u64, dst + t.slot_decoded_offset as u64, s)? };
+        }
+        input = run_unit(gpu, unit, &decoded, &mut acts, input, m, s)?;
+        s.synchronize()?;
+        let _ = &mut decoded;
+    }
+    decoder.check(s)?;
+    let out_width = store.units.last().and_then(|u| u.tensors.last()).map_or(0, |t| t.table.rows);
+    s.memcpy_dtod(&acts[input].slice(..m * out_width), &mut y.slice_mut(..m * out_width))?;
+    Ok(())
+}
