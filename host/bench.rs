@@ -497,6 +497,7 @@ impl Bench<'_> {
                 }
             });
         }
+        gpu.release_cached_memory()?;
         let (free_before, _) = gpu.mem_info()?;
         let mut slots = [copy.alloc_zeros::<f16>(layer_elems)?, copy.alloc_zeros::<f16>(layer_elems)?];
         let copied = [gpu.ctx.new_event(None)?, gpu.ctx.new_event(None)?];
@@ -542,9 +543,12 @@ impl Bench<'_> {
         }
         drop(slots);
         // Resident: every layer's FP16 weights on the device, if they fit.
+        gpu.release_cached_memory()?;
         let (free, _) = gpu.mem_info()?;
         if layers * layer_elems * 2 + (4 << 30) < free {
             let resident = compute.clone_htod(&host_slice[..layers * layer_elems])?;
+            compute.synchronize()?;
+            let resident_peak = free.saturating_sub(gpu.mem_info()?.0);
             for &m in batches {
                 let mut times = Vec::new();
                 for _ in 0..4 {
@@ -568,7 +572,7 @@ impl Bench<'_> {
                     h2d_bytes: 0,
                     h2d_gbps: 0.0,
                     pct_of_pinned_h2d: 0.0,
-                    peak_vram_measured: layers * layer_elems * 2,
+                    peak_vram_measured: resident_peak,
                     vram_accounted: layers * layer_elems * 2,
                     pinned_host_bytes: 0,
                 });

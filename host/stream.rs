@@ -271,8 +271,9 @@ pub struct StreamRun {
     pub seconds: f64,
     /// Compressed bytes copied host → device.
     pub h2d_bytes: usize,
-    /// Device memory in use above the level before the engine was built: the high-water
-    /// mark of `cuMemGetInfo` samples taken at every unit.
+    /// Device memory in use above the level before the engine was built (chunk tables
+    /// and scales, loaded with the store, are not in it): the high-water mark of
+    /// `cuMemGetInfo` samples taken after every unit.
     pub peak_vram_measured: usize,
     /// What the engine itself allocated (slots + fixed).
     pub vram_accounted: usize,
@@ -298,6 +299,7 @@ impl<'a> WeightStream<'a> {
     /// Allocates `slots` slots, the decoder and activation buffers for batches up to
     /// `max_m` rows — or fails, before allocating, when `vram_budget` cannot hold them.
     pub fn new(gpu: &'a Gpu, store: &'a HostStore, slots: usize, vram_budget: Option<usize>, max_m: usize) -> Result<Self> {
+        gpu.release_cached_memory()?;
         let (free_before, _) = gpu.mem_info()?;
         let tables: Vec<&DeviceChunkTable> = store.units.iter().flat_map(|u| u.tensors.iter().map(|t| &t.table)).collect();
         let max_width = tables.iter().map(|t| t.rows.max(t.cols)).max().unwrap_or(1);

@@ -23,7 +23,9 @@ for step in "${steps[@]}"; do
         echo "== compute-sanitizer $tool"
         compute-sanitizer --tool "$tool" --error-exitcode 9 --target-processes all \
           "$b/gpu-tests" --test-threads=1 fused_linear tensor_core every_gemm dequantize decode_then_linear gpu_decode 2>&1 | tail -n 6 || status=1
-      done ;;
+      done
+      echo "== compute-sanitizer memcheck (streaming engine)"
+      compute-sanitizer --tool memcheck --error-exitcode 9 "$b/stream-tests" --test-threads=1 2>&1 | tail -n 3 || status=1 ;;
     bench)
       echo "== bench kernels"
       "$b/codecllm" bench kernels --json ${BENCH_ARGS:-} > "$out/bench.json" || status=1 ;;

@@ -89,4 +89,22 @@ impl Gpu {
     pub fn mem_info(&self) -> Result<(usize, usize)> {
         Ok(self.ctx.mem_get_info()?)
     }
+
+    /// Waits for all work, then hands memory that freed buffers left in the driver's
+    /// stream-ordered pool back to the device. cudarc allocates through that pool, so
+    /// without this `mem_info` would not see buffers come and go (VRAM measurements).
+    pub fn release_cached_memory(&self) -> Result<()> {
+        self.ctx.synchronize()?;
+        if !self.ctx.has_async_alloc() {
+            return Ok(());
+        }
+        // SAFETY: plain driver queries on this context's device; the pool is the default
+        // one every async allocation of this context uses.
+        unsafe {
+            let mut pool = std::ptr::null_mut();
+            cudarc::driver::sys::cuDeviceGetDefaultMemPool(&mut pool, self.ctx.cu_device()).result()?;
+            cudarc::driver::sys::cuMemPoolTrimTo(pool, 0).result()?;
+        }
+        Ok(())
+    }
 }
