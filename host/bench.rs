@@ -414,6 +414,8 @@ pub struct StreamRow {
     pub pct_of_pinned_h2d: f64,
     pub peak_vram_measured: usize,
     pub vram_accounted: usize,
+    /// Chunk tables and scales, resident from the store's load (not in the two above).
+    pub resident_table_bytes: usize,
     pub pinned_host_bytes: usize,
 }
 
@@ -452,6 +454,7 @@ impl Bench<'_> {
                         pct_of_pinned_h2d: 100.0 * gbps / h2d_gbps,
                         peak_vram_measured: runs.iter().map(|r| r.peak_vram_measured).max().unwrap_or(0),
                         vram_accounted: r.vram_accounted,
+                        resident_table_bytes: store.table_bytes(),
                         pinned_host_bytes: store.pinned_bytes,
                     });
                     eprintln!("{:?}", rows.last().unwrap());
@@ -537,6 +540,7 @@ impl Bench<'_> {
                 pct_of_pinned_h2d: 100.0 * bytes as f64 / t / 1e9 / h2d_gbps,
                 peak_vram_measured: peak,
                 vram_accounted: 2 * layer_elems * 2,
+                resident_table_bytes: 0,
                 pinned_host_bytes: layers * layer_elems * 2,
             });
             eprintln!("{:?}", rows.last().unwrap());
@@ -574,6 +578,7 @@ impl Bench<'_> {
                     pct_of_pinned_h2d: 0.0,
                     peak_vram_measured: resident_peak,
                     vram_accounted: layers * layer_elems * 2,
+                    resident_table_bytes: 0,
                     pinned_host_bytes: 0,
                 });
                 eprintln!("{:?}", rows.last().unwrap());
