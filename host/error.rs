@@ -36,4 +36,11 @@ impl Error {
     pub fn input(path: &Path, msg: impl Into<String>) -> Self {
         Error::Input { path: path.to_owned(), msg: msg.into() }
     }
+    /// The message without the variant's prefix, for wrapping into another error.
+    pub fn detail(&self) -> String {
+        match self {
+            Error::Gpu(m) | Error::Invalid(m) => m.clone(),
+            other => other.to_string(),
+        }
+    }
 }

@@ -64,6 +64,12 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// What this machine offers codecllm: CUDA driver and GPU, nvCOMP (path and version).
+    /// Exits non-zero when GPU decode cannot work here, saying why.
+    Env {
+        #[arg(long)]
+        json: bool,
+    },
     /// GPU microbenchmarks; every line carries a baseline measured in the same run.
     Bench {
         #[command(subcommand)]
@@ -240,6 +246,21 @@ fn run(cmd: Command) -> Result<bool> {
                 print_table(&rows, &mut std::io::stdout());
             }
             Ok(true)
+        }
+        Command::Env { json } => {
+            let gpu = codecllm::gpu::Gpu::new(0).map(|g| format!("{} (sm_{}{})", g.name, g.compute_capability.0, g.compute_capability.1));
+            let nvcomp = codecllm::gpu::nvcomp::Nvcomp::get().map(|n| format!("{} ({}.{}.{})", n.path.display(), n.version.0, n.version.1, n.version.2));
+            let show = |r: &Result<String>| match r {
+                Ok(v) => v.clone(),
+                Err(e) => format!("unavailable: {e}"),
+            };
+            if json {
+                json_out(&serde_json::json!({ "gpu": show(&gpu), "nvcomp": show(&nvcomp), "ok": gpu.is_ok() && nvcomp.is_ok() }));
+            } else {
+                println!("GPU:    {}", show(&gpu));
+                println!("nvCOMP: {}", show(&nvcomp));
+            }
+            Ok(gpu.is_ok() && nvcomp.is_ok())
         }
         Command::Info { file, json } => {
             let c = Container::open(&file)?;

@@ -82,7 +82,7 @@ impl Gpu {
     /// Whether a GPU can be opened here; the reason when not. For tests and benches that
     /// must skip cleanly on CPU-only machines.
     pub fn probe() -> std::result::Result<Gpu, String> {
-        Gpu::new(0).map_err(|e| e.to_string())
+        Gpu::new(0).map_err(|e| e.detail())
     }
 
     /// Free and total device memory in bytes.

@@ -97,7 +97,7 @@ impl Nvcomp {
     /// Loads nvCOMP once per process.
     pub fn get() -> Result<Arc<Nvcomp>> {
         static LIB: std::sync::OnceLock<std::result::Result<Arc<Nvcomp>, String>> = std::sync::OnceLock::new();
-        LIB.get_or_init(|| Nvcomp::load().map(Arc::new).map_err(|e| e.to_string())).clone().map_err(Error::Gpu)
+        LIB.get_or_init(|| Nvcomp::load().map(Arc::new).map_err(|e| e.detail())).clone().map_err(Error::Gpu)
     }
 
     fn load() -> Result<Nvcomp> {
