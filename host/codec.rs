@@ -27,29 +27,43 @@ pub fn encode_chunks(bytes: &[u8], codec: Codec, chunk_size: u32, level: i32) ->
         .collect()
 }
 
+/// Decodes one stored chunk into `dst` (its exact decoded length). Errors say what is
+/// wrong with the chunk; the caller adds which file, tensor and chunk it is.
+pub fn decode_chunk(codec: Codec, raw: bool, stored: &[u8], dst: &mut [u8]) -> std::result::Result<(), String> {
+    if raw {
+        if stored.len() != dst.len() {
+            return Err(format!("raw chunk of {} bytes, expected {}", stored.len(), dst.len()));
+        }
+        dst.copy_from_slice(stored);
+        return Ok(());
+    }
+    match codec {
+        Codec::Zstd => {
+            let n = zstd::bulk::decompress_to_buffer(stored, dst).map_err(|e| format!("zstd frame does not decode: {e}"))?;
+            if n != dst.len() {
+                return Err(format!("decoded {n} bytes, expected {}", dst.len()));
+            }
+            Ok(())
+        }
+        Codec::Ans => Err("ANS chunks decode on the GPU only".into()),
+        Codec::Raw => Err("a raw-codec blob holds a coded chunk".into()),
+    }
+}
+
 /// Decodes a whole blob on the CPU, verifying every chunk's checksum and decoded length.
+/// The output buffer is reserved fallibly: a blob larger than memory is an error, not an
+/// abort.
 pub fn decode_blob(container: &Container, tensor: &str, blob: &Blob) -> Result<Vec<u8>> {
     let spans: Vec<_> = blob.spans().collect();
-    let mut out = vec![0u8; blob.len as usize];
+    let mut out = Vec::new();
+    out.try_reserve_exact(blob.len as usize).map_err(|e| {
+        crate::Error::format(container.path(), format!("tensor '{tensor}': cannot hold its {} decoded bytes: {e}", blob.len))
+    })?;
+    out.resize(blob.len as usize, 0);
     let pieces: Vec<&mut [u8]> = out.chunks_mut(blob.chunk_size as usize).collect();
     spans.par_iter().zip(pieces).try_for_each(|(span, dst)| {
         let stored = container.read_chunk(tensor, span)?;
-        if span.record.raw {
-            dst.copy_from_slice(&stored);
-            return Ok(());
-        }
-        match blob.codec {
-            Codec::Zstd => {
-                let n = zstd::bulk::decompress_to_buffer(&stored, dst)
-                    .map_err(|e| container.chunk_error(tensor, span.index, format!("zstd frame does not decode: {e}")))?;
-                if n != dst.len() {
-                    return Err(container.chunk_error(tensor, span.index, format!("decoded {n} bytes, expected {}", dst.len())));
-                }
-                Ok(())
-            }
-            Codec::Ans => Err(container.chunk_error(tensor, span.index, "ANS chunks decode on the GPU only")),
-            Codec::Raw => unreachable!("validated: raw blobs hold raw chunks only"),
-        }
+        decode_chunk(blob.codec, span.record.raw, &stored, dst).map_err(|msg| container.chunk_error(tensor, span.index, msg))
     })?;
     Ok(out)
 }

@@ -421,9 +421,11 @@ impl ContainerWriter {
             _ => Path::new("."),
         };
         let name = path.file_name().ok_or_else(|| Error::Invalid(format!("{}: not a file path", path.display())))?;
+        // 0666 before the umask, as for any file a tool creates (tempfile defaults to 0600).
         let tmp = tempfile::Builder::new()
             .prefix(&format!(".{}.", name.to_string_lossy()))
             .suffix(".partial")
+            .permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666))
             .tempfile_in(dir)
             .map_err(|e| Error::io(path, e))?;
         let mut w = ContainerWriter { path: path.to_owned(), out: BufWriter::with_capacity(1 << 20, tmp), pos: 0, index: Index::default() };

@@ -18,6 +18,7 @@ pub mod codec;
 pub mod compress;
 pub mod error;
 pub mod format;
+pub mod fuzzing;
 pub mod gpu;
 pub mod input;
 pub mod quant;
