@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # Runs on a GPU machine over a carried .device-bundle/ (scripts/device-bundle.sh):
 # GPU tests that may not skip, compute-sanitizer memcheck and racecheck over them, then
-# the kernel and streaming benchmarks. Usage: scripts/device-check.sh [ptxas|tests|sanitize|bench|stream]...
+# a soak of the streaming engine, the kernel and streaming benchmarks.
+# Usage: scripts/device-check.sh [ptxas|tests|sanitize|soak|bench|stream]... (default: all)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 b=.device-bundle
 export NVCOMP_LIB="$PWD/$b/libnvcomp.so.6" CODECLLM_REQUIRE_GPU=1
 out="${OUT:-/tmp}"
-steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(ptxas tests sanitize bench stream)
+steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(ptxas tests sanitize soak bench stream)
 status=0
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader
 for step in "${steps[@]}"; do
@@ -29,6 +30,9 @@ for step in "${steps[@]}"; do
     bench)
       echo "== bench kernels"
       "$b/codecllm" bench kernels --json ${BENCH_ARGS:-} > "$out/bench.json" || status=1 ;;
+    soak)
+      echo "== soak: streaming engine, 10000 unit steps against resident results"
+      CODECLLM_SOAK_UNITS=10000 "$b/stream-tests" --test-threads=1 --nocapture soak 2>&1 | grep -E "soak:|result|panicked|seed" || status=1 ;;
     stream)
       echo "== bench stream"
       "$b/codecllm" bench stream --json ${STREAM_ARGS:-} > "$out/stream.json" || status=1 ;;

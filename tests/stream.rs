@@ -146,3 +146,59 @@ fn peak_vram_does_not_grow_with_depth_and_budget_errors_are_clear() {
     let ((p2, t2), (p16, t16)) = (peaks[0], peaks[1]);
     assert!(p16 <= p2 + (t16 - t2) + (4 << 20), "peak VRAM grew from {p2} to {p16} bytes (tables {t2} -> {t16})");
 }
+
+/// Unit steps the soak runs: a short run by default, `CODECLLM_SOAK_UNITS` for the real
+/// soak (scripts/device-check.sh sets 10000).
+fn soak_units() -> usize {
+    std::env::var("CODECLLM_SOAK_UNITS").ok().and_then(|v| v.parse().ok()).unwrap_or(300)
+}
+
+/// Random stacks, codecs, slot counts and batches, streamed again and again, each result
+/// checked against the resident one; device memory must return to its starting level.
+#[test]
+fn soak_streams_random_stacks_without_leaking() {
+    let Some(gpu) = gpu_or_skip("soak_streams_random_stacks_without_leaking") else { return };
+    let seed = fresh_seed();
+    let mut rng = rng(seed);
+    let dir = tempfile::tempdir().unwrap();
+    let stacks: Vec<(Container, Vec<Vec<String>>)> = [Codec::Zstd, Codec::Ans, Codec::Raw].into_iter().map(|c| stack(dir.path(), &mut rng, c)).collect();
+    gpu.release_cached_memory().unwrap();
+    let (free_start, _) = gpu.mem_info().unwrap();
+    let rss_start = rss_bytes();
+    let target = soak_units();
+    let (mut steps, mut forwards) = (0, 0);
+    while steps < target {
+        let (c, units) = &stacks[rng.gen_range(0..stacks.len())];
+        let depth = rng.gen_range(1..=8);
+        let chosen: Vec<Vec<String>> = (0..depth).map(|_| units[rng.gen_range(0..units.len())].clone()).collect();
+        let store = HostStore::load(&gpu, c, &chosen, rng.gen_bool(0.8)).unwrap();
+        let mut ws = WeightStream::new(&gpu, &store, rng.gen_range(1..=3), None, 24).unwrap();
+        let m = rng.gen_range(1..=24);
+        let x: Vec<f16> = (0..m * ws.input_width()).map(|_| f16::from_f32(rng.gen_range(-1.0..1.0))).collect();
+        let xd = gpu.stream.clone_htod(&x).unwrap();
+        let mut resident = gpu.stream.alloc_zeros::<f16>(m * ws.output_width()).unwrap();
+        forward_resident(&gpu, &store, &xd, m, &mut resident).unwrap();
+        let want = gpu.stream.clone_dtoh(&resident).unwrap();
+        for _ in 0..rng.gen_range(1..=4) {
+            let mut y = gpu.stream.clone_htod(&vec![f16::from_bits(0x7e00); m * ws.output_width()]).unwrap();
+            ws.forward_mlp_stack(&xd, m, &mut y).unwrap();
+            let got = gpu.stream.clone_dtoh(&y).unwrap();
+            assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "seed {seed}: forward {forwards} differs from resident");
+            steps += depth;
+            forwards += 1;
+        }
+    }
+    gpu.release_cached_memory().unwrap();
+    let (free_end, _) = gpu.mem_info().unwrap();
+    let rss_end = rss_bytes();
+    skip_notice(&format!("soak: {steps} unit steps in {forwards} forwards; device free {free_start} -> {free_end}; RSS {rss_start} -> {rss_end}"));
+    assert!(free_end + (4 << 20) >= free_start, "device memory leaked: {} bytes", free_start - free_end);
+    assert!(rss_end < rss_start + (64 << 20), "host memory grew by {} bytes", rss_end - rss_start);
+}
+
+/// Resident set size of this process (pinned host memory counts in it).
+fn rss_bytes() -> usize {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    let kb: usize = status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap();
+    kb * 1024
+}
