@@ -162,6 +162,16 @@ fn soak_streams_random_stacks_without_leaking() {
     let mut rng = rng(seed);
     let dir = tempfile::tempdir().unwrap();
     let stacks: Vec<(Container, Vec<Vec<String>>)> = [Codec::Zstd, Codec::Ans, Codec::Raw].into_iter().map(|c| stack(dir.path(), &mut rng, c)).collect();
+    // Warm-up: one-time allocations (the split-K workspace at its largest batch, cuBLAS and
+    // nvCOMP internals, allocator caches) happen here, before the baseline.
+    for (c, units) in &stacks {
+        let store = HostStore::load(&gpu, c, units, true).unwrap();
+        let mut ws = WeightStream::new(&gpu, &store, 2, None, 24).unwrap();
+        let x = gpu.stream.clone_htod(&vec![f16::ONE; 24 * ws.input_width()]).unwrap();
+        let mut y = gpu.stream.alloc_zeros::<f16>(24 * ws.output_width()).unwrap();
+        ws.forward_mlp_stack(&x, 24, &mut y).unwrap();
+        forward_resident(&gpu, &store, &x, 24, &mut y).unwrap();
+    }
     gpu.release_cached_memory().unwrap();
     let (free_start, _) = gpu.mem_info().unwrap();
     let rss_start = rss_bytes();
