@@ -5,7 +5,6 @@ use crate::error::{Error, Result};
 use crate::format::{check_chunk_size, check_group_size, Codec, ContainerWriter, Encoding, TensorEntry};
 use crate::input::{SourceModel, SourceTensor};
 use crate::quant::{Int8Matrix, QuantStats};
-use std::collections::BTreeMap;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -140,7 +139,7 @@ pub fn compress(
             (TensorEntry { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone(), encoding, data }, (m.q.len() + 4 * m.scales.len()) as u64, Some(stats))
         } else {
             let bytes = src.bytes(t);
-            let data = writer.write_blob(side_codec, bytes.len() as u64, opts.chunk_size, encode_chunks(bytes, side_codec, opts.chunk_size, opts.level)?)?;
+            let data = writer.write_blob(side_codec, bytes.len() as u64, opts.chunk_size, encode_chunks(&bytes, side_codec, opts.chunk_size, opts.level)?)?;
             (TensorEntry { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone(), encoding: Encoding::Lossless, data }, source_bytes, None::<QuantStats>)
         };
         reports.push(TensorReport {
@@ -157,7 +156,7 @@ pub fn compress(
         done += source_bytes;
         progress(done);
     }
-    let mut metadata = BTreeMap::new();
+    let mut metadata = src.metadata.clone();
     metadata.insert("tool".into(), format!("codecllm {}", env!("CARGO_PKG_VERSION")));
     metadata.insert("source".into(), src.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
     metadata.insert("codec".into(), opts.codec.name().into());

@@ -41,12 +41,26 @@ pub fn chunk(data: &[u8]) {
 }
 
 pub fn safetensors(data: &[u8]) {
-    let f = temp_file(data);
+    source_model(data, "");
+}
+
+pub fn gguf(data: &[u8]) {
+    source_model(data, ".gguf");
+}
+
+/// Opens `data` as a checkpoint (the suffix picks the format), reads every tensor and
+/// quantizes the small matrices, as `compress` would.
+fn source_model(data: &[u8], suffix: &str) {
+    let mut f = tempfile::Builder::new().suffix(suffix).tempfile().expect("temp file");
+    f.write_all(data).expect("write temp file");
     let Ok(model) = crate::input::SourceModel::open(f.path()) else { return };
     let opts = crate::compress::CompressOptions::default();
     for t in &model.tensors {
+        if t.numel() > DECODE_LIMIT {
+            continue;
+        }
         let _ = model.bytes(t);
-        if t.dtype.is_float() && t.numel() <= DECODE_LIMIT {
+        if t.dtype.is_float() {
             let w = model.to_f32(t);
             if crate::compress::should_quantize(t, &opts) {
                 let (rows, cols) = (t.shape[0] as usize, t.shape[1] as usize);

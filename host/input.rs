@@ -1,8 +1,11 @@
 //! Source checkpoints: safetensors files, single or sharded (`*.safetensors.index.json`),
-//! memory-mapped and parsed by the `safetensors` crate.
+//! memory-mapped and parsed by the `safetensors` crate; and GGUF files (`gguf`), whose
+//! quantized tensors are presented dequantized (F16; F32 tensors stay F32).
 use crate::error::{Error, Result};
 use crate::format::DType;
+use crate::gguf::{dequantize, GgmlType, GgufFile};
 use memmap2::Mmap;
+use std::borrow::Cow;
 use safetensors::{Dtype, SafeTensors};
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -15,14 +18,20 @@ pub struct SourceTensor {
     /// Byte range in the mapped file.
     start: usize,
     end: usize,
+    /// GGUF block format of the bytes, dequantized on access; `None` for safetensors.
+    ggml: Option<GgmlType>,
 }
 
 impl SourceTensor {
     pub fn numel(&self) -> u64 {
         self.shape.iter().product()
     }
+    /// Bytes of the tensor as presented (`dtype`), i.e. after any GGUF dequantization.
     pub fn byte_len(&self) -> u64 {
-        (self.end - self.start) as u64
+        match self.ggml {
+            None => (self.end - self.start) as u64,
+            Some(_) => self.numel() * self.dtype.size(),
+        }
     }
 }
 
@@ -31,6 +40,9 @@ pub struct SourceModel {
     pub path: PathBuf,
     files: Vec<(PathBuf, Mmap)>,
     pub tensors: Vec<SourceTensor>,
+    /// Model metadata to carry into the container (GGUF: config, tokenizer, chat template),
+    /// each value as JSON.
+    pub metadata: BTreeMap<String, String>,
 }
 
 fn dtype_of(path: &Path, name: &str, d: Dtype) -> Result<DType> {
@@ -52,8 +64,10 @@ fn dtype_of(path: &Path, name: &str, d: Dtype) -> Result<DType> {
 impl SourceModel {
     /// Opens `path`: a `.safetensors` file or a sharded checkpoint's `.index.json`.
     pub fn open(path: &Path) -> Result<Self> {
-        let mut model = SourceModel { path: path.to_owned(), files: Vec::new(), tensors: Vec::new() };
-        if path.to_string_lossy().ends_with(".json") {
+        let mut model = SourceModel { path: path.to_owned(), files: Vec::new(), tensors: Vec::new(), metadata: BTreeMap::new() };
+        if path.to_string_lossy().ends_with(".gguf") {
+            model.add_gguf(path)?;
+        } else if path.to_string_lossy().ends_with(".json") {
             let shards = shard_files(path)?;
             let mut seen = HashSet::new();
             for (shard, names) in shards {
@@ -74,11 +88,33 @@ impl SourceModel {
         Ok(model)
     }
 
-    fn add_file(&mut self, path: &Path) -> Result<()> {
+    fn map(path: &Path) -> Result<Mmap> {
         let file = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
         // SAFETY: read-only map of a checkpoint we do not modify; a concurrent writer
         // truncating it is outside what we defend against.
-        let map = unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))?;
+        unsafe { Mmap::map(&file) }.map_err(|e| Error::io(path, e))
+    }
+
+    fn add_gguf(&mut self, path: &Path) -> Result<()> {
+        let map = Self::map(path)?;
+        let g = GgufFile::parse(path, &map)?;
+        let arch = g.get("general.architecture").and_then(|v| v.as_str()).unwrap_or("");
+        if arch != "llama" {
+            return Err(Error::input(path, format!("architecture '{arch}' is not supported (LLaMA family only)")));
+        }
+        for (k, v) in &g.metadata {
+            self.metadata.insert(format!("gguf.{k}"), serde_json::to_string(v).expect("metadata serializes"));
+        }
+        for t in g.tensors {
+            let dtype = if t.ggml_type == GgmlType::F32 { DType::F32 } else { DType::F16 };
+            self.tensors.push(SourceTensor { name: t.name, dtype, shape: t.shape, file: 0, start: t.start, end: t.end, ggml: Some(t.ggml_type) });
+        }
+        self.files.push((path.to_owned(), map));
+        Ok(())
+    }
+
+    fn add_file(&mut self, path: &Path) -> Result<()> {
+        let map = Self::map(path)?;
         let (header_len, meta) = SafeTensors::read_metadata(&map)
             .map_err(|e| Error::input(path, format!("not a valid safetensors file: {e:?}")))?;
         let data_start = 8 + header_len;
@@ -92,6 +128,7 @@ impl SourceModel {
                 file: file_idx,
                 start: data_start + info.data_offsets.0,
                 end: data_start + info.data_offsets.1,
+                ggml: None,
                 name,
             });
         }
@@ -107,14 +144,33 @@ impl SourceModel {
         self.tensors.iter().map(SourceTensor::byte_len).sum()
     }
 
-    /// The tensor's bytes as stored (little-endian).
-    pub fn bytes(&self, t: &SourceTensor) -> &[u8] {
-        &self.files[t.file].1[t.start..t.end]
+    /// The tensor's bytes in its `dtype` (little-endian): as stored, or dequantized.
+    pub fn bytes(&self, t: &SourceTensor) -> Cow<'_, [u8]> {
+        let raw = &self.files[t.file].1[t.start..t.end];
+        match t.ggml {
+            None => Cow::Borrowed(raw),
+            Some(_) => {
+                let v = self.to_f32(t);
+                Cow::Owned(match t.dtype {
+                    DType::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    _ => v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
+                })
+            }
+        }
     }
 
     /// A floating-point tensor widened to f32.
     pub fn to_f32(&self, t: &SourceTensor) -> Vec<f32> {
-        let b = self.bytes(t);
+        if let Some(ty) = t.ggml {
+            let mut v = Vec::new();
+            dequantize(ty, &self.files[t.file].1[t.start..t.end], &mut v);
+            if t.dtype == DType::F16 {
+                // Presented as F16: round here too, so to_f32 agrees with bytes().
+                v.iter_mut().for_each(|x| *x = half::f16::from_f32(*x).to_f32());
+            }
+            return v;
+        }
+        let b = &self.files[t.file].1[t.start..t.end];
         match t.dtype {
             DType::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
             DType::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),

@@ -6,7 +6,7 @@
 //! - [`format`]: the `.clm` container (docs/FORMAT.md): reader, validation, atomic writer.
 //! - [`quant`]: symmetric INT8 quantization and its error statistics.
 //! - [`codec`]: chunking and CPU entropy coding.
-//! - [`input`]: safetensors checkpoints (single or sharded).
+//! - [`input`]: safetensors checkpoints (single or sharded) and GGUF files ([`gguf`]).
 //! - [`compress`]: checkpoint → container pipeline.
 //! - [`reference`]: CPU decode and the f64 `linear` oracle.
 //! - [`verify`]: whole-container checks, optionally against the source checkpoint.
@@ -19,6 +19,7 @@ pub mod compress;
 pub mod error;
 pub mod format;
 pub mod fuzzing;
+pub mod gguf;
 pub mod gpu;
 pub mod input;
 pub mod quant;

@@ -92,7 +92,7 @@ fn compare(c: &Container, src: &SourceModel, t: &crate::format::TensorEntry) -> 
     match &t.encoding {
         Encoding::Lossless => {
             let b = decode_blob(c, &t.name, &t.data).map_err(|e| e.to_string())?;
-            if b != src.bytes(s) {
+            if b[..] != src.bytes(s)[..] {
                 return Err("decoded bytes differ from the source".into());
             }
         }

@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 secs="${1:-600}"; shift || true
-targets=("$@"); [ ${#targets[@]} -eq 0 ] && targets=(container chunk safetensors)
+targets=("$@"); [ ${#targets[@]} -eq 0 ] && targets=(container chunk safetensors gguf)
 channel=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' kernels/rust-toolchain.toml)
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked
 for t in "${targets[@]}"; do

@@ -33,3 +33,8 @@ fn chunk_inputs_never_panic() {
 fn safetensors_inputs_never_panic() {
     assert!(replay("safetensors", codecllm::fuzzing::safetensors) >= 1);
 }
+
+#[test]
+fn gguf_inputs_never_panic() {
+    assert!(replay("gguf", codecllm::fuzzing::gguf) >= 1);
+}

@@ -352,7 +352,10 @@ fn print_info(c: &Container, json: bool) {
     }
     println!("{}: codecllm container v{}, {} bytes, {} tensors", c.path().display(), codecllm::format::VERSION, c.file_len, c.index.tensors.len());
     for (k, v) in &c.index.metadata {
-        println!("  {k}: {v}");
+        // Tokenizer vocabularies run to megabytes: show the start (all of it is in --json).
+        let shown: String = v.chars().take(100).collect();
+        let more = if shown.len() < v.len() { format!(" … ({} bytes)", v.len()) } else { String::new() };
+        println!("  {k}: {shown}{more}");
     }
     println!("{:<56} {:>5} {:>16} {:>10} {:>6} {:>7} {:>12} {:>7}", "tensor", "dtype", "shape", "encoding", "codec", "chunks", "stored", "ratio");
     for t in &c.index.tensors {

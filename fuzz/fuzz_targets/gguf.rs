@@ -1,0 +1,7 @@
+//! Any bytes as a GGUF file: parse, dequantize every tensor, quantize small matrices.
+#![no_main]
+use libfuzzer_sys::fuzz_target;
+
+fuzz_target!(|data: &[u8]| {
+    codecllm::fuzzing::gguf(data);
+});

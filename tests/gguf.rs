@@ -1,0 +1,226 @@
+//! GGUF import: dequantization of every supported block format against values computed
+//! here from the format's definition, compress + verify, the real SmolLM2 checkpoint, and
+//! bad files.
+mod common;
+use codecllm::format::Container;
+use codecllm::input::SourceModel;
+use common::*;
+use half::f16;
+use rand::Rng;
+use std::path::Path;
+use std::process::Command;
+
+/// A GGUF metadata value as written.
+#[derive(Clone)]
+enum Kv<'a> {
+    Str(&'a str),
+    U32(u32),
+    F32(f32),
+    Strs(&'a [&'a str]),
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u64).to_le_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// Writes a GGUF v3 file: `tensors` are (name, ggml dims, ggml type id, data bytes).
+fn write_gguf(path: &Path, kvs: &[(&str, Kv)], tensors: &[(&str, Vec<u64>, u32, Vec<u8>)]) {
+    let mut out = b"GGUF".to_vec();
+    out.extend_from_slice(&3u32.to_le_bytes());
+    out.extend_from_slice(&(tensors.len() as u64).to_le_bytes());
+    out.extend_from_slice(&(kvs.len() as u64).to_le_bytes());
+    for (k, v) in kvs {
+        put_str(&mut out, k);
+        match v {
+            Kv::Str(s) => {
+                out.extend_from_slice(&8u32.to_le_bytes());
+                put_str(&mut out, s);
+            }
+            Kv::U32(x) => {
+                out.extend_from_slice(&4u32.to_le_bytes());
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+            Kv::F32(x) => {
+                out.extend_from_slice(&6u32.to_le_bytes());
+                out.extend_from_slice(&x.to_le_bytes());
+            }
+            Kv::Strs(a) => {
+                out.extend_from_slice(&9u32.to_le_bytes());
+                out.extend_from_slice(&8u32.to_le_bytes());
+                out.extend_from_slice(&(a.len() as u64).to_le_bytes());
+                for s in *a {
+                    put_str(&mut out, s);
+                }
+            }
+        }
+    }
+    let mut offset = 0u64;
+    for (name, dims, ty, data) in tensors {
+        put_str(&mut out, name);
+        out.extend_from_slice(&(dims.len() as u32).to_le_bytes());
+        for d in dims {
+            out.extend_from_slice(&d.to_le_bytes());
+        }
+        out.extend_from_slice(&ty.to_le_bytes());
+        out.extend_from_slice(&offset.to_le_bytes());
+        offset += (data.len() as u64).div_ceil(32) * 32;
+    }
+    while out.len() % 32 != 0 {
+        out.push(0);
+    }
+    for (_, _, _, data) in tensors {
+        out.extend_from_slice(data);
+        while out.len() % 32 != 0 {
+            out.push(0);
+        }
+    }
+    std::fs::write(path, out).unwrap();
+}
+
+/// Random blocks of `ty` for `n` elements, and the values they encode.
+fn blocks(rng: &mut impl Rng, ty: u32, n: usize) -> (Vec<u8>, Vec<f32>) {
+    let (mut bytes, mut vals) = (Vec::new(), Vec::new());
+    match ty {
+        0 => (0..n).for_each(|_| {
+            let v: f32 = rng.gen_range(-1.0..1.0);
+            bytes.extend_from_slice(&v.to_le_bytes());
+            vals.push(v);
+        }),
+        1 => (0..n).for_each(|_| {
+            let v = f16::from_f32(rng.gen_range(-1.0..1.0));
+            bytes.extend_from_slice(&v.to_le_bytes());
+            vals.push(v.to_f32());
+        }),
+        8 => (0..n / 32).for_each(|_| {
+            let d = f16::from_f32(rng.gen_range(0.001..0.01));
+            bytes.extend_from_slice(&d.to_le_bytes());
+            for _ in 0..32 {
+                let q: i8 = rng.gen();
+                bytes.push(q as u8);
+                vals.push(q as f32 * d.to_f32());
+            }
+        }),
+        2 | 3 => (0..n / 32).for_each(|_| {
+            let d = f16::from_f32(rng.gen_range(0.001..0.01));
+            let m = f16::from_f32(rng.gen_range(-0.05..0.05));
+            bytes.extend_from_slice(&d.to_le_bytes());
+            if ty == 3 {
+                bytes.extend_from_slice(&m.to_le_bytes());
+            }
+            let nib: Vec<u8> = (0..32).map(|_| rng.gen_range(0..16)).collect();
+            // Element j < 16 is the low nibble of byte j, element j + 16 its high nibble.
+            bytes.extend((0..16).map(|j| nib[j] | (nib[j + 16] << 4)));
+            for &q in &nib {
+                vals.push(if ty == 2 { (q as f32 - 8.0) * d.to_f32() } else { q as f32 * d.to_f32() + m.to_f32() });
+            }
+        }),
+        _ => unreachable!(),
+    }
+    (bytes, vals)
+}
+
+const LLAMA: [(&str, Kv); 2] = [("general.architecture", Kv::Str("llama")), ("llama.block_count", Kv::U32(1))];
+
+#[test]
+fn every_block_format_dequantizes_to_its_definition() {
+    let mut rng = rng(fresh_seed());
+    let dir = tempfile::tempdir().unwrap();
+    let (rows, cols) = (6, 64);
+    let mut tensors = Vec::new();
+    let mut expect = Vec::new();
+    for (name, ty) in [("f32.weight", 0), ("f16.weight", 1), ("q4_0.weight", 2), ("q4_1.weight", 3), ("q8_0.weight", 8)] {
+        let (b, v) = blocks(&mut rng, ty, rows * cols);
+        tensors.push((name, vec![cols as u64, rows as u64], ty, b));
+        expect.push((name, ty, v));
+    }
+    let (b, v) = blocks(&mut rng, 0, cols);
+    tensors.push(("norm.weight", vec![cols as u64], 0, b));
+    expect.push(("norm.weight", 0, v));
+    let mut kvs = LLAMA.to_vec();
+    kvs.push(("tokenizer.ggml.tokens", Kv::Strs(&["<s>", "a", "b"])));
+    kvs.push(("llama.rope.freq_base", Kv::F32(10000.0)));
+    let src = dir.path().join("m.gguf");
+    write_gguf(&src, &kvs, &tensors);
+
+    let model = SourceModel::open(&src).unwrap();
+    for (name, ty, vals) in &expect {
+        let t = model.tensor(name).unwrap();
+        assert_eq!(t.shape, if *name == "norm.weight" { vec![cols as u64] } else { vec![rows as u64, cols as u64] }, "{name}: ggml dims are reversed");
+        let got = model.to_f32(t);
+        // Quantized formats are presented as F16; F32 tensors stay exact.
+        let want: Vec<f32> = vals.iter().map(|&x| if *ty == 0 { x } else { f16::from_f32(x).to_f32() }).collect();
+        assert_eq!(got, want, "{name}");
+    }
+    assert_eq!(model.metadata["gguf.tokenizer.ggml.tokens"], r#"["<s>","a","b"]"#);
+
+    let out = dir.path().join("m.clm");
+    let bin = env!("CARGO_BIN_EXE_codecllm");
+    let r = Command::new(bin).args(["compress", src.to_str().unwrap(), "-o", out.to_str().unwrap()]).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = Command::new(bin).args(["verify", out.to_str().unwrap(), "--against", src.to_str().unwrap()]).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let c = Container::open(&out).unwrap();
+    assert_eq!(c.index.metadata["gguf.llama.rope.freq_base"], "10000.0", "the config travels with the container");
+}
+
+#[test]
+fn bad_gguf_files_are_clear_errors() {
+    let mut rng = rng(fresh_seed());
+    let dir = tempfile::tempdir().unwrap();
+    let (b, _) = blocks(&mut rng, 3, 64 * 4);
+    let good = dir.path().join("good.gguf");
+    write_gguf(&good, &LLAMA, &[("w.weight", vec![64, 4], 3, b.clone())]);
+    let bytes = std::fs::read(&good).unwrap();
+    let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+        ("magic", [b"GGUX".as_slice(), &bytes[4..]].concat(), "wrong magic"),
+        ("version", [&bytes[..4], &2u32.to_le_bytes(), &bytes[8..]].concat(), "version 2"),
+        ("count", [&bytes[..8], &(1u64 << 40).to_le_bytes(), &bytes[16..]].concat(), "beyond any LLaMA checkpoint"),
+        ("truncated-header", bytes[..30].to_vec(), "past the end"),
+        ("truncated-data", bytes[..bytes.len() - 40].to_vec(), "does not fit in the file"),
+    ];
+    let bin = env!("CARGO_BIN_EXE_codecllm");
+    for (name, data, needle) in cases {
+        let p = dir.path().join(format!("{name}.gguf"));
+        std::fs::write(&p, data).unwrap();
+        let out = dir.path().join(format!("{name}.clm"));
+        let r = Command::new(bin).args(["compress", p.to_str().unwrap(), "-o", out.to_str().unwrap()]).output().unwrap();
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success() && err.contains(needle) && err.contains(&format!("{name}.gguf")) && !err.contains("panicked"), "{name}: {err}");
+        assert!(!out.exists());
+    }
+    let other = dir.path().join("other.gguf");
+    write_gguf(&other, &[("general.architecture", Kv::Str("mamba"))], &[("w.weight", vec![64, 4], 3, b.clone())]);
+    assert!(SourceModel::open(&other).err().unwrap().to_string().contains("architecture 'mamba' is not supported"));
+    let qk = dir.path().join("qk.gguf");
+    write_gguf(&qk, &LLAMA, &[("w.weight", vec![256], 12, vec![0u8; 144])]);
+    assert!(SourceModel::open(&qk).err().unwrap().to_string().contains("ggml type 12"));
+}
+
+#[test]
+fn smollm2_gguf_compresses_and_verifies() {
+    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-smollm2.sh");
+    let fetched = Command::new("bash").arg(script).output().unwrap();
+    if !fetched.status.success() {
+        skip_notice(&format!("SKIPPED smollm2_gguf_compresses_and_verifies: {script} failed: {}", String::from_utf8_lossy(&fetched.stderr).trim()));
+        return;
+    }
+    let model = String::from_utf8_lossy(&fetched.stdout).trim().to_string();
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("smollm2.clm");
+    let bin = env!("CARGO_BIN_EXE_codecllm");
+    let r = Command::new(bin).args(["compress", &model, "-o", out.to_str().unwrap()]).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = Command::new(bin).args(["verify", out.to_str().unwrap(), "--against", &model]).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let c = Container::open(&out).unwrap();
+    assert_eq!(c.index.tensors.len(), 272);
+    assert_eq!(c.index.metadata["gguf.llama.block_count"], "30");
+    let tokens: Vec<String> = serde_json::from_str(&c.index.metadata["gguf.tokenizer.ggml.tokens"]).unwrap();
+    assert_eq!(tokens.len(), 49152);
+    let q = c.tensor("blk.0.attn_q.weight").unwrap();
+    assert_eq!(q.shape, [576, 576]);
+    assert!(matches!(q.encoding, codecllm::format::Encoding::Int8 { .. }));
+    assert_eq!(c.tensor("blk.0.attn_k.weight").unwrap().shape, [192, 576], "[out, in]: 3 KV heads × 64");
+    assert!(matches!(c.tensor("token_embd.weight").unwrap().encoding, codecllm::format::Encoding::Lossless));
+}
