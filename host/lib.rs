@@ -25,6 +25,7 @@ pub mod input;
 pub mod quant;
 pub mod reference;
 pub mod stream;
+pub mod tokenizer;
 pub mod verify;
 
 pub use error::{Error, Result};
