@@ -22,6 +22,7 @@ pub mod fuzzing;
 pub mod gguf;
 pub mod gpu;
 pub mod input;
+pub mod llama;
 pub mod quant;
 pub mod reference;
 pub mod stream;

@@ -64,6 +64,25 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Generate text with a LLaMA-family model from a container (made from its GGUF).
+    /// Runs the f32 reference forward on the CPU over the container's own weights.
+    Run {
+        model: PathBuf,
+        #[arg(long)]
+        prompt: String,
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
+        /// Wrap the prompt in the model's chat template.
+        #[arg(long)]
+        chat: bool,
+        /// 0 for greedy decoding.
+        #[arg(long, default_value_t = 0.0)]
+        temperature: f32,
+        #[arg(long, default_value_t = 0.9)]
+        top_p: f32,
+        #[arg(long, default_value_t = 0)]
+        seed: u64,
+    },
     /// What this machine offers codecllm: CUDA driver and GPU, nvCOMP (path and version).
     /// Exits non-zero when GPU decode cannot work here, saying why.
     Env {
@@ -245,6 +264,49 @@ fn run(cmd: Command) -> Result<bool> {
             } else {
                 print_table(&rows, &mut std::io::stdout());
             }
+            Ok(true)
+        }
+        Command::Run { model, prompt, max_tokens, chat, temperature, top_p, seed } => {
+            use codecllm::llama::{sample, CpuLlama, KvCache};
+            use rand::SeedableRng;
+            use std::io::Write;
+            let c = Container::open(&model)?;
+            let tok = codecllm::tokenizer::ModelTokenizer::from_metadata(&c.index.metadata)?;
+            let text = if chat { tok.chat_prompt(&prompt)? } else { prompt };
+            let ids = tok.encode(&text)?;
+            let started = std::time::Instant::now();
+            let llm = CpuLlama::load(&c)?;
+            eprintln!("{}: {} layers, d={} (CPU f32 reference, weights loaded in {:.1} s)", model.display(), llm.cfg.layers, llm.cfg.dim, started.elapsed().as_secs_f64());
+            if ids.len() + max_tokens > llm.cfg.context {
+                return Err(Error::Invalid(format!("{} prompt tokens + {max_tokens} new exceed the context of {}", ids.len(), llm.cfg.context)));
+            }
+            let mut cache = KvCache::default();
+            let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
+            let t0 = std::time::Instant::now();
+            let mut logits = Vec::new();
+            for &t in &ids {
+                logits = llm.step(t, &mut cache)?;
+            }
+            let prefill = t0.elapsed().as_secs_f64();
+            let (mut out, mut shown) = (Vec::new(), 0);
+            let t1 = std::time::Instant::now();
+            for _ in 0..max_tokens {
+                let next = sample(&logits, temperature, top_p, &mut rng);
+                if next == tok.eos {
+                    break;
+                }
+                out.push(next);
+                let s = tok.decode(&out)?;
+                // Print only whole characters: a multi-byte one may span tokens.
+                if !s.ends_with('\u{fffd}') {
+                    print!("{}", &s[shown..]);
+                    let _ = std::io::stdout().flush();
+                    shown = s.len();
+                }
+                logits = llm.step(next, &mut cache)?;
+            }
+            println!();
+            eprintln!("prefill {} tokens in {:.2} s; {} new tokens in {:.2} s ({:.1} tokens/s)", ids.len(), prefill, out.len(), t1.elapsed().as_secs_f64(), out.len() as f64 / t1.elapsed().as_secs_f64().max(1e-9));
             Ok(true)
         }
         Command::Env { json } => {
