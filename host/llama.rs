@@ -8,9 +8,74 @@
 //! attention shares KV head `h / (heads / kv_heads)` among query heads, RMSNorm, SwiGLU.
 use crate::error::{Error, Result};
 use crate::format::Container;
-use crate::reference::decode_f32;
+use crate::input::SourceModel;
+use crate::quant::Int8Matrix;
+use crate::reference::{decode_f32, decode_int8};
 use rayon::prelude::*;
 use std::collections::BTreeMap;
+
+/// Where a model's weights come from: a container (INT8 as stored) or the source
+/// checkpoint (the original values: the FP16 baseline; INT8 quantized on the fly).
+pub trait WeightSource: Sync {
+    fn metadata(&self) -> &BTreeMap<String, String>;
+    fn has(&self, name: &str) -> bool;
+    fn shape(&self, name: &str) -> Option<Vec<usize>>;
+    fn f32(&self, name: &str) -> Result<Vec<f32>>;
+    fn int8(&self, name: &str) -> Result<Int8Matrix>;
+}
+
+impl WeightSource for Container {
+    fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.index.metadata
+    }
+    fn has(&self, name: &str) -> bool {
+        self.tensor(name).is_some()
+    }
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.tensor(name).map(|t| t.shape.iter().map(|&d| d as usize).collect())
+    }
+    fn f32(&self, name: &str) -> Result<Vec<f32>> {
+        decode_f32(self, name)
+    }
+    fn int8(&self, name: &str) -> Result<Int8Matrix> {
+        if let Some(crate::format::Encoding::Int8 { .. }) = self.tensor(name).map(|t| &t.encoding) {
+            return decode_int8(self, name);
+        }
+        quantize_2d(self, name)
+    }
+}
+
+impl WeightSource for SourceModel {
+    fn metadata(&self) -> &BTreeMap<String, String> {
+        &self.metadata
+    }
+    fn has(&self, name: &str) -> bool {
+        self.tensor(name).is_some()
+    }
+    fn shape(&self, name: &str) -> Option<Vec<usize>> {
+        self.tensor(name).map(|t| t.shape.iter().map(|&d| d as usize).collect())
+    }
+    fn f32(&self, name: &str) -> Result<Vec<f32>> {
+        let t = self.tensor(name).ok_or_else(|| Error::input(&self.path, format!("no tensor named '{name}'")))?;
+        if !t.dtype.is_float() {
+            return Err(Error::input(&self.path, format!("tensor '{name}' is not floating point")));
+        }
+        Ok(self.to_f32(t))
+    }
+    fn int8(&self, name: &str) -> Result<Int8Matrix> {
+        quantize_2d(self, name)
+    }
+}
+
+/// Per-channel INT8 of a 2-D tensor that is not stored as INT8 (e.g. a tied embedding
+/// used as the LM head).
+fn quantize_2d(src: &dyn WeightSource, name: &str) -> Result<Int8Matrix> {
+    let Some([rows, cols]) = src.shape(name).as_deref().and_then(|s| <[usize; 2]>::try_from(s).ok()) else {
+        return Err(Error::Invalid(format!("tensor '{name}' is not a matrix")));
+    };
+    let w = src.f32(name)?;
+    Int8Matrix::quantize(&w, rows, cols, cols).map(|(m, _)| m).map_err(|e| Error::Invalid(format!("tensor '{name}': {e}")))
+}
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
 pub struct LlamaConfig {
@@ -97,10 +162,10 @@ pub struct KvCache {
     pub len: usize,
 }
 
-fn tensor(c: &Container, name: &str, numel: usize) -> Result<Vec<f32>> {
-    let v = decode_f32(c, name)?;
+fn tensor(c: &dyn WeightSource, name: &str, numel: usize) -> Result<Vec<f32>> {
+    let v = c.f32(name)?;
     if v.len() != numel {
-        return Err(Error::format(c.path(), format!("tensor '{name}' has {} elements, the configuration needs {numel}", v.len())));
+        return Err(Error::Invalid(format!("tensor '{name}' has {} elements, the configuration needs {numel}", v.len())));
     }
     Ok(v)
 }
@@ -130,8 +195,8 @@ pub fn rope(x: &mut [f32], head_dim: usize, pos: usize, base: f32) {
 }
 
 impl CpuLlama {
-    pub fn load(c: &Container) -> Result<Self> {
-        let cfg = LlamaConfig::from_metadata(&c.index.metadata)?;
+    pub fn load(c: &dyn WeightSource) -> Result<Self> {
+        let cfg = LlamaConfig::from_metadata(c.metadata())?;
         let (d, f, kv) = (cfg.dim, cfg.ffn, cfg.kv_heads * cfg.head_dim);
         let blocks = (0..cfg.layers)
             .map(|i| {
@@ -149,10 +214,7 @@ impl CpuLlama {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let lm_head = match c.tensor("output.weight") {
-            Some(_) => Some(tensor(c, "output.weight", cfg.vocab * d)?),
-            None => None,
-        };
+        let lm_head = if c.has("output.weight") { Some(tensor(c, "output.weight", cfg.vocab * d)?) } else { None };
         Ok(CpuLlama { embed: tensor(c, "token_embd.weight", cfg.vocab * d)?, out_norm: tensor(c, "output_norm.weight", d)?, blocks, lm_head, cfg })
     }
 

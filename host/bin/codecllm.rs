@@ -64,10 +64,14 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Generate text with a LLaMA-family model from a container (made from its GGUF).
-    /// Runs the f32 reference forward on the CPU over the container's own weights.
+    /// Generate text with a LLaMA-family model: a container made from its GGUF (or the
+    /// GGUF itself, for the original weights). On the GPU with `--weights`, else with the
+    /// f32 reference forward on the CPU.
     Run {
         model: PathBuf,
+        /// GPU weight mode; without it (or without a GPU) the CPU reference runs.
+        #[arg(long, value_enum)]
+        weights: Option<codecllm::gpu::llama::WeightMode>,
         #[arg(long)]
         prompt: String,
         #[arg(long, default_value_t = 64)]
@@ -266,27 +270,49 @@ fn run(cmd: Command) -> Result<bool> {
             }
             Ok(true)
         }
-        Command::Run { model, prompt, max_tokens, chat, temperature, top_p, seed } => {
-            use codecllm::llama::{sample, CpuLlama, KvCache};
+        Command::Run { model, weights, prompt, max_tokens, chat, temperature, top_p, seed } => {
+            use codecllm::llama::{sample, CpuLlama, KvCache, WeightSource};
             use rand::SeedableRng;
             use std::io::Write;
-            let c = Container::open(&model)?;
-            let tok = codecllm::tokenizer::ModelTokenizer::from_metadata(&c.index.metadata)?;
+            let (container, source);
+            let src: &dyn WeightSource = if model.to_string_lossy().ends_with(".gguf") {
+                source = SourceModel::open(&model)?;
+                &source
+            } else {
+                container = Container::open(&model)?;
+                &container
+            };
+            let tok = codecllm::tokenizer::ModelTokenizer::from_metadata(src.metadata())?;
             let text = if chat { tok.chat_prompt(&prompt)? } else { prompt };
             let ids = tok.encode(&text)?;
             let started = std::time::Instant::now();
-            let llm = CpuLlama::load(&c)?;
-            eprintln!("{}: {} layers, d={} (CPU f32 reference, weights loaded in {:.1} s)", model.display(), llm.cfg.layers, llm.cfg.dim, started.elapsed().as_secs_f64());
-            if ids.len() + max_tokens > llm.cfg.context {
-                return Err(Error::Invalid(format!("{} prompt tokens + {max_tokens} new exceed the context of {}", ids.len(), llm.cfg.context)));
-            }
-            let mut cache = KvCache::default();
+            let gpu_holder = weights.map(|_| codecllm::gpu::Gpu::new(0)).transpose()?;
+            // One step function for either engine: prompt (all at once) or one token.
+            let mut step: Box<dyn FnMut(&[u32]) -> Result<Vec<f32>>> = match (&gpu_holder, weights) {
+                (Some(gpu), Some(mode)) => {
+                    let mut llm = codecllm::gpu::llama::GpuLlama::load(gpu, src, mode, ids.len().max(1), ids.len() + max_tokens)?;
+                    eprintln!("{}: {} layers, d={} on {} ({mode:?}, {:.1} MB of weights, loaded in {:.1} s)", model.display(), llm.cfg.layers, llm.cfg.dim, gpu.name, llm.weight_bytes as f64 / 1e6, started.elapsed().as_secs_f64());
+                    Box::new(move |t: &[u32]| llm.forward(t))
+                }
+                _ => {
+                    let llm = CpuLlama::load(src)?;
+                    eprintln!("{}: {} layers, d={} (CPU f32 reference, loaded in {:.1} s)", model.display(), llm.cfg.layers, llm.cfg.dim, started.elapsed().as_secs_f64());
+                    if ids.len() + max_tokens > llm.cfg.context {
+                        return Err(Error::Invalid(format!("{} prompt tokens + {max_tokens} new exceed the context of {}", ids.len(), llm.cfg.context)));
+                    }
+                    let mut cache = KvCache::default();
+                    Box::new(move |t: &[u32]| {
+                        let mut logits = Vec::new();
+                        for &id in t {
+                            logits = llm.step(id, &mut cache)?;
+                        }
+                        Ok(logits)
+                    })
+                }
+            };
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             let t0 = std::time::Instant::now();
-            let mut logits = Vec::new();
-            for &t in &ids {
-                logits = llm.step(t, &mut cache)?;
-            }
+            let mut logits = step(&ids)?;
             let prefill = t0.elapsed().as_secs_f64();
             let (mut out, mut shown) = (Vec::new(), 0);
             let t1 = std::time::Instant::now();
@@ -303,10 +329,10 @@ fn run(cmd: Command) -> Result<bool> {
                     let _ = std::io::stdout().flush();
                     shown = s.len();
                 }
-                logits = llm.step(next, &mut cache)?;
+                logits = step(&[next])?;
             }
             println!();
-            eprintln!("prefill {} tokens in {:.2} s; {} new tokens in {:.2} s ({:.1} tokens/s)", ids.len(), prefill, out.len(), t1.elapsed().as_secs_f64(), out.len() as f64 / t1.elapsed().as_secs_f64().max(1e-9));
+            eprintln!("prefill {} tokens in {:.3} s; {} new tokens in {:.3} s ({:.1} tokens/s)", ids.len(), prefill, out.len(), t1.elapsed().as_secs_f64(), out.len() as f64 / t1.elapsed().as_secs_f64().max(1e-9));
             Ok(true)
         }
         Command::Env { json } => {

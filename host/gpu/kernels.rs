@@ -65,6 +65,12 @@ pub struct Kernels {
     dequant: CudaFunction,
     pub(crate) scatter: CudaFunction,
     pub(crate) check_decoded: CudaFunction,
+    pub(crate) rmsnorm: CudaFunction,
+    pub(crate) embed: CudaFunction,
+    pub(crate) add: CudaFunction,
+    pub(crate) silu_mul: CudaFunction,
+    pub(crate) rope: CudaFunction,
+    pub(crate) attention: CudaFunction,
 }
 
 impl Kernels {
@@ -84,6 +90,12 @@ impl Kernels {
             dequant: f("dequant_i8_f16")?,
             scatter: f("scatter_chunks")?,
             check_decoded: f("check_decoded")?,
+            rmsnorm: f("rmsnorm_f32_f16")?,
+            embed: f("embed_f16_f32")?,
+            add: f("add_f16_to_f32")?,
+            silu_mul: f("silu_mul_f16")?,
+            rope: f("rope_f16")?,
+            attention: f("attention_f16")?,
         })
     }
 }

@@ -21,6 +21,7 @@
 //! # Ok(()) }
 //! ```
 mod kernels;
+pub mod llama;
 pub mod nvcomp;
 mod tensor;
 

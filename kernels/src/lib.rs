@@ -18,6 +18,7 @@
 mod dequant;
 mod gemm;
 mod gemv;
+mod llama;
 mod ptx;
 mod scatter;
 

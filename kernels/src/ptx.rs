@@ -173,3 +173,19 @@ pub unsafe fn store_v4(p: *mut u32, v: [u32; 4]) {
         options(nostack),
     );
 }
+
+/// 2^x (`ex2.approx`, ~2 ulp): core has no exponential on nvptx.
+#[inline(always)]
+pub fn exp2(x: f32) -> f32 {
+    let r: f32;
+    unsafe { asm!("ex2.approx.ftz.f32 {r}, {x};", r = out(reg32) r, x = in(reg32) x, options(pure, nomem, nostack)) };
+    r
+}
+
+/// 1/√x (`rsqrt.approx`).
+#[inline(always)]
+pub fn rsqrt(x: f32) -> f32 {
+    let r: f32;
+    unsafe { asm!("rsqrt.approx.ftz.f32 {r}, {x};", r = out(reg32) r, x = in(reg32) x, options(pure, nomem, nostack)) };
+    r
+}

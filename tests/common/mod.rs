@@ -1,5 +1,6 @@
 //! Helpers shared by the integration tests: random checkpoints written as real safetensors.
 #![allow(dead_code)]
+pub mod gguf;
 use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StudentT};
 use safetensors::tensor::{Dtype, TensorView};

@@ -1,0 +1,310 @@
+//! LLaMA forward pass on the GPU: the block's non-linear kernels (`kernels/src/llama.rs`)
+//! around linears that are either codecllm's fused W8A16 kernels (`Int8Resident`) or
+//! cuBLAS FP16 GEMMs (`Fp16Resident`, the baseline). FP16 activations, FP32 residual
+//! stream, a KV cache per layer; prefill takes the whole prompt as one batch.
+use super::{Gpu, Int8Weights};
+use crate::error::{Error, Result};
+use crate::llama::{block_names, LlamaConfig, WeightSource};
+use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
+use cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
+use half::f16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum WeightMode {
+    /// FP16 weights resident, cuBLAS for every product (the baseline).
+    #[value(name = "fp16-resident")]
+    Fp16Resident,
+    /// INT8 weights resident, codecllm's fused dequant kernels for every product.
+    #[value(name = "int8-resident")]
+    Int8Resident,
+}
+
+enum Linear {
+    Fp16 { w: CudaSlice<f16>, rows: usize, cols: usize },
+    Int8 { q: CudaSlice<u8>, s: CudaSlice<f32>, rows: usize, cols: usize, group: usize },
+}
+
+impl Linear {
+    fn load(gpu: &Gpu, src: &dyn WeightSource, name: &str, mode: WeightMode) -> Result<Self> {
+        let st = &gpu.stream;
+        Ok(match mode {
+            WeightMode::Fp16Resident => {
+                let shape = src.shape(name).ok_or_else(|| Error::Invalid(format!("no tensor named '{name}'")))?;
+                let [rows, cols] = shape[..] else { return Err(Error::Invalid(format!("tensor '{name}' is not a matrix"))) };
+                let w: Vec<f16> = src.f32(name)?.into_iter().map(f16::from_f32).collect();
+                Linear::Fp16 { w: st.clone_htod(&w)?, rows, cols }
+            }
+            WeightMode::Int8Resident => {
+                let m = src.int8(name)?;
+                Linear::Int8 { q: st.clone_htod(bytemuck::cast_slice::<i8, u8>(&m.q))?, s: st.clone_htod(&m.scales)?, rows: m.rows, cols: m.cols, group: m.group_size }
+            }
+        })
+    }
+
+    fn rows(&self) -> usize {
+        match self {
+            Linear::Fp16 { rows, .. } | Linear::Int8 { rows, .. } => *rows,
+        }
+    }
+
+    fn bytes(&self) -> usize {
+        match self {
+            Linear::Fp16 { w, .. } => 2 * w.len(),
+            Linear::Int8 { q, s, .. } => q.len() + 4 * s.len(),
+        }
+    }
+
+    /// `y[m, rows] = x[m, cols] · Wᵀ`.
+    fn apply(&self, gpu: &Gpu, blas: &CudaBlas, x: &CudaSlice<f16>, m: usize, y: &mut CudaSlice<f16>) -> Result<()> {
+        match self {
+            Linear::Fp16 { w, rows, cols } => {
+                let cfg = GemmConfig {
+                    transa: cublasOperation_t::CUBLAS_OP_T,
+                    transb: cublasOperation_t::CUBLAS_OP_N,
+                    m: *rows as i32,
+                    n: m as i32,
+                    k: *cols as i32,
+                    alpha: f16::ONE,
+                    lda: *cols as i32,
+                    ldb: *cols as i32,
+                    beta: f16::ZERO,
+                    ldc: *rows as i32,
+                };
+                // SAFETY: w is [rows, cols]; x holds m·cols and y m·rows elements (buffers
+                // are sized for the largest batch and width).
+                unsafe { blas.gemm(cfg, w, x, y) }.map_err(|e| Error::Gpu(format!("cuBLAS: {e}")))
+            }
+            Linear::Int8 { q, s, rows, cols, group } => {
+                let w = Int8Weights { q: q.slice(..), scales: s.slice(..), rows: *rows, cols: *cols, group_size: *group };
+                gpu.linear(x, m, &w, y, &gpu.stream)
+            }
+        }
+    }
+}
+
+struct Block {
+    attn_norm: CudaSlice<f32>,
+    ffn_norm: CudaSlice<f32>,
+    q: Linear,
+    k: Linear,
+    v: Linear,
+    o: Linear,
+    gate: Linear,
+    up: Linear,
+    down: Linear,
+    k_cache: CudaSlice<f16>,
+    v_cache: CudaSlice<f16>,
+}
+
+/// Scratch activations for batches up to `max_m` rows.
+struct Scratch {
+    ids: CudaSlice<u32>,
+    x: CudaSlice<f32>,
+    h: CudaSlice<f16>,
+    q: CudaSlice<f16>,
+    k: CudaSlice<f16>,
+    v: CudaSlice<f16>,
+    att: CudaSlice<f16>,
+    o: CudaSlice<f16>,
+    g: CudaSlice<f16>,
+    u: CudaSlice<f16>,
+    logits: CudaSlice<f16>,
+}
+
+pub struct GpuLlama<'g> {
+    gpu: &'g Gpu,
+    blas: CudaBlas,
+    pub cfg: LlamaConfig,
+    pub mode: WeightMode,
+    embed: CudaSlice<f16>,
+    out_norm: CudaSlice<f32>,
+    lm_head: Linear,
+    blocks: Vec<Block>,
+    rope: CudaSlice<f32>,
+    s: Scratch,
+    max_m: usize,
+    pub max_context: usize,
+    /// Positions filled in the KV cache.
+    pub len: usize,
+    /// Device bytes of the weights.
+    pub weight_bytes: usize,
+}
+
+fn launch_1d(n: usize) -> LaunchConfig {
+    LaunchConfig::for_num_elems(n as u32)
+}
+
+impl<'g> GpuLlama<'g> {
+    /// Loads every weight resident in `mode`; batches up to `max_m` tokens, contexts up to
+    /// `max_context` positions.
+    pub fn load(gpu: &'g Gpu, src: &dyn WeightSource, mode: WeightMode, max_m: usize, max_context: usize) -> Result<Self> {
+        let cfg = LlamaConfig::from_metadata(src.metadata())?;
+        if cfg.head_dim % 32 != 0 || cfg.head_dim > 128 {
+            return Err(Error::Invalid(format!("head dimension {} is not supported by the attention kernel (32, 64, 96 or 128)", cfg.head_dim)));
+        }
+        let max_context = max_context.min(cfg.context).max(1);
+        let st = &gpu.stream;
+        let norm = |name: &str| -> Result<CudaSlice<f32>> { Ok(st.clone_htod(&src.f32(name)?)?) };
+        let kv_dim = cfg.kv_heads * cfg.head_dim;
+        let blocks = (0..cfg.layers)
+            .map(|i| {
+                let n = block_names(i);
+                let lin = |j: usize| Linear::load(gpu, src, &n[j], mode);
+                Ok(Block {
+                    attn_norm: norm(&n[0])?,
+                    q: lin(1)?,
+                    k: lin(2)?,
+                    v: lin(3)?,
+                    o: lin(4)?,
+                    ffn_norm: norm(&n[5])?,
+                    gate: lin(6)?,
+                    up: lin(7)?,
+                    down: lin(8)?,
+                    k_cache: st.alloc_zeros(max_context * kv_dim)?,
+                    v_cache: st.alloc_zeros(max_context * kv_dim)?,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let embed_f32 = src.f32("token_embd.weight")?;
+        let embed: Vec<f16> = embed_f32.iter().map(|&v| f16::from_f32(v)).collect();
+        let head_name = if src.has("output.weight") { "output.weight" } else { "token_embd.weight" };
+        let lm_head = Linear::load(gpu, src, head_name, mode)?;
+        // cos/sin of every (position, pair), in f64: angles reach thousands of radians.
+        let half = cfg.head_dim / 2;
+        let mut rope = Vec::with_capacity(max_context * half * 2);
+        for p in 0..max_context {
+            for i in 0..half {
+                let theta = p as f64 * (cfg.rope_base as f64).powf(-2.0 * i as f64 / cfg.head_dim as f64);
+                rope.push(theta.cos() as f32);
+                rope.push(theta.sin() as f32);
+            }
+        }
+        let (d, f) = (cfg.dim, cfg.ffn);
+        let s = Scratch {
+            ids: st.alloc_zeros(max_m)?,
+            x: st.alloc_zeros(max_m * d)?,
+            h: st.alloc_zeros(max_m * f.max(d))?,
+            q: st.alloc_zeros(max_m * d)?,
+            k: st.alloc_zeros(max_m * kv_dim)?,
+            v: st.alloc_zeros(max_m * kv_dim)?,
+            att: st.alloc_zeros(max_m * d)?,
+            o: st.alloc_zeros(max_m * d)?,
+            g: st.alloc_zeros(max_m * f)?,
+            u: st.alloc_zeros(max_m * f)?,
+            logits: st.alloc_zeros(lm_head.rows())?,
+        };
+        let weight_bytes = blocks.iter().map(|b| [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down].iter().map(|l| l.bytes()).sum::<usize>()).sum::<usize>()
+            + lm_head.bytes()
+            + 2 * embed.len();
+        Ok(GpuLlama {
+            blas: CudaBlas::new(st.clone()).map_err(|e| Error::Gpu(format!("cuBLAS: {e}")))?,
+            gpu,
+            embed: st.clone_htod(&embed)?,
+            out_norm: norm("output_norm.weight")?,
+            lm_head,
+            blocks,
+            rope: st.clone_htod(&rope)?,
+            s,
+            max_m,
+            max_context,
+            len: 0,
+            weight_bytes,
+            cfg,
+            mode,
+        })
+    }
+
+    /// Forgets the KV cache.
+    pub fn reset(&mut self) {
+        self.len = 0;
+    }
+
+    /// Feeds `ids` at the next positions (one batch; prefill or a single decode step) and
+    /// returns the logits after the last of them.
+    pub fn forward(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        let m = ids.len();
+        let cfg = self.cfg.clone();
+        if m == 0 || m > self.max_m {
+            return Err(Error::Invalid(format!("batch of {m} tokens; this model was loaded for 1..={}", self.max_m)));
+        }
+        if self.len + m > self.max_context {
+            return Err(Error::Invalid(format!("{} positions exceed the context of {}", self.len + m, self.max_context)));
+        }
+        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= cfg.vocab) {
+            return Err(Error::Invalid(format!("token {bad} is outside the vocabulary of {}", cfg.vocab)));
+        }
+        let (gpu, st) = (self.gpu, &self.gpu.stream);
+        let k = &gpu.kernels;
+        let (d, hd, kv_dim, pos0) = (cfg.dim, cfg.head_dim, cfg.kv_heads * cfg.head_dim, self.len);
+        st.memcpy_htod(ids, &mut self.s.ids.slice_mut(..m))?;
+        let (mu, du) = (m as u32, d as u32);
+        let mut l = st.launch_builder(&k.embed);
+        l.arg(&self.embed).arg(&self.s.ids).arg(&mut self.s.x).arg(&mu).arg(&du);
+        // SAFETY: ids < vocab (checked), x holds m·d.
+        unsafe { l.launch(launch_1d(m * d)) }?;
+        let sc = &mut self.s;
+        for b in &mut self.blocks {
+            rmsnorm(gpu, &sc.x.slice(..), &b.attn_norm, &mut sc.h, m, d, cfg.eps)?;
+            b.q.apply(gpu, &self.blas, &sc.h, m, &mut sc.q)?;
+            b.k.apply(gpu, &self.blas, &sc.h, m, &mut sc.k)?;
+            b.v.apply(gpu, &self.blas, &sc.h, m, &mut sc.v)?;
+            for (buf, heads) in [(&mut sc.q, cfg.heads), (&mut sc.k, cfg.kv_heads)] {
+                let (h, hdu, p0) = (heads as u32, hd as u32, pos0 as u32);
+                let mut l = st.launch_builder(&k.rope);
+                l.arg(buf).arg(&self.rope).arg(&mu).arg(&h).arg(&hdu).arg(&p0);
+                // SAFETY: buf holds m·heads·hd; the table covers positions < max_context.
+                unsafe { l.launch(launch_1d(m * heads * hd / 2)) }?;
+            }
+            st.memcpy_dtod(&sc.k.slice(..m * kv_dim), &mut b.k_cache.slice_mut(pos0 * kv_dim..(pos0 + m) * kv_dim))?;
+            st.memcpy_dtod(&sc.v.slice(..m * kv_dim), &mut b.v_cache.slice_mut(pos0 * kv_dim..(pos0 + m) * kv_dim))?;
+            let (h, kvh, hdu, p0, scale) = (cfg.heads as u32, cfg.kv_heads as u32, hd as u32, pos0 as u32, 1.0 / (hd as f32).sqrt());
+            let mut l = st.launch_builder(&k.attention);
+            l.arg(&sc.q).arg(&b.k_cache).arg(&b.v_cache).arg(&mut sc.att).arg(&mu).arg(&h).arg(&kvh).arg(&hdu).arg(&p0).arg(&scale);
+            // SAFETY: one warp per (row, head); caches hold positions ≤ pos0 + m - 1.
+            unsafe { l.launch(warps_cfg(m * cfg.heads)) }?;
+            b.o.apply(gpu, &self.blas, &sc.att, m, &mut sc.o)?;
+            add(gpu, &mut sc.x, &sc.o, m * d)?;
+            rmsnorm(gpu, &sc.x.slice(..), &b.ffn_norm, &mut sc.h, m, d, cfg.eps)?;
+            b.gate.apply(gpu, &self.blas, &sc.h, m, &mut sc.g)?;
+            b.up.apply(gpu, &self.blas, &sc.h, m, &mut sc.u)?;
+            let n = (m * cfg.ffn) as u32;
+            let mut l = st.launch_builder(&k.silu_mul);
+            l.arg(&sc.g).arg(&sc.u).arg(&mut sc.h).arg(&n);
+            // SAFETY: g, u, h hold m·ffn.
+            unsafe { l.launch(launch_1d(m * cfg.ffn)) }?;
+            b.down.apply(gpu, &self.blas, &sc.h, m, &mut sc.o)?;
+            add(gpu, &mut sc.x, &sc.o, m * d)?;
+        }
+        // Final norm and LM head on the last row only.
+        rmsnorm(gpu, &sc.x.slice((m - 1) * d..m * d), &self.out_norm, &mut sc.h, 1, d, cfg.eps)?;
+        self.lm_head.apply(gpu, &self.blas, &sc.h, 1, &mut sc.logits)?;
+        self.len += m;
+        let logits = st.clone_dtoh(&sc.logits)?;
+        Ok(logits.into_iter().map(f16::to_f32).collect())
+    }
+}
+
+/// One warp per item, four warps per block.
+fn warps_cfg(items: usize) -> LaunchConfig {
+    LaunchConfig { grid_dim: ((items as u32).div_ceil(4).max(1), 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 }
+}
+
+/// `h = x / rms(x) · w` for `rows` rows of `d` (one warp per row).
+fn rmsnorm(gpu: &Gpu, x: &CudaView<f32>, w: &CudaSlice<f32>, h: &mut CudaSlice<f16>, rows: usize, d: usize, eps: f32) -> Result<()> {
+    let (r, du) = (rows as u32, d as u32);
+    let mut l = gpu.stream.launch_builder(&gpu.kernels.rmsnorm);
+    l.arg(x).arg(w).arg(h).arg(&r).arg(&du).arg(&eps);
+    // SAFETY: x holds rows·d, h at least rows·d.
+    unsafe { l.launch(warps_cfg(rows)) }?;
+    Ok(())
+}
+
+/// `x += y` over `n` elements (FP32 residual, FP16 branch).
+fn add(gpu: &Gpu, x: &mut CudaSlice<f32>, y: &CudaSlice<f16>, n: usize) -> Result<()> {
+    let nu = n as u32;
+    let mut l = gpu.stream.launch_builder(&gpu.kernels.add);
+    l.arg(x).arg(y).arg(&nu);
+    // SAFETY: x and y hold n elements.
+    unsafe { l.launch(launch_1d(n)) }?;
+    Ok(())
+}
