@@ -67,14 +67,20 @@ impl WeightSource for SourceModel {
     }
 }
 
-/// Per-channel INT8 of a 2-D tensor that is not stored as INT8 (e.g. a tied embedding
-/// used as the LM head).
+/// Columns per scale when a tensor is quantized at load time (not stored as INT8, e.g. a
+/// tied embedding used as the LM head, or any weight of a GGUF source): 32, GGUF's block
+/// size, so the INT8 grid follows the source's own quantization blocks.
+pub const LOAD_TIME_GROUP: usize = 32;
+
+/// INT8 of a 2-D tensor that is not stored as INT8 (per group of `LOAD_TIME_GROUP`, or
+/// per row when the row length is not a multiple of it).
 fn quantize_2d(src: &dyn WeightSource, name: &str) -> Result<Int8Matrix> {
     let Some([rows, cols]) = src.shape(name).as_deref().and_then(|s| <[usize; 2]>::try_from(s).ok()) else {
         return Err(Error::Invalid(format!("tensor '{name}' is not a matrix")));
     };
+    let group = if cols % LOAD_TIME_GROUP == 0 && cols > LOAD_TIME_GROUP { LOAD_TIME_GROUP } else { cols };
     let w = src.f32(name)?;
-    Int8Matrix::quantize(&w, rows, cols, cols).map(|(m, _)| m).map_err(|e| Error::Invalid(format!("tensor '{name}': {e}")))
+    Int8Matrix::quantize(&w, rows, cols, group).map(|(m, _)| m).map_err(|e| Error::Invalid(format!("tensor '{name}': {e}")))
 }
 
 #[derive(Clone, Debug, PartialEq, serde::Serialize)]
