@@ -16,6 +16,7 @@
 pub mod bench;
 pub mod codec;
 pub mod compress;
+pub mod demo;
 pub mod error;
 pub mod format;
 pub mod fuzzing;

@@ -289,7 +289,8 @@ pub struct WeightStream<'a> {
     slots: Vec<Slot>,
     staging: Vec<Staging>,
     decoder: Decoder,
-    acts: [CudaSlice<f16>; 3],
+    /// Activation buffers of `forward_mlp_stack` (taken out while it runs).
+    acts: Option<[CudaSlice<f16>; 3]>,
     max_m: usize,
     pub plan: SlotPlan,
     free_before: usize,
@@ -347,7 +348,7 @@ impl<'a> WeightStream<'a> {
             slots,
             staging,
             decoder,
-            acts,
+            acts: Some(acts),
             max_m,
             plan,
             free_before,
@@ -410,39 +411,42 @@ impl<'a> WeightStream<'a> {
         Ok(())
     }
 
-    /// Streams every unit once: `y = stack(x)`, `x` `[m, input_width]`, `y` `[m, output_width]`.
-    ///
-    /// Within a unit each linear reads the previous linear's output when its width fits,
-    /// else the unit's input (so a LLaMA block [q, k, v, o, gate, up, down] uses every
-    /// matrix); the unit's last output feeds the next unit.
-    pub fn forward_mlp_stack(&mut self, x: &CudaSlice<f16>, m: usize, y: &mut CudaSlice<f16>) -> Result<StreamRun> {
-        if m == 0 || m > self.max_m {
-            return Err(Error::Invalid(format!("batch {m} is outside 1..={} this engine was built for", self.max_m)));
-        }
+    /// Runs every linear on `stream` instead of the engine's own compute stream (a model
+    /// whose other kernels run there).
+    pub fn set_compute_stream(&mut self, stream: Arc<CudaStream>) {
+        self.compute = stream;
+    }
+
+    /// Streams every unit once: as soon as unit `u`'s weights are decoded, calls
+    /// `compute(u, weights, stream)`, which must enqueue all its work on `stream` (the
+    /// compute stream); the slot is recycled after that work.
+    pub fn for_each_unit<F>(&mut self, mut compute: F) -> Result<StreamRun>
+    where
+        F: FnMut(usize, &[Int8Weights], &Arc<CudaStream>) -> Result<()>,
+    {
         let started = std::time::Instant::now();
         let start = self.gpu.ctx.new_event(None)?;
         start.record(&self.gpu.stream)?;
         self.compute.wait(&start)?;
-        let width = self.input_width();
-        self.compute.memcpy_dtod(&x.slice(..m * width), &mut self.acts[0].slice_mut(..m * width))?;
         let mut peak = 0usize;
-        let units = self.store.units.len();
-        let mut input = 0; // index into acts of the current unit's input
         let mut staging_turn = 0;
-        for step in schedule(units, self.slots.len()) {
+        for step in schedule(self.store.units.len(), self.slots.len()) {
             match step {
                 Step::Prefetch { unit, slot } => self.prefetch(unit, slot, &mut staging_turn)?,
                 Step::Compute { unit, slot } => {
                     let s = &self.slots[slot];
                     self.compute.wait(&s.decoded_done)?;
-                    input = run_unit(self.gpu, &self.store.units[unit], &s.decoded, &mut self.acts, input, m, &self.compute)?;
+                    let weights: Vec<Int8Weights> = self.store.units[unit]
+                        .tensors
+                        .iter()
+                        .map(|t| t.table.weights_at(s.decoded.slice(t.slot_decoded_offset..t.slot_decoded_offset + t.table.len())))
+                        .collect();
+                    compute(unit, &weights, &self.compute)?;
                     self.slots[slot].computed.record(&self.compute)?;
                     self.sample_vram(&mut peak)?;
                 }
             }
         }
-        let out_width = self.output_width();
-        self.compute.memcpy_dtod(&self.acts[input].slice(..m * out_width), &mut y.slice_mut(..m * out_width))?;
         let done = self.gpu.ctx.new_event(None)?;
         done.record(&self.compute)?;
         self.gpu.stream.wait(&done)?;
@@ -456,14 +460,41 @@ impl<'a> WeightStream<'a> {
             vram_accounted: self.plan.total(),
         })
     }
+
+    /// Streams every unit once: `y = stack(x)`, `x` `[m, input_width]`, `y` `[m, output_width]`.
+    ///
+    /// Within a unit each linear reads the previous linear's output when its width fits,
+    /// else the unit's input (so a LLaMA block [q, k, v, o, gate, up, down] uses every
+    /// matrix); the unit's last output feeds the next unit.
+    pub fn forward_mlp_stack(&mut self, x: &CudaSlice<f16>, m: usize, y: &mut CudaSlice<f16>) -> Result<StreamRun> {
+        if m == 0 || m > self.max_m {
+            return Err(Error::Invalid(format!("batch {m} is outside 1..={} this engine was built for", self.max_m)));
+        }
+        let (width, out_width) = (self.input_width(), self.output_width());
+        let mut acts = self.acts.take().expect("activation buffers are put back after every pass");
+        // Queued on the default stream; for_each_unit orders the compute stream after it.
+        self.gpu.stream.memcpy_dtod(&x.slice(..m * width), &mut acts[0].slice_mut(..m * width))?;
+        let gpu = self.gpu;
+        let mut input = 0;
+        let run = self.for_each_unit(|u, weights, stream| {
+            input = run_unit(gpu, &self.store.units[u], weights, &mut acts, input, m, stream)?;
+            Ok(())
+        });
+        let result = run.and_then(|run| {
+            self.gpu.stream.memcpy_dtod(&acts[input].slice(..m * out_width), &mut y.slice_mut(..m * out_width))?;
+            Ok(run)
+        });
+        self.acts = Some(acts);
+        result
+    }
 }
 
-/// Runs one unit's linears on `stream` (see `forward_mlp_stack` for the wiring); `decoded`
-/// holds the unit's INT8 weights at their slot offsets. Returns the index of the output.
-fn run_unit(gpu: &Gpu, unit: &HostUnit, decoded: &CudaSlice<u8>, acts: &mut [CudaSlice<f16>; 3], input: usize, m: usize, stream: &Arc<CudaStream>) -> Result<usize> {
+/// Runs one unit's linears on `stream` (see `forward_mlp_stack` for the wiring), with the
+/// unit's decoded `weights`. Returns the index of the output buffer.
+fn run_unit(gpu: &Gpu, unit: &HostUnit, weights: &[Int8Weights], acts: &mut [CudaSlice<f16>; 3], input: usize, m: usize, stream: &Arc<CudaStream>) -> Result<usize> {
     let in_width = unit.tensors[0].table.cols;
     let (mut cur, mut cur_width) = (input, in_width);
-    for t in &unit.tensors {
+    for (t, w) in unit.tensors.iter().zip(weights) {
         let src = if cur_width == t.table.cols {
             cur
         } else if in_width == t.table.cols {
@@ -472,10 +503,8 @@ fn run_unit(gpu: &Gpu, unit: &HostUnit, decoded: &CudaSlice<u8>, acts: &mut [Cud
             return Err(Error::Invalid(format!("tensor '{}' takes width {}, the stack offers {cur_width} or {in_width}", t.table.name, t.table.cols)));
         };
         let dst = (0..3).find(|&i| i != src && i != input).expect("three buffers");
-        let q = decoded.slice(t.slot_decoded_offset..t.slot_decoded_offset + t.table.len());
-        let w: Int8Weights = t.table.weights_at(q);
         let (xs, ys) = split_two(acts, src, dst);
-        gpu.linear(xs, m, &w, ys, stream)?;
+        gpu.linear(xs, m, w, ys, stream)?;
         cur = dst;
         cur_width = t.table.rows;
     }
@@ -517,7 +546,8 @@ pub fn forward_resident(gpu: &Gpu, store: &HostStore, x: &CudaSlice<f16>, m: usi
             // at the same relative offsets as in a slot; buffers outlive the sync below.
             unsafe { t.table.decode_raw(&mut decoder, src + (t.host_offset - unit.tensors[0].host_offset) as u64, dst + t.slot_decoded_offset as u64, s)? };
         }
-        input = run_unit(gpu, unit, &decoded, &mut acts, input, m, s)?;
+        let weights: Vec<Int8Weights> = unit.tensors.iter().map(|t| t.table.weights_at(decoded.slice(t.slot_decoded_offset..t.slot_decoded_offset + t.table.len()))).collect();
+        input = run_unit(gpu, unit, &weights, &mut acts, input, m, s)?;
         s.synchronize()?;
         let _ = &mut decoded;
     }

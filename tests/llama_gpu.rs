@@ -82,6 +82,7 @@ fn gpu_logits(llm: &mut GpuLlama, prompt: &[u32], decode: &[u32]) -> Vec<Vec<f32
 }
 
 fn rel(a: &[f32], b: &[f32]) -> f64 {
+    // (relative L2 error of logits)
     rel_err(&a.iter().map(|&x| x as f64).collect::<Vec<_>>(), &b.iter().map(|&x| x as f64).collect::<Vec<_>>())
 }
 
@@ -93,11 +94,25 @@ fn tiny_llama_gpu_forward_matches_cpu_reference() {
     let (source, container) = tiny_model(dir.path(), &mut rng);
     let prompt: Vec<u32> = (0..9).map(|_| rng.gen_range(0..64)).collect();
     let decode: Vec<u32> = (0..5).map(|_| rng.gen_range(0..64)).collect();
+    let mut int8_runs = Vec::new();
+    let store = codecllm::stream::HostStore::load(&gpu, &container, &GpuLlama::stream_units(&codecllm::llama::LlamaConfig::from_metadata(&container.index.metadata).unwrap()), true).unwrap();
     for (name, src) in [("container", &container as &dyn WeightSource), ("gguf", &source as &dyn WeightSource)] {
         let want = cpu_logits(src, &prompt, &decode);
-        for mode in [WeightMode::Fp16Resident, WeightMode::Int8Resident] {
-            let mut llm = GpuLlama::load(&gpu, src, mode, 16, 64).unwrap();
+        let modes: &[WeightMode] = if name == "container" {
+            &[WeightMode::Fp16Resident, WeightMode::Int8Resident, WeightMode::CompressedResident, WeightMode::Stream]
+        } else {
+            &[WeightMode::Fp16Resident, WeightMode::Int8Resident]
+        };
+        for &mode in modes {
+            let mut llm = match mode {
+                WeightMode::CompressedResident => GpuLlama::load_compressed(&gpu, &container, 16, 64).unwrap(),
+                WeightMode::Stream => GpuLlama::load_streamed(&gpu, &container, &store, 2, 16, 64).unwrap(),
+                _ => GpuLlama::load(&gpu, src, mode, 16, 64).unwrap(),
+            };
             let got = gpu_logits(&mut llm, &prompt, &decode);
+            if name == "container" && mode != WeightMode::Fp16Resident {
+                int8_runs.push((mode, got.clone()));
+            }
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert!(g.iter().all(|x| x.is_finite()), "{name} {mode:?} step {i}: non-finite logits");
                 let e = rel(g, w);
@@ -107,6 +122,12 @@ fn tiny_llama_gpu_forward_matches_cpu_reference() {
                 assert!(e < tol, "{name} {mode:?} step {i}: logits relative error {e}");
             }
         }
+    }
+    // The same INT8 weights through the same kernels: resident, decoded per layer from
+    // VRAM, or streamed from host RAM must agree bit for bit.
+    let bits = |v: &Vec<Vec<f32>>| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (mode, logits) in &int8_runs[1..] {
+        assert!(bits(logits) == bits(&int8_runs[0].1), "{mode:?} differs from {:?}", int8_runs[0].0);
     }
 }
 

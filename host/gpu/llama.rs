@@ -4,9 +4,10 @@
 //! stream, a KV cache per layer; prefill takes the whole prompt as one batch.
 use super::{Gpu, Int8Weights};
 use crate::error::{Error, Result};
+use crate::format::Container;
 use crate::llama::{block_names, LlamaConfig, WeightSource};
 use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
-use cudarc::driver::{CudaSlice, CudaView, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaView, DevicePtr, LaunchConfig, PushKernelArg};
 use half::f16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -17,6 +18,12 @@ pub enum WeightMode {
     /// INT8 weights resident, codecllm's fused dequant kernels for every product.
     #[value(name = "int8-resident")]
     Int8Resident,
+    /// Compressed chunks resident in VRAM, each layer decoded by nvCOMP right before use.
+    #[value(name = "compressed-resident")]
+    CompressedResident,
+    /// Compressed chunks in pinned host RAM, streamed layer by layer (`stream::WeightStream`).
+    #[value(name = "stream")]
+    Stream,
 }
 
 enum Linear {
@@ -28,6 +35,9 @@ impl Linear {
     fn load(gpu: &Gpu, src: &dyn WeightSource, name: &str, mode: WeightMode) -> Result<Self> {
         let st = &gpu.stream;
         Ok(match mode {
+            WeightMode::CompressedResident | WeightMode::Stream => {
+                return Err(Error::Invalid(format!("{mode:?} weights come from a container: use load_compressed / load_streamed")))
+            }
             WeightMode::Fp16Resident => {
                 let shape = src.shape(name).ok_or_else(|| Error::Invalid(format!("no tensor named '{name}'")))?;
                 let [rows, cols] = shape[..] else { return Err(Error::Invalid(format!("tensor '{name}' is not a matrix"))) };
@@ -82,18 +92,50 @@ impl Linear {
     }
 }
 
+/// The seven projections of a block, in this order (indices into `block_names`).
+const LINEARS: [usize; 7] = [1, 2, 3, 4, 6, 7, 8];
+const Q: usize = 0;
+const K: usize = 1;
+const V: usize = 2;
+const O: usize = 3;
+const GATE: usize = 4;
+const UP: usize = 5;
+const DOWN: usize = 6;
+
+/// Per-layer state that is always resident: norms and the KV cache.
 struct Block {
     attn_norm: CudaSlice<f32>,
     ffn_norm: CudaSlice<f32>,
-    q: Linear,
-    k: Linear,
-    v: Linear,
-    o: Linear,
-    gate: Linear,
-    up: Linear,
-    down: Linear,
     k_cache: CudaSlice<f16>,
     v_cache: CudaSlice<f16>,
+}
+
+/// Where the blocks' linear weights live.
+enum Weights<'g> {
+    Resident(Vec<Vec<Linear>>),
+    Compressed { layers: Vec<Vec<super::DeviceCompressedTensor>>, decoder: super::Decoder, buf: CudaSlice<u8> },
+    Streamed(Box<crate::stream::WeightStream<'g>>),
+}
+
+/// A linear's weights for one use: owned resident ones, or INT8 views of decoded bytes.
+enum LinRef<'a> {
+    Owned(&'a Linear),
+    Int8(&'a Int8Weights<'a>),
+}
+
+impl LinRef<'_> {
+    fn apply(&self, gpu: &Gpu, blas: &CudaBlas, x: &CudaSlice<f16>, m: usize, y: &mut CudaSlice<f16>) -> Result<()> {
+        match self {
+            LinRef::Owned(l) => l.apply(gpu, blas, x, m, y),
+            LinRef::Int8(w) => gpu.linear(x, m, w, y, &gpu.stream),
+        }
+    }
+}
+
+/// The token embedding: on the device, or (streaming) in host RAM, rows gathered per step.
+enum Embedding {
+    Device(CudaSlice<f16>),
+    Host(Vec<f32>),
 }
 
 /// Scratch activations for batches up to `max_m` rows.
@@ -116,18 +158,23 @@ pub struct GpuLlama<'g> {
     blas: CudaBlas,
     pub cfg: LlamaConfig,
     pub mode: WeightMode,
-    embed: CudaSlice<f16>,
+    embed: Embedding,
     out_norm: CudaSlice<f32>,
     lm_head: Linear,
     blocks: Vec<Block>,
+    weights: Weights<'g>,
     rope: CudaSlice<f32>,
     s: Scratch,
     max_m: usize,
     pub max_context: usize,
     /// Positions filled in the KV cache.
     pub len: usize,
-    /// Device bytes of the weights.
+    /// Bytes the weights take in VRAM (compressed bytes for the compressed modes; the
+    /// streaming ring for `Stream`).
     pub weight_bytes: usize,
+    free_before: usize,
+    /// High-water mark of device memory in use above the level before loading.
+    pub peak_vram: usize,
 }
 
 fn launch_1d(n: usize) -> LaunchConfig {
@@ -135,10 +182,84 @@ fn launch_1d(n: usize) -> LaunchConfig {
 }
 
 impl<'g> GpuLlama<'g> {
-    /// Loads every weight resident in `mode`; batches up to `max_m` tokens, contexts up to
-    /// `max_context` positions.
+    /// FP16- or INT8-resident weights from `src` (a container, or a GGUF for the original
+    /// values); batches up to `max_m` tokens, contexts up to `max_context` positions.
     pub fn load(gpu: &'g Gpu, src: &dyn WeightSource, mode: WeightMode, max_m: usize, max_context: usize) -> Result<Self> {
+        if !matches!(mode, WeightMode::Fp16Resident | WeightMode::Int8Resident) {
+            return Err(Error::Invalid(format!("{mode:?} weights come from a container: use load_compressed / load_streamed")));
+        }
         let cfg = LlamaConfig::from_metadata(src.metadata())?;
+        let free_before = Self::baseline(gpu)?;
+        let layers = (0..cfg.layers)
+            .map(|i| {
+                let n = block_names(i);
+                LINEARS.iter().map(|&j| Linear::load(gpu, src, &n[j], mode)).collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bytes = layers.iter().flatten().map(Linear::bytes).sum();
+        let embed = Embedding::Device(gpu.stream.clone_htod(&src.f32("token_embd.weight")?.into_iter().map(f16::from_f32).collect::<Vec<_>>())?);
+        Self::assemble(gpu, src, cfg, mode, Weights::Resident(layers), bytes, embed, max_m, max_context, free_before)
+    }
+
+    /// Compressed chunks of every block resident in VRAM (checksums verified on upload),
+    /// decoded layer by layer into one reused buffer.
+    pub fn load_compressed(gpu: &'g Gpu, c: &Container, max_m: usize, max_context: usize) -> Result<Self> {
+        let cfg = LlamaConfig::from_metadata(&c.index.metadata)?;
+        let free_before = Self::baseline(gpu)?;
+        let layers = (0..cfg.layers)
+            .map(|i| {
+                let n = block_names(i);
+                LINEARS.iter().map(|&j| super::DeviceCompressedTensor::upload(gpu, c, &n[j])).collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let tables: Vec<&super::DeviceChunkTable> = layers.iter().flatten().map(|t| &t.table).collect();
+        let decoder = super::Decoder::new(gpu, &tables)?;
+        let per_layer = layers.iter().map(|l| l.iter().map(|t| t.len().div_ceil(256) * 256).sum::<usize>()).max().unwrap_or(1);
+        let bytes = layers.iter().flatten().map(|t| t.stored_bytes() + t.device_bytes()).sum::<usize>() + decoder.temp_bytes() + per_layer;
+        let buf = gpu.stream.alloc_zeros::<u8>(per_layer)?;
+        let embed = Embedding::Device(gpu.stream.clone_htod(&c.f32("token_embd.weight")?.into_iter().map(f16::from_f32).collect::<Vec<_>>())?);
+        Self::assemble(gpu, c, cfg, WeightMode::CompressedResident, Weights::Compressed { layers, decoder, buf }, bytes, embed, max_m, max_context, free_before)
+    }
+
+    /// Blocks streamed from `store` (one unit per block: q, k, v, o, gate, up, down, as
+    /// `stream_units` lists them) through `slots` device slots; the embedding stays in
+    /// host RAM.
+    pub fn load_streamed(gpu: &'g Gpu, c: &Container, store: &'g crate::stream::HostStore, slots: usize, max_m: usize, max_context: usize) -> Result<Self> {
+        let cfg = LlamaConfig::from_metadata(&c.index.metadata)?;
+        let free_before = Self::baseline(gpu)?;
+        let mut ws = crate::stream::WeightStream::new(gpu, store, slots, None, 1)?;
+        ws.set_compute_stream(gpu.stream.clone());
+        let bytes = ws.plan.total() + store.table_bytes();
+        let embed = Embedding::Host(c.f32("token_embd.weight")?);
+        Self::assemble(gpu, c, cfg, WeightMode::Stream, Weights::Streamed(Box::new(ws)), bytes, embed, max_m, max_context, free_before)
+    }
+
+    /// The units `load_streamed` expects in its store: each block's seven projections.
+    pub fn stream_units(cfg: &LlamaConfig) -> Vec<Vec<String>> {
+        (0..cfg.layers).map(|i| {
+            let n = block_names(i);
+            LINEARS.iter().map(|&j| n[j].clone()).collect()
+        }).collect()
+    }
+
+    fn baseline(gpu: &Gpu) -> Result<usize> {
+        gpu.release_cached_memory()?;
+        Ok(gpu.mem_info()?.0)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        gpu: &'g Gpu,
+        src: &dyn WeightSource,
+        cfg: LlamaConfig,
+        mode: WeightMode,
+        weights: Weights<'g>,
+        block_bytes: usize,
+        embed: Embedding,
+        max_m: usize,
+        max_context: usize,
+        free_before: usize,
+    ) -> Result<Self> {
         if cfg.head_dim % 32 != 0 || cfg.head_dim > 128 {
             return Err(Error::Invalid(format!("head dimension {} is not supported by the attention kernel (32, 64, 96 or 128)", cfg.head_dim)));
         }
@@ -149,26 +270,12 @@ impl<'g> GpuLlama<'g> {
         let blocks = (0..cfg.layers)
             .map(|i| {
                 let n = block_names(i);
-                let lin = |j: usize| Linear::load(gpu, src, &n[j], mode);
-                Ok(Block {
-                    attn_norm: norm(&n[0])?,
-                    q: lin(1)?,
-                    k: lin(2)?,
-                    v: lin(3)?,
-                    o: lin(4)?,
-                    ffn_norm: norm(&n[5])?,
-                    gate: lin(6)?,
-                    up: lin(7)?,
-                    down: lin(8)?,
-                    k_cache: st.alloc_zeros(max_context * kv_dim)?,
-                    v_cache: st.alloc_zeros(max_context * kv_dim)?,
-                })
+                Ok(Block { attn_norm: norm(&n[0])?, ffn_norm: norm(&n[5])?, k_cache: st.alloc_zeros(max_context * kv_dim)?, v_cache: st.alloc_zeros(max_context * kv_dim)? })
             })
             .collect::<Result<Vec<_>>>()?;
-        let embed_f32 = src.f32("token_embd.weight")?;
-        let embed: Vec<f16> = embed_f32.iter().map(|&v| f16::from_f32(v)).collect();
         let head_name = if src.has("output.weight") { "output.weight" } else { "token_embd.weight" };
-        let lm_head = Linear::load(gpu, src, head_name, mode)?;
+        let head_mode = if mode == WeightMode::Fp16Resident { mode } else { WeightMode::Int8Resident };
+        let lm_head = Linear::load(gpu, src, head_name, head_mode)?;
         // cos/sin of every (position, pair), in f64: angles reach thousands of radians.
         let half = cfg.head_dim / 2;
         let mut rope = Vec::with_capacity(max_context * half * 2);
@@ -193,16 +300,19 @@ impl<'g> GpuLlama<'g> {
             u: st.alloc_zeros(max_m * f)?,
             logits: st.alloc_zeros(lm_head.rows())?,
         };
-        let weight_bytes = blocks.iter().map(|b| [&b.q, &b.k, &b.v, &b.o, &b.gate, &b.up, &b.down].iter().map(|l| l.bytes()).sum::<usize>()).sum::<usize>()
-            + lm_head.bytes()
-            + 2 * embed.len();
-        Ok(GpuLlama {
+        let embed_bytes = match &embed {
+            Embedding::Device(e) => 2 * e.len(),
+            Embedding::Host(_) => 0,
+        };
+        let weight_bytes = block_bytes + lm_head.bytes() + embed_bytes;
+        let mut model = GpuLlama {
             blas: CudaBlas::new(st.clone()).map_err(|e| Error::Gpu(format!("cuBLAS: {e}")))?,
             gpu,
-            embed: st.clone_htod(&embed)?,
+            embed,
             out_norm: norm("output_norm.weight")?,
             lm_head,
             blocks,
+            weights,
             rope: st.clone_htod(&rope)?,
             s,
             max_m,
@@ -211,7 +321,17 @@ impl<'g> GpuLlama<'g> {
             weight_bytes,
             cfg,
             mode,
-        })
+            free_before,
+            peak_vram: 0,
+        };
+        model.sample_vram()?;
+        Ok(model)
+    }
+
+    fn sample_vram(&mut self) -> Result<()> {
+        let (free, _) = self.gpu.mem_info()?;
+        self.peak_vram = self.peak_vram.max(self.free_before.saturating_sub(free));
+        Ok(())
     }
 
     /// Forgets the KV cache.
@@ -234,53 +354,115 @@ impl<'g> GpuLlama<'g> {
             return Err(Error::Invalid(format!("token {bad} is outside the vocabulary of {}", cfg.vocab)));
         }
         let (gpu, st) = (self.gpu, &self.gpu.stream);
-        let k = &gpu.kernels;
-        let (d, hd, kv_dim, pos0) = (cfg.dim, cfg.head_dim, cfg.kv_heads * cfg.head_dim, self.len);
-        st.memcpy_htod(ids, &mut self.s.ids.slice_mut(..m))?;
-        let (mu, du) = (m as u32, d as u32);
-        let mut l = st.launch_builder(&k.embed);
-        l.arg(&self.embed).arg(&self.s.ids).arg(&mut self.s.x).arg(&mu).arg(&du);
-        // SAFETY: ids < vocab (checked), x holds m·d.
-        unsafe { l.launch(launch_1d(m * d)) }?;
-        let sc = &mut self.s;
-        for b in &mut self.blocks {
-            rmsnorm(gpu, &sc.x.slice(..), &b.attn_norm, &mut sc.h, m, d, cfg.eps)?;
-            b.q.apply(gpu, &self.blas, &sc.h, m, &mut sc.q)?;
-            b.k.apply(gpu, &self.blas, &sc.h, m, &mut sc.k)?;
-            b.v.apply(gpu, &self.blas, &sc.h, m, &mut sc.v)?;
-            for (buf, heads) in [(&mut sc.q, cfg.heads), (&mut sc.k, cfg.kv_heads)] {
-                let (h, hdu, p0) = (heads as u32, hd as u32, pos0 as u32);
-                let mut l = st.launch_builder(&k.rope);
-                l.arg(buf).arg(&self.rope).arg(&mu).arg(&h).arg(&hdu).arg(&p0);
-                // SAFETY: buf holds m·heads·hd; the table covers positions < max_context.
-                unsafe { l.launch(launch_1d(m * heads * hd / 2)) }?;
+        let d = cfg.dim;
+        let GpuLlama { blas, embed, blocks, weights, rope, s: sc, out_norm, lm_head, len, .. } = self;
+        let pos0 = *len;
+        match embed {
+            Embedding::Device(table) => {
+                st.memcpy_htod(ids, &mut sc.ids.slice_mut(..m))?;
+                let (mu, du) = (m as u32, d as u32);
+                let mut l = st.launch_builder(&gpu.kernels.embed);
+                l.arg(&*table).arg(&sc.ids).arg(&mut sc.x).arg(&mu).arg(&du);
+                // SAFETY: ids < vocab (checked), x holds m·d.
+                unsafe { l.launch(launch_1d(m * d)) }?;
             }
-            st.memcpy_dtod(&sc.k.slice(..m * kv_dim), &mut b.k_cache.slice_mut(pos0 * kv_dim..(pos0 + m) * kv_dim))?;
-            st.memcpy_dtod(&sc.v.slice(..m * kv_dim), &mut b.v_cache.slice_mut(pos0 * kv_dim..(pos0 + m) * kv_dim))?;
-            let (h, kvh, hdu, p0, scale) = (cfg.heads as u32, cfg.kv_heads as u32, hd as u32, pos0 as u32, 1.0 / (hd as f32).sqrt());
-            let mut l = st.launch_builder(&k.attention);
-            l.arg(&sc.q).arg(&b.k_cache).arg(&b.v_cache).arg(&mut sc.att).arg(&mu).arg(&h).arg(&kvh).arg(&hdu).arg(&p0).arg(&scale);
-            // SAFETY: one warp per (row, head); caches hold positions ≤ pos0 + m - 1.
-            unsafe { l.launch(warps_cfg(m * cfg.heads)) }?;
-            b.o.apply(gpu, &self.blas, &sc.att, m, &mut sc.o)?;
-            add(gpu, &mut sc.x, &sc.o, m * d)?;
-            rmsnorm(gpu, &sc.x.slice(..), &b.ffn_norm, &mut sc.h, m, d, cfg.eps)?;
-            b.gate.apply(gpu, &self.blas, &sc.h, m, &mut sc.g)?;
-            b.up.apply(gpu, &self.blas, &sc.h, m, &mut sc.u)?;
-            let n = (m * cfg.ffn) as u32;
-            let mut l = st.launch_builder(&k.silu_mul);
-            l.arg(&sc.g).arg(&sc.u).arg(&mut sc.h).arg(&n);
-            // SAFETY: g, u, h hold m·ffn.
-            unsafe { l.launch(launch_1d(m * cfg.ffn)) }?;
-            b.down.apply(gpu, &self.blas, &sc.h, m, &mut sc.o)?;
-            add(gpu, &mut sc.x, &sc.o, m * d)?;
+            Embedding::Host(table) => {
+                let rows: Vec<f32> = ids.iter().flat_map(|&t| table[t as usize * d..(t as usize + 1) * d].iter().copied()).collect();
+                st.memcpy_htod(&rows, &mut sc.x.slice_mut(..m * d))?;
+            }
+        }
+        let ctx = BlockCtx { gpu, blas, cfg: &cfg, rope, m, pos0 };
+        match weights {
+            Weights::Resident(layers) => {
+                for (b, lin) in blocks.iter_mut().zip(layers.iter()) {
+                    let refs: Vec<LinRef> = lin.iter().map(LinRef::Owned).collect();
+                    ctx.block(b, sc, &refs)?;
+                }
+            }
+            Weights::Compressed { layers, decoder, buf } => {
+                for (b, lin) in blocks.iter_mut().zip(layers.iter()) {
+                    let mut offsets = Vec::with_capacity(lin.len());
+                    let mut at = 0;
+                    let base = buf.device_ptr(st).0;
+                    for t in lin {
+                        offsets.push(at);
+                        // SAFETY: the buffer holds the largest layer's INT8 bytes (256-aligned
+                        // per tensor); compressed bytes are resident for the model's life.
+                        unsafe { t.table.decode_raw(decoder, t.stored_ptr(st), base + at as u64, st)? };
+                        at += t.len().div_ceil(256) * 256;
+                    }
+                    let views: Vec<Int8Weights> = lin.iter().zip(&offsets).map(|(t, &o)| t.table.weights_at(buf.slice(o..o + t.len()))).collect();
+                    let refs: Vec<LinRef> = views.iter().map(LinRef::Int8).collect();
+                    ctx.block(b, sc, &refs)?;
+                }
+                decoder.check(st)?;
+            }
+            Weights::Streamed(ws) => {
+                ws.for_each_unit(|u, w, _stream| {
+                    let refs: Vec<LinRef> = w.iter().map(LinRef::Int8).collect();
+                    ctx.block(&mut blocks[u], sc, &refs)
+                })?;
+            }
         }
         // Final norm and LM head on the last row only.
-        rmsnorm(gpu, &sc.x.slice((m - 1) * d..m * d), &self.out_norm, &mut sc.h, 1, d, cfg.eps)?;
-        self.lm_head.apply(gpu, &self.blas, &sc.h, 1, &mut sc.logits)?;
-        self.len += m;
+        rmsnorm(gpu, &sc.x.slice((m - 1) * d..m * d), out_norm, &mut sc.h, 1, d, cfg.eps)?;
+        lm_head.apply(gpu, blas, &sc.h, 1, &mut sc.logits)?;
+        *len += m;
         let logits = st.clone_dtoh(&sc.logits)?;
+        self.sample_vram()?;
         Ok(logits.into_iter().map(f16::to_f32).collect())
+    }
+}
+
+/// What a block's computation needs besides its weights.
+struct BlockCtx<'a> {
+    gpu: &'a Gpu,
+    blas: &'a CudaBlas,
+    cfg: &'a LlamaConfig,
+    rope: &'a CudaSlice<f32>,
+    m: usize,
+    pos0: usize,
+}
+
+impl BlockCtx<'_> {
+    /// One transformer block on the default stream: attention with RoPE and the KV cache,
+    /// then SwiGLU; both branches added to the FP32 residual `sc.x`.
+    fn block(&self, b: &mut Block, sc: &mut Scratch, lin: &[LinRef]) -> Result<()> {
+        let (gpu, cfg, m, pos0) = (self.gpu, self.cfg, self.m, self.pos0);
+        let st = &gpu.stream;
+        let k = &gpu.kernels;
+        let (d, hd, kv_dim) = (cfg.dim, cfg.head_dim, cfg.kv_heads * cfg.head_dim);
+        let mu = m as u32;
+        rmsnorm(gpu, &sc.x.slice(..), &b.attn_norm, &mut sc.h, m, d, cfg.eps)?;
+        lin[Q].apply(gpu, self.blas, &sc.h, m, &mut sc.q)?;
+        lin[K].apply(gpu, self.blas, &sc.h, m, &mut sc.k)?;
+        lin[V].apply(gpu, self.blas, &sc.h, m, &mut sc.v)?;
+        for (buf, heads) in [(&mut sc.q, cfg.heads), (&mut sc.k, cfg.kv_heads)] {
+            let (h, hdu, p0) = (heads as u32, hd as u32, pos0 as u32);
+            let mut l = st.launch_builder(&k.rope);
+            l.arg(buf).arg(self.rope).arg(&mu).arg(&h).arg(&hdu).arg(&p0);
+            // SAFETY: buf holds m·heads·hd; the table covers positions < max_context.
+            unsafe { l.launch(launch_1d(m * heads * hd / 2)) }?;
+        }
+        st.memcpy_dtod(&sc.k.slice(..m * kv_dim), &mut b.k_cache.slice_mut(pos0 * kv_dim..(pos0 + m) * kv_dim))?;
+        st.memcpy_dtod(&sc.v.slice(..m * kv_dim), &mut b.v_cache.slice_mut(pos0 * kv_dim..(pos0 + m) * kv_dim))?;
+        let (h, kvh, hdu, p0, scale) = (cfg.heads as u32, cfg.kv_heads as u32, hd as u32, pos0 as u32, 1.0 / (hd as f32).sqrt());
+        let mut l = st.launch_builder(&k.attention);
+        l.arg(&sc.q).arg(&b.k_cache).arg(&b.v_cache).arg(&mut sc.att).arg(&mu).arg(&h).arg(&kvh).arg(&hdu).arg(&p0).arg(&scale);
+        // SAFETY: one warp per (row, head); caches hold positions ≤ pos0 + m - 1.
+        unsafe { l.launch(warps_cfg(m * cfg.heads)) }?;
+        lin[O].apply(gpu, self.blas, &sc.att, m, &mut sc.o)?;
+        add(gpu, &mut sc.x, &sc.o, m * d)?;
+        rmsnorm(gpu, &sc.x.slice(..), &b.ffn_norm, &mut sc.h, m, d, cfg.eps)?;
+        lin[GATE].apply(gpu, self.blas, &sc.h, m, &mut sc.g)?;
+        lin[UP].apply(gpu, self.blas, &sc.h, m, &mut sc.u)?;
+        let n = (m * cfg.ffn) as u32;
+        let mut l = st.launch_builder(&k.silu_mul);
+        l.arg(&sc.g).arg(&sc.u).arg(&mut sc.h).arg(&n);
+        // SAFETY: g, u, h hold m·ffn.
+        unsafe { l.launch(launch_1d(m * cfg.ffn)) }?;
+        lin[DOWN].apply(gpu, self.blas, &sc.h, m, &mut sc.o)?;
+        add(gpu, &mut sc.x, &sc.o, m * d)
     }
 }
 

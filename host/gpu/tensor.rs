@@ -175,6 +175,11 @@ impl DeviceCompressedTensor {
         self.stored.len()
     }
 
+    /// Device address of the stored chunks, for `DeviceChunkTable::decode_raw`.
+    pub fn stored_ptr(&self, stream: &Arc<CudaStream>) -> u64 {
+        self.stored.device_ptr(stream).0
+    }
+
     /// Enqueues the decode of this tensor's INT8 values into `out` on `stream`. A chunk
     /// that fails to decode is reported by the next `decoder.check`.
     pub fn decode_into(&self, decoder: &mut Decoder, out: &mut DeviceInt8Buffer, stream: &Arc<CudaStream>) -> Result<()> {

@@ -1,0 +1,155 @@
+//! `codecllm demo`: SmolLM2-135M from its GGUF, compressed, then run as the FP16 baseline
+//! and in every codecllm weight mode on one prompt; the seed-style comparison table.
+use crate::error::Result;
+use crate::format::Container;
+use crate::gpu::llama::{GpuLlama, WeightMode};
+use crate::gpu::Gpu;
+use crate::input::SourceModel;
+use crate::llama::LlamaConfig;
+use crate::stream::HostStore;
+use crate::tokenizer::ModelTokenizer;
+
+/// One row of the table.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct DemoRow {
+    pub mode: String,
+    pub prefill_s: f64,
+    pub decode_s: f64,
+    pub new_tokens: usize,
+    pub tokens_per_s: f64,
+    pub peak_vram: usize,
+    /// Weights on disk (GGUF or container) and in host RAM (pinned, streaming).
+    pub disk_bytes: u64,
+    pub host_ram_bytes: usize,
+    /// Teacher-forced on the baseline's tokens: steps whose top-1 equals the baseline's.
+    pub top1_agreement: f64,
+    /// Largest relative L2 error of the logits against the baseline's, over those steps.
+    pub max_logit_rel_err: f64,
+    /// Tokens the free-running output shares with the baseline's from the start.
+    pub identical_prefix: usize,
+    pub text: String,
+}
+
+fn argmax(v: &[f32]) -> u32 {
+    v.iter().enumerate().fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0 as u32
+}
+
+fn rel_err(a: &[f32], b: &[f32]) -> f64 {
+    let (num, den) = a.iter().zip(b).fold((0f64, 0f64), |(n, d), (&x, &y)| (n + (x as f64 - y as f64).powi(2), d + (y as f64).powi(2)));
+    (num / den.max(f64::MIN_POSITIVE)).sqrt()
+}
+
+/// Greedy free-running generation: (tokens, per-step logits, prefill s, decode s).
+fn generate(llm: &mut GpuLlama, prompt: &[u32], n: usize, eos: u32) -> Result<(Vec<u32>, Vec<Vec<f32>>, f64, f64)> {
+    llm.reset();
+    let t0 = std::time::Instant::now();
+    let mut logits = llm.forward(prompt)?;
+    let prefill = t0.elapsed().as_secs_f64();
+    let (mut out, mut all) = (Vec::new(), vec![logits.clone()]);
+    let t1 = std::time::Instant::now();
+    for _ in 0..n {
+        let next = argmax(&logits);
+        if next == eos {
+            break;
+        }
+        out.push(next);
+        logits = llm.forward(&[next])?;
+        all.push(logits.clone());
+    }
+    Ok((out, all, prefill, t1.elapsed().as_secs_f64()))
+}
+
+/// Feeds the baseline's tokens; returns (top-1 agreement, max logit relative error).
+fn teacher_forced(llm: &mut GpuLlama, prompt: &[u32], tokens: &[u32], baseline: &[Vec<f32>]) -> Result<(f64, f64)> {
+    llm.reset();
+    let mut logits = llm.forward(prompt)?;
+    let (mut agree, mut worst) = (0usize, 0f64);
+    for (i, want) in baseline.iter().enumerate() {
+        agree += (argmax(&logits) == argmax(want)) as usize;
+        worst = worst.max(rel_err(&logits, want));
+        if i < tokens.len() {
+            logits = llm.forward(&[tokens[i]])?;
+        }
+    }
+    Ok((agree as f64 / baseline.len() as f64, worst))
+}
+
+/// Runs the baseline (FP16 from the GGUF) and int8-resident, compressed-resident and
+/// stream from the container on `question`, generating up to `n` tokens.
+pub fn run(gpu: &Gpu, gguf: &std::path::Path, clm: &std::path::Path, question: &str, n: usize) -> Result<Vec<DemoRow>> {
+    let source = SourceModel::open(gguf)?;
+    let container = Container::open(clm)?;
+    let tok = ModelTokenizer::from_metadata(&source.metadata)?;
+    let prompt = tok.encode(&tok.chat_prompt(question)?)?;
+    let ctx = prompt.len() + n + 1;
+    let cfg = LlamaConfig::from_metadata(&container.index.metadata)?;
+    let disk = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+
+    let mut base = GpuLlama::load(gpu, &source, WeightMode::Fp16Resident, prompt.len(), ctx)?;
+    generate(&mut base, &prompt, 4, tok.eos)?; // warm-up: cuBLAS and module loading
+    let (tokens, logits, prefill, decode) = generate(&mut base, &prompt, n, tok.eos)?;
+    let row = |mode: String, llm: &GpuLlama, t: &[u32], p: f64, d: f64, disk_bytes, ram, agree, err, prefix, text| DemoRow {
+        mode,
+        prefill_s: p,
+        decode_s: d,
+        new_tokens: t.len(),
+        tokens_per_s: t.len() as f64 / d.max(1e-9),
+        peak_vram: llm.peak_vram,
+        disk_bytes,
+        host_ram_bytes: ram,
+        top1_agreement: agree,
+        max_logit_rel_err: err,
+        identical_prefix: prefix,
+        text,
+    };
+    let mut rows = vec![row("fp16-resident (baseline, GGUF)".into(), &base, &tokens, prefill, decode, disk(gguf), 0, 1.0, 0.0, tokens.len(), tok.decode(&tokens)?)];
+    drop(base);
+
+    let store = HostStore::load(gpu, &container, &GpuLlama::stream_units(&cfg), true)?;
+    for mode in [WeightMode::Int8Resident, WeightMode::CompressedResident, WeightMode::Stream] {
+        let mut llm = match mode {
+            WeightMode::Int8Resident => GpuLlama::load(gpu, &container, mode, prompt.len(), ctx)?,
+            WeightMode::CompressedResident => GpuLlama::load_compressed(gpu, &container, prompt.len(), ctx)?,
+            _ => GpuLlama::load_streamed(gpu, &container, &store, 2, prompt.len(), ctx)?,
+        };
+        generate(&mut llm, &prompt, 4, tok.eos)?;
+        let (t, _, p, d) = generate(&mut llm, &prompt, n, tok.eos)?;
+        let (agree, err) = teacher_forced(&mut llm, &prompt, &tokens, &logits)?;
+        let prefix = t.iter().zip(&tokens).take_while(|(a, b)| a == b).count();
+        let ram = if mode == WeightMode::Stream { store.pinned_bytes } else { 0 };
+        let name = format!("{} (container)", match mode {
+            WeightMode::Int8Resident => "int8-resident",
+            WeightMode::CompressedResident => "compressed-resident",
+            _ => "stream",
+        });
+        rows.push(row(name, &llm, &t, p, d, disk(clm), ram, agree, err, prefix, tok.decode(&t)?));
+    }
+    Ok(rows)
+}
+
+/// The table, then each mode's text.
+pub fn print(rows: &[DemoRow]) {
+    println!(
+        "{:<34} {:>9} {:>11} {:>9} {:>10} {:>9} {:>9} {:>8} {:>9} {:>7}",
+        "mode", "prefill s", "decode s", "tok/s", "peak VRAM", "disk MB", "RAM MB", "top-1", "max err", "prefix"
+    );
+    for r in rows {
+        println!(
+            "{:<34} {:>9.4} {:>11.4} {:>9.1} {:>8.1}MB {:>9.1} {:>9.1} {:>7.1}% {:>9.2e} {:>3}/{:<3}",
+            r.mode,
+            r.prefill_s,
+            r.decode_s,
+            r.tokens_per_s,
+            r.peak_vram as f64 / 1e6,
+            r.disk_bytes as f64 / 1e6,
+            r.host_ram_bytes as f64 / 1e6,
+            100.0 * r.top1_agreement,
+            r.max_logit_rel_err,
+            r.identical_prefix,
+            r.new_tokens
+        );
+    }
+    for r in rows {
+        println!("\n[{}]\n{}", r.mode, r.text.trim());
+    }
+}
