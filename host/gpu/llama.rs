@@ -230,7 +230,9 @@ impl<'g> GpuLlama<'g> {
         let mut ws = crate::stream::WeightStream::new(gpu, store, slots, None, 1)?;
         ws.set_compute_stream(gpu.stream.clone());
         let bytes = ws.plan.total() + store.table_bytes();
-        let embed = Embedding::Host(c.f32("token_embd.weight")?);
+        // FP16-rounded like the device table of the other modes, so all INT8 modes agree
+        // bit for bit.
+        let embed = Embedding::Host(c.f32("token_embd.weight")?.into_iter().map(|v| f16::from_f32(v).to_f32()).collect());
         Self::assemble(gpu, c, cfg, WeightMode::Stream, Weights::Streamed(Box::new(ws)), bytes, embed, max_m, max_context, free_before)
     }
 
