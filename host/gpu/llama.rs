@@ -38,6 +38,24 @@ impl Linear {
             WeightMode::CompressedResident | WeightMode::Stream => {
                 return Err(Error::Invalid(format!("{mode:?} weights come from a container: use load_compressed / load_streamed")))
             }
+            _ if gpu_only(src, name) => {
+                // ANS chunks have no CPU decoder: decode on the GPU, once, at load.
+                let c = src.container().expect("gpu_only implies a container");
+                let t = super::DeviceCompressedTensor::upload(gpu, c, name)?;
+                let mut decoder = super::Decoder::new(gpu, &[&t.table])?;
+                let mut q = super::DeviceInt8Buffer::new(gpu, t.len())?;
+                t.decode_into(&mut decoder, &mut q, st)?;
+                decoder.check(st)?;
+                let (rows, cols, group) = (t.rows, t.cols, t.group_size);
+                let s = st.clone_dtod(t.table.scales())?;
+                if mode == WeightMode::Fp16Resident {
+                    let mut w = st.alloc_zeros::<f16>(rows * cols)?;
+                    gpu.dequantize(&Int8Weights { q: q.data.slice(..rows * cols), scales: s.slice(..), rows, cols, group_size: group }, &mut w, st)?;
+                    Linear::Fp16 { w, rows, cols }
+                } else {
+                    Linear::Int8 { q: q.data, s, rows, cols, group }
+                }
+            }
             WeightMode::Fp16Resident => {
                 let shape = src.shape(name).ok_or_else(|| Error::Invalid(format!("no tensor named '{name}'")))?;
                 let [rows, cols] = shape[..] else { return Err(Error::Invalid(format!("tensor '{name}' is not a matrix"))) };
@@ -103,6 +121,11 @@ const UP: usize = 5;
 const DOWN: usize = 6;
 
 /// Per-layer state that is always resident: norms and the KV cache.
+/// Whether tensor `name` of `src` is stored in a codec only the GPU decodes.
+fn gpu_only(src: &dyn WeightSource, name: &str) -> bool {
+    src.container().and_then(|c| c.tensor(name)).is_some_and(|t| t.data.codec == crate::format::Codec::Ans)
+}
+
 struct Block {
     attn_norm: CudaSlice<f32>,
     ffn_norm: CudaSlice<f32>,

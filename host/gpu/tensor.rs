@@ -103,6 +103,11 @@ impl DeviceChunkTable {
     fn coded_chunks(&self) -> usize {
         self.slot_chunks.len()
     }
+    /// The decoded scales, resident.
+    pub fn scales(&self) -> &CudaSlice<f32> {
+        &self.scales
+    }
+
     /// Device bytes of the table and scales.
     pub fn device_bytes(&self) -> usize {
         self.table.len() + 4 * self.scales.len()
