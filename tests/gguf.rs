@@ -8,7 +8,6 @@ use common::gguf::*;
 use common::*;
 use half::f16;
 use rand::Rng;
-use std::path::Path;
 use std::process::Command;
 
 /// Random blocks of `ty` for `n` elements, and the values they encode.
