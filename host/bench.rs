@@ -10,7 +10,7 @@ use crate::format::{Codec, Container};
 use crate::gpu::{Decoder, DeviceChunkTable, DeviceCompressedTensor, DeviceInt8Buffer, Gpu, Int8Weights, LinearPlan, GEMM_TILES};
 use crate::input::SourceModel;
 use crate::quant::Int8Matrix;
-use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
+use cudarc::cublas::CudaBlas;
 use cudarc::driver::sys::CUevent_flags;
 use cudarc::driver::CudaSlice;
 use half::f16;
@@ -145,23 +145,7 @@ impl<'g> Bench<'g> {
                 let x = s.clone_htod(&self.random_f16(m * k))?;
                 let mut y = s.alloc_zeros::<f16>(m * n)?;
                 let gpu = self.gpu;
-                let cublas = self.time_us(fp16_copies, |i| {
-                    let cfg = GemmConfig {
-                        transa: cublasOperation_t::CUBLAS_OP_T,
-                        transb: cublasOperation_t::CUBLAS_OP_N,
-                        m: n as i32,
-                        n: m as i32,
-                        k: k as i32,
-                        alpha: f16::ONE,
-                        lda: k as i32,
-                        ldb: k as i32,
-                        beta: f16::ZERO,
-                        ldc: n as i32,
-                    };
-                    // SAFETY: W is [n, k] row-major (k×n column-major, transposed), x is
-                    // [m, k] (k×m column-major), y is [m, n] (n×m column-major).
-                    unsafe { blas.gemm(cfg, &w16[i], &x, &mut y) }.map_err(|e| Error::Gpu(format!("cuBLAS: {e}")))
-                })?;
+                let cublas = self.time_us(fp16_copies, |i| crate::gpu::cublas_fp16_linear(&blas, &w16[i], &x, &mut y, m, n, k))?;
                 for plan in plans(m, n, k) {
                     let ours = self.time_us(copies, |i| {
                         let weights = Int8Weights { q: q[i].slice(..), scales: sc.slice(..), rows: n, cols: k, group_size: k };
@@ -594,22 +578,9 @@ fn fp16_block(blas: &CudaBlas, w: &cudarc::driver::CudaView<f16>, offsets: &[usi
     for (&(n, k), &off) in LLAMA7B_BLOCK.iter().zip(offsets) {
         let src = if cur_width == k { cur } else { input };
         let dst = (0..3).find(|&i| i != src && i != input).expect("three buffers");
-        let cfg = GemmConfig {
-            transa: cublasOperation_t::CUBLAS_OP_T,
-            transb: cublasOperation_t::CUBLAS_OP_N,
-            m: n as i32,
-            n: m as i32,
-            k: k as i32,
-            alpha: f16::ONE,
-            lda: k as i32,
-            ldb: k as i32,
-            beta: f16::ZERO,
-            ldc: n as i32,
-        };
         let weight = w.slice(off..off + n * k);
         let (x, y) = crate::stream::split_two(acts, src, dst);
-        // SAFETY: the weight is [n, k]; x holds m × k and y m × n elements (m × 14336 each).
-        unsafe { blas.gemm(cfg, &weight, x, y) }.map_err(|e| Error::Gpu(format!("cuBLAS: {e}")))?;
+        crate::gpu::cublas_fp16_linear(blas, &weight, x, y, m, n, k)?;
         cur = dst;
         cur_width = n;
     }

@@ -42,25 +42,6 @@ fn verify_fails(clm: &Path, needles: &[&str]) {
     assert_clean_failure(&cli(&["verify", clm.to_str().unwrap()]), needles);
 }
 
-/// Rewrites the container's index with `edit` and a matching checksum, so the reader's
-/// validation (not the checksum) has to catch the problem.
-fn rewrite_index(clm: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
-    let mut bytes = std::fs::read(clm).unwrap();
-    let n = bytes.len();
-    let t = &bytes[n - TRAILER_LEN as usize..];
-    let off = u64::from_le_bytes(t[0..8].try_into().unwrap()) as usize;
-    let mut index: serde_json::Value = serde_json::from_slice(&bytes[off..n - TRAILER_LEN as usize]).unwrap();
-    edit(&mut index);
-    let new = serde_json::to_vec(&index).unwrap();
-    bytes.truncate(off);
-    bytes.extend_from_slice(&new);
-    bytes.extend_from_slice(&(off as u64).to_le_bytes());
-    bytes.extend_from_slice(&(new.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&new).to_le_bytes());
-    bytes.extend_from_slice(b"CLMINDEX");
-    std::fs::write(clm, bytes).unwrap();
-}
-
 fn weight_blob(index: &mut serde_json::Value) -> &mut serde_json::Value {
     let ts = index["tensors"].as_array_mut().unwrap();
     &mut ts.iter_mut().find(|t| t["name"] == "layer.weight").unwrap()["data"]

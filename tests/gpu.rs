@@ -2,7 +2,7 @@
 //! machine without a GPU; `CODECLLM_REQUIRE_GPU=1` makes that a failure.
 mod common;
 use codecllm::compress::{compress, CompressOptions};
-use codecllm::format::{Codec, Container, TRAILER_LEN};
+use codecllm::format::{Codec, Container};
 use codecllm::gpu::{Decoder, DeviceCompressedTensor, DeviceInt8Buffer, Gpu, Int8Weights, LinearPlan, GEMM_TILES};
 use codecllm::input::SourceModel;
 use codecllm::quant::Int8Matrix;
@@ -228,19 +228,11 @@ fn wrong_size_chunk_is_an_error_not_garbage() {
     let short = zstd::bulk::compress(&vec![7u8; span.decoded_len as usize / 2], 3).unwrap();
     let mut bytes = std::fs::read(&out).unwrap();
     bytes[span.offset as usize..span.offset as usize + short.len()].copy_from_slice(&short);
-    let n = bytes.len();
-    let off = u64::from_le_bytes(bytes[n - TRAILER_LEN as usize..n - 24].try_into().unwrap()) as usize;
-    let mut index: serde_json::Value = serde_json::from_slice(&bytes[off..n - TRAILER_LEN as usize]).unwrap();
-    let t = index["tensors"].as_array_mut().unwrap().iter_mut().find(|t| t["name"] == "l1.weight").unwrap();
-    t["data"]["chunks"][span.index] = serde_json::json!([short.len(), xxhash_rust::xxh3::xxh3_64(&short), false]);
-    let new = serde_json::to_vec(&index).unwrap();
-    bytes.truncate(off);
-    bytes.extend_from_slice(&new);
-    bytes.extend_from_slice(&(off as u64).to_le_bytes());
-    bytes.extend_from_slice(&(new.len() as u64).to_le_bytes());
-    bytes.extend_from_slice(&xxhash_rust::xxh3::xxh3_64(&new).to_le_bytes());
-    bytes.extend_from_slice(b"CLMINDEX");
     std::fs::write(&out, bytes).unwrap();
+    rewrite_index(&out, |index| {
+        let t = index["tensors"].as_array_mut().unwrap().iter_mut().find(|t| t["name"] == "l1.weight").unwrap();
+        t["data"]["chunks"][span.index] = serde_json::json!([short.len(), xxhash_rust::xxh3::xxh3_64(&short), false]);
+    });
 
     let c = Container::open(&out).unwrap();
     let t = DeviceCompressedTensor::upload(&gpu, &c, "l1.weight").unwrap();

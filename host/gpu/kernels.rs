@@ -255,3 +255,28 @@ impl Gpu {
         Ok(())
     }
 }
+
+/// `y[m, n] = x[m, k] · Wᵀ` with cuBLAS in FP16 (FP32 accumulation) for a row-major `[n, k]`
+/// weight: the FP16 baseline every benchmark and the FP16 model mode use.
+pub fn cublas_fp16_linear<W: DevicePtr<f16>>(blas: &cudarc::cublas::CudaBlas, w: &W, x: &CudaSlice<f16>, y: &mut CudaSlice<f16>, m: usize, n: usize, k: usize) -> Result<()> {
+    use cudarc::cublas::{sys::cublasOperation_t, Gemm, GemmConfig};
+    if w.len() < n * k || x.len() < m * k || y.len() < m * n {
+        return Err(Error::Invalid(format!("cuBLAS linear: buffers too small for [{m}, {k}] × [{n}, {k}]ᵀ")));
+    }
+    // Row-major W [n, k] is column-major k×n: op(A) = Aᵀ; x [m, k] is column-major k×m;
+    // y [m, n] is column-major n×m.
+    let cfg = GemmConfig {
+        transa: cublasOperation_t::CUBLAS_OP_T,
+        transb: cublasOperation_t::CUBLAS_OP_N,
+        m: n as i32,
+        n: m as i32,
+        k: k as i32,
+        alpha: f16::ONE,
+        lda: k as i32,
+        ldb: k as i32,
+        beta: f16::ZERO,
+        ldc: n as i32,
+    };
+    // SAFETY: sizes checked above.
+    unsafe { blas.gemm(cfg, w, x, y) }.map_err(|e| Error::Gpu(format!("cuBLAS: {e}")))
+}

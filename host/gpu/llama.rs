@@ -6,7 +6,7 @@ use super::{Gpu, Int8Weights};
 use crate::error::{Error, Result};
 use crate::format::Container;
 use crate::llama::{block_names, LlamaConfig, WeightSource};
-use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
+use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaSlice, CudaView, DevicePtr, LaunchConfig, PushKernelArg};
 use half::f16;
 
@@ -85,23 +85,7 @@ impl Linear {
     /// `y[m, rows] = x[m, cols] · Wᵀ`.
     fn apply(&self, gpu: &Gpu, blas: &CudaBlas, x: &CudaSlice<f16>, m: usize, y: &mut CudaSlice<f16>) -> Result<()> {
         match self {
-            Linear::Fp16 { w, rows, cols } => {
-                let cfg = GemmConfig {
-                    transa: cublasOperation_t::CUBLAS_OP_T,
-                    transb: cublasOperation_t::CUBLAS_OP_N,
-                    m: *rows as i32,
-                    n: m as i32,
-                    k: *cols as i32,
-                    alpha: f16::ONE,
-                    lda: *cols as i32,
-                    ldb: *cols as i32,
-                    beta: f16::ZERO,
-                    ldc: *rows as i32,
-                };
-                // SAFETY: w is [rows, cols]; x holds m·cols and y m·rows elements (buffers
-                // are sized for the largest batch and width).
-                unsafe { blas.gemm(cfg, w, x, y) }.map_err(|e| Error::Gpu(format!("cuBLAS: {e}")))
-            }
+            Linear::Fp16 { w, rows, cols } => super::cublas_fp16_linear(blas, w, x, y, m, *rows, *cols),
             Linear::Int8 { q, s, rows, cols, group } => {
                 let w = Int8Weights { q: q.slice(..), scales: s.slice(..), rows: *rows, cols: *cols, group_size: *group };
                 gpu.linear(x, m, &w, y, &gpu.stream)

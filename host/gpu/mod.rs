@@ -25,7 +25,7 @@ pub mod llama;
 pub mod nvcomp;
 mod tensor;
 
-pub use kernels::{Int8Weights, Kernels, LinearPlan, GEMM_TILES};
+pub use kernels::{cublas_fp16_linear, Int8Weights, Kernels, LinearPlan, GEMM_TILES};
 pub use tensor::{ans_encode_chunks, Decoder, DeviceChunkTable, DeviceCompressedTensor, DeviceInt8Buffer};
 
 use crate::error::{Error, Result};

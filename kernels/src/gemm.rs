@@ -123,6 +123,70 @@ unsafe fn load_x16(x: *const u16, valid: bool) -> [u32; 8] {
     }
 }
 
+/// The weight rows a thread reads (n0 + 8J + g for each n8 tile J), whether each exists,
+/// and its scales; rows past `n` point at row 0 and are never loaded.
+struct WeightRows<const NT: usize> {
+    row: [*const i8; NT],
+    ok: [bool; NT],
+    scales: [*const f32; NT],
+}
+
+#[inline(always)]
+unsafe fn weight_rows<const NT: usize>(q: *const i8, scales: *const f32, n: u32, k: u32, groups: u32, n0: u32, g: u32) -> WeightRows<NT> {
+    let mut w = WeightRows { row: [core::ptr::null(); NT], ok: [false; NT], scales: [core::ptr::null(); NT] };
+    unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
+        if J < NT {
+            let r = n0 + 8 * J as u32 + g;
+            w.ok[J] = r < n;
+            let r = if r < n { r } else { 0 };
+            w.row[J] = q.add(r as usize * k as usize);
+            w.scales[J] = scales.add(r as usize * groups as usize);
+        }
+    });
+    w
+}
+
+/// k16 steps over `[kk, k_end)` (k % 16 == 0): 4 bytes of each weight row per thread; the
+/// activations for row `I` (+8) come from `x_at(I, H, byte offset of k)`.
+#[inline(always)]
+unsafe fn k16_steps<const MT: usize, const NT: usize>(
+    acc: &mut [[[f32; 4]; NT]; MT],
+    w: &WeightRows<NT>,
+    mut kk: u32,
+    k_end: u32,
+    t: u32,
+    per_channel: bool,
+    group: u32,
+    x_at: impl Fn(usize, usize, u32) -> [u32; 2],
+) {
+    while kk < k_end {
+        let off = (kk + 4 * t) as usize;
+        let mut b = [[0u32; 2]; NT];
+        unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
+            if J < NT {
+                let q = if w.ok[J] { *(w.row[J].add(off) as *const u32) } else { 0 };
+                b[J] = i8x4_to_f16x2x2(q);
+                if !per_channel {
+                    let s2 = f32_to_f16x2(*w.scales[J].add(off / group as usize));
+                    b[J] = [mul_f16x2(b[J][0], s2), mul_f16x2(b[J][1], s2)];
+                }
+            }
+        });
+        unroll!(I in [0, 1, 2, 3] {
+            if I < MT {
+                let (lo, hi) = (x_at(I, 0, kk + 4 * t), x_at(I, 1, kk + 4 * t));
+                let a = [lo[0], hi[0], lo[1], hi[1]];
+                unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
+                    if J < NT {
+                        mma(&mut acc[I][J], a, b[J]);
+                    }
+                });
+            }
+        });
+        kk += 16;
+    }
+}
+
 /// One k64 block's operands in registers: 16 INT8 weights per row (NT rows), their group
 /// scales as FP16 pairs, 16 FP16 activations per row (MT × 2 rows).
 #[derive(Clone, Copy)]
@@ -224,18 +288,8 @@ unsafe fn gemm<const MT: usize, const NT: usize, const PREFETCH: bool>(
     let per_channel = groups == 1;
 
     // Rows this thread loads: weight rows n0 + 8j + g, activation rows m0 + 16i + g (+ 8).
-    let mut w_row = [core::ptr::null::<i8>(); NT];
-    let mut w_ok = [false; NT];
-    let mut s_row = [core::ptr::null::<f32>(); NT];
-    unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
-        if J < NT {
-            let r = n0 + 8 * J as u32 + g;
-            w_ok[J] = r < n;
-            let r = if r < n { r } else { 0 };
-            w_row[J] = q.add(r as usize * k_us);
-            s_row[J] = scales.add(r as usize * groups as usize);
-        }
-    });
+    let w = weight_rows::<NT>(q, scales, n, k, groups, n0, g);
+    let (w_row, w_ok, s_row) = (w.row, w.ok, w.scales);
     let mut x_row = [[core::ptr::null::<u16>(); 2]; MT];
     let mut x_ok = [[false; 2]; MT];
     unroll!(I in [0, 1, 2, 3] {
@@ -272,33 +326,13 @@ unsafe fn gemm<const MT: usize, const NT: usize, const PREFETCH: bool>(
         }
     }
     // Tail: k16 steps, 4 bytes of each weight row per thread (k % 16 == 0).
-    while kk < k_end {
-        let off = (kk + 4 * t) as usize;
-        let mut b = [[0u32; 2]; NT];
-        unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
-            if J < NT {
-                let w = if w_ok[J] { *(w_row[J].add(off) as *const u32) } else { 0 };
-                b[J] = i8x4_to_f16x2x2(w);
-                if !per_channel {
-                    let s2 = f32_to_f16x2(*s_row[J].add(off / group as usize));
-                    b[J] = [mul_f16x2(b[J][0], s2), mul_f16x2(b[J][1], s2)];
-                }
-            }
-        });
-        unroll!(I in [0, 1, 2, 3] {
-            if I < MT {
-                let lo = if x_ok[I][0] { *(x_row[I][0].add(off) as *const [u32; 2]) } else { [0; 2] };
-                let hi = if x_ok[I][1] { *(x_row[I][1].add(off) as *const [u32; 2]) } else { [0; 2] };
-                let a = [lo[0], hi[0], lo[1], hi[1]];
-                unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
-                    if J < NT {
-                        mma(&mut acc[I][J], a, b[J]);
-                    }
-                });
-            }
-        });
-        kk += 16;
-    }
+    k16_steps::<MT, NT>(&mut acc, &w, kk, k_end, t, per_channel, group, |i, h, col| {
+        if x_ok[i][h] {
+            *(x_row[i][h].add(col as usize) as *const [u32; 2])
+        } else {
+            [0; 2]
+        }
+    });
 
     store_tile::<MT, NT>(&acc, y, partial, scales, m, n, m0, n0, lane, split, per_channel);
 }
@@ -382,20 +416,9 @@ unsafe fn gemm_smem<const MT: usize, const NT: usize>(
         return;
     }
     let k_end = if k - k_begin > k_per_split { k_begin + k_per_split } else { k };
-    let k_us = k as usize;
     let per_channel = groups == 1;
-    let mut w_row = [core::ptr::null::<i8>(); NT];
-    let mut w_ok = [false; NT];
-    let mut s_row = [core::ptr::null::<f32>(); NT];
-    unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
-        if J < NT {
-            let r = n0 + 8 * J as u32 + g;
-            w_ok[J] = r < n;
-            let r = if r < n { r } else { 0 };
-            w_row[J] = q.add(r as usize * k_us);
-            s_row[J] = scales.add(r as usize * groups as usize);
-        }
-    });
+    let w = weight_rows::<NT>(q, scales, n, k, groups, n0, g);
+    let (w_row, w_ok, s_row) = (w.row, w.ok, w.scales);
 
     let tiles = x_tiles();
     let mut acc = [[[0.0f32; 4]; NT]; MT];
@@ -435,35 +458,9 @@ unsafe fn gemm_smem<const MT: usize, const NT: usize>(
                 compute_block::<MT, NT>(&mut acc, &blk, per_channel);
             } else {
                 // Last chunk of a k not divisible by 64: k16 steps (k % 16 == 0).
-                let mut k16 = kk;
-                while k16 < k_end {
-                    let off = (k16 + 4 * t) as usize;
-                    let mut b = [[0u32; 2]; NT];
-                    unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
-                        if J < NT {
-                            let w = if w_ok[J] { *(w_row[J].add(off) as *const u32) } else { 0 };
-                            b[J] = i8x4_to_f16x2x2(w);
-                            if !per_channel {
-                                let s2 = f32_to_f16x2(*s_row[J].add(off / group as usize));
-                                b[J] = [mul_f16x2(b[J][0], s2), mul_f16x2(b[J][1], s2)];
-                            }
-                        }
-                    });
-                    unroll!(I in [0, 1, 2, 3] {
-                        if I < MT {
-                            let col = (k16 - kc + 4 * t) as usize * 2;
-                            let lo = *(base.add((16 * I + g as usize) * X_ROW_BYTES + col) as *const [u32; 2]);
-                            let hi = *(base.add((16 * I + 8 + g as usize) * X_ROW_BYTES + col) as *const [u32; 2]);
-                            let a = [lo[0], hi[0], lo[1], hi[1]];
-                            unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
-                                if J < NT {
-                                    mma(&mut acc[I][J], a, b[J]);
-                                }
-                            });
-                        }
-                    });
-                    k16 += 16;
-                }
+                k16_steps::<MT, NT>(&mut acc, &w, kk, k_end, t, per_channel, group, |i, h, col| {
+                    *(base.add((16 * i + 8 * h + g as usize) * X_ROW_BYTES + (col - kc) as usize * 2) as *const [u32; 2])
+                });
             }
         });
         if !more {

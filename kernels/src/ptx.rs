@@ -27,22 +27,6 @@ pub fn block_dim_x() -> u32 {
     unsafe { _block_dim_x() }
 }
 
-/// 16 weight bytes read once per launch: skip L1 (`no_allocate`) so that the activations,
-/// which every warp re-reads, keep it; `.nc` lets the load use the read-only path.
-#[inline(always)]
-pub unsafe fn load_stream_v4(p: *const u32) -> [u32; 4] {
-    let (a, b, c, d): (u32, u32, u32, u32);
-    asm!(
-        "ld.global.nc.L1::no_allocate.v4.u32 {{{a}, {b}, {c}, {d}}}, [{p}];",
-        p = in(reg64) p,
-        a = out(reg32) a,
-        b = out(reg32) b,
-        c = out(reg32) c,
-        d = out(reg32) d,
-        options(pure, readonly, nostack),
-    );
-    [a, b, c, d]
-}
 
 /// `a·b + c` with one rounding: rustc never contracts a multiply-add on its own.
 #[inline(always)]
@@ -59,6 +43,38 @@ pub fn fma(a: f32, b: f32, c: f32) -> f32 {
         );
     }
     r
+}
+
+/// 16-byte loads into four registers (asm, so the words stay in registers instead of
+/// an aligned temporary), one function per cache policy.
+macro_rules! load_v4 {
+    ($($(#[$doc:meta])* $name:ident = $instr:literal;)*) => {$(
+        $(#[$doc])*
+        #[inline(always)]
+        pub unsafe fn $name(p: *const u32) -> [u32; 4] {
+            let (a, b, c, d): (u32, u32, u32, u32);
+            asm!(
+                concat!($instr, " {{{a}, {b}, {c}, {d}}}, [{p}];"),
+                p = in(reg64) p,
+                a = out(reg32) a,
+                b = out(reg32) b,
+                c = out(reg32) c,
+                d = out(reg32) d,
+                options(pure, readonly, nostack),
+            );
+            [a, b, c, d]
+        }
+    )*};
+}
+
+load_v4! {
+    /// Weight bytes read once per launch: skip L1 (`no_allocate`) so that the activations,
+    /// which every warp re-reads, keep it; `.nc` lets the load use the read-only path.
+    load_stream_v4 = "ld.global.nc.L1::no_allocate.v4.u32";
+    /// Activations: read-only path, L1-allocating (other warps read them too).
+    load_cached_v4 = "ld.global.nc.v4.u32";
+    /// Generic address (shared-memory tiles).
+    load_v4 = "ld.v4.u32";
 }
 
 /// Butterfly reduction step: core has no warp shuffle intrinsic for nvptx. Deliberately
@@ -127,38 +143,7 @@ pub fn sync_threads() {
     unsafe { core::arch::nvptx::_syncthreads() }
 }
 
-/// 16 bytes from global memory through the read-only path, L1 allocating (activations,
-/// re-read by other warps). As asm so the four words stay in registers.
-#[inline(always)]
-pub unsafe fn load_cached_v4(p: *const u32) -> [u32; 4] {
-    let (a, b, c, d): (u32, u32, u32, u32);
-    asm!(
-        "ld.global.nc.v4.u32 {{{a}, {b}, {c}, {d}}}, [{p}];",
-        p = in(reg64) p,
-        a = out(reg32) a,
-        b = out(reg32) b,
-        c = out(reg32) c,
-        d = out(reg32) d,
-        options(pure, readonly, nostack),
-    );
-    [a, b, c, d]
-}
 
-/// 16 bytes from a generic address (used for shared memory tiles).
-#[inline(always)]
-pub unsafe fn load_v4(p: *const u32) -> [u32; 4] {
-    let (a, b, c, d): (u32, u32, u32, u32);
-    asm!(
-        "ld.v4.u32 {{{a}, {b}, {c}, {d}}}, [{p}];",
-        p = in(reg64) p,
-        a = out(reg32) a,
-        b = out(reg32) b,
-        c = out(reg32) c,
-        d = out(reg32) d,
-        options(pure, readonly, nostack),
-    );
-    [a, b, c, d]
-}
 
 /// 16 bytes to a generic address (shared memory tiles).
 #[inline(always)]
