@@ -412,12 +412,11 @@ impl Bench<'_> {
         let mut rows = Vec::new();
         let names: Vec<String> = (0..LLAMA7B_BLOCK.len()).map(|i| format!("layer{i}.weight")).collect();
         let max_m = batches.iter().copied().max().unwrap_or(1);
-        use crate::stream::HostMemory;
-        for (codec, memory) in [(Codec::Raw, HostMemory::Pinned), (Codec::Zstd, HostMemory::Pinned), (Codec::Ans, HostMemory::Pinned), (Codec::Ans, HostMemory::Mapped)] {
+        for codec in [Codec::Raw, Codec::Zstd, Codec::Ans] {
             let c = self.synthetic_container(dir, &LLAMA7B_BLOCK, codec, if codec == Codec::Ans { 64 << 10 } else { 16 << 10 })?;
             for &l in layers {
                 let units = vec![names.clone(); l];
-                let store = HostStore::load_in(self.gpu, &c, &units, memory)?;
+                let store = HostStore::load(self.gpu, &c, &units, true)?;
                 let mut ws = WeightStream::new(self.gpu, &store, slots, vram_budget, max_m)?;
                 for &m in batches {
                     let s = &self.gpu.stream;
@@ -429,7 +428,7 @@ impl Bench<'_> {
                     let r = runs[1];
                     let gbps = r.h2d_bytes as f64 / r.seconds / 1e9;
                     rows.push(StreamRow {
-                        mode: format!("stream {}{}", codec.name(), if memory == HostMemory::Mapped { " (mapped, no copy)" } else { "" }),
+                        mode: format!("stream {}", codec.name()),
                         layers: l,
                         m,
                         seconds_per_forward: r.seconds,

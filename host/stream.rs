@@ -137,22 +137,9 @@ pub struct HostUnit {
 unsafe impl Send for HostStore {}
 unsafe impl Sync for HostStore {}
 
-/// Where a `HostStore` keeps the compressed chunks.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum HostMemory {
-    /// Page-locked; copied into device slots by DMA.
-    Pinned,
-    /// Page-locked and mapped into the device's address space: nvCOMP reads the chunks
-    /// over PCIe itself, with no staging copy and no compressed half in the slots.
-    Mapped,
-    /// Pageable (what pinning falls back to), through a pinned staging ring.
-    Pageable,
-}
-
 enum Arena {
-    /// One page-locked allocation holding every unit; `device` is its device address when
-    /// mapped.
-    Pinned { _mem: PinnedHostSlice<u8>, ptr: *mut u8, device: Option<u64> },
+    /// One page-locked allocation holding every unit.
+    Pinned { _mem: PinnedHostSlice<u8>, ptr: *mut u8 },
     /// Pinning was refused: pageable memory, copied through a pinned staging ring.
     Pageable(Vec<u8>),
 }
@@ -171,11 +158,6 @@ impl HostStore {
     /// gets its own copy) from `c`, checksums verified, into one pinned arena — or, when
     /// `pin` is false or pinning is refused, into pageable memory (said in one log line).
     pub fn load(gpu: &Gpu, c: &Container, units: &[Vec<String>], pin: bool) -> Result<Self> {
-        Self::load_in(gpu, c, units, if pin { HostMemory::Pinned } else { HostMemory::Pageable })
-    }
-
-    /// `load` with an explicit kind of host memory.
-    pub fn load_in(gpu: &Gpu, c: &Container, units: &[Vec<String>], memory: HostMemory) -> Result<Self> {
         let mut host_units = Vec::with_capacity(units.len());
         let mut stored_bytes: Vec<Vec<u8>> = Vec::new();
         let mut total = 0;
@@ -210,22 +192,12 @@ impl HostStore {
                 sources.push(cache[name.as_str()]);
             }
         }
-        let pinned = if memory != HostMemory::Pageable {
-            use cudarc::driver::sys::{CU_MEMHOSTALLOC_DEVICEMAP, CU_MEMHOSTALLOC_WRITECOMBINED};
-            let flags = CU_MEMHOSTALLOC_WRITECOMBINED | if memory == HostMemory::Mapped { CU_MEMHOSTALLOC_DEVICEMAP } else { 0 };
+        let pinned = if pin {
             // SAFETY: written below before any read.
-            match unsafe { gpu.ctx.alloc_pinned_with_flags::<u8>(total.max(1), flags) } {
+            match unsafe { gpu.ctx.alloc_pinned::<u8>(total.max(1)) } {
                 Ok(mut mem) => {
                     let ptr = mem.as_mut_ptr()?;
-                    let device = if memory == HostMemory::Mapped {
-                        let mut d = 0;
-                        // SAFETY: `ptr` is a DEVICEMAP allocation of this context.
-                        unsafe { cudarc::driver::sys::cuMemHostGetDevicePointer_v2(&mut d, ptr as *mut _, 0) }.result()?;
-                        Some(d)
-                    } else {
-                        None
-                    };
-                    Some((mem, ptr, device))
+                    Some((mem, ptr))
                 }
                 Err(e) => {
                     eprintln!("codecllm: pinning {:.1} MB of host memory failed ({e}); streaming from pageable memory through a pinned staging ring", total as f64 / 1e6);
@@ -236,7 +208,7 @@ impl HostStore {
             None
         };
         let (arena, pinned_bytes) = match pinned {
-            Some((mem, ptr, device)) => (Arena::Pinned { _mem: mem, ptr, device }, total),
+            Some((mem, ptr)) => (Arena::Pinned { _mem: mem, ptr }, total),
             None => (Arena::Pageable(vec![0u8; total.max(1)]), 0),
         };
         let mut store = HostStore { arena, units: host_units, pinned_bytes, total_bytes: total };
@@ -267,14 +239,6 @@ impl HostStore {
 
     pub fn is_pinned(&self) -> bool {
         matches!(self.arena, Arena::Pinned { .. })
-    }
-
-    /// Device address of the arena when it is mapped (`HostMemory::Mapped`).
-    pub fn mapped_device_ptr(&self) -> Option<u64> {
-        match self.arena {
-            Arena::Pinned { device, .. } => device,
-            Arena::Pageable(_) => None,
-        }
     }
 
     pub fn sizes(&self) -> Vec<UnitSize> {
@@ -347,13 +311,7 @@ impl<'a> WeightStream<'a> {
         let decoder = Decoder::new(gpu, &tables)?;
         let act_bytes = 3 * 2 * max_m.max(1) * max_width;
         let fixed = decoder.temp_bytes() + store.table_bytes() + act_bytes;
-        // Mapped stores are decoded where they lie: the slots need no compressed half.
-        let sizes: Vec<UnitSize> = if store.mapped_device_ptr().is_some() {
-            store.sizes().into_iter().map(|u| UnitSize { stored: 0, ..u }).collect()
-        } else {
-            store.sizes()
-        };
-        let plan = SlotPlan::new(&sizes, slots, fixed, vram_budget)?;
+        let plan = SlotPlan::new(&store.sizes(), slots, fixed, vram_budget)?;
         let s = &gpu.stream;
         let ev = || gpu.ctx.new_event(None);
         let slots = (0..plan.slots)
@@ -418,19 +376,6 @@ impl<'a> WeightStream<'a> {
     fn prefetch(&mut self, u: usize, s: usize, staging_turn: &mut usize) -> Result<()> {
         let unit = &self.store.units[u];
         let slot = &mut self.slots[s];
-        if let Some(mapped) = self.store.mapped_device_ptr() {
-            // nvCOMP reads the chunks over PCIe from the mapped arena: no copy.
-            self.decode.wait(&slot.computed)?;
-            let first = unit.tensors[0].host_offset;
-            let dst_base = slot.decoded.device_ptr(&self.decode).0;
-            for t in &unit.tensors {
-                // SAFETY: the arena holds the unit's bytes at host_offset (contiguous, as in
-                // a slot); the slot's INT8 half was released by the compute wait above.
-                unsafe { t.table.decode_raw(&mut self.decoder, mapped + first as u64 + t.slot_stored_offset as u64, dst_base + t.slot_decoded_offset as u64, &self.decode)? };
-            }
-            slot.decoded_done.record(&self.decode)?;
-            return Ok(());
-        }
         // The slot's compressed half was last read by the decode of unit u - slots.
         self.copy.wait(&slot.decoded_done)?;
         // A unit's tensors sit back to back in the arena exactly as in a slot: one copy.
