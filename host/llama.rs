@@ -124,7 +124,7 @@ impl LlamaConfig {
             ffn: n("feed_forward_length")? as usize,
             heads,
             kv_heads: n("attention.head_count_kv").unwrap_or(heads as f64) as usize,
-            head_dim: if heads > 0 { dim / heads } else { 0 },
+            head_dim: dim.checked_div(heads).unwrap_or(0),
             vocab: n("vocab_size").or_else(|_| {
                 let tokens = m.get("gguf.tokenizer.ggml.tokens").ok_or_else(|| Error::Invalid("no vocabulary size".into()))?;
                 Ok::<f64, Error>(serde_json::from_str::<Vec<serde_json::Value>>(tokens).map(|v| v.len() as f64).unwrap_or(0.0))

@@ -207,7 +207,7 @@ fn corrupted_chunk_fails_the_upload() {
     bytes[span.offset as usize + 7] ^= 0x40;
     std::fs::write(&out, bytes).unwrap();
     let c = Container::open(&out).unwrap();
-    let err = DeviceCompressedTensor::upload(&gpu, &c, "l1.weight").err().expect("checksum must fail").to_string();
+    let err = DeviceCompressedTensor::upload(&gpu, &c, "l1.weight").map(|_| ()).expect_err("checksum must fail").to_string();
     assert!(err.contains("tensor 'l1.weight', chunk 3") && err.contains("checksum"), "{err}");
 }
 

@@ -146,9 +146,9 @@ impl Gpu {
         let gemm = |tile, splits| LinearPlan::Gemm { tile, splits };
         match m {
             _ if small && m <= 256 => gemm(REG_MT1, 0),
-            ..=16 => gemm(if big { SMEM_MT1 } else { REG_MT1 }, 0),
-            ..=64 => gemm(if big { SMEM_MT2 } else { REG_MT2 }, 0),
-            ..=256 => gemm(SMEM_MT2, 1),
+            3..=16 => gemm(if big { SMEM_MT1 } else { REG_MT1 }, 0),
+            17..=64 => gemm(if big { SMEM_MT2 } else { REG_MT2 }, 0),
+            65..=256 => gemm(SMEM_MT2, 1),
             _ => gemm(if small { REG_MT1 } else { REG_MT4 }, 1),
         }
     }
