@@ -239,7 +239,7 @@ fn wrong_size_chunk_is_an_error_not_garbage() {
     let mut decoder = Decoder::new(&gpu, &[&t.table]).unwrap();
     let mut q = DeviceInt8Buffer::new(&gpu, t.len()).unwrap();
     t.decode_into(&mut decoder, &mut q, &gpu.stream).unwrap();
-    let err = decoder.check(&gpu.stream).err().expect("a short frame must fail").to_string();
+    let err = decoder.check(&gpu.stream).expect_err("a short frame must fail").to_string();
     assert!(err.contains(&format!("tensor 'l1.weight', chunk {}", span.index)), "{err}");
     // The decoder is usable again after reporting.
     let good = DeviceCompressedTensor::upload(&gpu, &c, "l0.weight").unwrap();
