@@ -31,3 +31,65 @@ fn smollm2_answers_from_its_compressed_container() {
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(!r.status.success() && err.contains("exceed the context of 8192"), "{err}");
 }
+
+/// The model runner meets the same guarantees as the rest: a corrupted chunk is an error
+/// naming tensor and chunk; a model missing a tensor or with another architecture is a
+/// clear error.
+#[test]
+fn bad_models_fail_clearly_in_run() {
+    use codecllm::format::Container;
+    let dir = tempfile::tempdir().unwrap();
+    let bin = env!("CARGO_BIN_EXE_codecllm");
+    // A tiny LLaMA with block 0's q projection missing.
+    let (d, f) = (64u64, 128u64);
+    let t = |name: &str, dims: Vec<u64>| {
+        let n: u64 = dims.iter().product();
+        (name.to_string(), dims, 0u32, (0..n).flat_map(|i| ((i % 7) as f32 * 0.01).to_le_bytes()).collect::<Vec<u8>>())
+    };
+    let mut tensors = vec![t("token_embd.weight", vec![d, 16]), t("output_norm.weight", vec![d])];
+    for name in ["attn_norm", "ffn_norm"] {
+        tensors.push(t(&format!("blk.0.{name}.weight"), vec![d]));
+    }
+    for (name, dims) in [("attn_k", vec![d, 32]), ("attn_v", vec![d, 32]), ("attn_output", vec![d, d]), ("ffn_gate", vec![d, f]), ("ffn_up", vec![d, f]), ("ffn_down", vec![f, d])] {
+        tensors.push(t(&format!("blk.0.{name}.weight"), dims));
+    }
+    let refs: Vec<(&str, Vec<u64>, u32, Vec<u8>)> = tensors.iter().map(|(n, d, ty, b)| (n.as_str(), d.clone(), *ty, b.clone())).collect();
+    use common::gguf::{write_gguf, Kv};
+    let gguf = dir.path().join("tiny.gguf");
+    write_gguf(&gguf, &[
+        ("general.architecture", Kv::Str("llama")),
+        ("llama.block_count", Kv::U32(1)),
+        ("llama.embedding_length", Kv::U32(64)),
+        ("llama.feed_forward_length", Kv::U32(128)),
+        ("llama.attention.head_count", Kv::U32(2)),
+        ("llama.attention.head_count_kv", Kv::U32(1)),
+        ("llama.vocab_size", Kv::U32(16)),
+        ("tokenizer.ggml.model", Kv::Str("gpt2")),
+        ("tokenizer.ggml.tokens", Kv::Strs(&["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p"])),
+        ("tokenizer.ggml.merges", Kv::Strs(&[])),
+        ("tokenizer.ggml.eos_token_id", Kv::U32(0)),
+    ], &refs);
+    let clm = dir.path().join("tiny.clm");
+    let r = Command::new(bin).args(["compress", gguf.to_str().unwrap(), "-o", clm.to_str().unwrap()]).output().unwrap();
+    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    let r = Command::new(bin).args(["run", clm.to_str().unwrap(), "--prompt", "abc", "--max-tokens", "2"]).output().unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && err.contains("blk.0.attn_q.weight") && !err.contains("panicked"), "{err}");
+
+    // A corrupted chunk in a real tensor of a complete model.
+    let Ok(out) = Command::new("bash").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-smollm2.sh")).output() else { return };
+    if !out.status.success() {
+        skip_notice("SKIPPED bad_models_fail_clearly_in_run (corrupted SmolLM2 part): the model could not be fetched");
+        return;
+    }
+    let model = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let clm = dir.path().join("smollm2.clm");
+    assert!(Command::new(bin).args(["compress", &model, "-o", clm.to_str().unwrap()]).output().unwrap().status.success());
+    let span = Container::open(&clm).unwrap().tensor("blk.3.ffn_up.weight").unwrap().data.spans().nth(5).unwrap();
+    let mut bytes = std::fs::read(&clm).unwrap();
+    bytes[span.offset as usize + 3] ^= 0x20;
+    std::fs::write(&clm, bytes).unwrap();
+    let r = Command::new(bin).args(["run", clm.to_str().unwrap(), "--prompt", "Hi", "--max-tokens", "2"]).output().unwrap();
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && err.contains("tensor 'blk.3.ffn_up.weight', chunk 5") && err.contains("checksum"), "{err}");
+}
