@@ -12,7 +12,12 @@
 //! - [`verify`]: whole-container checks, optionally against the source checkpoint.
 //! - [`bench`]: GPU microbenchmarks with same-run baselines (`codecllm bench`).
 //! - [`stream`]: low-VRAM streaming engine (pinned host store, slot ring, three streams).
-//! - [`gpu`]: CUDA runtime, nvCOMP, device-resident compressed tensors, fused kernels.
+//! - [`gpu`]: CUDA runtime, nvCOMP, device-resident compressed tensors, fused kernels,
+//!   and the LLaMA forward pass in every weight mode ([`gpu::llama`]).
+//! - [`tokenizer`], [`llama`]: the model's tokenizer and chat template from its metadata;
+//!   LLaMA configuration and the f32 CPU reference forward.
+//! - [`demo`]: the SmolLM2 comparison behind `codecllm demo`.
+//! - [`fuzzing`]: entry points shared by the fuzz targets and their regression tests.
 pub mod bench;
 pub mod codec;
 pub mod compress;
