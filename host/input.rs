@@ -20,6 +20,8 @@ pub struct SourceTensor {
     end: usize,
     /// GGUF block format of the bytes, dequantized on access; `None` for safetensors.
     ggml: Option<GgmlType>,
+    /// Rows regrouped per head on access (`hf::permute_rows`), for HF LLaMA q/k weights.
+    rope_heads: Option<usize>,
 }
 
 impl SourceTensor {
@@ -85,6 +87,7 @@ impl SourceModel {
         } else {
             model.add_file(path)?;
         }
+        crate::hf::adopt_llama(&mut model)?;
         Ok(model)
     }
 
@@ -107,7 +110,7 @@ impl SourceModel {
         }
         for t in g.tensors {
             let dtype = if t.ggml_type == GgmlType::F32 { DType::F32 } else { DType::F16 };
-            self.tensors.push(SourceTensor { name: t.name, dtype, shape: t.shape, file: 0, start: t.start, end: t.end, ggml: Some(t.ggml_type) });
+            self.tensors.push(SourceTensor { name: t.name, dtype, shape: t.shape, file: 0, start: t.start, end: t.end, ggml: Some(t.ggml_type), rope_heads: None });
         }
         self.files.push((path.to_owned(), map));
         Ok(())
@@ -129,6 +132,7 @@ impl SourceModel {
                 start: data_start + info.data_offsets.0,
                 end: data_start + info.data_offsets.1,
                 ggml: None,
+                rope_heads: None,
                 name,
             });
         }
@@ -148,6 +152,7 @@ impl SourceModel {
     pub fn bytes(&self, t: &SourceTensor) -> Cow<'_, [u8]> {
         let raw = &self.files[t.file].1[t.start..t.end];
         match t.ggml {
+            None if t.rope_heads.is_some() => Cow::Owned(self.permuted(t, raw)),
             None => Cow::Borrowed(raw),
             Some(_) => {
                 let v = self.to_f32(t);
@@ -170,7 +175,14 @@ impl SourceModel {
             }
             return v;
         }
-        let b = &self.files[t.file].1[t.start..t.end];
+        let raw = &self.files[t.file].1[t.start..t.end];
+        let permuted;
+        let b: &[u8] = if t.rope_heads.is_some() {
+            permuted = self.permuted(t, raw);
+            &permuted
+        } else {
+            raw
+        };
         match t.dtype {
             DType::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
             DType::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
@@ -178,6 +190,19 @@ impl SourceModel {
             DType::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
             other => panic!("to_f32 on a {other:?} tensor: callers check is_float first"),
         }
+    }
+}
+
+impl SourceModel {
+    /// Renames a tensor and marks it for per-head row regrouping (HF import).
+    pub(crate) fn adopt(&mut self, index: usize, name: String, rope_heads: Option<usize>) {
+        self.tensors[index].name = name;
+        self.tensors[index].rope_heads = rope_heads;
+    }
+
+    fn permuted(&self, t: &SourceTensor, raw: &[u8]) -> Vec<u8> {
+        let row_bytes = (t.shape.get(1).copied().unwrap_or(1) * t.dtype.size()) as usize;
+        crate::hf::permute_rows(raw, row_bytes, t.rope_heads.unwrap_or(1))
     }
 }
 

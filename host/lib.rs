@@ -6,7 +6,8 @@
 //! - [`format`]: the `.clm` container (docs/FORMAT.md): reader, validation, atomic writer.
 //! - [`quant`]: symmetric INT8 quantization and its error statistics.
 //! - [`codec`]: chunking and CPU entropy coding.
-//! - [`input`]: safetensors checkpoints (single or sharded) and GGUF files ([`gguf`]).
+//! - [`input`]: safetensors checkpoints (single or sharded; HF LLaMA ones adopted by
+//!   [`hf`]) and GGUF files ([`gguf`]).
 //! - [`compress`]: checkpoint → container pipeline.
 //! - [`reference`]: CPU decode and the f64 `linear` oracle.
 //! - [`verify`]: whole-container checks, optionally against the source checkpoint.
@@ -27,6 +28,7 @@ pub mod format;
 pub mod fuzzing;
 pub mod gguf;
 pub mod gpu;
+pub mod hf;
 pub mod input;
 pub mod llama;
 pub mod quant;

@@ -30,6 +30,15 @@ fn meta<T: serde::de::DeserializeOwned>(m: &BTreeMap<String, String>, key: &str)
 impl ModelTokenizer {
     /// Builds the tokenizer from a container's (or GGUF's) metadata.
     pub fn from_metadata(m: &BTreeMap<String, String>) -> Result<Self> {
+        if let Some(json) = m.get("hf.tokenizer.json") {
+            // A Hugging Face checkpoint's own tokenizer.json (see `hf`).
+            let inner = Tokenizer::from_bytes(json.as_bytes()).map_err(|e| Error::Invalid(format!("tokenizer.json: {e}")))?;
+            let eos: u32 = meta(m, "tokenizer.ggml.eos_token_id")?;
+            let add_bos: bool = meta(m, "tokenizer.ggml.add_bos_token").unwrap_or(false);
+            let bos = if add_bos { Some(meta(m, "tokenizer.ggml.bos_token_id")?) } else { None };
+            let vocab_size = inner.get_vocab_size(true);
+            return Ok(ModelTokenizer { inner, bos, eos, chat_template: meta(m, "tokenizer.chat_template").ok(), vocab_size });
+        }
         let model: String = meta(m, "tokenizer.ggml.model")?;
         if model != "gpt2" {
             return Err(Error::Invalid(format!("tokenizer model '{model}' is not supported (byte-level BPE 'gpt2' only)")));
