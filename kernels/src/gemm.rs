@@ -123,6 +123,41 @@ unsafe fn load_x16(x: *const u16, valid: bool) -> [u32; 8] {
     }
 }
 
+/// Where this thread works: its lane and fragment coordinates (g = lane / 4, t = lane % 4),
+/// the first output column and row of its warp, and its split's k range; `None` when the
+/// block has no work (a split past k, or no scale group).
+struct Tile {
+    lane: u32,
+    g: u32,
+    t: u32,
+    n0: u32,
+    m0: u32,
+    split: u32,
+    k_begin: u32,
+    k_end: u32,
+}
+
+#[inline(always)]
+fn tile<const MT: usize, const NT: usize>(warps_per_block: u32, k: u32, group: u32, k_per_split: u32) -> Option<Tile> {
+    let warp = thread_x() / WARP;
+    let lane = thread_x() % WARP;
+    let split = unsafe { _block_idx_z() };
+    let k_begin = split * k_per_split;
+    if k_begin >= k || group == 0 {
+        return None;
+    }
+    Some(Tile {
+        lane,
+        g: lane / 4,
+        t: lane % 4,
+        n0: (block_x() * warps_per_block + warp) * (NT as u32 * 8),
+        m0: unsafe { _block_idx_y() } * (MT as u32 * 16),
+        split,
+        k_begin,
+        k_end: if k - k_begin > k_per_split { k_begin + k_per_split } else { k },
+    })
+}
+
 /// The weight rows a thread reads (n0 + 8J + g for each n8 tile J), whether each exists,
 /// and its scales; rows past `n` point at row 0 and are never loaded.
 struct WeightRows<const NT: usize> {
@@ -273,17 +308,7 @@ unsafe fn gemm<const MT: usize, const NT: usize, const PREFETCH: bool>(
     groups: u32,
     k_per_split: u32,
 ) {
-    let warp = thread_x() / WARP;
-    let lane = thread_x() % WARP;
-    let (g, t) = (lane / 4, lane % 4);
-    let n0 = (block_x() * WARPS + warp) * (NT as u32 * 8);
-    let m0 = _block_idx_y() * (MT as u32 * 16);
-    let split = _block_idx_z();
-    let k_begin = split * k_per_split;
-    if k_begin >= k || group == 0 {
-        return;
-    }
-    let k_end = if k - k_begin > k_per_split { k_begin + k_per_split } else { k };
+    let Some(Tile { lane, g, t, n0, m0, split, k_begin, k_end }) = tile::<MT, NT>(WARPS, k, group, k_per_split) else { return };
     let k_us = k as usize;
     let per_channel = groups == 1;
 
@@ -404,18 +429,8 @@ unsafe fn gemm_smem<const MT: usize, const NT: usize>(
     groups: u32,
     k_per_split: u32,
 ) {
-    let warp = thread_x() / WARP;
-    let lane = thread_x() % WARP;
-    let (g, t) = (lane / 4, lane % 4);
-    let n0 = (block_x() * SMEM_WARPS + warp) * (NT as u32 * 8);
-    let m0 = _block_idx_y() * (MT as u32 * 16);
-    let split = _block_idx_z();
-    let k_begin = split * k_per_split;
-    // Uniform over the block, so no thread skips a barrier the others wait at.
-    if k_begin >= k || group == 0 {
-        return;
-    }
-    let k_end = if k - k_begin > k_per_split { k_begin + k_per_split } else { k };
+    // `None` is uniform over the block, so no thread skips a barrier the others wait at.
+    let Some(Tile { lane, g, t, n0, m0, split, k_begin, k_end }) = tile::<MT, NT>(SMEM_WARPS, k, group, k_per_split) else { return };
     let per_channel = groups == 1;
     let w = weight_rows::<NT>(q, scales, n, k, groups, n0, g);
     let (w_row, w_ok, s_row) = (w.row, w.ok, w.scales);
