@@ -83,9 +83,12 @@ impl Linear {
     }
 
     /// `y[m, rows] = x[m, cols] · Wᵀ`.
-    fn apply(&self, gpu: &Gpu, blas: &CudaBlas, x: &CudaSlice<f16>, m: usize, y: &mut CudaSlice<f16>) -> Result<()> {
+    fn apply(&self, gpu: &Gpu, blas: Option<&CudaBlas>, x: &CudaSlice<f16>, m: usize, y: &mut CudaSlice<f16>) -> Result<()> {
         match self {
-            Linear::Fp16 { w, rows, cols } => super::cublas_fp16_linear(blas, w, x, y, m, *rows, *cols),
+            Linear::Fp16 { w, rows, cols } => {
+                let blas = blas.expect("FP16 weights exist only in the FP16 mode, which creates cuBLAS");
+                super::cublas_fp16_linear(blas, w, x, y, m, *rows, *cols)
+            }
             Linear::Int8 { q, s, rows, cols, group } => {
                 let w = Int8Weights { q: q.slice(..), scales: s.slice(..), rows: *rows, cols: *cols, group_size: *group };
                 gpu.linear(x, m, &w, y, &gpu.stream)
@@ -131,11 +134,98 @@ enum LinRef<'a> {
 }
 
 impl LinRef<'_> {
-    fn apply(&self, gpu: &Gpu, blas: &CudaBlas, x: &CudaSlice<f16>, m: usize, y: &mut CudaSlice<f16>) -> Result<()> {
+    fn apply(&self, gpu: &Gpu, blas: Option<&CudaBlas>, x: &CudaSlice<f16>, m: usize, y: &mut CudaSlice<f16>) -> Result<()> {
         match self {
             LinRef::Owned(l) => l.apply(gpu, blas, x, m, y),
             LinRef::Int8(w) => gpu.linear(x, m, w, y, &gpu.stream),
         }
+    }
+}
+
+/// The output projection: resident like the blocks, or (streaming) in pinned host RAM.
+enum LmHead {
+    Resident(Linear),
+    Streamed(LmHeadStream),
+}
+
+impl LmHead {
+    fn rows(&self) -> usize {
+        match self {
+            LmHead::Resident(l) => l.rows(),
+            LmHead::Streamed(l) => l.rows,
+        }
+    }
+    /// Device bytes it holds.
+    fn bytes(&self) -> usize {
+        match self {
+            LmHead::Resident(l) => l.bytes(),
+            LmHead::Streamed(l) => l.bufs.iter().map(|b| b.len()).sum::<usize>() + 4 * l.scales.len() + 2 * l.out.len(),
+        }
+    }
+}
+
+/// Rows of the streamed LM head per piece: 6144 × 576 INT8 is 3.5 MB, the size of one
+/// SmolLM2 block, so the LM head needs no larger buffers than the blocks' slots.
+const LM_PIECE_BYTES: usize = 6144 * 576;
+
+/// The LM head when streaming: INT8 rows in pinned host RAM, copied in pieces through two
+/// device buffers (a copy stream fills one while the other multiplies); scales resident.
+struct LmHeadStream {
+    host: cudarc::driver::PinnedHostSlice<u8>,
+    scales: CudaSlice<f32>,
+    rows: usize,
+    cols: usize,
+    group: usize,
+    piece_rows: usize,
+    bufs: [CudaSlice<u8>; 2],
+    out: CudaSlice<f16>,
+    copy: std::sync::Arc<cudarc::driver::CudaStream>,
+    copied: [cudarc::driver::CudaEvent; 2],
+    used: [cudarc::driver::CudaEvent; 2],
+}
+
+impl LmHeadStream {
+    fn load(gpu: &Gpu, src: &dyn WeightSource, name: &str) -> Result<Self> {
+        let m = src.int8(name)?;
+        // SAFETY: written right below, before any copy reads it.
+        let mut host = unsafe { gpu.ctx.alloc_pinned::<u8>(m.q.len().max(1)) }?;
+        host.as_mut_slice()?[..m.q.len()].copy_from_slice(bytemuck::cast_slice(&m.q));
+        // At least two pieces, so the double buffering is always exercised.
+        let piece_rows = (LM_PIECE_BYTES / m.cols.max(1)).min(m.rows.div_ceil(2)).max(1);
+        let st = &gpu.stream;
+        Ok(LmHeadStream {
+            scales: st.clone_htod(&m.scales)?,
+            bufs: [st.alloc_zeros(piece_rows * m.cols)?, st.alloc_zeros(piece_rows * m.cols)?],
+            out: st.alloc_zeros(piece_rows)?,
+            copy: gpu.ctx.new_stream()?,
+            copied: [gpu.ctx.new_event(None)?, gpu.ctx.new_event(None)?],
+            used: [gpu.ctx.new_event(None)?, gpu.ctx.new_event(None)?],
+            host,
+            rows: m.rows,
+            cols: m.cols,
+            group: m.group_size,
+            piece_rows,
+        })
+    }
+
+    /// `logits = h · Wᵀ` for one row `h`, piece by piece on the default stream.
+    fn apply(&mut self, gpu: &Gpu, h: &CudaSlice<f16>, logits: &mut CudaSlice<f16>) -> Result<()> {
+        let st = &gpu.stream;
+        let groups = self.cols.div_ceil(self.group);
+        let host = self.host.as_slice()?;
+        for (p, r0) in (0..self.rows).step_by(self.piece_rows).enumerate() {
+            let (b, n) = (p % 2, (self.rows - r0).min(self.piece_rows));
+            // The buffer was last read by the product of piece p - 2.
+            self.copy.wait(&self.used[b])?;
+            self.copy.memcpy_htod(&host[r0 * self.cols..(r0 + n) * self.cols], &mut self.bufs[b].slice_mut(..n * self.cols))?;
+            self.copied[b].record(&self.copy)?;
+            st.wait(&self.copied[b])?;
+            let w = Int8Weights { q: self.bufs[b].slice(..n * self.cols), scales: self.scales.slice(r0 * groups..), rows: n, cols: self.cols, group_size: self.group };
+            gpu.linear(h, 1, &w, &mut self.out, st)?;
+            st.memcpy_dtod(&self.out.slice(..n), &mut logits.slice_mut(r0..r0 + n))?;
+            self.used[b].record(st)?;
+        }
+        Ok(())
     }
 }
 
@@ -162,12 +252,13 @@ struct Scratch {
 
 pub struct GpuLlama<'g> {
     gpu: &'g Gpu,
-    blas: CudaBlas,
+    /// Only the FP16 mode uses cuBLAS; the others do not pay for its handle and kernels.
+    blas: Option<CudaBlas>,
     pub cfg: LlamaConfig,
     pub mode: WeightMode,
     embed: Embedding,
     out_norm: CudaSlice<f32>,
-    lm_head: Linear,
+    lm_head: LmHead,
     blocks: Vec<Block>,
     weights: Weights<'g>,
     rope: CudaSlice<f32>,
@@ -284,7 +375,11 @@ impl<'g> GpuLlama<'g> {
             .collect::<Result<Vec<_>>>()?;
         let head_name = if src.has("output.weight") { "output.weight" } else { "token_embd.weight" };
         let head_mode = if mode == WeightMode::Fp16Resident { mode } else { WeightMode::Int8Resident };
-        let lm_head = Linear::load(gpu, src, head_name, head_mode)?;
+        let lm_head = if mode == WeightMode::Stream {
+            LmHead::Streamed(LmHeadStream::load(gpu, src, head_name)?)
+        } else {
+            LmHead::Resident(Linear::load(gpu, src, head_name, head_mode)?)
+        };
         // cos/sin of every (position, pair), in f64: angles reach thousands of radians.
         let half = cfg.head_dim / 2;
         let mut rope = Vec::with_capacity(max_context * half * 2);
@@ -315,7 +410,7 @@ impl<'g> GpuLlama<'g> {
         };
         let weight_bytes = block_bytes + lm_head.bytes() + embed_bytes;
         let mut model = GpuLlama {
-            blas: CudaBlas::new(st.clone()).map_err(|e| Error::Gpu(format!("cuBLAS: {e}")))?,
+            blas: if mode == WeightMode::Fp16Resident { Some(CudaBlas::new(st.clone()).map_err(|e| Error::Gpu(format!("cuBLAS: {e}")))?) } else { None },
             gpu,
             embed,
             out_norm: norm("output_norm.weight")?,
@@ -380,6 +475,7 @@ impl<'g> GpuLlama<'g> {
                 st.memcpy_htod(&rows, &mut sc.x.slice_mut(..m * d))?;
             }
         }
+        let blas = blas.as_ref();
         let ctx = BlockCtx { gpu, blas, cfg: &cfg, rope, m, pos0 };
         match weights {
             Weights::Resident(layers) => {
@@ -415,7 +511,10 @@ impl<'g> GpuLlama<'g> {
         }
         // Final norm and LM head on the last row only.
         rmsnorm(gpu, &sc.x.slice((m - 1) * d..m * d), out_norm, &mut sc.h, 1, d, cfg.eps)?;
-        lm_head.apply(gpu, blas, &sc.h, 1, &mut sc.logits)?;
+        match lm_head {
+            LmHead::Resident(l) => l.apply(gpu, blas, &sc.h, 1, &mut sc.logits)?,
+            LmHead::Streamed(l) => l.apply(gpu, &sc.h, &mut sc.logits)?,
+        }
         *len += m;
         let logits = st.clone_dtoh(&sc.logits)?;
         self.sample_vram()?;
@@ -426,7 +525,7 @@ impl<'g> GpuLlama<'g> {
 /// What a block's computation needs besides its weights.
 struct BlockCtx<'a> {
     gpu: &'a Gpu,
-    blas: &'a CudaBlas,
+    blas: Option<&'a CudaBlas>,
     cfg: &'a LlamaConfig,
     rope: &'a CudaSlice<f32>,
     m: usize,
