@@ -18,6 +18,9 @@ pub struct DemoRow {
     pub new_tokens: usize,
     pub tokens_per_s: f64,
     pub peak_vram: usize,
+    /// What the model allocated (weights, norms, KV cache, activations): unlike the measured
+    /// peak, independent of what earlier modes in the same process left in the driver's pool.
+    pub vram_accounted: usize,
     /// Weights on disk (GGUF or container) and in host RAM (pinned, streaming).
     pub disk_bytes: u64,
     pub host_ram_bytes: usize,
@@ -95,6 +98,7 @@ pub fn run(gpu: &Gpu, gguf: &std::path::Path, clm: &std::path::Path, question: &
         new_tokens: t.len(),
         tokens_per_s: t.len() as f64 / d.max(1e-9),
         peak_vram: llm.peak_vram,
+        vram_accounted: llm.vram_accounted,
         disk_bytes,
         host_ram_bytes: ram,
         top1_agreement: agree,
@@ -130,17 +134,18 @@ pub fn run(gpu: &Gpu, gguf: &std::path::Path, clm: &std::path::Path, question: &
 /// The table, then each mode's text.
 pub fn print(rows: &[DemoRow]) {
     println!(
-        "{:<34} {:>9} {:>11} {:>9} {:>10} {:>9} {:>9} {:>8} {:>9} {:>7}",
-        "mode", "prefill s", "decode s", "tok/s", "peak VRAM", "disk MB", "RAM MB", "top-1", "max err", "prefix"
+        "{:<34} {:>9} {:>9} {:>7} {:>10} {:>10} {:>8} {:>8} {:>7} {:>9} {:>7}",
+        "mode", "prefill s", "decode s", "tok/s", "VRAM meas.", "VRAM acct.", "disk MB", "RAM MB", "top-1", "max err", "prefix"
     );
     for r in rows {
         println!(
-            "{:<34} {:>9.4} {:>11.4} {:>9.1} {:>8.1}MB {:>9.1} {:>9.1} {:>7.1}% {:>9.2e} {:>3}/{:<3}",
+            "{:<34} {:>9.4} {:>9.4} {:>7.1} {:>8.1}MB {:>8.1}MB {:>8.1} {:>8.1} {:>6.1}% {:>9.2e} {:>3}/{:<3}",
             r.mode,
             r.prefill_s,
             r.decode_s,
             r.tokens_per_s,
             r.peak_vram as f64 / 1e6,
+            r.vram_accounted as f64 / 1e6,
             r.disk_bytes as f64 / 1e6,
             r.host_ram_bytes as f64 / 1e6,
             100.0 * r.top1_agreement,

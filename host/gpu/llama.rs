@@ -273,6 +273,9 @@ pub struct GpuLlama<'g> {
     free_before: usize,
     /// High-water mark of device memory in use above the level before loading.
     pub peak_vram: usize,
+    /// Device bytes the model allocated: weights (as `weight_bytes`), norms, KV cache,
+    /// activations, RoPE table.
+    pub vram_accounted: usize,
 }
 
 fn launch_1d(n: usize) -> LaunchConfig {
@@ -409,6 +412,9 @@ impl<'g> GpuLlama<'g> {
             Embedding::Host(_) => 0,
         };
         let weight_bytes = block_bytes + lm_head.bytes() + embed_bytes;
+        let scratch = 4 * (s.x.len() + s.ids.len()) + 2 * (s.h.len() + s.q.len() + s.k.len() + s.v.len() + s.att.len() + s.o.len() + s.g.len() + s.u.len() + s.logits.len());
+        let per_block: usize = blocks.iter().map(|b| 4 * (b.attn_norm.len() + b.ffn_norm.len()) + 2 * (b.k_cache.len() + b.v_cache.len())).sum();
+        let vram_accounted = weight_bytes + scratch + per_block + 4 * (rope.len() + d);
         let mut model = GpuLlama {
             blas: if mode == WeightMode::Fp16Resident { Some(CudaBlas::new(st.clone()).map_err(|e| Error::Gpu(format!("cuBLAS: {e}")))?) } else { None },
             gpu,
@@ -427,6 +433,7 @@ impl<'g> GpuLlama<'g> {
             mode,
             free_before,
             peak_vram: 0,
+            vram_accounted,
         };
         model.sample_vram()?;
         Ok(model)
