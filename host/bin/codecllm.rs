@@ -324,7 +324,15 @@ fn run(cmd: Command) -> Result<bool> {
                         }
                     };
                     eprintln!("{}: {} layers, d={} on {} ({mode:?}, {:.1} MB of weights in VRAM, loaded in {:.1} s)", model.display(), llm.cfg.layers, llm.cfg.dim, gpu.name, llm.weight_bytes as f64 / 1e6, started.elapsed().as_secs_f64());
-                    Box::new(move |t: &[u32]| llm.forward(t))
+                    let (mut steps, total) = (0usize, ids.len() + max_tokens);
+                    Box::new(move |t: &[u32]| {
+                        let logits = llm.forward(t);
+                        steps += t.len();
+                        if steps >= total || logits.is_err() {
+                            eprintln!("VRAM: peak {:.1} MB measured, {:.1} MB allocated by the model", llm.peak_vram as f64 / 1e6, llm.vram_accounted as f64 / 1e6);
+                        }
+                        logits
+                    })
                 }
                 _ => {
                     let llm = CpuLlama::load(src)?;
