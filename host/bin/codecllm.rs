@@ -305,6 +305,8 @@ fn run(cmd: Command) -> Result<bool> {
             let gpu_holder = weights.map(|_| codecllm::gpu::Gpu::new(0)).transpose()?;
             // Outlives the model that streams from it.
             let stream_store: codecllm::stream::HostStore;
+            // (measured peak, allocated) VRAM of the GPU model, reported at the end.
+            let vram = std::rc::Rc::new(std::cell::Cell::new(None::<(usize, usize)>));
             // One step function for either engine: prompt (all at once) or one token.
             let mut step: Box<dyn FnMut(&[u32]) -> Result<Vec<f32>>> = match (&gpu_holder, weights) {
                 (Some(gpu), Some(mode)) => {
@@ -324,13 +326,10 @@ fn run(cmd: Command) -> Result<bool> {
                         }
                     };
                     eprintln!("{}: {} layers, d={} on {} ({mode:?}, {:.1} MB of weights in VRAM, loaded in {:.1} s)", model.display(), llm.cfg.layers, llm.cfg.dim, gpu.name, llm.weight_bytes as f64 / 1e6, started.elapsed().as_secs_f64());
-                    let (mut steps, total) = (0usize, ids.len() + max_tokens);
+                    let vram = vram.clone();
                     Box::new(move |t: &[u32]| {
                         let logits = llm.forward(t);
-                        steps += t.len();
-                        if steps >= total || logits.is_err() {
-                            eprintln!("VRAM: peak {:.1} MB measured, {:.1} MB allocated by the model", llm.peak_vram as f64 / 1e6, llm.vram_accounted as f64 / 1e6);
-                        }
+                        vram.set(Some((llm.peak_vram, llm.vram_accounted)));
                         logits
                     })
                 }
@@ -373,6 +372,9 @@ fn run(cmd: Command) -> Result<bool> {
             }
             println!();
             eprintln!("prefill {} tokens in {:.3} s; {} new tokens in {:.3} s ({:.1} tokens/s)", ids.len(), prefill, out.len(), t1.elapsed().as_secs_f64(), out.len() as f64 / t1.elapsed().as_secs_f64().max(1e-9));
+            if let Some((peak, allocated)) = vram.get() {
+                eprintln!("VRAM: peak {:.1} MB measured, {:.1} MB allocated by the model", peak as f64 / 1e6, allocated as f64 / 1e6);
+            }
             Ok(true)
         }
         Command::Demo { gguf, output, prompt, max_tokens, json } => {
