@@ -151,6 +151,10 @@ pub struct HostStore {
     /// Bytes held page-locked (the arena, or 0 when it fell back to pageable memory).
     pub pinned_bytes: usize,
     pub total_bytes: usize,
+    /// Free device memory when loading began (after trimming the driver's pool): the
+    /// baseline against which a model streaming from this store measures its VRAM, since
+    /// the store's chunk tables and scales live on the device too.
+    pub vram_baseline: usize,
 }
 
 impl HostStore {
@@ -158,6 +162,8 @@ impl HostStore {
     /// gets its own copy) from `c`, checksums verified, into one pinned arena — or, when
     /// `pin` is false or pinning is refused, into pageable memory (said in one log line).
     pub fn load(gpu: &Gpu, c: &Container, units: &[Vec<String>], pin: bool) -> Result<Self> {
+        gpu.release_cached_memory()?;
+        let vram_baseline = gpu.mem_info()?.0;
         let mut host_units = Vec::with_capacity(units.len());
         let mut stored_bytes: Vec<Vec<u8>> = Vec::new();
         let mut total = 0;
@@ -211,7 +217,7 @@ impl HostStore {
             Some((mem, ptr)) => (Arena::Pinned { _mem: mem, ptr }, total),
             None => (Arena::Pageable(vec![0u8; total.max(1)]), 0),
         };
-        let mut store = HostStore { arena, units: host_units, pinned_bytes, total_bytes: total };
+        let mut store = HostStore { arena, units: host_units, pinned_bytes, total_bytes: total, vram_baseline };
         let offsets: Vec<usize> = store.units.iter().flat_map(|u| u.tensors.iter().map(|t| t.host_offset)).collect();
         let base = store.base_mut() as usize;
         offsets.par_iter().zip(&sources).for_each(|(&off, &src)| {

@@ -327,10 +327,12 @@ impl<'g> GpuLlama<'g> {
     /// host RAM.
     pub fn load_streamed(gpu: &'g Gpu, c: &Container, store: &'g crate::stream::HostStore, slots: usize, max_m: usize, max_context: usize) -> Result<Self> {
         let cfg = LlamaConfig::from_metadata(&c.index.metadata)?;
-        let free_before = Self::baseline(gpu)?;
+        // Measured from before the store's device tables, which belong to this mode too.
+        let free_before = store.vram_baseline;
         let mut ws = crate::stream::WeightStream::new(gpu, store, slots, None, 1)?;
         ws.set_compute_stream(gpu.stream.clone());
-        let bytes = ws.plan.total() + store.table_bytes();
+        // The ring, the decoder and the store's tables and scales (in the plan's fixed part).
+        let bytes = ws.plan.total();
         // FP16-rounded like the device table of the other modes, so all INT8 modes agree
         // bit for bit.
         let embed = Embedding::Host(c.f32("token_embd.weight")?.into_iter().map(|v| f16::from_f32(v).to_f32()).collect());
