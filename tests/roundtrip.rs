@@ -91,8 +91,14 @@ fn quantizer_error_is_bounded_for_every_group_size() {
             let stats = m.stats_against(&w);
             assert_eq!(Int8Matrix::quantize(&w, rows, cols, group).unwrap().1, stats, "one-pass stats agree");
             assert!(stats.max_rel_err <= INT8_MAX_REL_ERR, "{stats:?}");
-            assert!(stats.max_rel_err > 0.5 / 127.0 * 0.5, "random data uses most of the half step: {stats:?}");
-            assert!(stats.rms_rel_err > 0.0 && stats.rms_rel_err < 0.05, "{stats:?}");
+            if cols >= 100 {
+                // Chance that ≥ 99 errors all stay under a quarter step: 2^-99.
+                assert!(stats.max_rel_err > 0.5 / 127.0 * 0.5, "random data uses most of the half step: {stats:?}");
+            }
+            // Each error is at most half a step, max|w_g| / 254, and every group holds its max:
+            // ‖err‖² ≤ Σ_g n_g (max_g / 254)² ≤ group · ‖w‖² / 254².
+            let bound = (group as f64).sqrt() / 254.0 * (1.0 + 1e-5);
+            assert!(stats.rms_rel_err > 0.0 && stats.rms_rel_err <= bound, "{stats:?} > {bound}");
         }
     }
 }
