@@ -1,7 +1,10 @@
 //! LLaMA forward pass on the GPU: the block's non-linear kernels (`kernels/src/llama.rs`)
-//! around linears that are either codecllm's fused W8A16 kernels (`Int8Resident`) or
-//! cuBLAS FP16 GEMMs (`Fp16Resident`, the baseline). FP16 activations, FP32 residual
-//! stream, a KV cache per layer; prefill takes the whole prompt as one batch.
+//! around the linears, whose weights live in one of four places (`WeightMode`): FP16 in
+//! VRAM with cuBLAS (the baseline), INT8 in VRAM, compressed chunks in VRAM decoded per
+//! layer, or compressed chunks in pinned host RAM streamed per layer (`stream`) — the last
+//! three through codecllm's fused W8A16 kernels, on the same INT8 values, so they agree bit
+//! for bit. FP16 activations, FP32 residual stream, a KV cache per layer; prefill takes the
+//! whole prompt as one batch.
 use super::{Gpu, Int8Weights};
 use crate::error::{Error, Result};
 use crate::format::Container;
