@@ -81,6 +81,18 @@ impl DType {
     pub fn is_float(self) -> bool {
         matches!(self, DType::F64 | DType::F32 | DType::F16 | DType::BF16)
     }
+
+    /// Little-endian values of this floating-point type widened to f32; `None` for
+    /// integer types.
+    pub fn widen(self, bytes: &[u8]) -> Option<Vec<f32>> {
+        Some(match self {
+            DType::F32 => bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
+            DType::F16 => bytes.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            DType::BF16 => bytes.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
+            DType::F64 => bytes.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
+            _ => return None,
+        })
+    }
 }
 
 /// One stored chunk: its stored length, the xxh3-64 of the stored bytes, and whether it is

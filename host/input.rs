@@ -183,13 +183,7 @@ impl SourceModel {
         } else {
             raw
         };
-        match t.dtype {
-            DType::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect(),
-            DType::F16 => b.chunks_exact(2).map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            DType::BF16 => b.chunks_exact(2).map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            DType::F64 => b.chunks_exact(8).map(|c| f64::from_le_bytes(c.try_into().unwrap()) as f32).collect(),
-            other => panic!("to_f32 on a {other:?} tensor: callers check is_float first"),
-        }
+        t.dtype.widen(b).unwrap_or_else(|| panic!("to_f32 on a {:?} tensor: callers check is_float first", t.dtype))
     }
 }
 

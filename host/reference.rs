@@ -24,7 +24,7 @@ pub fn decode_int8(c: &Container, name: &str) -> Result<Int8Matrix> {
         cols: cols as usize,
         group_size: *group_size as usize,
         q: bytemuck::cast_slice(&q).to_vec(),
-        scales: s.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect(),
+        scales: DType::F32.widen(&s).expect("f32 is floating point"),
     })
 }
 
@@ -41,13 +41,7 @@ pub fn decode_f32(c: &Container, name: &str) -> Result<Vec<f32>> {
         return Ok(decode_int8(c, name)?.dequantize());
     }
     let b = decode_blob(c, name, &t.data)?;
-    Ok(match t.dtype {
-        DType::F32 => b.chunks_exact(4).map(|v| f32::from_le_bytes(v.try_into().unwrap())).collect(),
-        DType::F16 => b.chunks_exact(2).map(|v| half::f16::from_le_bytes([v[0], v[1]]).to_f32()).collect(),
-        DType::BF16 => b.chunks_exact(2).map(|v| half::bf16::from_le_bytes([v[0], v[1]]).to_f32()).collect(),
-        DType::F64 => b.chunks_exact(8).map(|v| f64::from_le_bytes(v.try_into().unwrap()) as f32).collect(),
-        other => return Err(Error::format(c.path(), format!("tensor '{name}' is {other:?}, not floating point"))),
-    })
+    t.dtype.widen(&b).ok_or_else(|| Error::format(c.path(), format!("tensor '{name}' is {:?}, not floating point", t.dtype)))
 }
 
 /// Any floating-point tensor as FP16.

@@ -131,13 +131,7 @@ fn bad_gguf_files_are_clear_errors() {
 
 #[test]
 fn smollm2_gguf_compresses_and_verifies() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-smollm2.sh");
-    let fetched = Command::new("bash").arg(script).output().unwrap();
-    if !fetched.status.success() {
-        skip_notice(&format!("SKIPPED smollm2_gguf_compresses_and_verifies: {script} failed: {}", String::from_utf8_lossy(&fetched.stderr).trim()));
-        return;
-    }
-    let model = String::from_utf8_lossy(&fetched.stdout).trim().to_string();
+    let Some(model) = fetch_model("fetch-smollm2.sh", "smollm2_gguf_compresses_and_verifies") else { return };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("smollm2.clm");
     let bin = env!("CARGO_BIN_EXE_codecllm");

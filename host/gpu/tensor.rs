@@ -75,7 +75,7 @@ impl DeviceChunkTable {
             })
             .collect();
         let scale_bytes = decode_blob(c, name, scales)?;
-        let scale_values: Vec<f32> = scale_bytes.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let scale_values = crate::format::DType::F32.widen(&scale_bytes).expect("f32 is floating point");
         let s = &gpu.stream;
         let table_dev = DeviceChunkTable {
             name: name.to_owned(),

@@ -117,3 +117,21 @@ pub fn rewrite_index(clm: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     std::fs::write(clm, bytes).unwrap();
 }
 
+
+/// Runs `scripts/<script>` (a model fetcher) and returns the path it prints, or `None`
+/// after saying why `test` is skipped (no network, no pip).
+pub fn fetch_model(script: &str, test: &str) -> Option<String> {
+    let path = format!("{}/scripts/{script}", env!("CARGO_MANIFEST_DIR"));
+    let out = match std::process::Command::new("bash").arg(&path).output() {
+        Ok(out) if out.status.success() => out,
+        Ok(out) => {
+            skip_notice(&format!("SKIPPED {test}: {path} failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            return None;
+        }
+        Err(e) => {
+            skip_notice(&format!("SKIPPED {test}: cannot run {path}: {e}"));
+            return None;
+        }
+    };
+    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
