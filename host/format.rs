@@ -319,7 +319,15 @@ impl Container {
     /// each checksum verified: what a GPU upload of the blob needs.
     pub fn read_stored_blob(&self, tensor: &str, blob: &Blob) -> Result<Vec<u8>> {
         let mut buf = vec![0u8; blob.stored_extent() as usize];
-        self.file.read_exact_at(&mut buf, blob.offset).map_err(|e| Error::io(&self.path, e))?;
+        self.read_stored_blob_into(tensor, blob, &mut buf)?;
+        Ok(buf)
+    }
+
+    /// `read_stored_blob` into `buf`, which holds exactly `blob.stored_extent()` bytes
+    /// (e.g. a region of a pinned arena, so nothing is staged on the way).
+    pub fn read_stored_blob_into(&self, tensor: &str, blob: &Blob, buf: &mut [u8]) -> Result<()> {
+        assert_eq!(buf.len() as u64, blob.stored_extent(), "read_stored_blob_into: buffer size");
+        self.file.read_exact_at(buf, blob.offset).map_err(|e| Error::io(&self.path, e))?;
         for span in blob.spans() {
             let start = (span.offset - blob.offset) as usize;
             let bytes = &buf[start..start + span.record.stored_len as usize];
@@ -327,7 +335,7 @@ impl Container {
                 return Err(self.chunk_error(tensor, span.index, "checksum mismatch (corrupted data)"));
             }
         }
-        Ok(buf)
+        Ok(())
     }
 
     pub fn chunk_error(&self, tensor: &str, chunk: usize, msg: impl Into<String>) -> Error {

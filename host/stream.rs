@@ -165,38 +165,19 @@ impl HostStore {
         gpu.release_cached_memory()?;
         let vram_baseline = gpu.mem_info()?.0;
         let mut host_units = Vec::with_capacity(units.len());
-        let mut stored_bytes: Vec<Vec<u8>> = Vec::new();
         let mut total = 0;
-        let mut cache: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
         for names in units {
             let mut tensors = Vec::with_capacity(names.len());
             let (mut stored, mut decoded) = (0, 0);
             for name in names {
-                let (table, bytes) = DeviceChunkTable::load(gpu, c, name)?;
-                let idx = *cache.entry(name.as_str()).or_insert_with(|| {
-                    stored_bytes.push(bytes);
-                    stored_bytes.len() - 1
-                });
-                let len = stored_bytes[idx].len();
-                tensors.push((table, idx, total, stored, decoded));
+                let table = DeviceChunkTable::build(gpu, c, name)?;
+                let (len, decoded_len) = (table.stored_len, table.len());
+                tensors.push(HostTensor { table, host_offset: total, slot_stored_offset: stored, slot_decoded_offset: decoded });
                 total += align(len);
                 stored += align(len);
-                decoded += align(tensors.last().unwrap().0.len());
+                decoded += align(decoded_len);
             }
-            host_units.push(HostUnit {
-                tensors: tensors
-                    .into_iter()
-                    .map(|(table, _, host_offset, slot_stored_offset, slot_decoded_offset)| HostTensor { table, host_offset, slot_stored_offset, slot_decoded_offset })
-                    .collect(),
-                size: UnitSize { stored, decoded },
-            });
-        }
-        // Which cached stored blob each tensor copies, in arena order.
-        let mut sources = Vec::new();
-        for names in units {
-            for name in names {
-                sources.push(cache[name.as_str()]);
-            }
+            host_units.push(HostUnit { tensors, size: UnitSize { stored, decoded } });
         }
         let pinned = if pin {
             // SAFETY: written below before any read.
@@ -218,13 +199,16 @@ impl HostStore {
             None => (Arena::Pageable(vec![0u8; total.max(1)]), 0),
         };
         let mut store = HostStore { arena, units: host_units, pinned_bytes, total_bytes: total, vram_baseline };
-        let offsets: Vec<usize> = store.units.iter().flat_map(|u| u.tensors.iter().map(|t| t.host_offset)).collect();
+        // Each tensor's chunks go from the file straight into its region of the arena
+        // (checksums verified there), in parallel: nothing is staged on the way.
         let base = store.base_mut() as usize;
-        offsets.par_iter().zip(&sources).for_each(|(&off, &src)| {
-            let bytes = &stored_bytes[src];
-            // SAFETY: each tensor owns [off, off + len) of the arena; ranges are disjoint.
-            unsafe { std::ptr::copy_nonoverlapping(bytes.as_ptr(), (base + off) as *mut u8, bytes.len()) };
-        });
+        store.units.iter().flat_map(|u| &u.tensors).collect::<Vec<_>>().par_iter().try_for_each(|t| {
+            let blob = &c.tensor(&t.table.name).expect("build checked it").data;
+            // SAFETY: each tensor owns [host_offset, host_offset + stored_len) of the arena;
+            // the regions are disjoint and the arena outlives this loop.
+            let region = unsafe { std::slice::from_raw_parts_mut((base + t.host_offset) as *mut u8, t.table.stored_len) };
+            c.read_stored_blob_into(&t.table.name, blob, region)
+        })?;
         Ok(store)
     }
 

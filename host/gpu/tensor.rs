@@ -44,15 +44,14 @@ pub struct DeviceChunkTable {
 }
 
 impl DeviceChunkTable {
-    /// The table of tensor `name` on the device, and its stored bytes (checksums verified)
-    /// on the host.
-    pub fn load(gpu: &Gpu, c: &Container, name: &str) -> Result<(Self, Vec<u8>)> {
+    /// The table of tensor `name` on the device (its stored bytes are read by the caller,
+    /// wherever they are to live).
+    pub fn build(gpu: &Gpu, c: &Container, name: &str) -> Result<Self> {
         let t = c.tensor(name).ok_or_else(|| Error::format(c.path(), format!("no tensor named '{name}'")))?;
         let Encoding::Int8 { group_size, scales, .. } = &t.encoding else {
             return Err(Error::format(c.path(), format!("tensor '{name}' is not INT8")));
         };
         let (rows, cols) = t.matrix_dims().expect("validated: INT8 tensors are 2-D");
-        let stored = c.read_stored_blob(name, &t.data)?;
         let mut slot_chunks = Vec::new();
         let table: Vec<ChunkEntry> = t
             .data
@@ -84,13 +83,13 @@ impl DeviceChunkTable {
             group_size: *group_size as usize,
             codec: t.data.codec,
             chunk_size: t.data.chunk_size as usize,
-            stored_len: stored.len(),
+            stored_len: t.data.stored_extent() as usize,
             table: s.clone_htod(bytemuck::cast_slice::<ChunkEntry, u8>(&table))?,
             scales: s.clone_htod(&scale_values)?,
             chunks: table.len(),
             slot_chunks,
         };
-        Ok((table_dev, stored))
+        Ok(table_dev)
     }
 
     /// Decoded INT8 bytes.
@@ -171,7 +170,8 @@ impl std::ops::Deref for DeviceCompressedTensor {
 
 impl DeviceCompressedTensor {
     pub fn upload(gpu: &Gpu, c: &Container, name: &str) -> Result<Self> {
-        let (table, stored) = DeviceChunkTable::load(gpu, c, name)?;
+        let table = DeviceChunkTable::build(gpu, c, name)?;
+        let stored = c.read_stored_blob(name, &c.tensor(name).expect("build checked it").data)?;
         Ok(DeviceCompressedTensor { table, stored: gpu.stream.clone_htod(&stored)? })
     }
 
