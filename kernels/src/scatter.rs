@@ -1,6 +1,6 @@
 //! GPU side of chunked decode: from a tensor's chunk table (device-resident, uploaded once)
 //! write nvCOMP's per-chunk pointer/size arrays and copy raw-stored chunks into place, so
-//! a decode needs no host round trip. The table layout is `ChunkEntry` in host/gpu/decode.rs.
+//! a decode needs no host round trip. The table layout is `ChunkEntry` in host/gpu/tensor.rs.
 use crate::ptx::{block_dim_x, block_x, thread_x};
 
 #[repr(C)]
