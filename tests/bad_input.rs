@@ -5,11 +5,7 @@ use codecllm::format::{Container, TRAILER_LEN};
 use common::*;
 use safetensors::Dtype;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
-
-fn cli(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_codecllm")).args(args).output().unwrap()
-}
+use std::process::Output;
 
 /// Asserts a failed run with one `error:` line that contains every `needle`.
 fn assert_clean_failure(out: &Output, needles: &[&str]) {
@@ -190,7 +186,7 @@ fn ctrl_c_during_compress_removes_the_temporary_file() {
     write_safetensors(&src, &tensors);
     drop(tensors);
     let out = dir.path().join("big.clm");
-    let child = Command::new(env!("CARGO_BIN_EXE_codecllm"))
+    let child = codecllm()
         .args(["compress", src.to_str().unwrap(), "-o", out.to_str().unwrap(), "--threads", "1"])
         .stderr(std::process::Stdio::piped())
         .spawn()

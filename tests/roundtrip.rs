@@ -1,6 +1,6 @@
 //! Compress → container → CPU decode round trips on random checkpoints.
 mod common;
-use codecllm::compress::{compress, CompressOptions};
+use codecllm::compress::CompressOptions;
 use codecllm::format::{Codec, Container, Encoding};
 use codecllm::input::SourceModel;
 use codecllm::quant::Int8Matrix;
@@ -9,11 +9,10 @@ use codecllm::verify::{verify, INT8_MAX_REL_ERR};
 use common::*;
 use rand::Rng;
 use safetensors::Dtype;
-use std::sync::atomic::AtomicBool;
 
 fn run(src: &std::path::Path, out: &std::path::Path, opts: &CompressOptions) -> codecllm::Result<codecllm::compress::Summary> {
     let model = SourceModel::open(src)?;
-    compress(&model, out, opts, &|_| {}, &AtomicBool::new(false))
+    compress_model(&model, out, opts)
 }
 
 /// Random checkpoint: matrices of awkward shapes in `dtype`, a bias, an embedding.

@@ -2,26 +2,19 @@
 //! reference forward over the container's INT8 weights answers a factual question.
 //! Skips, saying why, when the model cannot be fetched.
 mod common;
-use common::fetch_model;
-use std::process::Command;
+use common::{cli, cli_ok, fetch_model};
 
 #[test]
 fn smollm2_answers_from_its_compressed_container() {
     let Some(gguf) = fetch_model("fetch-smollm2.sh", "smollm2_answers_from_its_compressed_container") else { return };
     let dir = tempfile::tempdir().unwrap();
     let clm = dir.path().join("smollm2.clm");
-    let bin = env!("CARGO_BIN_EXE_codecllm");
-    let r = Command::new(bin).args(["compress", &gguf, "-o", clm.to_str().unwrap()]).output().unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let r = Command::new(bin)
-        .args(["run", clm.to_str().unwrap(), "--chat", "--prompt", "What is the capital of France?", "--max-tokens", "16"])
-        .output()
-        .unwrap();
+    cli_ok(&["compress", &gguf, "-o", clm.to_str().unwrap()]);
+    let r = cli_ok(&["run", clm.to_str().unwrap(), "--chat", "--prompt", "What is the capital of France?", "--max-tokens", "16"]);
     let text = String::from_utf8_lossy(&r.stdout);
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
     assert!(text.contains("Paris"), "greedy answer: {text:?}");
 
-    let r = Command::new(bin).args(["run", clm.to_str().unwrap(), "--prompt", "x", "--max-tokens", "9000"]).output().unwrap();
+    let r = cli(&["run", clm.to_str().unwrap(), "--prompt", "x", "--max-tokens", "9000"]);
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(!r.status.success() && err.contains("exceed the context of 8192"), "{err}");
 }
@@ -33,7 +26,6 @@ fn smollm2_answers_from_its_compressed_container() {
 fn bad_models_fail_clearly_in_run() {
     use codecllm::format::Container;
     let dir = tempfile::tempdir().unwrap();
-    let bin = env!("CARGO_BIN_EXE_codecllm");
     // A tiny LLaMA with block 0's q projection missing.
     let (d, f) = (64u64, 128u64);
     let t = |name: &str, dims: Vec<u64>| {
@@ -64,21 +56,20 @@ fn bad_models_fail_clearly_in_run() {
         ("tokenizer.ggml.eos_token_id", Kv::U32(0)),
     ], &refs);
     let clm = dir.path().join("tiny.clm");
-    let r = Command::new(bin).args(["compress", gguf.to_str().unwrap(), "-o", clm.to_str().unwrap()]).output().unwrap();
-    assert!(r.status.success(), "{}", String::from_utf8_lossy(&r.stderr));
-    let r = Command::new(bin).args(["run", clm.to_str().unwrap(), "--prompt", "abc", "--max-tokens", "2"]).output().unwrap();
+    cli_ok(&["compress", gguf.to_str().unwrap(), "-o", clm.to_str().unwrap()]);
+    let r = cli(&["run", clm.to_str().unwrap(), "--prompt", "abc", "--max-tokens", "2"]);
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(!r.status.success() && err.contains("blk.0.attn_q.weight") && !err.contains("panicked"), "{err}");
 
     // A corrupted chunk in a real tensor of a complete model.
     let Some(model) = fetch_model("fetch-smollm2.sh", "bad_models_fail_clearly_in_run (corrupted SmolLM2 part)") else { return };
     let clm = dir.path().join("smollm2.clm");
-    assert!(Command::new(bin).args(["compress", &model, "-o", clm.to_str().unwrap()]).output().unwrap().status.success());
+    cli_ok(&["compress", &model, "-o", clm.to_str().unwrap()]);
     let span = Container::open(&clm).unwrap().tensor("blk.3.ffn_up.weight").unwrap().data.spans().nth(5).unwrap();
     let mut bytes = std::fs::read(&clm).unwrap();
     bytes[span.offset as usize + 3] ^= 0x20;
     std::fs::write(&clm, bytes).unwrap();
-    let r = Command::new(bin).args(["run", clm.to_str().unwrap(), "--prompt", "Hi", "--max-tokens", "2"]).output().unwrap();
+    let r = cli(&["run", clm.to_str().unwrap(), "--prompt", "Hi", "--max-tokens", "2"]);
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(!r.status.success() && err.contains("tensor 'blk.3.ffn_up.weight', chunk 5") && err.contains("checksum"), "{err}");
 }

@@ -1,7 +1,7 @@
 //! The streaming engine: schedule and budget logic on the CPU; on a GPU, streamed forward
 //! passes equal resident ones bit for bit, whatever the codec, slot count or batch.
 mod common;
-use codecllm::compress::{compress, CompressOptions};
+use codecllm::compress::CompressOptions;
 use codecllm::format::{Codec, Container};
 use codecllm::input::SourceModel;
 use codecllm::stream::{forward_resident, schedule, HostStore, SlotPlan, Step, UnitSize, WeightStream};
@@ -9,7 +9,6 @@ use common::*;
 use half::f16;
 use rand::Rng;
 use safetensors::Dtype;
-use std::sync::atomic::AtomicBool;
 
 #[test]
 fn schedule_reuses_a_slot_only_after_its_unit_was_computed() {
@@ -82,7 +81,7 @@ fn stack(dir: &std::path::Path, rng: &mut impl Rng, codec: Codec) -> (Container,
     write_safetensors(&src, &tensors);
     let out = dir.join(format!("stack-{codec:?}.clm"));
     let model = SourceModel::open(&src).unwrap();
-    compress(&model, &out, &CompressOptions { codec, chunk_size: 4096, ..Default::default() }, &|_| {}, &AtomicBool::new(false)).unwrap();
+    compress_model(&model, &out, &CompressOptions { codec, chunk_size: 4096, ..Default::default() }).unwrap();
     (Container::open(&out).unwrap(), units)
 }
 

@@ -5,6 +5,8 @@ use rand::{Rng, SeedableRng};
 use rand_distr::{Distribution, StudentT};
 use safetensors::tensor::{Dtype, TensorView};
 use std::path::Path;
+use std::process::{Command, Output};
+use std::sync::atomic::AtomicBool;
 
 pub fn rng(seed: u64) -> rand::rngs::StdRng {
     rand::rngs::StdRng::seed_from_u64(seed)
@@ -134,4 +136,26 @@ pub fn fetch_model(script: &str, test: &str) -> Option<String> {
         }
     };
     Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+/// `compress` with no progress report and nothing to cancel it: how every test makes a container.
+pub fn compress_model(model: &codecllm::input::SourceModel, out: &Path, opts: &codecllm::compress::CompressOptions) -> codecllm::Result<codecllm::compress::Summary> {
+    codecllm::compress::compress(model, out, opts, &|_| {}, &AtomicBool::new(false))
+}
+
+/// The `codecllm` binary built for these tests.
+pub fn codecllm() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_codecllm"))
+}
+
+/// Runs `codecllm args…` to completion.
+pub fn cli(args: &[&str]) -> Output {
+    codecllm().args(args).output().unwrap()
+}
+
+/// `cli`, asserting that it succeeded (its stderr is the failure message).
+pub fn cli_ok(args: &[&str]) -> Output {
+    let out = cli(args);
+    assert!(out.status.success(), "codecllm {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
+    out
 }
