@@ -22,6 +22,8 @@ struct ChunkEntry {
     slot: u32,
     _pad: u32,
 }
+// The kernel's copy has the same fields; a size change on one side must show here.
+const _: () = assert!(std::mem::size_of::<ChunkEntry>() == 32);
 const RAW_SLOT: u32 = u32::MAX;
 
 /// Everything the GPU needs to decode one quantized tensor except its stored bytes: the

@@ -17,6 +17,8 @@ pub struct ChunkEntry {
     slot: u32,
     _pad: u32,
 }
+// The host's copy (host/gpu/tensor.rs) asserts the same size.
+const _: () = assert!(core::mem::size_of::<ChunkEntry>() == 32);
 
 /// One block per chunk. Coded chunks: thread 0 fills slot `slot` of the nvCOMP arrays.
 /// Raw chunks: the block copies the bytes (16 at a time where both ends allow).
