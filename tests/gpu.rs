@@ -144,7 +144,7 @@ fn gpu_decode_equals_cpu_decode_for_every_codec() {
             let c = Container::open(&out).unwrap();
             let tensors: Vec<_> = c.index.tensors.iter().map(|t| DeviceCompressedTensor::upload(&gpu, &c, &t.name).unwrap()).collect();
             let mut decoder = Decoder::new(&gpu, &tensors.iter().map(|t| &t.table).collect::<Vec<_>>()).unwrap();
-            let mut raw_chunks = 0;
+            let (mut raw_chunks, mut wants) = (0, Vec::new());
             for (t, entry) in tensors.iter().zip(&c.index.tensors) {
                 raw_chunks += entry.data.chunks.iter().filter(|ch| ch.raw).count();
                 let mut buf = DeviceInt8Buffer::new(&gpu, t.len()).unwrap();
@@ -160,8 +160,25 @@ fn gpu_decode_equals_cpu_decode_for_every_codec() {
                     decode_bytes(&c, &t.name).unwrap()
                 };
                 assert!(got == want, "{codec:?} chunk {chunk_size}: tensor {} differs after GPU decode", t.name);
+                wants.push(want);
             }
             assert!(raw_chunks > 0, "the mixed checkpoint should hold raw chunks");
+            // All tensors in one batch (one nvCOMP call, slots from per-tensor bases), into
+            // one poisoned buffer: the same bytes.
+            let tables: Vec<_> = tensors.iter().map(|t| &t.table).collect();
+            let mut batch = Decoder::for_batches(&gpu, &[tables.clone()]).unwrap();
+            let offsets: Vec<usize> = tensors.iter().scan(0, |at, t| Some(std::mem::replace(at, *at + t.len().div_ceil(256) * 256))).collect();
+            let total = offsets.last().unwrap() + tensors.last().unwrap().len();
+            let mut out = gpu.stream.clone_htod(&vec![0xA5u8; total]).unwrap();
+            let base = cudarc::driver::DevicePtrMut::device_ptr_mut(&mut out, &gpu.stream).0;
+            let items: Vec<_> = tensors.iter().zip(&offsets).map(|(t, &o)| (&t.table, t.stored_ptr(&gpu.stream), base + o as u64)).collect();
+            // SAFETY: every tensor's stored bytes are resident; `out` holds every range.
+            unsafe { batch.decode_batch(&items, &gpu.stream).unwrap() };
+            batch.check(&gpu.stream).unwrap();
+            let got = gpu.stream.clone_dtoh(&out).unwrap();
+            for ((t, &o), want) in tensors.iter().zip(&offsets).zip(&wants) {
+                assert!(&got[o..o + t.len()] == want.as_slice(), "{codec:?} chunk {chunk_size}: tensor {} differs after a batched decode", t.name);
+            }
         }
     }
 }

@@ -94,6 +94,7 @@ fn tiny_llama_gpu_forward_matches_cpu_reference() {
     let prompt: Vec<u32> = (0..9).map(|_| rng.gen_range(0..64)).collect();
     let decode: Vec<u32> = (0..5).map(|_| rng.gen_range(0..64)).collect();
     let mut int8_runs = Vec::new();
+    let bits = |v: &Vec<Vec<f32>>| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
     let store = codecllm::stream::HostStore::load(&gpu, &container, &GpuLlama::stream_units(&codecllm::llama::LlamaConfig::from_metadata(&container.index.metadata).unwrap()), true).unwrap();
     for (name, src) in [("container", &container as &dyn WeightSource), ("gguf", &source as &dyn WeightSource)] {
         let want = cpu_logits(src, &prompt, &decode);
@@ -109,6 +110,11 @@ fn tiny_llama_gpu_forward_matches_cpu_reference() {
                 _ => GpuLlama::load(&gpu, src, mode, 16, 64).unwrap(),
             };
             let got = gpu_logits(&mut llm, &prompt, &decode);
+            // Decode steps replay a captured CUDA graph; launched one by one they must give
+            // the same bits.
+            assert!(llm.use_graph, "{name} {mode:?}: the decode step could not be captured");
+            llm.use_graph = false;
+            assert!(bits(&gpu_logits(&mut llm, &prompt, &decode)) == bits(&got), "{name} {mode:?}: graph replay differs from plain launches");
             if name == "container" && mode != WeightMode::Fp16Resident {
                 int8_runs.push((mode, got.clone()));
             }
@@ -124,7 +130,6 @@ fn tiny_llama_gpu_forward_matches_cpu_reference() {
     }
     // The same INT8 weights through the same kernels: resident, decoded per layer from
     // VRAM, or streamed from host RAM must agree bit for bit.
-    let bits = |v: &Vec<Vec<f32>>| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
     for (mode, logits) in &int8_runs[1..] {
         assert!(bits(logits) == bits(&int8_runs[0].1), "{mode:?} differs from {:?}", int8_runs[0].0);
     }
@@ -134,6 +139,12 @@ fn tiny_llama_gpu_forward_matches_cpu_reference() {
     let ans = Container::open(&ans).unwrap();
     let mut llm = GpuLlama::load(&gpu, &ans, WeightMode::Int8Resident, 16, 64).unwrap();
     assert!(bits(&gpu_logits(&mut llm, &prompt, &decode)) == bits(&int8_runs[0].1), "ANS container differs");
+    // Streaming and per-layer decode from VRAM capture nvCOMP's ANS decoder into the graph.
+    let ans_store = codecllm::stream::HostStore::load(&gpu, &ans, &GpuLlama::stream_units(&codecllm::llama::LlamaConfig::from_metadata(&ans.index.metadata).unwrap()), true).unwrap();
+    for mut llm in [GpuLlama::load_streamed(&gpu, &ans, &ans_store, 2, 16, 64).unwrap(), GpuLlama::load_compressed(&gpu, &ans, 16, 64).unwrap()] {
+        assert!(bits(&gpu_logits(&mut llm, &prompt, &decode)) == bits(&int8_runs[0].1), "{:?} from the ANS container differs", llm.mode);
+        assert!(llm.use_graph, "{:?}: the decode step could not be captured", llm.mode);
+    }
     let mut llm = GpuLlama::load(&gpu, &ans, WeightMode::Fp16Resident, 16, 64).unwrap();
     let want = cpu_logits(&container, &prompt, &decode);
     assert!(gpu_logits(&mut llm, &prompt, &decode).iter().zip(&want).all(|(g, w)| rel(g, w) < 1e-2), "FP16 from ANS");

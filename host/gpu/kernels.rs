@@ -70,6 +70,7 @@ pub struct Kernels {
     pub(crate) add: CudaFunction,
     pub(crate) silu_mul: CudaFunction,
     pub(crate) rope: CudaFunction,
+    pub(crate) kv_store: CudaFunction,
     pub(crate) attention: CudaFunction,
 }
 
@@ -95,6 +96,7 @@ impl Kernels {
             add: f("add_f16_to_f32")?,
             silu_mul: f("silu_mul_f16")?,
             rope: f("rope_f16")?,
+            kv_store: f("kv_store_f16")?,
             attention: f("attention_f16")?,
         })
     }

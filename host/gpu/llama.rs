@@ -174,7 +174,11 @@ const LM_PIECE_BYTES: usize = 6144 * 576;
 /// The LM head when streaming: INT8 rows in pinned host RAM, copied in pieces through two
 /// device buffers (a copy stream fills one while the other multiplies); scales resident.
 struct LmHeadStream {
-    host: cudarc::driver::PinnedHostSlice<u8>,
+    /// Owns the pinned rows `host_ptr` points at.
+    _host: cudarc::driver::PinnedHostSlice<u8>,
+    /// `host`'s address, taken once: `PinnedHostSlice::as_slice` synchronizes an event,
+    /// which a graph capture forbids.
+    host_ptr: *const u8,
     scales: CudaSlice<f32>,
     rows: usize,
     cols: usize,
@@ -193,6 +197,7 @@ impl LmHeadStream {
         // SAFETY: written right below, before any copy reads it.
         let mut host = unsafe { gpu.ctx.alloc_pinned::<u8>(m.q.len().max(1)) }?;
         host.as_mut_slice()?[..m.q.len()].copy_from_slice(bytemuck::cast_slice(&m.q));
+        let host_ptr = host.as_ptr()?;
         // At least two pieces, so the double buffering is always exercised.
         let piece_rows = (LM_PIECE_BYTES / m.cols.max(1)).min(m.rows.div_ceil(2)).max(1);
         let st = &gpu.stream;
@@ -203,7 +208,8 @@ impl LmHeadStream {
             copy: gpu.ctx.new_stream()?,
             copied: [gpu.ctx.new_event(None)?, gpu.ctx.new_event(None)?],
             used: [gpu.ctx.new_event(None)?, gpu.ctx.new_event(None)?],
-            host,
+            _host: host,
+            host_ptr,
             rows: m.rows,
             cols: m.cols,
             group: m.group_size,
@@ -215,7 +221,13 @@ impl LmHeadStream {
     fn apply(&mut self, gpu: &Gpu, h: &CudaSlice<f16>, logits: &mut CudaSlice<f16>) -> Result<()> {
         let st = &gpu.stream;
         let groups = self.cols.div_ceil(self.group);
-        let host = self.host.as_slice()?;
+        // SAFETY: `host_ptr` points at `host`, alive as long as self, written only in `load`.
+        let host = unsafe { std::slice::from_raw_parts(self.host_ptr, self.rows * self.cols) };
+        // Both buffers are free once the default stream gets here (earlier products ran
+        // on it); recorded here so that a graph capture sees the copy stream fork from it.
+        for used in &self.used {
+            used.record(st)?;
+        }
         for (p, r0) in (0..self.rows).step_by(self.piece_rows).enumerate() {
             let (b, n) = (p % 2, (self.rows - r0).min(self.piece_rows));
             // The buffer was last read by the product of piece p - 2.
@@ -236,6 +248,14 @@ impl LmHeadStream {
 enum Embedding {
     Device(CudaSlice<f16>),
     Host(Vec<f32>),
+}
+
+/// A captured single-token step: the blocks, the final norm and the LM head; the
+/// embedding before it and the logits' copy after it stay outside.
+struct StepGraph {
+    graph: cudarc::driver::CudaGraph,
+    /// The decodes inside it, to trace a failed chunk after each replay.
+    decodes: super::DecodeLog,
 }
 
 /// Scratch activations for batches up to `max_m` rows.
@@ -265,8 +285,14 @@ pub struct GpuLlama<'g> {
     blocks: Vec<Block>,
     weights: Weights<'g>,
     rope: CudaSlice<f32>,
+    /// The first position the current batch writes, read by the kernels on the device.
+    pos: CudaSlice<u32>,
     s: Scratch,
     max_m: usize,
+    /// Whether single-token steps replay a captured CUDA graph (on by default): at this
+    /// size a step is hundreds of small launches, and the graph issues them from the GPU.
+    pub use_graph: bool,
+    step_graph: Option<StepGraph>,
     pub max_context: usize,
     /// Positions filled in the KV cache.
     pub len: usize,
@@ -419,7 +445,7 @@ impl<'g> GpuLlama<'g> {
         let weight_bytes = block_bytes + lm_head.bytes() + embed_bytes;
         let scratch = 4 * (s.x.len() + s.ids.len()) + 2 * (s.h.len() + s.q.len() + s.k.len() + s.v.len() + s.att.len() + s.o.len() + s.g.len() + s.u.len() + s.logits.len());
         let per_block: usize = blocks.iter().map(|b| 4 * (b.attn_norm.len() + b.ffn_norm.len()) + 2 * (b.k_cache.len() + b.v_cache.len())).sum();
-        let vram_accounted = weight_bytes + scratch + per_block + 4 * (rope.len() + d);
+        let vram_accounted = weight_bytes + scratch + per_block + 4 * (rope.len() + d + 1);
         let mut model = GpuLlama {
             blas: if mode == WeightMode::Fp16Resident { Some(CudaBlas::new(st.clone()).map_err(|e| Error::Gpu(format!("cuBLAS: {e}")))?) } else { None },
             gpu,
@@ -429,8 +455,11 @@ impl<'g> GpuLlama<'g> {
             blocks,
             weights,
             rope: st.clone_htod(&rope)?,
+            pos: st.alloc_zeros(1)?,
             s,
             max_m,
+            use_graph: true,
+            step_graph: None,
             max_context,
             len: 0,
             weight_bytes,
@@ -459,27 +488,81 @@ impl<'g> GpuLlama<'g> {
     /// returns the logits after the last of them.
     pub fn forward(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
         let m = ids.len();
-        let cfg = self.cfg.clone();
         if m == 0 || m > self.max_m {
             return Err(Error::Invalid(format!("batch of {m} tokens; this model was loaded for 1..={}", self.max_m)));
         }
         if self.len + m > self.max_context {
             return Err(Error::Invalid(format!("{} positions exceed the context of {}", self.len + m, self.max_context)));
         }
-        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= cfg.vocab) {
-            return Err(Error::Invalid(format!("token {bad} is outside the vocabulary of {}", cfg.vocab)));
+        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= self.cfg.vocab) {
+            return Err(Error::Invalid(format!("token {bad} is outside the vocabulary of {}", self.cfg.vocab)));
         }
-        let (gpu, st) = (self.gpu, &self.gpu.stream);
-        let d = cfg.dim;
-        let GpuLlama { blas, embed, blocks, weights, rope, s: sc, out_norm, lm_head, len, .. } = self;
-        let pos0 = *len;
-        match embed {
+        let st = &self.gpu.stream;
+        st.memcpy_htod(&[self.len as u32], &mut self.pos)?;
+        self.embed(ids)?;
+        if m == 1 && self.use_graph && self.capture_step()? {
+            let step = self.step_graph.as_ref().expect("captured above");
+            step.graph.launch()?;
+            match &mut self.weights {
+                Weights::Compressed { decoder, .. } => decoder.check_log(&step.decodes, st)?,
+                Weights::Streamed(ws) => ws.check_decodes(&step.decodes)?,
+                Weights::Resident(_) => {}
+            }
+        } else {
+            self.enqueue_layers(m)?;
+            if let Weights::Compressed { decoder, .. } = &mut self.weights {
+                decoder.check(st)?;
+            }
+        }
+        self.len += m;
+        let logits = st.clone_dtoh(&self.s.logits)?;
+        self.sample_vram()?;
+        Ok(logits.into_iter().map(f16::to_f32).collect())
+    }
+
+    /// Captures the single-token step into a graph unless one exists; false (and graphs
+    /// off, said once) when this mode's work cannot be captured.
+    fn capture_step(&mut self) -> Result<bool> {
+        if self.step_graph.is_some() {
+            return Ok(true);
+        }
+        let st = self.gpu.stream.clone();
+        // Relaxed: cuBLAS and nvCOMP may query or set up state while being captured.
+        st.begin_capture(cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)?;
+        let enqueued = self.enqueue_layers(1);
+        let captured = st.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0));
+        let decodes = match &mut self.weights {
+            Weights::Compressed { decoder, .. } => decoder.take_log(),
+            Weights::Streamed(ws) => ws.take_decode_log(),
+            Weights::Resident(_) => Default::default(),
+        };
+        match (enqueued, captured) {
+            (Ok(()), Ok(Some(graph))) => {
+                graph.upload()?;
+                self.step_graph = Some(StepGraph { graph, decodes });
+                Ok(true)
+            }
+            (enqueued, captured) => {
+                let why = enqueued.err().map(|e| e.to_string()).or(captured.err().map(|e| e.to_string())).unwrap_or_else(|| "the capture was empty".into());
+                eprintln!("codecllm: capturing the decode step into a CUDA graph failed ({why}); launching its kernels one by one");
+                self.use_graph = false;
+                Ok(false)
+            }
+        }
+    }
+
+    /// `sc.x` = the embeddings of `ids`, on the default stream (outside any graph: the
+    /// host-side lookup copies from pageable memory).
+    fn embed(&mut self, ids: &[u32]) -> Result<()> {
+        let (gpu, st, d, m) = (self.gpu, &self.gpu.stream, self.cfg.dim, ids.len());
+        let sc = &mut self.s;
+        match &self.embed {
             Embedding::Device(table) => {
                 st.memcpy_htod(ids, &mut sc.ids.slice_mut(..m))?;
                 let (mu, du) = (m as u32, d as u32);
                 let mut l = st.launch_builder(&gpu.kernels.embed);
-                l.arg(&*table).arg(&sc.ids).arg(&mut sc.x).arg(&mu).arg(&du);
-                // SAFETY: ids < vocab (checked), x holds m·d.
+                l.arg(table).arg(&sc.ids).arg(&mut sc.x).arg(&mu).arg(&du);
+                // SAFETY: ids < vocab (checked by forward), x holds m·d.
                 unsafe { l.launch(launch_1d(m * d)) }?;
             }
             Embedding::Host(table) => {
@@ -487,8 +570,19 @@ impl<'g> GpuLlama<'g> {
                 st.memcpy_htod(&rows, &mut sc.x.slice_mut(..m * d))?;
             }
         }
+        Ok(())
+    }
+
+    /// Enqueues the blocks, the final norm and the LM head for a batch of `m` rows whose
+    /// embeddings are in `sc.x`; logits of the last row land in `sc.logits`. Waits on the
+    /// host for nothing, so that it can be captured.
+    fn enqueue_layers(&mut self, m: usize) -> Result<()> {
+        let (gpu, st) = (self.gpu, &self.gpu.stream);
+        let cfg = &self.cfg;
+        let d = cfg.dim;
+        let GpuLlama { blas, blocks, weights, rope, pos, s: sc, out_norm, lm_head, .. } = self;
         let blas = blas.as_ref();
-        let ctx = BlockCtx { gpu, blas, cfg: &cfg, rope, m, pos0 };
+        let ctx = BlockCtx { gpu, blas, cfg, rope, pos, m };
         match weights {
             Weights::Resident(layers) => {
                 for (b, lin) in blocks.iter_mut().zip(layers.iter()) {
@@ -497,22 +591,17 @@ impl<'g> GpuLlama<'g> {
                 }
             }
             Weights::Compressed { layers, decoder, buf } => {
+                let base = buf.device_ptr(st).0;
                 for (b, lin) in blocks.iter_mut().zip(layers.iter()) {
-                    let mut offsets = Vec::with_capacity(lin.len());
-                    let mut at = 0;
-                    let base = buf.device_ptr(st).0;
-                    for t in lin {
-                        offsets.push(at);
-                        // SAFETY: the buffer holds the largest layer's INT8 bytes (256-aligned
-                        // per tensor); compressed bytes are resident for the model's life.
-                        unsafe { t.table.decode_raw(decoder, t.stored_ptr(st), base + at as u64, st)? };
-                        at += t.len().div_ceil(256) * 256;
-                    }
+                    let offsets: Vec<usize> = lin.iter().scan(0, |at, t| Some(std::mem::replace(at, *at + t.len().div_ceil(256) * 256))).collect();
+                    let items: Vec<_> = lin.iter().zip(&offsets).map(|(t, &o)| (&t.table, t.stored_ptr(st), base + o as u64)).collect();
+                    // SAFETY: the buffer holds the largest layer's INT8 bytes (256-aligned per
+                    // tensor); compressed bytes are resident for the model's life.
+                    unsafe { decoder.decode_batch(&items, st)? };
                     let views: Vec<Int8Weights> = lin.iter().zip(&offsets).map(|(t, &o)| t.table.weights_at(buf.slice(o..o + t.len()))).collect();
                     let refs: Vec<LinRef> = views.iter().map(LinRef::Int8).collect();
                     ctx.block(b, sc, &refs)?;
                 }
-                decoder.check(st)?;
             }
             Weights::Streamed(ws) => {
                 ws.for_each_unit(|u, w, _stream| {
@@ -524,13 +613,9 @@ impl<'g> GpuLlama<'g> {
         // Final norm and LM head on the last row only.
         rmsnorm(gpu, &sc.x.slice((m - 1) * d..m * d), out_norm, &mut sc.h, 1, d, cfg.eps)?;
         match lm_head {
-            LmHead::Resident(l) => l.apply(gpu, blas, &sc.h, 1, &mut sc.logits)?,
-            LmHead::Streamed(l) => l.apply(gpu, &sc.h, &mut sc.logits)?,
+            LmHead::Resident(l) => l.apply(gpu, blas, &sc.h, 1, &mut sc.logits),
+            LmHead::Streamed(l) => l.apply(gpu, &sc.h, &mut sc.logits),
         }
-        *len += m;
-        let logits = st.clone_dtoh(&sc.logits)?;
-        self.sample_vram()?;
-        Ok(logits.into_iter().map(f16::to_f32).collect())
     }
 }
 
@@ -540,15 +625,16 @@ struct BlockCtx<'a> {
     blas: Option<&'a CudaBlas>,
     cfg: &'a LlamaConfig,
     rope: &'a CudaSlice<f32>,
+    /// The batch's first position, on the device.
+    pos: &'a CudaSlice<u32>,
     m: usize,
-    pos0: usize,
 }
 
 impl BlockCtx<'_> {
     /// One transformer block on the default stream: attention with RoPE and the KV cache,
     /// then SwiGLU; both branches added to the FP32 residual `sc.x`.
     fn block(&self, b: &mut Block, sc: &mut Scratch, lin: &[LinRef]) -> Result<()> {
-        let (gpu, cfg, m, pos0) = (self.gpu, self.cfg, self.m, self.pos0);
+        let (gpu, cfg, m) = (self.gpu, self.cfg, self.m);
         let st = &gpu.stream;
         let k = &gpu.kernels;
         let (d, hd, kv_dim) = (cfg.dim, cfg.head_dim, cfg.kv_heads * cfg.head_dim);
@@ -557,19 +643,24 @@ impl BlockCtx<'_> {
         lin[Q].apply(gpu, self.blas, &sc.h, m, &mut sc.q)?;
         lin[K].apply(gpu, self.blas, &sc.h, m, &mut sc.k)?;
         lin[V].apply(gpu, self.blas, &sc.h, m, &mut sc.v)?;
+        // Kernel safety below: `forward` checked that positions *pos .. *pos + m lie within
+        // max_context, which the RoPE table and the caches cover.
         for (buf, heads) in [(&mut sc.q, cfg.heads), (&mut sc.k, cfg.kv_heads)] {
-            let (h, hdu, p0) = (heads as u32, hd as u32, pos0 as u32);
+            let (h, hdu) = (heads as u32, hd as u32);
             let mut l = st.launch_builder(&k.rope);
-            l.arg(buf).arg(self.rope).arg(&mu).arg(&h).arg(&hdu).arg(&p0);
-            // SAFETY: buf holds m·heads·hd; the table covers positions < max_context.
+            l.arg(buf).arg(self.rope).arg(&mu).arg(&h).arg(&hdu).arg(self.pos);
+            // SAFETY: buf holds m·heads·hd.
             unsafe { l.launch(launch_1d(m * heads * hd / 2)) }?;
         }
-        st.memcpy_dtod(&sc.k.slice(..m * kv_dim), &mut b.k_cache.slice_mut(pos0 * kv_dim..(pos0 + m) * kv_dim))?;
-        st.memcpy_dtod(&sc.v.slice(..m * kv_dim), &mut b.v_cache.slice_mut(pos0 * kv_dim..(pos0 + m) * kv_dim))?;
-        let (h, kvh, hdu, p0, scale) = (cfg.heads as u32, cfg.kv_heads as u32, hd as u32, pos0 as u32, 1.0 / (hd as f32).sqrt());
+        let (n, kvu) = ((m * kv_dim) as u32, kv_dim as u32);
+        let mut l = st.launch_builder(&k.kv_store);
+        l.arg(&sc.k).arg(&sc.v).arg(&mut b.k_cache).arg(&mut b.v_cache).arg(self.pos).arg(&n).arg(&kvu);
+        // SAFETY: k and v hold m·kv_dim; the caches max_context·kv_dim.
+        unsafe { l.launch(launch_1d(m * kv_dim)) }?;
+        let (h, kvh, hdu, scale) = (cfg.heads as u32, cfg.kv_heads as u32, hd as u32, 1.0 / (hd as f32).sqrt());
         let mut l = st.launch_builder(&k.attention);
-        l.arg(&sc.q).arg(&b.k_cache).arg(&b.v_cache).arg(&mut sc.att).arg(&mu).arg(&h).arg(&kvh).arg(&hdu).arg(&p0).arg(&scale);
-        // SAFETY: one warp per (row, head); caches hold positions ≤ pos0 + m - 1.
+        l.arg(&sc.q).arg(&b.k_cache).arg(&b.v_cache).arg(&mut sc.att).arg(&mu).arg(&h).arg(&kvh).arg(&hdu).arg(self.pos).arg(&scale);
+        // SAFETY: one warp per (row, head); caches hold positions ≤ *pos + m - 1.
         unsafe { l.launch(warps_cfg(m * cfg.heads)) }?;
         lin[O].apply(gpu, self.blas, &sc.att, m, &mut sc.o)?;
         add(gpu, &mut sc.x, &sc.o, m * d)?;

@@ -26,7 +26,7 @@ pub mod nvcomp;
 mod tensor;
 
 pub use kernels::{cublas_fp16_linear, Int8Weights, Kernels, LinearPlan, GEMM_TILES};
-pub use tensor::{ans_encode_chunks, Decoder, DeviceChunkTable, DeviceCompressedTensor, DeviceInt8Buffer};
+pub use tensor::{ans_encode_chunks, DecodeLog, Decoder, DeviceChunkTable, DeviceCompressedTensor, DeviceInt8Buffer};
 
 use crate::error::{Error, Result};
 use cudarc::driver::{CudaContext, CudaStream};
@@ -69,7 +69,9 @@ impl Gpu {
         let compute_capability = ctx.compute_capability()?;
         let name = ctx.name()?;
         let kernels = Kernels::load(&ctx, compute_capability)?;
-        let stream = ctx.default_stream();
+        // A stream of our own, not the legacy default one: only created streams can be
+        // captured into CUDA graphs.
+        let stream = ctx.new_stream()?;
         Ok(Gpu { ctx, stream, kernels, name, compute_capability, split_workspace: Default::default() })
     }
 

@@ -122,10 +122,15 @@ impl DeviceChunkTable {
     /// `src` must hold `stored_len` readable bytes and `dst` `len()` writable bytes, both
     /// valid until the work completes.
     pub unsafe fn decode_raw(&self, decoder: &mut Decoder, src: u64, dst: u64, stream: &Arc<CudaStream>) -> Result<()> {
-        let coded = self.coded_chunks();
-        if coded > 0 && (!decoder.codecs.contains(&self.codec) || coded > decoder.slots || self.chunk_size > decoder.max_chunk || self.len() > decoder.max_total) {
-            return Err(Error::Invalid(format!("the decoder was not sized for tensor '{}' ({} chunks)", self.name, self.codec.name())));
-        }
+        decoder.decode_batch(&[(self, src, dst)], stream)
+    }
+
+    /// Writes this tensor's coded chunks into slots `slot_base..` of the decoder's nvCOMP
+    /// arrays and copies its raw chunks into place.
+    ///
+    /// # Safety
+    /// As `decode_raw`; the decoder holds at least `slot_base + coded_chunks()` slots.
+    unsafe fn scatter(&self, decoder: &mut Decoder, src: u64, dst: u64, slot_base: u32, stream: &Arc<CudaStream>) -> Result<()> {
         let cfg = LaunchConfig { grid_dim: (self.chunks as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
         let n = self.chunks as u32;
         let scatter = decoder.scatter.clone();
@@ -133,6 +138,7 @@ impl DeviceChunkTable {
         launch
             .arg(&self.table)
             .arg(&n)
+            .arg(&slot_base)
             .arg(&src)
             .arg(&dst)
             .arg(&mut decoder.in_ptrs)
@@ -141,12 +147,8 @@ impl DeviceChunkTable {
             .arg(&mut decoder.out_bytes);
         // SAFETY: the table was built from the validated index: every source range lies in
         // the `stored_len` bytes at `src`, every destination in the `len()` bytes at `dst`,
-        // every slot below `coded <= decoder.slots`.
+        // every slot below `slot_base + coded <= decoder.slots`.
         launch.launch(cfg)?;
-        if coded > 0 {
-            decoder.decode(self.codec, coded, stream)?;
-            decoder.pending.push((self.name.clone(), self.slot_chunks.clone()));
-        }
         Ok(())
     }
 
@@ -237,19 +239,47 @@ pub struct Decoder {
     actual_bytes: CudaSlice<u64>,
     statuses: CudaSlice<i32>,
     first_bad: CudaSlice<u32>,
-    /// Tensors decoded since the last `check`, with their slot → chunk maps.
-    pending: Vec<(String, Vec<u32>)>,
+    /// Tensors decoded since the last `check`.
+    pending: DecodeLog,
+}
+
+/// The tensors a decoder was given since its last check, with where their chunks sat in
+/// the nvCOMP batches: what a failed chunk is traced back to. A replayed CUDA graph
+/// enqueues no host code, so whoever replays keeps the log of the captured decodes.
+#[derive(Clone, Debug, Default)]
+pub struct DecodeLog(Vec<PendingTensor>);
+
+#[derive(Clone, Debug)]
+struct PendingTensor {
+    name: String,
+    /// First batch slot of the tensor's coded chunks.
+    base: u32,
+    /// Chunk index of each of its slots.
+    chunks: Vec<u32>,
 }
 
 impl Decoder {
-    /// A decoder able to decode any of `tensors`.
+    /// A decoder able to decode any of `tensors`, one at a time.
     pub fn new(gpu: &Gpu, tensors: &[&DeviceChunkTable]) -> Result<Self> {
-        let coded: Vec<_> = tensors.iter().filter(|t| t.coded_chunks() > 0).collect();
-        let mut codecs: Vec<Codec> = coded.iter().map(|t| t.codec).collect();
-        codecs.dedup();
-        let slots = coded.iter().map(|t| t.coded_chunks()).max().unwrap_or(0);
-        let max_chunk = coded.iter().map(|t| t.chunk_size).max().unwrap_or(0);
-        let max_total = coded.iter().map(|t| t.len()).max().unwrap_or(0);
+        let singles: Vec<Vec<&DeviceChunkTable>> = tensors.iter().map(|&t| vec![t]).collect();
+        Decoder::for_batches(gpu, &singles)
+    }
+
+    /// A decoder able to decode each of `batches` (lists of tensors) in one nvCOMP call
+    /// per codec: one call per layer instead of one per tensor, since each call costs
+    /// microseconds of launches however few chunks it has.
+    pub fn for_batches(gpu: &Gpu, batches: &[Vec<&DeviceChunkTable>]) -> Result<Self> {
+        let coded = || batches.iter().flatten().filter(|t| t.coded_chunks() > 0);
+        let mut codecs: Vec<Codec> = Vec::new();
+        for t in coded() {
+            if !codecs.contains(&t.codec) {
+                codecs.push(t.codec);
+            }
+        }
+        let per_batch = |f: fn(&DeviceChunkTable) -> usize| batches.iter().map(|b| b.iter().filter(|t| t.coded_chunks() > 0).map(|t| f(t)).sum::<usize>()).max().unwrap_or(0);
+        let slots = per_batch(DeviceChunkTable::coded_chunks);
+        let max_total = per_batch(DeviceChunkTable::len);
+        let max_chunk = coded().map(|t| t.chunk_size).max().unwrap_or(0);
         Decoder::with_capacity(gpu, &codecs, slots, max_chunk, max_total)
     }
 
@@ -279,13 +309,47 @@ impl Decoder {
             actual_bytes: s.alloc_zeros(n)?,
             statuses: s.alloc_zeros(n)?,
             first_bad: s.clone_htod(&[u32::MAX])?,
-            pending: Vec::new(),
+            pending: DecodeLog::default(),
         })
     }
 
     /// nvCOMP temp bytes this decoder holds.
     pub fn temp_bytes(&self) -> usize {
         self.temp.len()
+    }
+
+    /// Enqueues the decode of every `(tensor, src, dst)` of `items` on `stream`: each
+    /// tensor's chunks go into the shared batch, and nvCOMP runs once per run of tensors
+    /// with one codec that fits the decoder's capacity.
+    ///
+    /// # Safety
+    /// For each item, as `DeviceChunkTable::decode_raw`.
+    pub unsafe fn decode_batch(&mut self, items: &[(&DeviceChunkTable, u64, u64)], stream: &Arc<CudaStream>) -> Result<()> {
+        let (mut run, mut slots, mut total): (Option<Codec>, usize, usize) = (None, 0, 0);
+        for &(t, src, dst) in items {
+            let coded = t.coded_chunks();
+            if coded > 0 {
+                if !self.codecs.contains(&t.codec) || coded > self.slots || t.chunk_size > self.max_chunk || t.len() > self.max_total {
+                    return Err(Error::Invalid(format!("the decoder was not sized for tensor '{}' ({} chunks)", t.name, t.codec.name())));
+                }
+                if let Some(codec) = run.filter(|&c| c != t.codec || slots + coded > self.slots || total + t.len() > self.max_total) {
+                    self.decode(codec, slots, stream)?;
+                    (slots, total) = (0, 0);
+                }
+            }
+            // SAFETY: the caller's guarantee; slots + coded <= self.slots after the flush.
+            t.scatter(self, src, dst, slots as u32, stream)?;
+            if coded > 0 {
+                self.pending.0.push(PendingTensor { name: t.name.clone(), base: slots as u32, chunks: t.slot_chunks.clone() });
+                run = Some(t.codec);
+                slots += coded;
+                total += t.len();
+            }
+        }
+        if let Some(codec) = run {
+            self.decode(codec, slots, stream)?;
+        }
+        Ok(())
     }
 
     fn decode(&mut self, codec: Codec, coded: usize, stream: &Arc<CudaStream>) -> Result<()> {
@@ -321,20 +385,34 @@ impl Decoder {
     /// Waits for `stream` and reports whether every chunk decoded since the last check
     /// succeeded with its expected size.
     pub fn check(&mut self, stream: &Arc<CudaStream>) -> Result<()> {
+        let log = self.take_log();
+        self.check_log(&log, stream)
+    }
+
+    /// The log of what was enqueued since the last check (which it clears): for a caller
+    /// that captured the decodes into a CUDA graph and checks each replay with
+    /// `check_log`.
+    pub fn take_log(&mut self) -> DecodeLog {
+        std::mem::take(&mut self.pending)
+    }
+
+    /// `check`, for decodes described by `log` instead of those enqueued since the last
+    /// check.
+    pub fn check_log(&mut self, log: &DecodeLog, stream: &Arc<CudaStream>) -> Result<()> {
         let bad = stream.clone_dtoh(&self.first_bad)?[0];
-        let pending = std::mem::take(&mut self.pending);
+        self.pending.0.clear();
         if bad == u32::MAX {
             return Ok(());
         }
         stream.memcpy_htod(&[u32::MAX], &mut self.first_bad)?;
-        Err(match pending.as_slice() {
-            [(name, slots)] => Error::Gpu(format!(
-                "tensor '{name}', chunk {}: nvCOMP failed to decode it or returned the wrong size",
-                slots.get(bad as usize).copied().unwrap_or(bad)
-            )),
+        // `bad` is the lowest failing slot over every batch since the last check: the
+        // tensor is certain only when a single one covered that slot.
+        let covering: Vec<&PendingTensor> = log.0.iter().filter(|t| (t.base..t.base + t.chunks.len() as u32).contains(&bad)).collect();
+        Err(match covering.as_slice() {
+            [t] => Error::Gpu(format!("tensor '{}', chunk {}: nvCOMP failed to decode it or returned the wrong size", t.name, t.chunks[(bad - t.base) as usize])),
             _ => Error::Gpu(format!(
                 "nvCOMP failed on batch slot {bad} of one of the tensors {:?}",
-                pending.iter().map(|p| p.0.as_str()).collect::<Vec<_>>()
+                covering.iter().map(|t| t.name.as_str()).collect::<Vec<_>>()
             )),
         })
     }

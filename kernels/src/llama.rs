@@ -75,11 +75,12 @@ pub unsafe extern "ptx-kernel" fn silu_mul_f16(g: *const u16, u: *const u16, y: 
     }
 }
 
-/// RoPE in place on `x` `[rows, heads · hd]` at positions `pos0 + row`, rotating adjacent
+/// RoPE in place on `x` `[rows, heads · hd]` at positions `*pos0 + row`, rotating adjacent
 /// pairs; `cos_sin` `[positions, hd / 2, 2]` is precomputed by the host in f64 (the angles
-/// reach thousands of radians, beyond `sin.approx`'s accurate range).
+/// reach thousands of radians, beyond `sin.approx`'s accurate range). The position is read
+/// from device memory so that one captured CUDA graph serves every decode step.
 #[no_mangle]
-pub unsafe extern "ptx-kernel" fn rope_f16(x: *mut u16, cos_sin: *const f32, rows: u32, heads: u32, hd: u32, pos0: u32) {
+pub unsafe extern "ptx-kernel" fn rope_f16(x: *mut u16, cos_sin: *const f32, rows: u32, heads: u32, hd: u32, pos0: *const u32) {
     let i = global_index();
     let half = hd as usize / 2;
     let pairs = rows as usize * heads as usize * half;
@@ -92,15 +93,27 @@ pub unsafe extern "ptx-kernel" fn rope_f16(x: *mut u16, cos_sin: *const f32, row
     let p = i % half;
     let row = i / per_row;
     let at = x.add(2 * i);
-    let cs = cos_sin.add(((pos0 as usize + row) * half + p) * 2);
+    let cs = cos_sin.add(((*pos0 as usize + row) * half + p) * 2);
     let (c, s) = (*cs, *cs.add(1));
     let (a, b) = (h2f(at), h2f(at.add(1)));
     *at = f2h(a * c - b * s);
     *at.add(1) = f2h(a * s + b * c);
 }
 
+/// `k_cache[*pos0 + r] = k[r]`, `v_cache[*pos0 + r] = v[r]` for the `n / kv_dim` new rows
+/// (a kernel, not a copy, because the destination moves with the position on the device).
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn kv_store_f16(k: *const u16, v: *const u16, k_cache: *mut u16, v_cache: *mut u16, pos0: *const u32, n: u32, kv_dim: u32) {
+    let i = global_index();
+    if i < n as usize {
+        let at = *pos0 as usize * kv_dim as usize + i;
+        *k_cache.add(at) = *k.add(i);
+        *v_cache.add(at) = *v.add(i);
+    }
+}
+
 /// Causal grouped-query attention, one warp per (row, head): query row `r` sits at position
-/// `pos0 + r` and attends to cached keys `0..=pos0 + r`. Lanes split the head dimension
+/// `*pos0 + r` and attends to cached keys `0..=*pos0 + r`. Lanes split the head dimension
 /// (`hd / 32` ≤ 4 each); scores use an online softmax in FP32.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
@@ -113,7 +126,7 @@ pub unsafe extern "ptx-kernel" fn attention_f16(
     heads: u32,
     kv_heads: u32,
     hd: u32,
-    pos0: u32,
+    pos0: *const u32,
     scale: f32,
 ) {
     let w = global_index() / WARP as usize;
@@ -141,7 +154,7 @@ pub unsafe extern "ptx-kernel" fn attention_f16(
         d += 1;
     }
     let (mut m, mut l) = (f32::NEG_INFINITY, 0.0f32);
-    let last = pos0 as usize + row;
+    let last = *pos0 as usize + row;
     let mut j = 0;
     while j <= last {
         let kj = k_cache.add(j * kv_dim + kvh * hd_us + lane * dpl);

@@ -20,12 +20,14 @@ pub struct ChunkEntry {
 // The host's copy (host/gpu/tensor.rs) asserts the same size.
 const _: () = assert!(core::mem::size_of::<ChunkEntry>() == 32);
 
-/// One block per chunk. Coded chunks: thread 0 fills slot `slot` of the nvCOMP arrays.
+/// One block per chunk. Coded chunks: thread 0 fills slot `slot_base + slot` of the nvCOMP
+/// arrays (several tensors share one nvCOMP batch, each from its own base).
 /// Raw chunks: the block copies the bytes (16 at a time where both ends allow).
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn scatter_chunks(
     table: *const ChunkEntry,
     chunks: u32,
+    slot_base: u32,
     src: *const u8,
     dst: *mut u8,
     in_ptrs: *mut *const u8,
@@ -42,7 +44,7 @@ pub unsafe extern "ptx-kernel" fn scatter_chunks(
     let to = dst.add(e.dst_offset as usize);
     if e.slot != u32::MAX {
         if thread_x() == 0 {
-            let s = e.slot as usize;
+            let s = (slot_base + e.slot) as usize;
             *in_ptrs.add(s) = from;
             *in_bytes.add(s) = e.stored_len as usize;
             *out_ptrs.add(s) = to;
