@@ -66,11 +66,10 @@ pub struct Kernels {
     pub(crate) scatter: CudaFunction,
     pub(crate) check_decoded: CudaFunction,
     pub(crate) rmsnorm: CudaFunction,
+    pub(crate) add_rmsnorm: CudaFunction,
     pub(crate) embed: CudaFunction,
-    pub(crate) add: CudaFunction,
     pub(crate) silu_mul: CudaFunction,
-    pub(crate) rope: CudaFunction,
-    pub(crate) kv_store: CudaFunction,
+    pub(crate) rope_qk_store: CudaFunction,
     pub(crate) attention: CudaFunction,
 }
 
@@ -92,11 +91,10 @@ impl Kernels {
             scatter: f("scatter_chunks")?,
             check_decoded: f("check_decoded")?,
             rmsnorm: f("rmsnorm_f32_f16")?,
+            add_rmsnorm: f("add_rmsnorm_f32_f16")?,
             embed: f("embed_f16_f32")?,
-            add: f("add_f16_to_f32")?,
             silu_mul: f("silu_mul_f16")?,
-            rope: f("rope_f16")?,
-            kv_store: f("kv_store_f16")?,
+            rope_qk_store: f("rope_qk_store_f16")?,
             attention: f("attention_f16")?,
         })
     }

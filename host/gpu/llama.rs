@@ -10,7 +10,7 @@ use crate::error::{Error, Result};
 use crate::format::Container;
 use crate::llama::{block_names, LlamaConfig, WeightSource};
 use cudarc::cublas::CudaBlas;
-use cudarc::driver::{CudaSlice, CudaView, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DevicePtr, LaunchConfig, PushKernelArg};
 use half::f16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
@@ -585,14 +585,14 @@ impl<'g> GpuLlama<'g> {
         let ctx = BlockCtx { gpu, blas, cfg, rope, pos, m };
         match weights {
             Weights::Resident(layers) => {
-                for (b, lin) in blocks.iter_mut().zip(layers.iter()) {
+                for (i, (b, lin)) in blocks.iter_mut().zip(layers.iter()).enumerate() {
                     let refs: Vec<LinRef> = lin.iter().map(LinRef::Owned).collect();
-                    ctx.block(b, sc, &refs)?;
+                    ctx.block(b, sc, &refs, i == 0)?;
                 }
             }
             Weights::Compressed { layers, decoder, buf } => {
                 let base = buf.device_ptr(st).0;
-                for (b, lin) in blocks.iter_mut().zip(layers.iter()) {
+                for (i, (b, lin)) in blocks.iter_mut().zip(layers.iter()).enumerate() {
                     let offsets: Vec<usize> = lin.iter().scan(0, |at, t| Some(std::mem::replace(at, *at + t.len().div_ceil(256) * 256))).collect();
                     let items: Vec<_> = lin.iter().zip(&offsets).map(|(t, &o)| (&t.table, t.stored_ptr(st), base + o as u64)).collect();
                     // SAFETY: the buffer holds the largest layer's INT8 bytes (256-aligned per
@@ -600,18 +600,19 @@ impl<'g> GpuLlama<'g> {
                     unsafe { decoder.decode_batch(&items, st)? };
                     let views: Vec<Int8Weights> = lin.iter().zip(&offsets).map(|(t, &o)| t.table.weights_at(buf.slice(o..o + t.len()))).collect();
                     let refs: Vec<LinRef> = views.iter().map(LinRef::Int8).collect();
-                    ctx.block(b, sc, &refs)?;
+                    ctx.block(b, sc, &refs, i == 0)?;
                 }
             }
             Weights::Streamed(ws) => {
                 ws.for_each_unit(|u, w, _stream| {
                     let refs: Vec<LinRef> = w.iter().map(LinRef::Int8).collect();
-                    ctx.block(&mut blocks[u], sc, &refs)
+                    ctx.block(&mut blocks[u], sc, &refs, u == 0)
                 })?;
             }
         }
-        // Final norm and LM head on the last row only.
-        rmsnorm(gpu, &sc.x.slice((m - 1) * d..m * d), out_norm, &mut sc.h, 1, d, cfg.eps)?;
+        // The last block's MLP output, the final norm and the LM head: on the last row only.
+        let last = (m - 1) * d..m * d;
+        norm(gpu, &mut sc.x.slice_mut(last.clone()), Some(&sc.o.slice(last)), out_norm, &mut sc.h, 1, d, cfg.eps)?;
         match lm_head {
             LmHead::Resident(l) => l.apply(gpu, blas, &sc.h, 1, &mut sc.logits),
             LmHead::Streamed(l) => l.apply(gpu, &sc.h, &mut sc.logits),
@@ -632,39 +633,36 @@ struct BlockCtx<'a> {
 
 impl BlockCtx<'_> {
     /// One transformer block on the default stream: attention with RoPE and the KV cache,
-    /// then SwiGLU; both branches added to the FP32 residual `sc.x`.
-    fn block(&self, b: &mut Block, sc: &mut Scratch, lin: &[LinRef]) -> Result<()> {
+    /// then SwiGLU; both branches go into the FP32 residual `sc.x`, each folded into the
+    /// next norm (the MLP's output is left in `sc.o` for the next block or the final
+    /// norm; `first` says there is none yet).
+    fn block(&self, b: &mut Block, sc: &mut Scratch, lin: &[LinRef], first: bool) -> Result<()> {
         let (gpu, cfg, m) = (self.gpu, self.cfg, self.m);
         let st = &gpu.stream;
         let k = &gpu.kernels;
-        let (d, hd, kv_dim) = (cfg.dim, cfg.head_dim, cfg.kv_heads * cfg.head_dim);
+        let (d, hd) = (cfg.dim, cfg.head_dim);
         let mu = m as u32;
-        rmsnorm(gpu, &sc.x.slice(..), &b.attn_norm, &mut sc.h, m, d, cfg.eps)?;
+        let pending = (!first).then(|| sc.o.slice(..m * d));
+        norm(gpu, &mut sc.x.slice_mut(..m * d), pending.as_ref(), &b.attn_norm, &mut sc.h, m, d, cfg.eps)?;
+        drop(pending);
         lin[Q].apply(gpu, self.blas, &sc.h, m, &mut sc.q)?;
         lin[K].apply(gpu, self.blas, &sc.h, m, &mut sc.k)?;
         lin[V].apply(gpu, self.blas, &sc.h, m, &mut sc.v)?;
         // Kernel safety below: `forward` checked that positions *pos .. *pos + m lie within
         // max_context, which the RoPE table and the caches cover.
-        for (buf, heads) in [(&mut sc.q, cfg.heads), (&mut sc.k, cfg.kv_heads)] {
-            let (h, hdu) = (heads as u32, hd as u32);
-            let mut l = st.launch_builder(&k.rope);
-            l.arg(buf).arg(self.rope).arg(&mu).arg(&h).arg(&hdu).arg(self.pos);
-            // SAFETY: buf holds m·heads·hd.
-            unsafe { l.launch(launch_1d(m * heads * hd / 2)) }?;
-        }
-        let (n, kvu) = ((m * kv_dim) as u32, kv_dim as u32);
-        let mut l = st.launch_builder(&k.kv_store);
-        l.arg(&sc.k).arg(&sc.v).arg(&mut b.k_cache).arg(&mut b.v_cache).arg(self.pos).arg(&n).arg(&kvu);
-        // SAFETY: k and v hold m·kv_dim; the caches max_context·kv_dim.
-        unsafe { l.launch(launch_1d(m * kv_dim)) }?;
-        let (h, kvh, hdu, scale) = (cfg.heads as u32, cfg.kv_heads as u32, hd as u32, 1.0 / (hd as f32).sqrt());
+        let (h, kvh, hdu) = (cfg.heads as u32, cfg.kv_heads as u32, hd as u32);
+        let mut l = st.launch_builder(&k.rope_qk_store);
+        l.arg(&mut sc.q).arg(&mut sc.k).arg(&sc.v).arg(&mut b.k_cache).arg(&mut b.v_cache).arg(self.rope).arg(&mu).arg(&h).arg(&kvh).arg(&hdu).arg(self.pos);
+        // SAFETY: q holds m·heads·hd, k and v m·kv_heads·hd; one thread per rotated pair.
+        unsafe { l.launch(launch_1d(m * (cfg.heads + cfg.kv_heads) * hd / 2)) }?;
+        let scale = 1.0 / (hd as f32).sqrt();
         let mut l = st.launch_builder(&k.attention);
         l.arg(&sc.q).arg(&b.k_cache).arg(&b.v_cache).arg(&mut sc.att).arg(&mu).arg(&h).arg(&kvh).arg(&hdu).arg(self.pos).arg(&scale);
-        // SAFETY: one warp per (row, head); caches hold positions ≤ *pos + m - 1.
-        unsafe { l.launch(warps_cfg(m * cfg.heads)) }?;
+        let cfg_att = LaunchConfig { grid_dim: ((m * cfg.heads) as u32, 1, 1), block_dim: (ATT_THREADS, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: one block per (row, head); caches hold positions ≤ *pos + m - 1.
+        unsafe { l.launch(cfg_att) }?;
         lin[O].apply(gpu, self.blas, &sc.att, m, &mut sc.o)?;
-        add(gpu, &mut sc.x, &sc.o, m * d)?;
-        rmsnorm(gpu, &sc.x.slice(..), &b.ffn_norm, &mut sc.h, m, d, cfg.eps)?;
+        norm(gpu, &mut sc.x.slice_mut(..m * d), Some(&sc.o.slice(..m * d)), &b.ffn_norm, &mut sc.h, m, d, cfg.eps)?;
         lin[GATE].apply(gpu, self.blas, &sc.h, m, &mut sc.g)?;
         lin[UP].apply(gpu, self.blas, &sc.h, m, &mut sc.u)?;
         let n = (m * cfg.ffn) as u32;
@@ -672,32 +670,28 @@ impl BlockCtx<'_> {
         l.arg(&sc.g).arg(&sc.u).arg(&mut sc.h).arg(&n);
         // SAFETY: g, u, h hold m·ffn.
         unsafe { l.launch(launch_1d(m * cfg.ffn)) }?;
-        lin[DOWN].apply(gpu, self.blas, &sc.h, m, &mut sc.o)?;
-        add(gpu, &mut sc.x, &sc.o, m * d)
+        lin[DOWN].apply(gpu, self.blas, &sc.h, m, &mut sc.o)
     }
 }
 
-/// One warp per item, four warps per block.
-fn warps_cfg(items: usize) -> LaunchConfig {
-    LaunchConfig { grid_dim: ((items as u32).div_ceil(4).max(1), 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 }
-}
+/// Threads of an RMSNorm block and of an attention block: `NORM_THREADS` and
+/// `ATT_WARPS · 32` in kernels/src/llama.rs, which return without writing on any other size.
+const NORM_THREADS: u32 = 256;
+const ATT_THREADS: u32 = 8 * 32;
 
-/// `h = x / rms(x) · w` for `rows` rows of `d` (one warp per row).
-fn rmsnorm(gpu: &Gpu, x: &CudaView<f32>, w: &CudaSlice<f32>, h: &mut CudaSlice<f16>, rows: usize, d: usize, eps: f32) -> Result<()> {
+/// `x += add` when given, then `h = x / rms(x) · w`, for `rows` rows of `d` (one block per row).
+#[allow(clippy::too_many_arguments)]
+fn norm(gpu: &Gpu, x: &mut CudaViewMut<f32>, add: Option<&CudaView<f16>>, w: &CudaSlice<f32>, h: &mut CudaSlice<f16>, rows: usize, d: usize, eps: f32) -> Result<()> {
     let (r, du) = (rows as u32, d as u32);
-    let mut l = gpu.stream.launch_builder(&gpu.kernels.rmsnorm);
-    l.arg(x).arg(w).arg(h).arg(&r).arg(&du).arg(&eps);
-    // SAFETY: x holds rows·d, h at least rows·d.
-    unsafe { l.launch(warps_cfg(rows)) }?;
-    Ok(())
-}
-
-/// `x += y` over `n` elements (FP32 residual, FP16 branch).
-fn add(gpu: &Gpu, x: &mut CudaSlice<f32>, y: &CudaSlice<f16>, n: usize) -> Result<()> {
-    let nu = n as u32;
-    let mut l = gpu.stream.launch_builder(&gpu.kernels.add);
-    l.arg(x).arg(y).arg(&nu);
-    // SAFETY: x and y hold n elements.
-    unsafe { l.launch(launch_1d(n)) }?;
+    let cfg = LaunchConfig { grid_dim: (r, 1, 1), block_dim: (NORM_THREADS, 1, 1), shared_mem_bytes: 0 };
+    let k = &gpu.kernels;
+    let mut l = gpu.stream.launch_builder(if add.is_some() { &k.add_rmsnorm } else { &k.rmsnorm });
+    l.arg(x);
+    if let Some(a) = add {
+        l.arg(a);
+    }
+    l.arg(w).arg(h).arg(&r).arg(&du).arg(&eps);
+    // SAFETY: x (and add) hold rows·d, h at least rows·d.
+    unsafe { l.launch(cfg) }?;
     Ok(())
 }

@@ -1,6 +1,6 @@
 //! The non-linear parts of a LLaMA block, FP16 activations with FP32 math (the linears are
 //! `gemv.rs` / `gemm.rs`). The residual stream stays in FP32 across layers.
-use crate::ptx::{block_dim_x, block_x, exp2, rsqrt, thread_x, warp_sum, WARP};
+use crate::ptx::{block_dim_x, block_x, exp2, f16x2_to_f32, fma, load_cached_v4, rsqrt, shfl_idx, sync_threads, thread_x, warp_max, warp_sum, WARP};
 
 #[inline(always)]
 fn global_index() -> usize {
@@ -17,29 +17,70 @@ fn f2h(v: f32) -> u16 {
     (v as f16).to_bits()
 }
 
-/// One warp per row: `y = x / √(mean(x²) + eps) · w`, x FP32 → y FP16.
-#[no_mangle]
-pub unsafe extern "ptx-kernel" fn rmsnorm_f32_f16(x: *const f32, w: *const f32, y: *mut u16, rows: u32, d: u32, eps: f32) {
-    let row = global_index() / WARP as usize;
-    let lane = thread_x() % WARP;
-    if row >= rows as usize || d == 0 {
+/// Threads per RMSNorm block (one block per row): d = 576 is 2–3 elements per thread, and
+/// the reduction is one warp sum plus one exchange of 8 partials through shared memory. A
+/// single warp per row (the first version) spent 11 µs per row in serial load latency.
+pub const NORM_THREADS: u32 = 256;
+core::arch::global_asm!(".shared .align 4 .b8 codecllm_norm_partials[32];");
+
+#[inline(always)]
+fn norm_partials() -> *mut f32 {
+    let p: u64;
+    unsafe { core::arch::asm!("cvta.shared.u64 {p}, codecllm_norm_partials;", p = out(reg64) p, options(pure, nomem, nostack)) };
+    p as *mut f32
+}
+
+/// One block of `NORM_THREADS` per row: optionally `x += add` (the FP16 output of the
+/// branch before, folded in here to save a launch), then `y = x / √(mean(x²) + eps) · w`.
+#[inline(always)]
+unsafe fn norm_rows(x: *mut f32, add: *const u16, w: *const f32, y: *mut u16, rows: u32, d: u32, eps: f32) {
+    let row = block_x() as usize;
+    if row >= rows as usize || d == 0 || block_dim_x() != NORM_THREADS {
         return;
     }
-    core::hint::assert_unchecked(d != 0);
-    let xr = x.add(row * d as usize);
+    let (t, d) = (thread_x() as usize, d as usize);
+    let xr = x.add(row * d);
     let mut ss = 0.0f32;
-    let mut i = lane;
+    let mut i = t;
     while i < d {
-        let v = *xr.add(i as usize);
+        let mut v = *xr.add(i);
+        if !add.is_null() {
+            v += h2f(add.add(row * d + i));
+            *xr.add(i) = v;
+        }
         ss += v * v;
-        i += WARP;
+        i += NORM_THREADS as usize;
     }
-    let r = rsqrt(warp_sum(ss) / d as f32 + eps);
-    let mut i = lane;
+    let parts = norm_partials();
+    ss = warp_sum(ss);
+    if t as u32 % WARP == 0 {
+        *parts.add(t / WARP as usize) = ss;
+    }
+    sync_threads();
+    let mut total = 0.0f32;
+    let mut p = 0;
+    while p < (NORM_THREADS / WARP) as usize {
+        total += *parts.add(p);
+        p += 1;
+    }
+    let r = rsqrt(total / d as f32 + eps);
+    let mut i = t;
     while i < d {
-        *y.add(row * d as usize + i as usize) = f2h(*xr.add(i as usize) * r * *w.add(i as usize));
-        i += WARP;
+        *y.add(row * d + i) = f2h(*xr.add(i) * r * *w.add(i));
+        i += NORM_THREADS as usize;
     }
+}
+
+/// `y = rmsnorm(x) · w` per row, x FP32 → y FP16.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn rmsnorm_f32_f16(x: *mut f32, w: *const f32, y: *mut u16, rows: u32, d: u32, eps: f32) {
+    norm_rows(x, core::ptr::null(), w, y, rows, d, eps);
+}
+
+/// `x += add` (FP32 residual += FP16 branch output), then `y = rmsnorm(x) · w`.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn add_rmsnorm_f32_f16(x: *mut f32, add: *const u16, w: *const f32, y: *mut u16, rows: u32, d: u32, eps: f32) {
+    norm_rows(x, add, w, y, rows, d, eps);
 }
 
 /// `x[r, :] = table[ids[r], :]` (FP16 → FP32); ids are checked by the host.
@@ -54,15 +95,6 @@ pub unsafe extern "ptx-kernel" fn embed_f16_f32(table: *const u16, ids: *const u
     *x.add(i) = h2f(table.add(*ids.add(r) as usize * d as usize + c));
 }
 
-/// `x += y` (FP32 residual += FP16 branch output).
-#[no_mangle]
-pub unsafe extern "ptx-kernel" fn add_f16_to_f32(x: *mut f32, y: *const u16, n: u32) {
-    let i = global_index();
-    if i < n as usize {
-        *x.add(i) += h2f(y.add(i));
-    }
-}
-
 /// SwiGLU: `y = silu(g) · u`.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn silu_mul_f16(g: *const u16, u: *const u16, y: *mut u16, n: u32) {
@@ -75,46 +107,73 @@ pub unsafe extern "ptx-kernel" fn silu_mul_f16(g: *const u16, u: *const u16, y: 
     }
 }
 
-/// RoPE in place on `x` `[rows, heads · hd]` at positions `*pos0 + row`, rotating adjacent
-/// pairs; `cos_sin` `[positions, hd / 2, 2]` is precomputed by the host in f64 (the angles
-/// reach thousands of radians, beyond `sin.approx`'s accurate range). The position is read
-/// from device memory so that one captured CUDA graph serves every decode step.
+/// RoPE on the new query and key rows at positions `*pos0 + row` (adjacent pairs rotated
+/// in place), and the rotated keys and the values stored into the caches at those
+/// positions: one launch instead of three. `cos_sin` `[positions, hd / 2, 2]` is
+/// precomputed by the host in f64 (the angles reach thousands of radians, beyond
+/// `sin.approx`'s accurate range). The position is read from device memory so that one
+/// captured CUDA graph serves every decode step. One thread per pair.
 #[no_mangle]
-pub unsafe extern "ptx-kernel" fn rope_f16(x: *mut u16, cos_sin: *const f32, rows: u32, heads: u32, hd: u32, pos0: *const u32) {
+#[allow(clippy::too_many_arguments)]
+pub unsafe extern "ptx-kernel" fn rope_qk_store_f16(
+    q: *mut u16,
+    k: *mut u16,
+    v: *const u16,
+    k_cache: *mut u16,
+    v_cache: *mut u16,
+    cos_sin: *const f32,
+    rows: u32,
+    heads: u32,
+    kv_heads: u32,
+    hd: u32,
+    pos0: *const u32,
+) {
     let i = global_index();
     let half = hd as usize / 2;
-    let pairs = rows as usize * heads as usize * half;
-    if i >= pairs || half == 0 || heads == 0 {
+    let (q_pairs, k_pairs) = (heads as usize * half, kv_heads as usize * half);
+    if half == 0 || i >= rows as usize * (q_pairs + k_pairs) {
         return;
     }
-    let per_row = half * heads as usize;
-    // SAFETY: both factors are non-zero and their product (≤ pairs) does not overflow.
-    core::hint::assert_unchecked(half != 0 && per_row != 0);
-    let p = i % half;
-    let row = i / per_row;
-    let at = x.add(2 * i);
-    let cs = cos_sin.add(((*pos0 as usize + row) * half + p) * 2);
+    // SAFETY: half != 0, and q_pairs + k_pairs >= half.
+    core::hint::assert_unchecked(half != 0 && q_pairs + k_pairs != 0);
+    let (row, r) = (i / (q_pairs + k_pairs), i % (q_pairs + k_pairs));
+    let pos = *pos0 as usize + row;
+    let (at, p) = if r < q_pairs { (q.add(2 * (row * q_pairs + r)), r % half) } else { (k.add(2 * (row * k_pairs + r - q_pairs)), (r - q_pairs) % half) };
+    let cs = cos_sin.add((pos * half + p) * 2);
     let (c, s) = (*cs, *cs.add(1));
     let (a, b) = (h2f(at), h2f(at.add(1)));
-    *at = f2h(a * c - b * s);
-    *at.add(1) = f2h(a * s + b * c);
-}
-
-/// `k_cache[*pos0 + r] = k[r]`, `v_cache[*pos0 + r] = v[r]` for the `n / kv_dim` new rows
-/// (a kernel, not a copy, because the destination moves with the position on the device).
-#[no_mangle]
-pub unsafe extern "ptx-kernel" fn kv_store_f16(k: *const u16, v: *const u16, k_cache: *mut u16, v_cache: *mut u16, pos0: *const u32, n: u32, kv_dim: u32) {
-    let i = global_index();
-    if i < n as usize {
-        let at = *pos0 as usize * kv_dim as usize + i;
-        *k_cache.add(at) = *k.add(i);
-        *v_cache.add(at) = *v.add(i);
+    let (ra, rb) = (f2h(a * c - b * s), f2h(a * s + b * c));
+    *at = ra;
+    *at.add(1) = rb;
+    if r >= q_pairs {
+        let (src, dst) = (2 * (row * k_pairs + r - q_pairs), 2 * (pos * k_pairs + r - q_pairs));
+        *k_cache.add(dst) = ra;
+        *k_cache.add(dst + 1) = rb;
+        *v_cache.add(dst) = *v.add(src);
+        *v_cache.add(dst + 1) = *v.add(src + 1);
     }
 }
 
-/// Causal grouped-query attention, one warp per (row, head): query row `r` sits at position
-/// `*pos0 + r` and attends to cached keys `0..=*pos0 + r`. Lanes split the head dimension
-/// (`hd / 32` ≤ 4 each); scores use an online softmax in FP32.
+/// Warps per attention block (one block per query row and head). Each warp takes chunks
+/// of 32 cached positions, one position per lane, so a decode step with up to 256
+/// positions is one chunk per warp; the warps' partial softmax states merge at the end.
+pub const ATT_WARPS: u32 = 8;
+/// Largest head dimension: shared memory holds the scaled query and each warp's
+/// accumulator at this width.
+const ATT_MAX_HD: usize = 128;
+// q[128] | max[8] | sum[8] | acc[8][128], as f32.
+core::arch::global_asm!(".shared .align 16 .b8 codecllm_attn[4672];");
+
+#[inline(always)]
+fn attn_shared() -> *mut f32 {
+    let p: u64;
+    unsafe { core::arch::asm!("cvta.shared.u64 {p}, codecllm_attn;", p = out(reg64) p, options(pure, nomem, nostack)) };
+    p as *mut f32
+}
+
+/// Causal grouped-query attention, one block of `ATT_WARPS` warps per (row, head): query
+/// row `r` sits at position `*pos0 + r` and attends to cached keys `0..=*pos0 + r`. Scores
+/// and the online softmax are FP32; `hd` is a multiple of 32 up to 128.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "ptx-kernel" fn attention_f16(
@@ -129,9 +188,8 @@ pub unsafe extern "ptx-kernel" fn attention_f16(
     pos0: *const u32,
     scale: f32,
 ) {
-    let w = global_index() / WARP as usize;
-    let lane = (thread_x() % WARP) as usize;
-    if heads == 0 || kv_heads == 0 || w >= rows as usize * heads as usize || hd % WARP != 0 || hd > 4 * WARP {
+    let item = block_x() as usize;
+    if heads == 0 || kv_heads == 0 || item >= rows as usize * heads as usize || hd % WARP != 0 || hd as usize > ATT_MAX_HD || block_dim_x() != ATT_WARPS * WARP {
         return;
     }
     core::hint::assert_unchecked(heads != 0 && kv_heads != 0);
@@ -139,55 +197,116 @@ pub unsafe extern "ptx-kernel" fn attention_f16(
         return;
     }
     core::hint::assert_unchecked(heads / kv_heads != 0);
-    let (row, head) = (w / heads as usize, w % heads as usize);
+    let (t, warp, lane) = (thread_x() as usize, (thread_x() / WARP) as usize, thread_x() % WARP);
+    let (row, head) = (item / heads as usize, item % heads as usize);
     let kvh = head / (heads / kv_heads) as usize;
-    let dpl = (hd / WARP) as usize; // dims per lane
-    let (hd_us, kv_dim) = (hd as usize, kv_heads as usize * hd as usize);
-    let qrow = q.add(row * heads as usize * hd_us + head * hd_us);
-    let mut qv = [0.0f32; 4];
-    let mut acc = [0.0f32; 4];
-    let mut d = 0;
-    while d < 4 {
-        if d < dpl {
-            qv[d] = h2f(qrow.add(lane * dpl + d)) * scale;
-        }
-        d += 1;
+    let (hd, kv_dim) = (hd as usize, kv_heads as usize * hd as usize);
+    let dpl = hd / WARP as usize; // output dims per lane, ≤ 4
+    let sh = attn_shared();
+    let (qs, maxes, sums, accs) = (sh, sh.add(ATT_MAX_HD), sh.add(ATT_MAX_HD + 8), sh.add(ATT_MAX_HD + 16));
+    let qrow = q.add((row * heads as usize + head) * hd);
+    let mut d = t;
+    while d < hd {
+        *qs.add(d) = h2f(qrow.add(d)) * scale;
+        d += (ATT_WARPS * WARP) as usize;
     }
+    sync_threads();
+    let positions = *pos0 as usize + row + 1;
+    let (kbase, vbase) = (k_cache.add(kvh * hd), v_cache.add(kvh * hd + lane as usize * dpl));
     let (mut m, mut l) = (f32::NEG_INFINITY, 0.0f32);
-    let last = *pos0 as usize + row;
-    let mut j = 0;
-    while j <= last {
-        let kj = k_cache.add(j * kv_dim + kvh * hd_us + lane * dpl);
-        let mut part = 0.0;
-        let mut d = 0;
-        while d < 4 {
-            if d < dpl {
-                part += qv[d] * h2f(kj.add(d));
+    let mut acc = [0.0f32; 4];
+    let mut c0 = warp * WARP as usize;
+    while c0 < positions {
+        // Scores: lane j of the chunk takes position c0 + j, a full dot product over hd.
+        let j = c0 + lane as usize;
+        let mut s = f32::NEG_INFINITY;
+        if j < positions {
+            let kj = kbase.add(j * kv_dim) as *const u32;
+            let mut dot = 0.0f32;
+            let mut e = 0;
+            while e < hd / 8 {
+                let w = load_cached_v4(kj.add(4 * e));
+                let mut h = 0;
+                while h < 4 {
+                    let (a, b) = f16x2_to_f32(w[h]);
+                    dot = fma(a, *qs.add(8 * e + 2 * h), fma(b, *qs.add(8 * e + 2 * h + 1), dot));
+                    h += 1;
+                }
+                e += 1;
             }
-            d += 1;
+            s = dot;
         }
-        let s = warp_sum(part);
-        let m_new = if s > m { s } else { m };
+        // Lane 0's position always exists, so the chunk's max is finite.
+        let m_new = { let c = warp_max(s); if c > m { c } else { m } };
         let corr = exp2((m - m_new) * core::f32::consts::LOG2_E);
-        let p = exp2((s - m_new) * core::f32::consts::LOG2_E);
-        l = l * corr + p;
-        let vj = v_cache.add(j * kv_dim + kvh * hd_us + lane * dpl);
-        let mut d = 0;
-        while d < 4 {
-            if d < dpl {
-                acc[d] = acc[d] * corr + p * h2f(vj.add(d));
+        let p = if j < positions { exp2((s - m_new) * core::f32::consts::LOG2_E) } else { 0.0 };
+        l = l * corr + warp_sum(p);
+        let mut e = 0;
+        while e < 4 {
+            acc[e] *= corr;
+            e += 1;
+        }
+        // Values: lanes split the head dimension; each position's weight is broadcast.
+        let n = (positions - c0).min(WARP as usize);
+        let mut i = 0;
+        while i < n {
+            let pi = shfl_idx(p, i as u32);
+            let vj = vbase.add((c0 + i) * kv_dim);
+            let mut e = 0;
+            while e < 4 {
+                if e < dpl {
+                    acc[e] = fma(pi, h2f(vj.add(e)), acc[e]);
+                }
+                e += 1;
             }
-            d += 1;
+            i += 1;
         }
         m = m_new;
-        j += 1;
+        c0 += (ATT_WARPS * WARP) as usize;
     }
-    let orow = out.add(row * heads as usize * hd_us + head * hd_us + lane * dpl);
-    let mut d = 0;
-    while d < 4 {
-        if d < dpl {
-            *orow.add(d) = f2h(acc[d] / l);
+    if lane == 0 {
+        *maxes.add(warp) = m;
+        *sums.add(warp) = l;
+    }
+    let mut e = 0;
+    while e < 4 {
+        if e < dpl {
+            *accs.add(warp * ATT_MAX_HD + lane as usize * dpl + e) = acc[e];
         }
-        d += 1;
+        e += 1;
+    }
+    sync_threads();
+    if warp != 0 {
+        return;
+    }
+    // Merge: a warp with no positions has max -inf and weight 2^-inf = 0.
+    let mut mm = f32::NEG_INFINITY;
+    let mut w = 0;
+    while w < ATT_WARPS as usize {
+        let mw = *maxes.add(w);
+        mm = if mw > mm { mw } else { mm };
+        w += 1;
+    }
+    let (mut total, mut o) = (0.0f32, [0.0f32; 4]);
+    let mut w = 0;
+    while w < ATT_WARPS as usize {
+        let f = exp2((*maxes.add(w) - mm) * core::f32::consts::LOG2_E);
+        total += *sums.add(w) * f;
+        let mut e = 0;
+        while e < 4 {
+            if e < dpl {
+                o[e] += *accs.add(w * ATT_MAX_HD + lane as usize * dpl + e) * f;
+            }
+            e += 1;
+        }
+        w += 1;
+    }
+    let orow = out.add((row * heads as usize + head) * hd + lane as usize * dpl);
+    let mut e = 0;
+    while e < 4 {
+        if e < dpl {
+            *orow.add(e) = f2h(o[e] / total);
+        }
+        e += 1;
     }
 }

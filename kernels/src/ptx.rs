@@ -107,6 +107,34 @@ pub fn warp_sum(mut v: f32) -> f32 {
     v
 }
 
+/// Maximum over the 32 lanes of a warp; every lane gets it.
+#[inline(always)]
+pub fn warp_max(mut v: f32) -> f32 {
+    let mut m = 16;
+    while m > 0 {
+        let o = shfl_xor(v, m);
+        v = if o > v { o } else { v };
+        m >>= 1;
+    }
+    v
+}
+
+/// Lane `src`'s `v`, for every lane (not `pure`, for the reason given at `shfl_xor`).
+#[inline(always)]
+pub fn shfl_idx(v: f32, src: u32) -> f32 {
+    let r: f32;
+    unsafe {
+        asm!(
+            "shfl.sync.idx.b32 {r}, {v}, {s}, 31, -1;",
+            r = out(reg32) r,
+            v = in(reg32) v,
+            s = in(reg32) src,
+            options(nostack),
+        );
+    }
+    r
+}
+
 /// Byte `i` of `w` as a signed INT8 value in f32, without an I2F conversion (a slow pipe on
 /// sm_80/sm_90): `prmt` places the biased byte under the exponent of 2^23, so the float is
 /// 2^23 + (b + 128) exactly, and one subtraction recovers b. `biased` is `w ^ 0x80808080`.
