@@ -281,6 +281,9 @@ pub struct WeightStream<'a> {
     copy: Arc<CudaStream>,
     decode: Arc<CudaStream>,
     compute: Arc<CudaStream>,
+    /// Recorded on the copy stream after a pass's last copy: where whatever streams next
+    /// (a model's LM head) may take over the link.
+    pub copies_done: CudaEvent,
     slots: Vec<Slot>,
     staging: Vec<Staging>,
     decoder: Decoder,
@@ -340,6 +343,7 @@ impl<'a> WeightStream<'a> {
             copy: gpu.ctx.new_stream()?,
             decode: gpu.ctx.new_stream()?,
             compute: gpu.ctx.new_stream()?,
+            copies_done: ev()?,
             slots,
             staging,
             decoder,
@@ -458,6 +462,7 @@ impl<'a> WeightStream<'a> {
                 }
             }
         }
+        self.copies_done.record(&self.copy)?;
         // Join: the default stream continues after the last compute (the last decode and
         // copy are ordered before it).
         let done = self.gpu.ctx.new_event(None)?;

@@ -309,8 +309,8 @@ fn run(cmd: Command) -> Result<bool> {
             let gpu_holder = weights.map(|_| codecllm::gpu::Gpu::new(0)).transpose()?;
             // Outlives the model that streams from it.
             let stream_store: codecllm::stream::HostStore;
-            // (measured peak, allocated) VRAM of the GPU model, reported at the end.
-            let vram = std::rc::Rc::new(std::cell::Cell::new(None::<(usize, usize)>));
+            // (measured peak VRAM, allocated VRAM, device seconds) of the GPU model.
+            let vram = std::rc::Rc::new(std::cell::Cell::new(None::<(usize, usize, f64)>));
             // One step function for either engine: prompt (all at once) or one token.
             let mut step: Box<dyn FnMut(&[u32]) -> Result<Vec<f32>>> = match (&gpu_holder, weights) {
                 (Some(gpu), Some(mode)) => {
@@ -334,7 +334,7 @@ fn run(cmd: Command) -> Result<bool> {
                     let vram = vram.clone();
                     Box::new(move |t: &[u32]| {
                         let logits = llm.forward(t);
-                        vram.set(Some((llm.peak_vram, llm.vram_accounted)));
+                        vram.set(Some((llm.peak_vram, llm.vram_accounted, llm.device_seconds)));
                         logits
                     })
                 }
@@ -358,6 +358,7 @@ fn run(cmd: Command) -> Result<bool> {
             let t0 = std::time::Instant::now();
             let mut logits = step(&ids)?;
             let prefill = t0.elapsed().as_secs_f64();
+            let device_after_prefill = vram.get().map_or(0.0, |v| v.2);
             let (mut out, mut shown) = (Vec::new(), 0);
             let t1 = std::time::Instant::now();
             for _ in 0..max_tokens {
@@ -377,8 +378,15 @@ fn run(cmd: Command) -> Result<bool> {
             }
             println!();
             eprintln!("prefill {} tokens in {:.3} s; {} new tokens in {:.3} s ({:.1} tokens/s)", ids.len(), prefill, out.len(), t1.elapsed().as_secs_f64(), out.len() as f64 / t1.elapsed().as_secs_f64().max(1e-9));
-            if let Some((peak, allocated)) = vram.get() {
-                eprintln!("VRAM: peak {:.1} MB measured, {:.1} MB allocated by the model", peak as f64 / 1e6, allocated as f64 / 1e6);
+            if let Some((peak, allocated, device)) = vram.get() {
+                let steps = out.len().max(1) as f64;
+                eprintln!(
+                    "device time per new token {:.3} ms of {:.3} ms; VRAM: peak {:.1} MB measured, {:.1} MB allocated by the model",
+                    (device - device_after_prefill) * 1e3 / steps,
+                    t1.elapsed().as_secs_f64() * 1e3 / steps,
+                    peak as f64 / 1e6,
+                    allocated as f64 / 1e6
+                );
             }
             Ok(true)
         }
