@@ -28,7 +28,7 @@
 //! ```
 use crate::error::{Error, Result};
 use crate::format::Container;
-use crate::gpu::{DecodeLog, Decoder, DeviceChunkTable, Gpu, Int8Weights};
+use crate::gpu::{ChunkBatch, DecodeLog, Decoder, DeviceChunkTable, Gpu, Int8Weights};
 use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, DevicePtr, PinnedHostSlice};
 use half::f16;
 use rayon::prelude::*;
@@ -130,6 +130,27 @@ pub struct HostTensor {
 pub struct HostUnit {
     pub tensors: Vec<HostTensor>,
     pub size: UnitSize,
+    /// The tensors' tables merged at their slot offsets (one scatter and one nvCOMP call
+    /// per unit); `None` when their coded chunks mix codecs.
+    batch: Option<ChunkBatch>,
+}
+
+impl HostUnit {
+    /// Enqueues the decode of the unit's stored bytes at `src` (laid out as in a slot)
+    /// into `dst` on `stream`.
+    ///
+    /// # Safety
+    /// `src` holds `size.stored` readable bytes, `dst` `size.decoded` writable bytes, both
+    /// valid until the work completes.
+    unsafe fn decode(&self, decoder: &mut Decoder, src: u64, dst: u64, stream: &Arc<CudaStream>) -> Result<()> {
+        match &self.batch {
+            Some(b) => decoder.decode_merged(b, src, dst, stream),
+            None => {
+                let items: Vec<_> = self.tensors.iter().map(|t| (&t.table, src + t.slot_stored_offset as u64, dst + t.slot_decoded_offset as u64)).collect();
+                decoder.decode_batch(&items, stream)
+            }
+        }
+    }
 }
 
 // SAFETY (Send/Sync below): the arena is written only in `load`, before the store is
@@ -177,7 +198,9 @@ impl HostStore {
                 stored += align(len);
                 decoded += align(decoded_len);
             }
-            host_units.push(HostUnit { tensors, size: UnitSize { stored, decoded } });
+            let parts: Vec<_> = tensors.iter().map(|t| (&t.table, t.slot_stored_offset, t.slot_decoded_offset)).collect();
+            let batch = ChunkBatch::new(gpu, &parts)?;
+            host_units.push(HostUnit { tensors, size: UnitSize { stored, decoded }, batch });
         }
         let pinned = if pin {
             // SAFETY: written below before any read.
@@ -242,7 +265,8 @@ impl HostStore {
 
     /// Device bytes of all chunk tables and scales (resident for the whole run).
     pub fn table_bytes(&self) -> usize {
-        self.units.iter().flat_map(|u| &u.tensors).map(|t| t.table.device_bytes()).sum()
+        let merged: usize = self.units.iter().filter_map(|u| u.batch.as_ref()).map(ChunkBatch::device_bytes).sum();
+        merged + self.units.iter().flat_map(|u| &u.tensors).map(|t| t.table.device_bytes()).sum::<usize>()
     }
 }
 
@@ -399,10 +423,9 @@ impl<'a> WeightStream<'a> {
         // The slot's INT8 half was last read by the compute of unit u - slots.
         self.decode.wait(&slot.computed)?;
         let (src_base, dst_base) = (slot.stored.device_ptr(&self.decode).0, slot.decoded.device_ptr(&self.decode).0);
-        let items: Vec<_> = unit.tensors.iter().map(|t| (&t.table, src_base + t.slot_stored_offset as u64, dst_base + t.slot_decoded_offset as u64)).collect();
-        // SAFETY: offsets come from the unit's layout, which fits the slot (SlotPlan); the
-        // events above order the copy before and the previous compute before.
-        unsafe { self.decoder.decode_batch(&items, &self.decode)? };
+        // SAFETY: the unit's layout fits the slot (SlotPlan); the events above order the
+        // copy before and the previous compute before.
+        unsafe { unit.decode(&mut self.decoder, src_base, dst_base, &self.decode)? };
         slot.decoded_done.record(&self.decode)?;
         Ok(())
     }
@@ -572,10 +595,9 @@ pub fn forward_resident(gpu: &Gpu, store: &HostStore, x: &CudaSlice<f16>, m: usi
         let stored = s.clone_htod(store.bytes(unit.tensors[0].host_offset, unit.size.stored))?;
         let mut decoded = s.alloc_zeros::<u8>(unit.size.decoded.max(1))?;
         let (src, dst) = (stored.device_ptr(s).0, decoded.device_ptr(s).0);
-        let items: Vec<_> = unit.tensors.iter().map(|t| (&t.table, src + (t.host_offset - unit.tensors[0].host_offset) as u64, dst + t.slot_decoded_offset as u64)).collect();
         // SAFETY: the unit's tensors are contiguous in the arena from its first tensor, at
         // the same relative offsets as in a slot; buffers outlive the sync below.
-        unsafe { decoder.decode_batch(&items, s)? };
+        unsafe { unit.decode(&mut decoder, src, dst, s)? };
         let weights: Vec<Int8Weights> = unit.tensors.iter().map(|t| t.table.weights_at(decoded.slice(t.slot_decoded_offset..t.slot_decoded_offset + t.table.len()))).collect();
         input = run_unit(gpu, unit, &weights, &mut acts, input, m, s)?;
         s.synchronize()?;

@@ -26,7 +26,7 @@ pub mod nvcomp;
 mod tensor;
 
 pub use kernels::{cublas_fp16_linear, Int8Weights, Kernels, LinearPlan, GEMM_TILES};
-pub use tensor::{ans_encode_chunks, DecodeLog, Decoder, DeviceChunkTable, DeviceCompressedTensor, DeviceInt8Buffer};
+pub use tensor::{ans_encode_chunks, ChunkBatch, DecodeLog, Decoder, DeviceChunkTable, DeviceCompressedTensor, DeviceInt8Buffer};
 
 use crate::error::{Error, Result};
 use cudarc::driver::{CudaContext, CudaStream};

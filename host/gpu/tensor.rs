@@ -39,6 +39,8 @@ pub struct DeviceChunkTable {
     /// Bytes the stored chunks span (padding included).
     pub stored_len: usize,
     table: CudaSlice<u8>,
+    /// The table's host copy, for merging tables into a `ChunkBatch`.
+    entries: Vec<ChunkEntry>,
     scales: CudaSlice<f32>,
     chunks: usize,
     /// Chunk index of each nvCOMP slot (coded chunks only).
@@ -89,6 +91,7 @@ impl DeviceChunkTable {
             table: s.clone_htod(bytemuck::cast_slice::<ChunkEntry, u8>(&table))?,
             scales: s.clone_htod(&scale_values)?,
             chunks: table.len(),
+            entries: table,
             slot_chunks,
         };
         Ok(table_dev)
@@ -125,36 +128,59 @@ impl DeviceChunkTable {
         decoder.decode_batch(&[(self, src, dst)], stream)
     }
 
-    /// Writes this tensor's coded chunks into slots `slot_base..` of the decoder's nvCOMP
-    /// arrays and copies its raw chunks into place.
-    ///
-    /// # Safety
-    /// As `decode_raw`; the decoder holds at least `slot_base + coded_chunks()` slots.
-    unsafe fn scatter(&self, decoder: &mut Decoder, src: u64, dst: u64, slot_base: u32, stream: &Arc<CudaStream>) -> Result<()> {
-        let cfg = LaunchConfig { grid_dim: (self.chunks as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
-        let n = self.chunks as u32;
-        let scatter = decoder.scatter.clone();
-        let mut launch = stream.launch_builder(&scatter);
-        launch
-            .arg(&self.table)
-            .arg(&n)
-            .arg(&slot_base)
-            .arg(&src)
-            .arg(&dst)
-            .arg(&mut decoder.in_ptrs)
-            .arg(&mut decoder.in_bytes)
-            .arg(&mut decoder.out_ptrs)
-            .arg(&mut decoder.out_bytes);
-        // SAFETY: the table was built from the validated index: every source range lies in
-        // the `stored_len` bytes at `src`, every destination in the `len()` bytes at `dst`,
-        // every slot below `slot_base + coded <= decoder.slots`.
-        launch.launch(cfg)?;
-        Ok(())
-    }
-
     /// Decoded weights `q` (`len()` bytes) with this tensor's scales, for `Gpu::linear`.
     pub fn weights_at<'a>(&'a self, q: CudaView<'a, u8>) -> Int8Weights<'a> {
         Int8Weights { q, scales: self.scales.slice(..), rows: self.rows, cols: self.cols, group_size: self.group_size }
+    }
+}
+
+/// Several tensors whose stored bytes sit in one buffer (and whose decoded bytes go to
+/// one buffer), their chunk tables merged: one scatter launch and one nvCOMP call decode
+/// all of them. A streamed layer's seven tables decoded separately cost nine launches
+/// more per layer, which made decoding, not the copy, the slowest stage.
+pub struct ChunkBatch {
+    table: CudaSlice<u8>,
+    chunks: usize,
+    codec: Option<Codec>,
+    coded: usize,
+    max_chunk: usize,
+    /// Decoded bytes of the tensors with coded chunks (what nvCOMP's workspace is sized by).
+    decoded: usize,
+    log: DecodeLog,
+}
+
+impl ChunkBatch {
+    /// Merges `parts`: each table with the offsets of its stored bytes in the source
+    /// buffer and of its decoded bytes in the destination buffer. `None` when the coded
+    /// chunks use more than one codec (one nvCOMP call decodes one codec).
+    pub fn new(gpu: &Gpu, parts: &[(&DeviceChunkTable, usize, usize)]) -> Result<Option<Self>> {
+        let mut codec = None;
+        let (mut entries, mut log, mut coded, mut decoded) = (Vec::new(), DecodeLog::default(), 0u32, 0);
+        for &(t, src, dst) in parts {
+            if t.coded_chunks() > 0 {
+                if codec.is_some_and(|c| c != t.codec) {
+                    return Ok(None);
+                }
+                codec = Some(t.codec);
+                log.0.push(PendingTensor { name: t.name.clone(), base: coded, chunks: t.slot_chunks.clone() });
+            }
+            entries.extend(t.entries.iter().map(|e| ChunkEntry {
+                src_offset: e.src_offset + src as u64,
+                dst_offset: e.dst_offset + dst as u64,
+                slot: if e.slot == RAW_SLOT { RAW_SLOT } else { e.slot + coded },
+                ..*e
+            }));
+            coded += t.coded_chunks() as u32;
+            decoded += if t.coded_chunks() > 0 { t.len() } else { 0 };
+        }
+        let max_chunk = parts.iter().filter(|p| p.0.coded_chunks() > 0).map(|p| p.0.chunk_size).max().unwrap_or(0);
+        let table = gpu.stream.clone_htod(bytemuck::cast_slice::<ChunkEntry, u8>(&entries))?;
+        Ok(Some(ChunkBatch { table, chunks: entries.len(), codec, coded: coded as usize, max_chunk, decoded, log }))
+    }
+
+    /// Device bytes of the merged table.
+    pub fn device_bytes(&self) -> usize {
+        self.table.len()
     }
 }
 
@@ -338,7 +364,7 @@ impl Decoder {
                 }
             }
             // SAFETY: the caller's guarantee; slots + coded <= self.slots after the flush.
-            t.scatter(self, src, dst, slots as u32, stream)?;
+            self.scatter(&t.table, t.chunks, src, dst, slots as u32, stream)?;
             if coded > 0 {
                 self.pending.0.push(PendingTensor { name: t.name.clone(), base: slots as u32, chunks: t.slot_chunks.clone() });
                 run = Some(t.codec);
@@ -349,6 +375,50 @@ impl Decoder {
         if let Some(codec) = run {
             self.decode(codec, slots, stream)?;
         }
+        Ok(())
+    }
+
+    /// Enqueues the decode of `batch`, its stored bytes at `src`, decoded into `dst`.
+    ///
+    /// # Safety
+    /// `src` and `dst` hold every offset the batch was built with, valid until the work
+    /// completes.
+    pub unsafe fn decode_merged(&mut self, batch: &ChunkBatch, src: u64, dst: u64, stream: &Arc<CudaStream>) -> Result<()> {
+        if let Some(codec) = batch.codec {
+            if !self.codecs.contains(&codec) || batch.coded > self.slots || batch.max_chunk > self.max_chunk || batch.decoded > self.max_total {
+                return Err(Error::Invalid(format!("the decoder was not sized for a batch of {} {} chunks", batch.coded, codec.name())));
+            }
+        }
+        // SAFETY: the caller's guarantee; the batch's slots are below coded <= self.slots.
+        self.scatter(&batch.table, batch.chunks, src, dst, 0, stream)?;
+        if let Some(codec) = batch.codec {
+            self.pending.0.extend(batch.log.0.iter().cloned());
+            self.decode(codec, batch.coded, stream)?;
+        }
+        Ok(())
+    }
+
+    /// Launches `scatter_chunks` over `chunks` entries of `table`: coded chunks into the
+    /// nvCOMP arrays from slot `slot_base`, raw chunks copied into place.
+    ///
+    /// # Safety
+    /// Every entry's source range lies in readable memory at `src`, its destination in
+    /// writable memory at `dst`; every slot is below `self.slots`.
+    unsafe fn scatter(&mut self, table: &CudaSlice<u8>, chunks: usize, src: u64, dst: u64, slot_base: u32, stream: &Arc<CudaStream>) -> Result<()> {
+        let cfg = LaunchConfig { grid_dim: (chunks as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let n = chunks as u32;
+        let mut launch = stream.launch_builder(&self.scatter);
+        launch
+            .arg(table)
+            .arg(&n)
+            .arg(&slot_base)
+            .arg(&src)
+            .arg(&dst)
+            .arg(&mut self.in_ptrs)
+            .arg(&mut self.in_bytes)
+            .arg(&mut self.out_ptrs)
+            .arg(&mut self.out_bytes);
+        launch.launch(cfg)?;
         Ok(())
     }
 
