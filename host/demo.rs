@@ -5,7 +5,6 @@ use crate::format::Container;
 use crate::gpu::llama::{GpuLlama, WeightMode};
 use crate::gpu::Gpu;
 use crate::input::SourceModel;
-use crate::llama::LlamaConfig;
 use crate::stream::HostStore;
 use crate::tokenizer::ModelTokenizer;
 
@@ -85,7 +84,6 @@ pub fn run(gpu: &Gpu, gguf: &std::path::Path, clm: &std::path::Path, question: &
     let tok = ModelTokenizer::from_metadata(&source.metadata)?;
     let prompt = tok.encode(&tok.chat_prompt(question)?)?;
     let ctx = prompt.len() + n + 1;
-    let cfg = LlamaConfig::from_metadata(&container.index.metadata)?;
     let disk = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
 
     let mut base = GpuLlama::load(gpu, &source, WeightMode::Fp16Resident, prompt.len(), ctx)?;
@@ -109,7 +107,7 @@ pub fn run(gpu: &Gpu, gguf: &std::path::Path, clm: &std::path::Path, question: &
     let mut rows = vec![row("fp16-resident (baseline, GGUF)".into(), &base, &tokens, prefill, decode, disk(gguf), 0, 1.0, 0.0, tokens.len(), tok.decode(&tokens)?)];
     drop(base);
 
-    let store = HostStore::load(gpu, &container, &GpuLlama::stream_units(&cfg), true)?;
+    let store = HostStore::load(gpu, &container, &GpuLlama::stream_units(&container)?, true)?;
     for mode in [WeightMode::Int8Resident, WeightMode::CompressedResident, WeightMode::Stream] {
         let mut llm = match mode {
             WeightMode::Int8Resident => GpuLlama::load(gpu, &container, mode, prompt.len(), ctx)?,

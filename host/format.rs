@@ -154,6 +154,11 @@ impl Blob {
             span
         })
     }
+    /// File offset and length (padding included) of chunks `chunks`.
+    pub fn chunk_extent(&self, chunks: std::ops::Range<usize>) -> (u64, u64) {
+        let start = self.offset + self.chunks[..chunks.start].iter().map(|c| align_up(c.stored_len as u64)).sum::<u64>();
+        (start, self.chunks[chunks].iter().map(|c| align_up(c.stored_len as u64)).sum())
+    }
     /// Bytes the chunks occupy in the file, padding included.
     pub fn stored_extent(&self) -> u64 {
         self.chunks.iter().map(|c| align_up(c.stored_len as u64)).sum()
@@ -326,11 +331,18 @@ impl Container {
     /// `read_stored_blob` into `buf`, which holds exactly `blob.stored_extent()` bytes
     /// (e.g. a region of a pinned arena, so nothing is staged on the way).
     pub fn read_stored_blob_into(&self, tensor: &str, blob: &Blob, buf: &mut [u8]) -> Result<()> {
-        assert_eq!(buf.len() as u64, blob.stored_extent(), "read_stored_blob_into: buffer size");
-        self.file.read_exact_at(buf, blob.offset).map_err(|e| Error::io(&self.path, e))?;
-        for span in blob.spans() {
-            let start = (span.offset - blob.offset) as usize;
-            let bytes = &buf[start..start + span.record.stored_len as usize];
+        self.read_stored_chunks_into(tensor, blob, 0..blob.chunks.len(), buf)
+    }
+
+    /// Chunks `chunks` of the blob, checksums verified, into `buf`, which holds exactly the
+    /// bytes they span (`blob.chunk_extent(chunks).1`).
+    pub fn read_stored_chunks_into(&self, tensor: &str, blob: &Blob, chunks: std::ops::Range<usize>, buf: &mut [u8]) -> Result<()> {
+        let (start, len) = blob.chunk_extent(chunks.clone());
+        assert_eq!(buf.len() as u64, len, "read_stored_chunks_into: buffer size");
+        self.file.read_exact_at(buf, start).map_err(|e| Error::io(&self.path, e))?;
+        for span in blob.spans().skip(chunks.start).take(chunks.len()) {
+            let at = (span.offset - start) as usize;
+            let bytes = &buf[at..at + span.record.stored_len as usize];
             if xxhash_rust::xxh3::xxh3_64(bytes) != span.record.xxh3 {
                 return Err(self.chunk_error(tensor, span.index, "checksum mismatch (corrupted data)"));
             }

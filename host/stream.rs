@@ -28,7 +28,7 @@
 //! ```
 use crate::error::{Error, Result};
 use crate::format::Container;
-use crate::gpu::{ChunkBatch, DecodeLog, Decoder, DeviceChunkTable, Gpu, Int8Weights};
+use crate::gpu::{ChunkBatch, DecodeLog, Decoder, DeviceChunkTable, Gpu, Int8Weights, PinnedBuffer};
 use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, DevicePtr, PinnedHostSlice};
 use half::f16;
 use rayon::prelude::*;
@@ -102,14 +102,17 @@ impl SlotPlan {
 /// What the host enqueues, in order, for `units` units over `slots` slots: every unit is
 /// prefetched (copy + decode) before it is computed, and unit `u + slots` — which reuses
 /// unit `u`'s slot — only after unit `u`'s compute was enqueued (the event it waits on).
+/// `warm`: the first `slots` units are in their slots already (the previous pass
+/// prefetched them, see `WeightStream::prefetch_next_pass`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Step {
     Prefetch { unit: usize, slot: usize },
     Compute { unit: usize, slot: usize },
 }
 
-pub fn schedule(units: usize, slots: usize) -> Vec<Step> {
-    let mut steps: Vec<Step> = (0..units.min(slots)).map(|u| Step::Prefetch { unit: u, slot: u % slots }).collect();
+pub fn schedule(units: usize, slots: usize, warm: bool) -> Vec<Step> {
+    let first = if warm { 0 } else { units.min(slots) };
+    let mut steps: Vec<Step> = (0..first).map(|u| Step::Prefetch { unit: u, slot: u % slots }).collect();
     for u in 0..units {
         steps.push(Step::Compute { unit: u, slot: u % slots });
         if u + slots < units {
@@ -117,6 +120,27 @@ pub fn schedule(units: usize, slots: usize) -> Vec<Step> {
         }
     }
     steps
+}
+
+/// A member of a streamed unit: a whole INT8 tensor, or a band of its rows that is a run
+/// of whole chunks (see `DeviceChunkTable::build_rows`), so that one matrix too large for
+/// a slot can stream in pieces.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct UnitPart {
+    pub name: String,
+    pub rows: Option<std::ops::Range<usize>>,
+}
+
+impl From<String> for UnitPart {
+    fn from(name: String) -> Self {
+        UnitPart { name, rows: None }
+    }
+}
+
+impl From<&str> for UnitPart {
+    fn from(name: &str) -> Self {
+        UnitPart { name: name.to_owned(), rows: None }
+    }
 }
 
 /// One tensor of a unit: where its stored bytes sit in the host arena and in a slot.
@@ -160,7 +184,7 @@ unsafe impl Sync for HostStore {}
 
 enum Arena {
     /// One page-locked allocation holding every unit.
-    Pinned { _mem: PinnedHostSlice<u8>, ptr: *mut u8 },
+    Pinned(PinnedBuffer<u8>),
     /// Pinning was refused: pageable memory, copied through a pinned staging ring.
     Pageable(Vec<u8>),
 }
@@ -179,19 +203,43 @@ pub struct HostStore {
 }
 
 impl HostStore {
-    /// Loads `units` (lists of INT8 tensor names; a name may appear in several units, each
+    /// Loads `units` (lists of INT8 tensors or row bands of them, `UnitPart`; a tensor may
+    /// appear in several units, each
     /// gets its own copy) from `c`, checksums verified, into one pinned arena — or, when
     /// `pin` is false or pinning is refused, into pageable memory (said in one log line).
-    pub fn load(gpu: &Gpu, c: &Container, units: &[Vec<String>], pin: bool) -> Result<Self> {
+    pub fn load<P: Clone + Into<UnitPart>>(gpu: &Gpu, c: &Container, units: &[Vec<P>], pin: bool) -> Result<Self> {
         gpu.release_cached_memory()?;
         let vram_baseline = gpu.mem_info()?.0;
+        let xd = |what: &str| if std::env::var_os("XDEBUG").is_some() { let f = gpu.mem_info().unwrap().0; eprintln!("XV {what} used={:.1}", vram_baseline.saturating_sub(f) as f64 / 1e6); };
         let mut host_units = Vec::with_capacity(units.len());
         let mut total = 0;
+        // Tensors not stored as INT8 (a tied embedding used as the LM head) are quantized
+        // here, once each, as every other mode does at load (`WeightSource::int8`); their
+        // rows stream raw. Each entry: (arena offset, matrix, rows).
+        let mut quantized: std::collections::HashMap<String, Arc<crate::quant::Int8Matrix>> = Default::default();
+        let mut from_memory = Vec::new();
         for names in units {
             let mut tensors = Vec::with_capacity(names.len());
             let (mut stored, mut decoded) = (0, 0);
-            for name in names {
-                let table = DeviceChunkTable::build(gpu, c, name)?;
+            for part in names {
+                let part: UnitPart = part.clone().into();
+                let stored_int8 = c.tensor(&part.name).is_none_or(|t| matches!(t.encoding, crate::format::Encoding::Int8 { .. }));
+                let table = if stored_int8 {
+                    DeviceChunkTable::build_rows(gpu, c, &part.name, part.rows)?
+                } else {
+                    let m = match quantized.get(&part.name) {
+                        Some(m) => m.clone(),
+                        None => {
+                            let m = Arc::new(crate::llama::WeightSource::int8(c, &part.name)?);
+                            quantized.insert(part.name.clone(), m.clone());
+                            m
+                        }
+                    };
+                    let rows = part.rows.unwrap_or(0..m.rows);
+                    let table = DeviceChunkTable::for_int8(gpu, &part.name, &m, rows.clone())?;
+                    from_memory.push((total, m, rows));
+                    table
+                };
                 let (len, decoded_len) = (table.stored_len, table.len());
                 tensors.push(HostTensor { table, host_offset: total, slot_stored_offset: stored, slot_decoded_offset: decoded });
                 total += align(len);
@@ -202,13 +250,10 @@ impl HostStore {
             let batch = ChunkBatch::new(gpu, &parts)?;
             host_units.push(HostUnit { tensors, size: UnitSize { stored, decoded }, batch });
         }
+        xd("tables");
         let pinned = if pin {
-            // SAFETY: written below before any read.
-            match unsafe { gpu.ctx.alloc_pinned::<u8>(total.max(1)) } {
-                Ok(mut mem) => {
-                    let ptr = mem.as_mut_ptr()?;
-                    Some((mem, ptr))
-                }
+            match PinnedBuffer::new(gpu, total) {
+                Ok(buf) => Some(buf),
                 Err(e) => {
                     eprintln!("codecllm: pinning {:.1} MB of host memory failed ({e}); streaming from pageable memory through a pinned staging ring", total as f64 / 1e6);
                     None
@@ -218,40 +263,47 @@ impl HostStore {
             None
         };
         let (arena, pinned_bytes) = match pinned {
-            Some((mem, ptr)) => (Arena::Pinned { _mem: mem, ptr }, total),
+            Some(buf) => (Arena::Pinned(buf), total),
             None => (Arena::Pageable(vec![0u8; total.max(1)]), 0),
         };
         let mut store = HostStore { arena, units: host_units, pinned_bytes, total_bytes: total, vram_baseline };
         // Each tensor's chunks go from the file straight into its region of the arena
         // (checksums verified there), in parallel: nothing is staged on the way.
+        xd("arena");
         let base = store.base_mut() as usize;
-        store.units.iter().flat_map(|u| &u.tensors).collect::<Vec<_>>().par_iter().try_for_each(|t| {
+        for (at, m, rows) in &from_memory {
+            let bytes: &[u8] = bytemuck::cast_slice(&m.q[rows.start * m.cols..rows.end * m.cols]);
+            // SAFETY: the band owns [at, at + bytes.len()) of the arena (its table's
+            // stored_len), disjoint from every other tensor's region.
+            unsafe { std::slice::from_raw_parts_mut((base + at) as *mut u8, bytes.len()) }.copy_from_slice(bytes);
+        }
+        let from_file: Vec<&HostTensor> = store.units.iter().flat_map(|u| &u.tensors).filter(|t| !from_memory.iter().any(|f| f.0 == t.host_offset)).collect();
+        from_file.par_iter().try_for_each(|t| {
             let blob = &c.tensor(&t.table.name).expect("build checked it").data;
             // SAFETY: each tensor owns [host_offset, host_offset + stored_len) of the arena;
             // the regions are disjoint and the arena outlives this loop.
             let region = unsafe { std::slice::from_raw_parts_mut((base + t.host_offset) as *mut u8, t.table.stored_len) };
-            c.read_stored_blob_into(&t.table.name, blob, region)
+            c.read_stored_chunks_into(&t.table.name, blob, t.table.chunk_range.clone(), region)
         })?;
         Ok(store)
     }
 
     fn base_mut(&mut self) -> *mut u8 {
         match &mut self.arena {
-            Arena::Pinned { ptr, .. } => *ptr,
+            Arena::Pinned(buf) => buf.as_mut_slice().as_mut_ptr(),
             Arena::Pageable(v) => v.as_mut_ptr(),
         }
     }
 
     fn bytes(&self, offset: usize, len: usize) -> &[u8] {
         match &self.arena {
-            // SAFETY: the arena holds `total_bytes`, every tensor range lies inside it.
-            Arena::Pinned { ptr, .. } => unsafe { std::slice::from_raw_parts(ptr.add(offset), len) },
+            Arena::Pinned(buf) => &buf.as_slice()[offset..offset + len],
             Arena::Pageable(v) => &v[offset..offset + len],
         }
     }
 
     pub fn is_pinned(&self) -> bool {
-        matches!(self.arena, Arena::Pinned { .. })
+        matches!(self.arena, Arena::Pinned(_))
     }
 
     pub fn sizes(&self) -> Vec<UnitSize> {
@@ -302,12 +354,18 @@ pub struct StreamRun {
 pub struct WeightStream<'a> {
     gpu: &'a Gpu,
     store: &'a HostStore,
-    copy: Arc<CudaStream>,
+    /// One copy stream per slot: two copies in flight hide each one's setup behind the
+    /// other's transfer (a SmolLM2 block is 3.5 MB, and copies that size run one after
+    /// another left the link idle about a tenth of the time).
+    copy: Vec<Arc<CudaStream>>,
     decode: Arc<CudaStream>,
     compute: Arc<CudaStream>,
-    /// Recorded on the copy stream after a pass's last copy: where whatever streams next
-    /// (a model's LM head) may take over the link.
-    pub copies_done: CudaEvent,
+    /// Recorded after a pass's last copy: where `prefetch_next_pass` takes over the link.
+    copies_done: CudaEvent,
+    /// The first `slots` units are in their slots (see `prefetch_next_pass`).
+    warm: bool,
+    /// Recorded on the decode stream after `prefetch_next_pass`'s decodes.
+    next_pass_ready: CudaEvent,
     slots: Vec<Slot>,
     staging: Vec<Staging>,
     decoder: Decoder,
@@ -364,10 +422,12 @@ impl<'a> WeightStream<'a> {
         Ok(WeightStream {
             gpu,
             store,
-            copy: gpu.ctx.new_stream()?,
+            copy: (0..plan.slots).map(|_| gpu.ctx.new_stream()).collect::<std::result::Result<_, _>>()?,
             decode: gpu.ctx.new_stream()?,
             compute: gpu.ctx.new_stream()?,
             copies_done: ev()?,
+            warm: false,
+            next_pass_ready: ev()?,
             slots,
             staging,
             decoder,
@@ -400,13 +460,14 @@ impl<'a> WeightStream<'a> {
         let unit = &self.store.units[u];
         let slot = &mut self.slots[s];
         // The slot's compressed half was last read by the decode of unit u - slots.
-        self.copy.wait(&slot.decoded_done)?;
+        let copy = &self.copy[s];
+        copy.wait(&slot.decoded_done)?;
         // A unit's tensors sit back to back in the arena exactly as in a slot: one copy.
         let first = unit.tensors[0].host_offset;
         let src = self.store.bytes(first, unit.size.stored);
         let mut dst = slot.stored.slice_mut(..unit.size.stored);
         if self.staging.is_empty() {
-            self.copy.memcpy_htod(src, &mut dst)?;
+            copy.memcpy_htod(src, &mut dst)?;
         } else {
             // Pageable arena: bounce through alternating pinned buffers; the host waits
             // until the buffer's previous copy has left it.
@@ -415,10 +476,10 @@ impl<'a> WeightStream<'a> {
             st.copied.synchronize()?;
             let staged = &mut st.mem.as_mut_slice()?[..unit.size.stored];
             staged.par_chunks_mut(1 << 20).zip(src.par_chunks(1 << 20)).for_each(|(d, s)| d.copy_from_slice(s));
-            self.copy.memcpy_htod(&st.mem.as_slice()?[..unit.size.stored], &mut dst)?;
-            st.copied.record(&self.copy)?;
+            copy.memcpy_htod(&st.mem.as_slice()?[..unit.size.stored], &mut dst)?;
+            st.copied.record(copy)?;
         }
-        slot.copied.record(&self.copy)?;
+        slot.copied.record(copy)?;
         self.decode.wait(&slot.copied)?;
         // The slot's INT8 half was last read by the compute of unit u - slots.
         self.decode.wait(&slot.computed)?;
@@ -452,12 +513,14 @@ impl<'a> WeightStream<'a> {
             return Err(Error::Invalid("a pageable store waits on the host between copies: it cannot be captured into a graph".into()));
         }
         let started = std::time::Instant::now();
-        // Every stream forks from the default stream, and every slot is marked free there:
-        // all earlier passes are ordered before this point. In a capture this makes each
-        // wait below one on an event of the same graph, as capture requires.
+        let warm = std::mem::take(&mut self.warm);
+        // Every stream forks from the default stream, and every slot's events are marked
+        // there: all earlier passes, and a prefetch for this one, are ordered before this
+        // point. In a capture this makes each wait below one on an event of the same
+        // graph, as capture requires.
         let start = self.gpu.ctx.new_event(None)?;
         start.record(&self.gpu.stream)?;
-        for s in [&self.compute, &self.copy, &self.decode] {
+        for s in self.copy.iter().chain([&self.compute, &self.decode]) {
             s.wait(&start)?;
         }
         for slot in &self.slots {
@@ -466,7 +529,7 @@ impl<'a> WeightStream<'a> {
         }
         let mut peak = 0usize;
         let mut staging_turn = 0;
-        for step in schedule(self.store.units.len(), self.slots.len()) {
+        for step in schedule(self.store.units.len(), self.slots.len(), warm) {
             match step {
                 Step::Prefetch { unit, slot } => self.prefetch(unit, slot, &mut staging_turn)?,
                 Step::Compute { unit, slot } => {
@@ -485,7 +548,11 @@ impl<'a> WeightStream<'a> {
                 }
             }
         }
-        self.copies_done.record(&self.copy)?;
+        // After every copy stream's last copy.
+        for c in &self.copy[1..] {
+            c.record_event(None).and_then(|e| self.copy[0].wait(&e))?;
+        }
+        self.copies_done.record(&self.copy[0])?;
         // Join: the default stream continues after the last compute (the last decode and
         // copy are ordered before it).
         let done = self.gpu.ctx.new_event(None)?;
@@ -505,14 +572,46 @@ impl<'a> WeightStream<'a> {
         })
     }
 
+    /// Whether `prefetch_next_pass` can work: the ring must end a pass with unit 0's slot
+    /// next, so the unit count must be a multiple of the slot count.
+    pub fn can_prefetch_next_pass(&self) -> bool {
+        self.store.units.len() % self.slots.len() == 0
+    }
+
+    /// After a pass: copies and decodes the first `slots` units for the next pass into
+    /// the slots their last occupants free, after the pass's last copy (the link works
+    /// while the host reads results and launches the next pass). The default stream waits
+    /// for it, so the next pass, which starts there, finds them ready.
+    pub fn prefetch_next_pass(&mut self) -> Result<()> {
+        if !self.can_prefetch_next_pass() {
+            return Err(Error::Invalid(format!("{} units over {} slots: a pass does not end where the next begins", self.store.units.len(), self.slots.len())));
+        }
+        for c in &self.copy {
+            c.wait(&self.copies_done)?;
+        }
+        let mut staging_turn = 0;
+        for u in 0..self.slots.len().min(self.store.units.len()) {
+            self.prefetch(u, u % self.slots.len(), &mut staging_turn)?;
+        }
+        self.next_pass_ready.record(&self.decode)?;
+        self.gpu.stream.wait(&self.next_pass_ready)?;
+        self.warm = true;
+        Ok(())
+    }
+
+    /// Enqueues a copy of the decoder's failure flag (see `Decoder::stage_status`).
+    pub fn stage_decode_status(&self, flag: &mut crate::gpu::PinnedBuffer<u32>) -> Result<()> {
+        self.decoder.stage_status(flag, &self.gpu.stream)
+    }
+
+    /// The outcome of a staged failure flag (see `Decoder::staged_result`).
+    pub fn decode_result(&mut self, flag: u32, log: &DecodeLog) -> Result<()> {
+        self.decoder.staged_result(flag, log, &self.gpu.stream)
+    }
+
     /// The decodes a captured pass enqueued (see `for_each_unit`).
     pub fn take_decode_log(&mut self) -> DecodeLog {
         self.decoder.take_log()
-    }
-
-    /// After a replay of a captured pass, waits for it and reports a chunk that failed.
-    pub fn check_decodes(&mut self, log: &DecodeLog) -> Result<()> {
-        self.decoder.check_log(log, &self.gpu.stream)
     }
 
     /// Streams every unit once: `y = stack(x)`, `x` `[m, input_width]`, `y` `[m, output_width]`.

@@ -95,7 +95,7 @@ fn tiny_llama_gpu_forward_matches_cpu_reference() {
     let decode: Vec<u32> = (0..5).map(|_| rng.gen_range(0..64)).collect();
     let mut int8_runs = Vec::new();
     let bits = |v: &Vec<Vec<f32>>| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
-    let store = codecllm::stream::HostStore::load(&gpu, &container, &GpuLlama::stream_units(&codecllm::llama::LlamaConfig::from_metadata(&container.index.metadata).unwrap()), true).unwrap();
+    let store = codecllm::stream::HostStore::load(&gpu, &container, &GpuLlama::stream_units(&container).unwrap(), true).unwrap();
     for (name, src) in [("container", &container as &dyn WeightSource), ("gguf", &source as &dyn WeightSource)] {
         let want = cpu_logits(src, &prompt, &decode);
         let modes: &[WeightMode] = if name == "container" {
@@ -133,6 +133,12 @@ fn tiny_llama_gpu_forward_matches_cpu_reference() {
     for (mode, logits) in &int8_runs[1..] {
         assert!(bits(logits) == bits(&int8_runs[0].1), "{mode:?} differs from {:?}", int8_runs[0].0);
     }
+    // 1 and 3 slots divide the 3 units (2 blocks and the LM head), so every step also
+    // prefetches the next step's first units; 2 slots (above) do not.
+    for slots in [1, 3] {
+        let mut llm = GpuLlama::load_streamed(&gpu, &container, &store, slots, 16, 64).unwrap();
+        assert!(bits(&gpu_logits(&mut llm, &prompt, &decode)) == bits(&int8_runs[0].1), "stream over {slots} slot(s) differs");
+    }
     // An ANS container (GPU-only codec, decoded at load) holds the same INT8 values.
     let ans = dir.path().join("tiny-ans.clm");
     compress_model(&source, &ans, &CompressOptions { codec: codecllm::format::Codec::Ans, chunk_size: 4096, ..Default::default() }).unwrap();
@@ -140,7 +146,7 @@ fn tiny_llama_gpu_forward_matches_cpu_reference() {
     let mut llm = GpuLlama::load(&gpu, &ans, WeightMode::Int8Resident, 16, 64).unwrap();
     assert!(bits(&gpu_logits(&mut llm, &prompt, &decode)) == bits(&int8_runs[0].1), "ANS container differs");
     // Streaming and per-layer decode from VRAM capture nvCOMP's ANS decoder into the graph.
-    let ans_store = codecllm::stream::HostStore::load(&gpu, &ans, &GpuLlama::stream_units(&codecllm::llama::LlamaConfig::from_metadata(&ans.index.metadata).unwrap()), true).unwrap();
+    let ans_store = codecllm::stream::HostStore::load(&gpu, &ans, &GpuLlama::stream_units(&ans).unwrap(), true).unwrap();
     for mut llm in [GpuLlama::load_streamed(&gpu, &ans, &ans_store, 2, 16, 64).unwrap(), GpuLlama::load_compressed(&gpu, &ans, 16, 64).unwrap()] {
         assert!(bits(&gpu_logits(&mut llm, &prompt, &decode)) == bits(&int8_runs[0].1), "{:?} from the ANS container differs", llm.mode);
         assert!(llm.use_graph, "{:?}: the decode step could not be captured", llm.mode);
@@ -186,6 +192,12 @@ fn smollm2_gpu_matches_cpu_and_int8_agrees_with_fp16() {
     let grouped = Container::open(&grouped).unwrap();
     let argmax = |v: &[f32]| v.iter().enumerate().fold((0, f32::MIN), |b, (i, &x)| if x > b.1 { (i, x) } else { b }).0 as u32;
     let mut rates = Vec::new();
+    // `stream` (blocks and LM-head bands through the slot ring, each step a graph replay
+    // that prefetches the next step's first units) on the same INT8 values: every step's
+    // logits equal int8-resident's bit for bit.
+    let store = codecllm::stream::HostStore::load(&gpu, &container, &GpuLlama::stream_units(&container).unwrap(), true).unwrap();
+    let mut stream = GpuLlama::load_streamed(&gpu, &container, &store, 2, 256, 512).unwrap();
+    let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     for (label, c) in [("per-channel", &container), ("group 32", &grouped)] {
         let mut int8 = GpuLlama::load(&gpu, c, WeightMode::Int8Resident, 256, 512).unwrap();
         let (mut agree, mut total) = (0, 0);
@@ -193,13 +205,19 @@ fn smollm2_gpu_matches_cpu_and_int8_agrees_with_fp16() {
             let ids = tok.encode(&tok.chat_prompt(question).unwrap()).unwrap();
             fp16.reset();
             int8.reset();
+            stream.reset();
             let (mut lf, mut li) = (fp16.forward(&ids).unwrap(), int8.forward(&ids).unwrap());
-            for _ in 0..64 {
+            let mut ls = (label == "per-channel").then(|| stream.forward(&ids).unwrap());
+            for step in 0..64 {
                 let next = argmax(&lf);
                 agree += (argmax(&li) == next) as usize;
                 total += 1;
+                if let Some(ls) = &ls {
+                    assert!(bits(ls) == bits(&li), "{question}: stream differs from int8-resident at step {step}");
+                }
                 lf = fp16.forward(&[next]).unwrap();
                 li = int8.forward(&[next]).unwrap();
+                ls = ls.map(|_| stream.forward(&[next]).unwrap());
             }
         }
         skip_notice(&format!("smollm2: FP16 vs CPU logits rel. error {e:.2e}; INT8 ({label}) teacher-forced top-1 agreement {agree}/{total} = {:.1} %", 100.0 * agree as f64 / total as f64));

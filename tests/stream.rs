@@ -12,10 +12,11 @@ use safetensors::Dtype;
 
 #[test]
 fn schedule_reuses_a_slot_only_after_its_unit_was_computed() {
-    for units in 1..12 {
-        for slots in 1..5 {
-            let steps = schedule(units, slots);
-            let mut prefetched = vec![None; units];
+    for (units, slots, warm) in (1..12).flat_map(|u| (1..5).flat_map(move |s| [(u, s, false), (u, s, true)])) {
+        {
+            let steps = schedule(units, slots, warm);
+            // Warm: the previous pass prefetched the first `slots` units.
+            let mut prefetched: Vec<Option<usize>> = (0..units).map(|u| (warm && u < slots).then_some(0)).collect();
             let mut computed = vec![None; units];
             for (i, s) in steps.iter().enumerate() {
                 match *s {

@@ -323,8 +323,7 @@ fn run(cmd: Command) -> Result<bool> {
                             if mode == WeightMode::CompressedResident {
                                 GpuLlama::load_compressed(gpu, c, m, ctx)?
                             } else {
-                                let cfg = codecllm::llama::LlamaConfig::from_metadata(&c.index.metadata)?;
-                                stream_store = codecllm::stream::HostStore::load(gpu, c, &GpuLlama::stream_units(&cfg), true)?;
+                                stream_store = codecllm::stream::HostStore::load(gpu, c, &GpuLlama::stream_units(c)?, true)?;
                                 GpuLlama::load_streamed(gpu, c, &stream_store, 2, m, ctx)?
                             }
                         }
@@ -377,6 +376,7 @@ fn run(cmd: Command) -> Result<bool> {
                 logits = step(&[next])?;
             }
             println!();
+            codecllm::gpu::llama::XT.with(|x| eprintln!("XT launch {:.1} us wait {:.1} us post {:.1} us per token", x.borrow()[0] * 1e6 / out.len() as f64, x.borrow()[1] * 1e6 / out.len() as f64, x.borrow()[2] * 1e6 / out.len() as f64));
             eprintln!("prefill {} tokens in {:.3} s; {} new tokens in {:.3} s ({:.1} tokens/s)", ids.len(), prefill, out.len(), t1.elapsed().as_secs_f64(), out.len() as f64 / t1.elapsed().as_secs_f64().max(1e-9));
             if let Some((peak, allocated, device)) = vram.get() {
                 let steps = out.len().max(1) as f64;

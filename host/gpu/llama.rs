@@ -9,6 +9,7 @@ use super::{Gpu, Int8Weights};
 use crate::error::{Error, Result};
 use crate::format::Container;
 use crate::llama::{block_names, LlamaConfig, WeightSource};
+use crate::stream::UnitPart;
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, DevicePtr, LaunchConfig, PushKernelArg};
 use half::f16;
@@ -70,12 +71,6 @@ impl Linear {
                 Linear::Int8 { q: st.clone_htod(bytemuck::cast_slice::<i8, u8>(&m.q))?, s: st.clone_htod(&m.scales)?, rows: m.rows, cols: m.cols, group: m.group_size }
             }
         })
-    }
-
-    fn rows(&self) -> usize {
-        match self {
-            Linear::Fp16 { rows, .. } | Linear::Int8 { rows, .. } => *rows,
-        }
     }
 
     fn bytes(&self) -> usize {
@@ -145,106 +140,19 @@ impl LinRef<'_> {
     }
 }
 
-/// The output projection: resident like the blocks, or (streaming) in pinned host RAM.
-enum LmHead {
-    Resident(Linear),
-    Streamed(LmHeadStream),
-}
-
-impl LmHead {
-    fn rows(&self) -> usize {
-        match self {
-            LmHead::Resident(l) => l.rows(),
-            LmHead::Streamed(l) => l.rows,
-        }
-    }
-    /// Device bytes it holds.
-    fn bytes(&self) -> usize {
-        match self {
-            LmHead::Resident(l) => l.bytes(),
-            LmHead::Streamed(l) => l.bufs.iter().map(|b| b.len()).sum::<usize>() + 4 * l.scales.len() + 2 * l.out.len(),
-        }
+/// The output projection: `output.weight`, or the token embedding where they are tied.
+fn lm_head_name(src: &dyn WeightSource) -> &'static str {
+    if src.has("output.weight") {
+        "output.weight"
+    } else {
+        "token_embd.weight"
     }
 }
 
-/// Rows of the streamed LM head per piece: 6144 × 576 INT8 is 3.5 MB, the size of one
-/// SmolLM2 block, so the LM head needs no larger buffers than the blocks' slots.
+/// Rows of the LM head per streamed unit: 6144 × 576 INT8 is 3.5 MB, the size of one
+/// SmolLM2 block, so the LM head's pieces fit the blocks' slots. A piece is rounded down to
+/// whole chunks of the container (see `stream_units`).
 const LM_PIECE_BYTES: usize = 6144 * 576;
-
-/// The LM head when streaming: INT8 rows in pinned host RAM, copied in pieces through two
-/// device buffers (a copy stream fills one while the other multiplies); scales resident.
-struct LmHeadStream {
-    /// Owns the pinned rows `host_ptr` points at.
-    _host: cudarc::driver::PinnedHostSlice<u8>,
-    /// `host`'s address, taken once: `PinnedHostSlice::as_slice` synchronizes an event,
-    /// which a graph capture forbids.
-    host_ptr: *const u8,
-    scales: CudaSlice<f32>,
-    rows: usize,
-    cols: usize,
-    group: usize,
-    piece_rows: usize,
-    bufs: [CudaSlice<u8>; 2],
-    out: CudaSlice<f16>,
-    copy: std::sync::Arc<cudarc::driver::CudaStream>,
-    copied: [cudarc::driver::CudaEvent; 2],
-    used: [cudarc::driver::CudaEvent; 2],
-}
-
-impl LmHeadStream {
-    fn load(gpu: &Gpu, src: &dyn WeightSource, name: &str) -> Result<Self> {
-        let m = src.int8(name)?;
-        // SAFETY: written right below, before any copy reads it.
-        let mut host = unsafe { gpu.ctx.alloc_pinned::<u8>(m.q.len().max(1)) }?;
-        host.as_mut_slice()?[..m.q.len()].copy_from_slice(bytemuck::cast_slice(&m.q));
-        let host_ptr = host.as_ptr()?;
-        // At least two pieces, so the double buffering is always exercised.
-        let piece_rows = (LM_PIECE_BYTES / m.cols.max(1)).min(m.rows.div_ceil(2)).max(1);
-        let st = &gpu.stream;
-        Ok(LmHeadStream {
-            scales: st.clone_htod(&m.scales)?,
-            bufs: [st.alloc_zeros(piece_rows * m.cols)?, st.alloc_zeros(piece_rows * m.cols)?],
-            out: st.alloc_zeros(piece_rows)?,
-            copy: gpu.ctx.new_stream()?,
-            copied: [gpu.ctx.new_event(None)?, gpu.ctx.new_event(None)?],
-            used: [gpu.ctx.new_event(None)?, gpu.ctx.new_event(None)?],
-            _host: host,
-            host_ptr,
-            rows: m.rows,
-            cols: m.cols,
-            group: m.group_size,
-            piece_rows,
-        })
-    }
-
-    /// `logits = h · Wᵀ` for one row `h`, piece by piece on the default stream. The first
-    /// two pieces are copied as soon as `link_free` (the blocks' last copy) has happened,
-    /// so the link goes on from the blocks to the LM head without waiting for compute.
-    fn apply(&mut self, gpu: &Gpu, h: &CudaSlice<f16>, logits: &mut CudaSlice<f16>, link_free: &cudarc::driver::CudaEvent) -> Result<()> {
-        let st = &gpu.stream;
-        let groups = self.cols.div_ceil(self.group);
-        // SAFETY: `host_ptr` points at `host`, alive as long as self, written only in `load`.
-        let host = unsafe { std::slice::from_raw_parts(self.host_ptr, self.rows * self.cols) };
-        // Both buffers are free then: their last readers, the previous step's products,
-        // ran on the default stream before this step's streams forked from it.
-        self.copy.wait(link_free)?;
-        for (p, r0) in (0..self.rows).step_by(self.piece_rows).enumerate() {
-            let (b, n) = (p % 2, (self.rows - r0).min(self.piece_rows));
-            if p >= 2 {
-                // The buffer was last read by the product of piece p - 2.
-                self.copy.wait(&self.used[b])?;
-            }
-            self.copy.memcpy_htod(&host[r0 * self.cols..(r0 + n) * self.cols], &mut self.bufs[b].slice_mut(..n * self.cols))?;
-            self.copied[b].record(&self.copy)?;
-            st.wait(&self.copied[b])?;
-            let w = Int8Weights { q: self.bufs[b].slice(..n * self.cols), scales: self.scales.slice(r0 * groups..), rows: n, cols: self.cols, group_size: self.group };
-            gpu.linear(h, 1, &w, &mut self.out, st)?;
-            st.memcpy_dtod(&self.out.slice(..n), &mut logits.slice_mut(r0..r0 + n))?;
-            self.used[b].record(st)?;
-        }
-        Ok(())
-    }
-}
 
 /// The token embedding: on the device, or (streaming) in host RAM, rows gathered per step.
 enum Embedding {
@@ -252,12 +160,28 @@ enum Embedding {
     Host(Vec<f32>),
 }
 
-/// A captured single-token step: the blocks, the final norm and the LM head; the
-/// embedding before it and the logits' copy after it stay outside.
+/// Page-locked staging of one forward's inputs and outputs: the host fills and reads
+/// these, the step (captured or not) copies from and to them, and `ready` tells the host
+/// that the outputs are in — while a streamed step goes on prefetching the next one's
+/// weights.
+struct StepIo {
+    pos: super::PinnedBuffer<u32>,
+    /// Token ids (device embedding) or their embedding rows (host embedding).
+    ids: super::PinnedBuffer<u32>,
+    rows: super::PinnedBuffer<f32>,
+    logits: super::PinnedBuffer<f16>,
+    /// The decoder's failure flag, copied after the last decode the logits depend on.
+    decode_status: super::PinnedBuffer<u32>,
+    started: cudarc::driver::CudaEvent,
+    ready: cudarc::driver::CudaEvent,
+}
+
+/// A captured single-token step (everything `enqueue_step` enqueues).
 struct StepGraph {
     graph: cudarc::driver::CudaGraph,
     /// The decodes inside it, to trace a failed chunk after each replay.
     decodes: super::DecodeLog,
+    launched: bool,
 }
 
 /// Scratch activations for batches up to `max_m` rows.
@@ -272,6 +196,8 @@ struct Scratch {
     o: CudaSlice<f16>,
     g: CudaSlice<f16>,
     u: CudaSlice<f16>,
+    /// One streamed LM-head band's logits.
+    piece: CudaSlice<f16>,
     logits: CudaSlice<f16>,
 }
 
@@ -283,7 +209,8 @@ pub struct GpuLlama<'g> {
     pub mode: WeightMode,
     embed: Embedding,
     out_norm: CudaSlice<f32>,
-    lm_head: LmHead,
+    /// Resident LM head; the stream mode streams it as the ring's last units instead.
+    lm_head: Option<Linear>,
     blocks: Vec<Block>,
     weights: Weights<'g>,
     rope: CudaSlice<f32>,
@@ -295,10 +222,12 @@ pub struct GpuLlama<'g> {
     /// size a step is hundreds of small launches, and the graph issues them from the GPU.
     pub use_graph: bool,
     step_graph: Option<StepGraph>,
-    /// Timing events around each forward's device work.
-    timers: [cudarc::driver::CudaEvent; 2],
-    /// Seconds the device spent on forward passes since loading (from the pos upload to
-    /// the logits): with wall time, it tells device-bound from host-bound decoding.
+    io: StepIo,
+    /// Whether each step ends by prefetching the next step's first weights (streaming,
+    /// when the ring allows it: `WeightStream::can_prefetch_next_pass`).
+    prefetch_next: bool,
+    /// Seconds the device spent on forward passes since loading, from the inputs' upload
+    /// to the logits being ready: with wall time, it tells device- from host-bound decoding.
     pub device_seconds: f64,
     pub max_context: usize,
     /// Positions filled in the KV cache.
@@ -368,6 +297,14 @@ impl<'g> GpuLlama<'g> {
     /// host RAM.
     pub fn load_streamed(gpu: &'g Gpu, c: &Container, store: &'g crate::stream::HostStore, slots: usize, max_m: usize, max_context: usize) -> Result<Self> {
         let cfg = LlamaConfig::from_metadata(&c.index.metadata)?;
+        let want = Self::stream_units(c)?;
+        let matches = store.units.len() == want.len()
+            && store.units.iter().zip(&want).all(|(u, w)| {
+                u.tensors.len() == w.len() && u.tensors.iter().zip(w).all(|(t, p)| t.table.name == p.name && p.rows.as_ref().is_none_or(|r| r.len() == t.table.rows))
+            });
+        if !matches {
+            return Err(Error::Invalid("the host store was not loaded with GpuLlama::stream_units of this container".into()));
+        }
         // Measured from before the store's device tables, which belong to this mode too.
         let free_before = store.vram_baseline;
         let mut ws = crate::stream::WeightStream::new(gpu, store, slots, None, 1)?;
@@ -380,12 +317,26 @@ impl<'g> GpuLlama<'g> {
         Self::assemble(gpu, c, cfg, WeightMode::Stream, Weights::Streamed(Box::new(ws)), bytes, embed, max_m, max_context, free_before)
     }
 
-    /// The units `load_streamed` expects in its store: each block's seven projections.
-    pub fn stream_units(cfg: &LlamaConfig) -> Vec<Vec<String>> {
-        (0..cfg.layers).map(|i| {
+    /// The units `load_streamed` expects in its store: each block's seven projections,
+    /// then the LM head in row bands of about `LM_PIECE_BYTES`, whole chunks each.
+    pub fn stream_units(c: &Container) -> Result<Vec<Vec<UnitPart>>> {
+        let cfg = LlamaConfig::from_metadata(&c.index.metadata)?;
+        let mut units: Vec<Vec<UnitPart>> = (0..cfg.layers).map(|i| {
             let n = block_names(i);
-            LINEARS.iter().map(|&j| n[j].clone()).collect()
-        }).collect()
+            LINEARS.iter().map(|&j| n[j].clone().into()).collect()
+        }).collect();
+        let name = lm_head_name(c);
+        let t = c.tensor(name).ok_or_else(|| Error::format(c.path(), format!("no tensor named '{name}'")))?;
+        let [rows, cols] = t.shape[..] else { return Err(Error::format(c.path(), format!("'{name}' is not a matrix"))) };
+        let (rows, cols, chunk) = (rows as usize, cols.max(1) as usize, t.data.chunk_size as usize);
+        // Bands of a tensor stored as INT8 start on chunk boundaries (a multiple of
+        // lcm(cols, chunk) / cols rows); one quantized at load (`HostStore::load`) may
+        // start anywhere.
+        let stored_int8 = matches!(t.encoding, crate::format::Encoding::Int8 { .. });
+        let step = if stored_int8 { chunk / gcd(cols, chunk) } else { 1 };
+        let band = (LM_PIECE_BYTES / cols / step).max(1) * step;
+        units.extend((0..rows).step_by(band).map(|r0| vec![UnitPart { name: name.into(), rows: Some(r0..(r0 + band).min(rows)) }]));
+        Ok(units)
     }
 
     fn baseline(gpu: &Gpu) -> Result<usize> {
@@ -419,12 +370,10 @@ impl<'g> GpuLlama<'g> {
                 Ok(Block { attn_norm: norm(&n[0])?, ffn_norm: norm(&n[5])?, k_cache: st.alloc_zeros(max_context * kv_dim)?, v_cache: st.alloc_zeros(max_context * kv_dim)? })
             })
             .collect::<Result<Vec<_>>>()?;
-        let head_name = if src.has("output.weight") { "output.weight" } else { "token_embd.weight" };
-        let head_mode = if mode == WeightMode::Fp16Resident { mode } else { WeightMode::Int8Resident };
-        let lm_head = if mode == WeightMode::Stream {
-            LmHead::Streamed(LmHeadStream::load(gpu, src, head_name)?)
-        } else {
-            LmHead::Resident(Linear::load(gpu, src, head_name, head_mode)?)
+        let lm_head = match mode {
+            WeightMode::Stream => None,
+            WeightMode::Fp16Resident => Some(Linear::load(gpu, src, lm_head_name(src), mode)?),
+            _ => Some(Linear::load(gpu, src, lm_head_name(src), WeightMode::Int8Resident)?),
         };
         // cos/sin of every (position, pair), in f64: angles reach thousands of radians.
         let half = cfg.head_dim / 2;
@@ -448,16 +397,19 @@ impl<'g> GpuLlama<'g> {
             o: st.alloc_zeros(max_m * d)?,
             g: st.alloc_zeros(max_m * f)?,
             u: st.alloc_zeros(max_m * f)?,
-            logits: st.alloc_zeros(lm_head.rows())?,
+            piece: st.alloc_zeros(if mode == WeightMode::Stream { cfg.vocab } else { 1 })?,
+            logits: st.alloc_zeros(cfg.vocab)?,
         };
         let embed_bytes = match &embed {
             Embedding::Device(e) => 2 * e.len(),
             Embedding::Host(_) => 0,
         };
-        let weight_bytes = block_bytes + lm_head.bytes() + embed_bytes;
-        let scratch = 4 * (s.x.len() + s.ids.len()) + 2 * (s.h.len() + s.q.len() + s.k.len() + s.v.len() + s.att.len() + s.o.len() + s.g.len() + s.u.len() + s.logits.len());
+        let weight_bytes = block_bytes + lm_head.as_ref().map_or(0, Linear::bytes) + embed_bytes;
+        let scratch = 4 * (s.x.len() + s.ids.len()) + 2 * (s.h.len() + s.q.len() + s.k.len() + s.v.len() + s.att.len() + s.o.len() + s.g.len() + s.u.len() + s.piece.len() + s.logits.len());
         let per_block: usize = blocks.iter().map(|b| 4 * (b.attn_norm.len() + b.ffn_norm.len()) + 2 * (b.k_cache.len() + b.v_cache.len())).sum();
         let vram_accounted = weight_bytes + scratch + per_block + 4 * (rope.len() + d + 1);
+        let host_rows = if matches!(embed, Embedding::Host(_)) { max_m * d } else { 0 };
+        let prefetch_next = matches!(&weights, Weights::Streamed(ws) if ws.can_prefetch_next_pass());
         let mut model = GpuLlama {
             blas: if mode == WeightMode::Fp16Resident { Some(CudaBlas::new(st.clone()).map_err(|e| Error::Gpu(format!("cuBLAS: {e}")))?) } else { None },
             gpu,
@@ -472,7 +424,16 @@ impl<'g> GpuLlama<'g> {
             max_m,
             use_graph: true,
             step_graph: None,
-            timers: [timed_event(gpu)?, timed_event(gpu)?],
+            io: StepIo {
+                pos: super::PinnedBuffer::new(gpu, 1)?,
+                ids: super::PinnedBuffer::new(gpu, max_m)?,
+                rows: super::PinnedBuffer::new(gpu, host_rows)?,
+                logits: super::PinnedBuffer::new(gpu, cfg.vocab)?,
+                decode_status: super::PinnedBuffer::new(gpu, 1)?,
+                started: timed_event(gpu)?,
+                ready: timed_event(gpu)?,
+            },
+            prefetch_next,
             device_seconds: 0.0,
             max_context,
             len: 0,
@@ -489,6 +450,7 @@ impl<'g> GpuLlama<'g> {
 
     fn sample_vram(&mut self) -> Result<()> {
         let (free, _) = self.gpu.mem_info()?;
+        if std::env::var_os("XDEBUG").is_some() { eprintln!("XV len={} used={:.1} MB", self.len, self.free_before.saturating_sub(free) as f64 / 1e6); }
         self.peak_vram = self.peak_vram.max(self.free_before.saturating_sub(free));
         Ok(())
     }
@@ -511,33 +473,61 @@ impl<'g> GpuLlama<'g> {
         if let Some(&bad) = ids.iter().find(|&&t| t as usize >= self.cfg.vocab) {
             return Err(Error::Invalid(format!("token {bad} is outside the vocabulary of {}", self.cfg.vocab)));
         }
-        let st = &self.gpu.stream;
-        self.timers[0].record(st)?;
-        st.memcpy_htod(&[self.len as u32], &mut self.pos)?;
-        self.embed(ids)?;
-        if m == 1 && self.use_graph && self.capture_step()? {
-            let step = self.step_graph.as_ref().expect("captured above");
-            step.graph.launch()?;
-            match &mut self.weights {
-                Weights::Compressed { decoder, .. } => decoder.check_log(&step.decodes, st)?,
-                Weights::Streamed(ws) => ws.check_decodes(&step.decodes)?,
-                Weights::Resident(_) => {}
-            }
-        } else {
-            self.enqueue_layers(m)?;
-            if let Weights::Compressed { decoder, .. } = &mut self.weights {
-                decoder.check(st)?;
+        // The previous step's copies from these buffers were done before its `ready`.
+        self.io.pos.as_mut_slice()[0] = self.len as u32;
+        match &self.embed {
+            Embedding::Device(_) => self.io.ids.as_mut_slice()[..m].copy_from_slice(ids),
+            Embedding::Host(table) => {
+                let d = self.cfg.dim;
+                for (row, &t) in self.io.rows.as_mut_slice().chunks_exact_mut(d).zip(ids) {
+                    row.copy_from_slice(&table[t as usize * d..(t as usize + 1) * d]);
+                }
             }
         }
+        let t_launch = std::time::Instant::now();
+        // A replay allocates nothing, so device memory in use is sampled on the first
+        // launch of a graph and on every other forward (cuMemGetInfo costs microseconds).
+        let mut sample = true;
+        let decodes = if m == 1 && self.use_graph && self.capture_step()? {
+            let step = self.step_graph.as_mut().expect("captured above");
+            step.graph.launch()?;
+            sample = !std::mem::replace(&mut step.launched, true);
+            XT.with(|x| x.borrow_mut()[0] += t_launch.elapsed().as_secs_f64());
+            None
+        } else {
+            self.enqueue_step(m)?;
+            Some(self.take_decode_log())
+        };
+        let t_wait = std::time::Instant::now();
+        self.io.ready.synchronize()?;
+        XT.with(|x| x.borrow_mut()[1] += t_wait.elapsed().as_secs_f64());
+        let t_post = std::time::Instant::now();
+        self.device_seconds += self.io.started.elapsed_ms(&self.io.ready)? as f64 / 1e3;
+        let flag = self.io.decode_status.as_slice()[0];
+        let log = decodes.as_ref().or(self.step_graph.as_ref().map(|g| &g.decodes)).expect("a graph when no log");
+        match &mut self.weights {
+            Weights::Compressed { decoder, .. } => decoder.staged_result(flag, log, &self.gpu.stream)?,
+            Weights::Streamed(ws) => ws.decode_result(flag, log)?,
+            Weights::Resident(_) => {}
+        }
         self.len += m;
-        let logits = st.clone_dtoh(&self.s.logits)?;
-        self.timers[1].record(st)?;
-        self.device_seconds += self.timers[0].elapsed_ms(&self.timers[1])? as f64 / 1e3;
-        self.sample_vram()?;
-        let mut out = vec![0f32; logits.len()];
+        if sample {
+            self.sample_vram()?;
+        }
+        let mut out = vec![0f32; self.io.logits.as_slice().len()];
         // In bulk (F16C where the CPU has it): per element, 49,152 logits cost ~0.1 ms a step.
-        half::slice::HalfFloatSliceExt::convert_to_f32_slice(logits.as_slice(), &mut out);
+        half::slice::HalfFloatSliceExt::convert_to_f32_slice(self.io.logits.as_slice(), &mut out);
+        XT.with(|x| x.borrow_mut()[2] += t_post.elapsed().as_secs_f64());
         Ok(out)
+    }
+
+    /// The decodes enqueued since the last take (empty for resident weights).
+    fn take_decode_log(&mut self) -> super::DecodeLog {
+        match &mut self.weights {
+            Weights::Compressed { decoder, .. } => decoder.take_log(),
+            Weights::Streamed(ws) => ws.take_decode_log(),
+            Weights::Resident(_) => Default::default(),
+        }
     }
 
     /// Captures the single-token step into a graph unless one exists; false (and graphs
@@ -549,17 +539,15 @@ impl<'g> GpuLlama<'g> {
         let st = self.gpu.stream.clone();
         // Relaxed: cuBLAS and nvCOMP may query or set up state while being captured.
         st.begin_capture(cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)?;
-        let enqueued = self.enqueue_layers(1);
+        let enqueued = self.enqueue_step(1);
         let captured = st.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0));
-        let decodes = match &mut self.weights {
-            Weights::Compressed { decoder, .. } => decoder.take_log(),
-            Weights::Streamed(ws) => ws.take_decode_log(),
-            Weights::Resident(_) => Default::default(),
-        };
+        let decodes = self.take_decode_log();
         match (enqueued, captured) {
             (Ok(()), Ok(Some(graph))) => {
+                if std::env::var_os("XDEBUG").is_some() { let f = self.gpu.mem_info()?.0; eprintln!("XV captured used={:.1}", self.free_before.saturating_sub(f) as f64 / 1e6); }
                 graph.upload()?;
-                self.step_graph = Some(StepGraph { graph, decodes });
+                if std::env::var_os("XDEBUG").is_some() { let f = self.gpu.mem_info()?.0; eprintln!("XV uploaded used={:.1}", self.free_before.saturating_sub(f) as f64 / 1e6); }
+                self.step_graph = Some(StepGraph { graph, decodes, launched: false });
                 Ok(true)
             }
             (enqueued, captured) => {
@@ -571,24 +559,36 @@ impl<'g> GpuLlama<'g> {
         }
     }
 
-    /// `sc.x` = the embeddings of `ids`, on the default stream (outside any graph: the
-    /// host-side lookup copies from pageable memory).
-    fn embed(&mut self, ids: &[u32]) -> Result<()> {
-        let (gpu, st, d, m) = (self.gpu, &self.gpu.stream, self.cfg.dim, ids.len());
+    /// Enqueues one forward of `m` rows whose inputs are in `io`: uploads, embedding,
+    /// layers, logits and decode status back into `io`, `io.ready`; then (streaming) the
+    /// next step's first weights. Waits on the host for nothing, so that it can be
+    /// captured.
+    fn enqueue_step(&mut self, m: usize) -> Result<()> {
+        let (gpu, st, d) = (self.gpu, &self.gpu.stream, self.cfg.dim);
+        super::record_external(&self.io.started, st)?;
+        st.memcpy_htod(self.io.pos.as_slice(), &mut self.pos)?;
         let sc = &mut self.s;
         match &self.embed {
             Embedding::Device(table) => {
-                st.memcpy_htod(ids, &mut sc.ids.slice_mut(..m))?;
+                st.memcpy_htod(&self.io.ids.as_slice()[..m], &mut sc.ids.slice_mut(..m))?;
                 let (mu, du) = (m as u32, d as u32);
                 let mut l = st.launch_builder(&gpu.kernels.embed);
                 l.arg(table).arg(&sc.ids).arg(&mut sc.x).arg(&mu).arg(&du);
                 // SAFETY: ids < vocab (checked by forward), x holds m·d.
                 unsafe { l.launch(launch_1d(m * d)) }?;
             }
-            Embedding::Host(table) => {
-                let rows: Vec<f32> = ids.iter().flat_map(|&t| table[t as usize * d..(t as usize + 1) * d].iter().copied()).collect();
-                st.memcpy_htod(&rows, &mut sc.x.slice_mut(..m * d))?;
-            }
+            Embedding::Host(_) => st.memcpy_htod(&self.io.rows.as_slice()[..m * d], &mut sc.x.slice_mut(..m * d))?,
+        }
+        self.enqueue_layers(m)?;
+        st.memcpy_dtoh(&self.s.logits, self.io.logits.as_mut_slice())?;
+        match &self.weights {
+            Weights::Compressed { decoder, .. } => decoder.stage_status(&mut self.io.decode_status, st)?,
+            Weights::Streamed(ws) => ws.stage_decode_status(&mut self.io.decode_status)?,
+            Weights::Resident(_) => {}
+        }
+        super::record_external(&self.io.ready, st)?;
+        if let (true, Weights::Streamed(ws)) = (self.prefetch_next, &mut self.weights) {
+            ws.prefetch_next_pass()?;
         }
         Ok(())
     }
@@ -624,23 +624,35 @@ impl<'g> GpuLlama<'g> {
                 }
             }
             Weights::Streamed(ws) => {
+                // Units: the blocks, then the LM head in row bands (`stream_units`).
+                let (layers, mut row) = (blocks.len(), 0);
                 ws.for_each_unit(|u, w, _stream| {
-                    let refs: Vec<LinRef> = w.iter().map(LinRef::Int8).collect();
-                    ctx.block(&mut blocks[u], sc, &refs, u == 0)
+                    if u < layers {
+                        let refs: Vec<LinRef> = w.iter().map(LinRef::Int8).collect();
+                        return ctx.block(&mut blocks[u], sc, &refs, u == 0);
+                    }
+                    if u == layers {
+                        final_norm(gpu, sc, out_norm, m, d, cfg.eps)?;
+                    }
+                    let n = w[0].rows;
+                    gpu.linear(&sc.h, 1, &w[0], &mut sc.piece, st)?;
+                    st.memcpy_dtod(&sc.piece.slice(..n), &mut sc.logits.slice_mut(row..row + n))?;
+                    row += n;
+                    Ok(())
                 })?;
+                return Ok(());
             }
         }
-        // The last block's MLP output, the final norm and the LM head: on the last row only.
-        let last = (m - 1) * d..m * d;
-        norm(gpu, &mut sc.x.slice_mut(last.clone()), Some(&sc.o.slice(last)), out_norm, &mut sc.h, 1, d, cfg.eps)?;
-        match lm_head {
-            LmHead::Resident(l) => l.apply(gpu, blas, &sc.h, 1, &mut sc.logits),
-            LmHead::Streamed(l) => {
-                let Weights::Streamed(ws) = weights else { unreachable!("the LM head streams only in the stream mode") };
-                l.apply(gpu, &sc.h, &mut sc.logits, &ws.copies_done)
-            }
-        }
+        final_norm(gpu, sc, out_norm, m, d, cfg.eps)?;
+        lm_head.as_ref().expect("resident modes hold the LM head").apply(gpu, blas, &sc.h, 1, &mut sc.logits)
     }
+}
+
+/// The last block's MLP output added in and the final norm, on the last row only (the
+/// only one whose logits are computed): `sc.h[0..d]`.
+fn final_norm(gpu: &Gpu, sc: &mut Scratch, w: &CudaSlice<f32>, m: usize, d: usize, eps: f32) -> Result<()> {
+    let last = (m - 1) * d..m * d;
+    norm(gpu, &mut sc.x.slice_mut(last.clone()), Some(&sc.o.slice(last)), w, &mut sc.h, 1, d, eps)
 }
 
 /// What a block's computation needs besides its weights.
@@ -717,4 +729,14 @@ fn norm(gpu: &Gpu, x: &mut CudaViewMut<f32>, add: Option<&CudaView<f16>>, w: &Cu
     // SAFETY: x (and add) hold rows·d, h at least rows·d.
     unsafe { l.launch(cfg) }?;
     Ok(())
+}
+
+thread_local! { pub static XT: std::cell::RefCell<[f64; 4]> = const { std::cell::RefCell::new([0.0; 4]) }; }
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
 }

@@ -38,6 +38,8 @@ pub struct DeviceChunkTable {
     pub chunk_size: usize,
     /// Bytes the stored chunks span (padding included).
     pub stored_len: usize,
+    /// The tensor's chunks this table covers (all of them unless built for a row band).
+    pub chunk_range: std::ops::Range<usize>,
     table: CudaSlice<u8>,
     /// The table's host copy, for merging tables into a `ChunkBatch`.
     entries: Vec<ChunkEntry>,
@@ -51,15 +53,32 @@ impl DeviceChunkTable {
     /// The table of tensor `name` on the device (its stored bytes are read by the caller,
     /// wherever they are to live).
     pub fn build(gpu: &Gpu, c: &Container, name: &str) -> Result<Self> {
+        DeviceChunkTable::build_rows(gpu, c, name, None)
+    }
+
+    /// The table of rows `rows` of tensor `name` (all rows when `None`): a band that starts
+    /// on a chunk boundary and ends on one or at the tensor's end, so that it is a run of
+    /// whole chunks (`chunk_range`).
+    pub fn build_rows(gpu: &Gpu, c: &Container, name: &str, rows: Option<std::ops::Range<usize>>) -> Result<Self> {
         let t = c.tensor(name).ok_or_else(|| Error::format(c.path(), format!("no tensor named '{name}'")))?;
         let Encoding::Int8 { group_size, scales, .. } = &t.encoding else {
             return Err(Error::format(c.path(), format!("tensor '{name}' is not INT8")));
         };
-        let (rows, cols) = t.matrix_dims().expect("validated: INT8 tensors are 2-D");
+        let (all_rows, cols) = t.matrix_dims().expect("validated: INT8 tensors are 2-D");
+        let (all_rows, cols, cs) = (all_rows as usize, cols as usize, t.data.chunk_size as usize);
+        let band = rows.unwrap_or(0..all_rows);
+        let (b0, b1) = (band.start * cols, band.end * cols);
+        if band.is_empty() || band.end > all_rows || b0 % cs != 0 || (b1 % cs != 0 && band.end != all_rows) {
+            return Err(Error::Invalid(format!("rows {band:?} of '{name}' ({all_rows} × {cols}, {cs}-byte chunks) are not a run of whole chunks")));
+        }
+        let chunk_range = b0 / cs..b1.div_ceil(cs);
+        let (first_offset, stored_len) = t.data.chunk_extent(chunk_range.clone());
         let mut slot_chunks = Vec::new();
         let table: Vec<ChunkEntry> = t
             .data
             .spans()
+            .skip(chunk_range.start)
+            .take(chunk_range.len())
             .map(|s| {
                 let slot = if s.record.raw {
                     RAW_SLOT
@@ -68,8 +87,8 @@ impl DeviceChunkTable {
                     slot_chunks.len() as u32 - 1
                 };
                 ChunkEntry {
-                    src_offset: s.offset - t.data.offset,
-                    dst_offset: s.decoded_offset,
+                    src_offset: s.offset - first_offset,
+                    dst_offset: s.decoded_offset - b0 as u64,
                     stored_len: s.record.stored_len,
                     decoded_len: s.decoded_len,
                     slot,
@@ -79,22 +98,57 @@ impl DeviceChunkTable {
             .collect();
         let scale_bytes = decode_blob(c, name, scales)?;
         let scale_values = crate::format::DType::F32.widen(&scale_bytes).expect("f32 is floating point");
+        let groups = cols.div_ceil(*group_size as usize);
         let s = &gpu.stream;
-        let table_dev = DeviceChunkTable {
+        Ok(DeviceChunkTable {
             name: name.to_owned(),
-            rows: rows as usize,
-            cols: cols as usize,
+            rows: band.len(),
+            cols,
             group_size: *group_size as usize,
             codec: t.data.codec,
-            chunk_size: t.data.chunk_size as usize,
-            stored_len: t.data.stored_extent() as usize,
+            chunk_size: cs,
+            stored_len: stored_len as usize,
+            chunk_range,
             table: s.clone_htod(bytemuck::cast_slice::<ChunkEntry, u8>(&table))?,
-            scales: s.clone_htod(&scale_values)?,
+            scales: s.clone_htod(&scale_values[band.start * groups..band.end * groups])?,
             chunks: table.len(),
             entries: table,
             slot_chunks,
-        };
-        Ok(table_dev)
+        })
+    }
+
+    /// A table for rows `rows` of an INT8 matrix held in memory (quantized at load, not
+    /// stored as INT8): its bytes are "stored" as they are, in raw chunks, so decoding them
+    /// is the scatter kernel's copy.
+    pub fn for_int8(gpu: &Gpu, name: &str, m: &crate::quant::Int8Matrix, rows: std::ops::Range<usize>) -> Result<Self> {
+        if rows.is_empty() || rows.end > m.rows {
+            return Err(Error::Invalid(format!("rows {rows:?} of '{name}' ({} rows)", m.rows)));
+        }
+        let (len, cs) = (rows.len() * m.cols, crate::compress::DEFAULT_CHUNK_SIZE as usize);
+        let entries: Vec<ChunkEntry> = (0..len)
+            .step_by(cs)
+            .map(|at| {
+                let n = (len - at).min(cs) as u32;
+                ChunkEntry { src_offset: at as u64, dst_offset: at as u64, stored_len: n, decoded_len: n, slot: RAW_SLOT, _pad: 0 }
+            })
+            .collect();
+        let groups = m.cols.div_ceil(m.group_size);
+        let s = &gpu.stream;
+        Ok(DeviceChunkTable {
+            name: name.to_owned(),
+            rows: rows.len(),
+            cols: m.cols,
+            group_size: m.group_size,
+            codec: Codec::Raw,
+            chunk_size: cs,
+            stored_len: len,
+            chunk_range: 0..entries.len(),
+            table: s.clone_htod(bytemuck::cast_slice::<ChunkEntry, u8>(&entries))?,
+            scales: s.clone_htod(&m.scales[rows.start * groups..rows.end * groups])?,
+            chunks: entries.len(),
+            entries,
+            slot_chunks: Vec::new(),
+        })
     }
 
     /// Decoded INT8 bytes.
@@ -469,7 +523,21 @@ impl Decoder {
     /// `check`, for decodes described by `log` instead of those enqueued since the last
     /// check.
     pub fn check_log(&mut self, log: &DecodeLog, stream: &Arc<CudaStream>) -> Result<()> {
-        let bad = stream.clone_dtoh(&self.first_bad)?[0];
+        let flag = stream.clone_dtoh(&self.first_bad)?[0];
+        self.staged_result(flag, log, stream)
+    }
+
+    /// Enqueues a copy of the failure flag into `flag` (page-locked), for a caller that
+    /// learns of completion from an event instead of synchronizing `stream`; once it has,
+    /// `staged_result` reads the copy.
+    pub fn stage_status(&self, flag: &mut super::PinnedBuffer<u32>, stream: &Arc<CudaStream>) -> Result<()> {
+        stream.memcpy_dtoh(&self.first_bad, &mut flag.as_mut_slice()[..1])?;
+        Ok(())
+    }
+
+    /// The outcome a copied failure flag reports (`u32::MAX`: every chunk decoded), the
+    /// failing tensor traced with `log`; re-arms the flag on `stream` after a failure.
+    pub fn staged_result(&mut self, bad: u32, log: &DecodeLog, stream: &Arc<CudaStream>) -> Result<()> {
         self.pending.0.clear();
         if bad == u32::MAX {
             return Ok(());
