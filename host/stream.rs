@@ -210,7 +210,6 @@ impl HostStore {
     pub fn load<P: Clone + Into<UnitPart>>(gpu: &Gpu, c: &Container, units: &[Vec<P>], pin: bool) -> Result<Self> {
         gpu.release_cached_memory()?;
         let vram_baseline = gpu.mem_info()?.0;
-        let xd = |what: &str| if std::env::var_os("XDEBUG").is_some() { let f = gpu.mem_info().unwrap().0; eprintln!("XV {what} used={:.1}", vram_baseline.saturating_sub(f) as f64 / 1e6); };
         let mut host_units = Vec::with_capacity(units.len());
         let mut total = 0;
         // Tensors not stored as INT8 (a tied embedding used as the LM head) are quantized
@@ -250,7 +249,6 @@ impl HostStore {
             let batch = ChunkBatch::new(gpu, &parts)?;
             host_units.push(HostUnit { tensors, size: UnitSize { stored, decoded }, batch });
         }
-        xd("tables");
         let pinned = if pin {
             match PinnedBuffer::new(gpu, total) {
                 Ok(buf) => Some(buf),
@@ -269,7 +267,6 @@ impl HostStore {
         let mut store = HostStore { arena, units: host_units, pinned_bytes, total_bytes: total, vram_baseline };
         // Each tensor's chunks go from the file straight into its region of the arena
         // (checksums verified there), in parallel: nothing is staged on the way.
-        xd("arena");
         let base = store.base_mut() as usize;
         for (at, m, rows) in &from_memory {
             let bytes: &[u8] = bytemuck::cast_slice(&m.q[rows.start * m.cols..rows.end * m.cols]);

@@ -309,10 +309,7 @@ fn run(cmd: Command) -> Result<bool> {
             let gpu_holder = weights.map(|_| codecllm::gpu::Gpu::new(0)).transpose()?;
             // Outlives the model that streams from it.
             let stream_store: codecllm::stream::HostStore;
-            // (measured peak VRAM, allocated VRAM, device seconds) of the GPU model.
-            let vram = std::rc::Rc::new(std::cell::Cell::new(None::<(usize, usize, f64)>));
-            // One step function for either engine: prompt (all at once) or one token.
-            let mut step: Box<dyn FnMut(&[u32]) -> Result<Vec<f32>>> = match (&gpu_holder, weights) {
+            let mut engine: Box<dyn Engine + '_> = match (&gpu_holder, weights) {
                 (Some(gpu), Some(mode)) => {
                     use codecllm::gpu::llama::{GpuLlama, WeightMode};
                     let (m, ctx) = (ids.len().max(1), ids.len() + max_tokens);
@@ -330,12 +327,7 @@ fn run(cmd: Command) -> Result<bool> {
                     };
                     llm.use_graph = !no_graph;
                     eprintln!("{}: {} layers, d={} on {} ({mode:?}, {:.1} MB of weights in VRAM, loaded in {:.1} s)", model.display(), llm.cfg.layers, llm.cfg.dim, gpu.name, llm.weight_bytes as f64 / 1e6, started.elapsed().as_secs_f64());
-                    let vram = vram.clone();
-                    Box::new(move |t: &[u32]| {
-                        let logits = llm.forward(t);
-                        vram.set(Some((llm.peak_vram, llm.vram_accounted, llm.device_seconds)));
-                        logits
-                    })
+                    Box::new(llm)
                 }
                 _ => {
                     let llm = CpuLlama::load(src)?;
@@ -343,21 +335,15 @@ fn run(cmd: Command) -> Result<bool> {
                     if ids.len() + max_tokens > llm.cfg.context {
                         return Err(Error::Invalid(format!("{} prompt tokens + {max_tokens} new exceed the context of {}", ids.len(), llm.cfg.context)));
                     }
-                    let mut cache = KvCache::default();
-                    Box::new(move |t: &[u32]| {
-                        let mut logits = Vec::new();
-                        for &id in t {
-                            logits = llm.step(id, &mut cache)?;
-                        }
-                        Ok(logits)
-                    })
+                    Box::new(CpuEngine { llm, cache: KvCache::default(), logits: Vec::new() })
                 }
             };
             let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
             let t0 = std::time::Instant::now();
-            let mut logits = step(&ids)?;
+            engine.submit(&ids)?;
+            let mut logits = engine.finish()?;
             let prefill = t0.elapsed().as_secs_f64();
-            let device_after_prefill = vram.get().map_or(0.0, |v| v.2);
+            let device_after_prefill = engine.gpu_report().map_or(0.0, |r| r.device_seconds);
             let (mut out, mut shown) = (Vec::new(), 0);
             let t1 = std::time::Instant::now();
             for _ in 0..max_tokens {
@@ -366,25 +352,27 @@ fn run(cmd: Command) -> Result<bool> {
                     break;
                 }
                 out.push(next);
+                engine.submit(&[next])?;
+                // Printed while the engine computes the next logits. Only whole characters:
+                // a multi-byte one may span tokens.
                 let s = tok.decode(&out)?;
-                // Print only whole characters: a multi-byte one may span tokens.
                 if !s.ends_with('\u{fffd}') {
                     print!("{}", &s[shown..]);
                     let _ = std::io::stdout().flush();
                     shown = s.len();
                 }
-                logits = step(&[next])?;
+                logits = engine.finish()?;
             }
             println!();
-            codecllm::gpu::llama::XT.with(|x| eprintln!("XT launch {:.1} us wait {:.1} us post {:.1} us per token", x.borrow()[0] * 1e6 / out.len() as f64, x.borrow()[1] * 1e6 / out.len() as f64, x.borrow()[2] * 1e6 / out.len() as f64));
             eprintln!("prefill {} tokens in {:.3} s; {} new tokens in {:.3} s ({:.1} tokens/s)", ids.len(), prefill, out.len(), t1.elapsed().as_secs_f64(), out.len() as f64 / t1.elapsed().as_secs_f64().max(1e-9));
-            if let Some((peak, allocated, device)) = vram.get() {
+            if let Some(GpuReport { peak, net, allocated, device_seconds: device }) = engine.gpu_report() {
                 let steps = out.len().max(1) as f64;
                 eprintln!(
-                    "device time per new token {:.3} ms of {:.3} ms; VRAM: peak {:.1} MB measured, {:.1} MB allocated by the model",
+                    "device time per new token {:.3} ms of {:.3} ms; VRAM: peak {:.1} MB measured ({:.1} MB without the driver pool's unallocated reserve), {:.1} MB allocated by the model",
                     (device - device_after_prefill) * 1e3 / steps,
                     t1.elapsed().as_secs_f64() * 1e3 / steps,
                     peak as f64 / 1e6,
+                    net as f64 / 1e6,
                     allocated as f64 / 1e6
                 );
             }
@@ -556,5 +544,56 @@ fn print_info(c: &Container, json: bool) {
         };
         let shape = format!("{:?}", t.shape);
         println!("{:<56} {:>5} {:>16} {:>10} {:>6} {:>7} {:>12} {:>7}", t.name, format!("{:?}", t.dtype), shape, enc, t.data.codec.name(), t.data.chunks.len(), stored, ratio(stored, decoded));
+    }
+}
+
+/// What `run` drives: a forward is submitted, then finished, so that the host prints the
+/// previous token while a GPU computes the next one.
+trait Engine {
+    fn submit(&mut self, ids: &[u32]) -> Result<()>;
+    fn finish(&mut self) -> Result<Vec<f32>>;
+    /// VRAM and device time of a GPU model.
+    fn gpu_report(&self) -> Option<GpuReport> {
+        None
+    }
+}
+
+/// Peak VRAM measured, the same without the driver pool's unallocated reserve, VRAM the
+/// model allocated, device seconds spent in forwards.
+struct GpuReport {
+    peak: usize,
+    net: usize,
+    allocated: usize,
+    device_seconds: f64,
+}
+
+impl Engine for codecllm::gpu::llama::GpuLlama<'_> {
+    fn submit(&mut self, ids: &[u32]) -> Result<()> {
+        codecllm::gpu::llama::GpuLlama::submit(self, ids)
+    }
+    fn finish(&mut self) -> Result<Vec<f32>> {
+        codecllm::gpu::llama::GpuLlama::finish(self)
+    }
+    fn gpu_report(&self) -> Option<GpuReport> {
+        Some(GpuReport { peak: self.peak_vram, net: self.peak_vram_net, allocated: self.vram_accounted, device_seconds: self.device_seconds })
+    }
+}
+
+/// The f32 CPU reference, one token at a time (its submit does the work).
+struct CpuEngine {
+    llm: codecllm::llama::CpuLlama,
+    cache: codecllm::llama::KvCache,
+    logits: Vec<f32>,
+}
+
+impl Engine for CpuEngine {
+    fn submit(&mut self, ids: &[u32]) -> Result<()> {
+        for &id in ids {
+            self.logits = self.llm.step(id, &mut self.cache)?;
+        }
+        Ok(())
+    }
+    fn finish(&mut self) -> Result<Vec<f32>> {
+        Ok(std::mem::take(&mut self.logits))
     }
 }

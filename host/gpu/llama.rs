@@ -176,6 +176,14 @@ struct StepIo {
     ready: cudarc::driver::CudaEvent,
 }
 
+/// A forward submitted and not yet finished.
+struct Pending {
+    m: usize,
+    /// The decodes it enqueued (`None`: a graph replay, whose log the graph keeps).
+    decodes: Option<super::DecodeLog>,
+    sample_vram: bool,
+}
+
 /// A captured single-token step (everything `enqueue_step` enqueues).
 struct StepGraph {
     graph: cudarc::driver::CudaGraph,
@@ -222,6 +230,7 @@ pub struct GpuLlama<'g> {
     /// size a step is hundreds of small launches, and the graph issues them from the GPU.
     pub use_graph: bool,
     step_graph: Option<StepGraph>,
+    pending: Option<Pending>,
     io: StepIo,
     /// Whether each step ends by prefetching the next step's first weights (streaming,
     /// when the ring allows it: `WeightStream::can_prefetch_next_pass`).
@@ -238,6 +247,9 @@ pub struct GpuLlama<'g> {
     free_before: usize,
     /// High-water mark of device memory in use above the level before loading.
     pub peak_vram: usize,
+    /// The same without what the driver's pool holds reserved but unallocated at each
+    /// sample (`Gpu::pool_slack`): memory the process holds but the model does not use.
+    pub peak_vram_net: usize,
     /// Device bytes the model allocated: weights (as `weight_bytes`), norms, KV cache,
     /// activations, RoPE table.
     pub vram_accounted: usize,
@@ -424,6 +436,7 @@ impl<'g> GpuLlama<'g> {
             max_m,
             use_graph: true,
             step_graph: None,
+            pending: None,
             io: StepIo {
                 pos: super::PinnedBuffer::new(gpu, 1)?,
                 ids: super::PinnedBuffer::new(gpu, max_m)?,
@@ -442,6 +455,7 @@ impl<'g> GpuLlama<'g> {
             mode,
             free_before,
             peak_vram: 0,
+            peak_vram_net: 0,
             vram_accounted,
         };
         model.sample_vram()?;
@@ -450,7 +464,8 @@ impl<'g> GpuLlama<'g> {
 
     fn sample_vram(&mut self) -> Result<()> {
         let (free, _) = self.gpu.mem_info()?;
-        if std::env::var_os("XDEBUG").is_some() { eprintln!("XV len={} used={:.1} MB", self.len, self.free_before.saturating_sub(free) as f64 / 1e6); }
+        let in_use = self.free_before.saturating_sub(free);
+        self.peak_vram_net = self.peak_vram_net.max(in_use.saturating_sub(self.gpu.pool_slack()?));
         self.peak_vram = self.peak_vram.max(self.free_before.saturating_sub(free));
         Ok(())
     }
@@ -461,9 +476,20 @@ impl<'g> GpuLlama<'g> {
     }
 
     /// Feeds `ids` at the next positions (one batch; prefill or a single decode step) and
-    /// returns the logits after the last of them.
+    /// returns the logits after the last of them: `submit` then `finish`.
     pub fn forward(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.submit(ids)?;
+        self.finish()
+    }
+
+    /// Starts a forward of `ids` at the next positions and returns without waiting; the
+    /// host can work (print the previous token) while the device runs it. `finish`
+    /// collects the logits; nothing else may be submitted before.
+    pub fn submit(&mut self, ids: &[u32]) -> Result<()> {
         let m = ids.len();
+        if self.pending.is_some() {
+            return Err(Error::Invalid("a forward is in flight: finish it before submitting another".into()));
+        }
         if m == 0 || m > self.max_m {
             return Err(Error::Invalid(format!("batch of {m} tokens; this model was loaded for 1..={}", self.max_m)));
         }
@@ -484,40 +510,39 @@ impl<'g> GpuLlama<'g> {
                 }
             }
         }
-        let t_launch = std::time::Instant::now();
         // A replay allocates nothing, so device memory in use is sampled on the first
-        // launch of a graph and on every other forward (cuMemGetInfo costs microseconds).
-        let mut sample = true;
-        let decodes = if m == 1 && self.use_graph && self.capture_step()? {
-            let step = self.step_graph.as_mut().expect("captured above");
-            step.graph.launch()?;
-            sample = !std::mem::replace(&mut step.launched, true);
-            XT.with(|x| x.borrow_mut()[0] += t_launch.elapsed().as_secs_f64());
-            None
+        // launch of a graph and after every other forward (cuMemGetInfo costs microseconds).
+        let step = if m == 1 && self.use_graph && self.capture_step()? {
+            let graph = self.step_graph.as_mut().expect("captured above");
+            graph.graph.launch()?;
+            Pending { m, decodes: None, sample_vram: !std::mem::replace(&mut graph.launched, true) }
         } else {
             self.enqueue_step(m)?;
-            Some(self.take_decode_log())
+            Pending { m, decodes: Some(self.take_decode_log()), sample_vram: true }
         };
-        let t_wait = std::time::Instant::now();
+        self.pending = Some(step);
+        Ok(())
+    }
+
+    /// Waits for the submitted forward and returns its logits (those of its last row).
+    pub fn finish(&mut self) -> Result<Vec<f32>> {
+        let step = self.pending.take().ok_or_else(|| Error::Invalid("no forward was submitted".into()))?;
         self.io.ready.synchronize()?;
-        XT.with(|x| x.borrow_mut()[1] += t_wait.elapsed().as_secs_f64());
-        let t_post = std::time::Instant::now();
         self.device_seconds += self.io.started.elapsed_ms(&self.io.ready)? as f64 / 1e3;
         let flag = self.io.decode_status.as_slice()[0];
-        let log = decodes.as_ref().or(self.step_graph.as_ref().map(|g| &g.decodes)).expect("a graph when no log");
+        let log = step.decodes.as_ref().or(self.step_graph.as_ref().map(|g| &g.decodes)).expect("a graph when no log");
         match &mut self.weights {
             Weights::Compressed { decoder, .. } => decoder.staged_result(flag, log, &self.gpu.stream)?,
             Weights::Streamed(ws) => ws.decode_result(flag, log)?,
             Weights::Resident(_) => {}
         }
-        self.len += m;
-        if sample {
+        self.len += step.m;
+        if step.sample_vram {
             self.sample_vram()?;
         }
         let mut out = vec![0f32; self.io.logits.as_slice().len()];
         // In bulk (F16C where the CPU has it): per element, 49,152 logits cost ~0.1 ms a step.
         half::slice::HalfFloatSliceExt::convert_to_f32_slice(self.io.logits.as_slice(), &mut out);
-        XT.with(|x| x.borrow_mut()[2] += t_post.elapsed().as_secs_f64());
         Ok(out)
     }
 
@@ -544,9 +569,7 @@ impl<'g> GpuLlama<'g> {
         let decodes = self.take_decode_log();
         match (enqueued, captured) {
             (Ok(()), Ok(Some(graph))) => {
-                if std::env::var_os("XDEBUG").is_some() { let f = self.gpu.mem_info()?.0; eprintln!("XV captured used={:.1}", self.free_before.saturating_sub(f) as f64 / 1e6); }
                 graph.upload()?;
-                if std::env::var_os("XDEBUG").is_some() { let f = self.gpu.mem_info()?.0; eprintln!("XV uploaded used={:.1}", self.free_before.saturating_sub(f) as f64 / 1e6); }
                 self.step_graph = Some(StepGraph { graph, decodes, launched: false });
                 Ok(true)
             }
@@ -679,7 +702,6 @@ impl BlockCtx<'_> {
         let mu = m as u32;
         let pending = (!first).then(|| sc.o.slice(..m * d));
         norm(gpu, &mut sc.x.slice_mut(..m * d), pending.as_ref(), &b.attn_norm, &mut sc.h, m, d, cfg.eps)?;
-        drop(pending);
         lin[Q].apply(gpu, self.blas, &sc.h, m, &mut sc.q)?;
         lin[K].apply(gpu, self.blas, &sc.h, m, &mut sc.k)?;
         lin[V].apply(gpu, self.blas, &sc.h, m, &mut sc.v)?;
@@ -731,7 +753,6 @@ fn norm(gpu: &Gpu, x: &mut CudaViewMut<f32>, add: Option<&CudaView<f16>>, w: &Cu
     Ok(())
 }
 
-thread_local! { pub static XT: std::cell::RefCell<[f64; 4]> = const { std::cell::RefCell::new([0.0; 4]) }; }
 
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 {

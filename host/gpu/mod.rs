@@ -93,6 +93,26 @@ impl Gpu {
         Ok(self.ctx.mem_get_info()?)
     }
 
+    /// Bytes the driver's stream-ordered pool holds reserved on the device but has not
+    /// handed out: it grows in blocks (32 MiB for small allocations), so on a small model
+    /// this slack is a large part of what `mem_info` sees in use.
+    pub fn pool_slack(&self) -> Result<usize> {
+        if !self.ctx.has_async_alloc() {
+            return Ok(0);
+        }
+        use cudarc::driver::sys::{cuDeviceGetDefaultMemPool, cuMemPoolGetAttribute, CUmemPool_attribute as A};
+        let (mut reserved, mut used) = (0u64, 0u64);
+        // SAFETY: plain driver queries on this context's device and its default pool; both
+        // attributes are 64-bit values written into the locals.
+        unsafe {
+            let mut pool = std::ptr::null_mut();
+            cuDeviceGetDefaultMemPool(&mut pool, self.ctx.cu_device()).result()?;
+            cuMemPoolGetAttribute(pool, A::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, &mut reserved as *mut u64 as *mut _).result()?;
+            cuMemPoolGetAttribute(pool, A::CU_MEMPOOL_ATTR_USED_MEM_CURRENT, &mut used as *mut u64 as *mut _).result()?;
+        }
+        Ok(reserved.saturating_sub(used) as usize)
+    }
+
     /// Waits for all work, then hands memory that freed buffers left in the driver's
     /// stream-ordered pool back to the device. cudarc allocates through that pool, so
     /// without this `mem_info` would not see buffers come and go (VRAM measurements).
