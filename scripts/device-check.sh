@@ -25,7 +25,7 @@ for step in "${steps[@]}"; do
       for tool in memcheck racecheck synccheck; do
         echo "== compute-sanitizer $tool"
         compute-sanitizer --tool "$tool" --error-exitcode 9 --target-processes all \
-          "$b/gpu-tests" --test-threads=1 fused_linear tensor_core every_gemm dequantize decode_then_linear gpu_decode 2>&1 | tail -n 6 || status=1
+          "$b/gpu-tests" --test-threads=1 fused_linear fused_one_row tensor_core every_gemm dequantize decode_then_linear gpu_decode 2>&1 | tail -n 6 || status=1
       done
       echo "== compute-sanitizer memcheck (streaming engine)"
       compute-sanitizer --tool memcheck --error-exitcode 9 "$b/stream-tests" --test-threads=1 2>&1 | tail -n 3 || status=1

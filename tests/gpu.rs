@@ -73,6 +73,30 @@ fn fused_linear_matches_reference_on_odd_shapes_batches_and_groups() {
     }
 }
 
+/// One launch over two or three matrices (a block's q, k, v or gate, up) gives each the
+/// bits of its own `linear`, and writes every row (outputs poisoned first).
+#[test]
+fn fused_one_row_linear_equals_separate_launches() {
+    let Some(gpu) = gpu_or_skip("fused_one_row_linear_equals_separate_launches") else { return };
+    let mut rng = rng(fresh_seed());
+    let s = &gpu.stream;
+    for (rows, k, group) in [(vec![576, 192, 192], 576, 576), (vec![1536, 1536], 576, 32), (vec![7, 1, 13], 33, 33), (vec![100, 60, 8], 1024, 128)] {
+        let mats: Vec<Int8Matrix> = rows.iter().map(|&n| Int8Matrix::quantize(&heavy_tailed(&mut rng, n * k), n, k, group).unwrap().0).collect();
+        let x: Vec<f16> = (0..k).map(|_| f16::from_f32(rng.gen_range(-1.0..1.0))).collect();
+        let dev: Vec<_> = mats.iter().map(|w| (s.clone_htod(bytemuck::cast_slice::<i8, u8>(&w.q)).unwrap(), s.clone_htod(&w.scales).unwrap())).collect();
+        let weights: Vec<Int8Weights> = dev.iter().zip(&mats).map(|((q, sc), w)| Int8Weights { q: q.slice(..), scales: sc.slice(..), rows: w.rows, cols: k, group_size: group }).collect();
+        let mut ys: Vec<_> = rows.iter().map(|&n| s.clone_htod(&vec![POISON; n]).unwrap()).collect();
+        let xd = s.clone_htod(&x).unwrap();
+        let mut parts: Vec<(&Int8Weights, &mut cudarc::driver::CudaSlice<f16>)> = weights.iter().zip(ys.iter_mut()).collect();
+        gpu.linear_m1_fused(&xd, &mut parts, s).unwrap();
+        for ((w, y), m) in weights.iter().zip(&ys).zip(&mats) {
+            let got = s.clone_dtoh(y).unwrap();
+            let alone = run_linear(&gpu, m, &x, 1, Gpu::plan(1, m.rows, k));
+            assert!(got.iter().map(|v| v.to_bits()).eq(alone.iter().map(|v| v.to_bits())), "rows {rows:?} k={k} g={group}: matrix of {} rows differs from its own launch", w.rows);
+        }
+    }
+}
+
 #[test]
 fn tensor_core_gemm_matches_reference_on_large_batches() {
     let Some(gpu) = gpu_or_skip("tensor_core_gemm_matches_reference_on_large_batches") else { return };

@@ -1,7 +1,7 @@
 //! The PTX that build.rs compiled from `kernels/`, loaded per device, and typed launchers.
 use super::Gpu;
 use crate::error::{Error, Result};
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 use half::f16;
 use std::sync::Arc;
 
@@ -60,6 +60,7 @@ pub enum LinearPlan {
 
 pub struct Kernels {
     gemv: Vec<CudaFunction>,
+    gemv3: CudaFunction,
     gemm: Vec<CudaFunction>,
     reduce_splits: CudaFunction,
     dequant: CudaFunction,
@@ -85,6 +86,7 @@ impl Kernels {
         let f = |name: &str| module.load_function(name).map_err(|e| Error::Gpu(format!("kernel {name} missing from the PTX: {e}")));
         Ok(Kernels {
             gemv: (1..=GEMV_MAX_M).map(|m| f(&format!("gemv_w8a16_m{m}"))).collect::<Result<_>>()?,
+            gemv3: f("gemv3_w8a16_m1")?,
             gemm: GEMM_TILES.iter().map(|t| f(t.name)).collect::<Result<_>>()?,
             reduce_splits: f("gemm_reduce_splits")?,
             dequant: f("dequant_i8_f16")?,
@@ -184,6 +186,41 @@ impl Gpu {
             unsafe { launch.launch(cfg) }?;
             m0 += mb;
         }
+        Ok(())
+    }
+
+    /// `linear` for one row over two or three matrices that share `cols` and the scale
+    /// grouping (a block's q, k and v, or gate and up), in one launch: the same values as
+    /// one `linear` per matrix, a fraction of the launch cost.
+    pub fn linear_m1_fused(&self, x: &CudaSlice<f16>, parts: &mut [(&Int8Weights, &mut CudaSlice<f16>)], stream: &Arc<CudaStream>) -> Result<()> {
+        let Some((first, _)) = parts.first() else { return Err(Error::Invalid("linear_m1_fused: no matrices".into())) };
+        let (cols, group, groups) = (first.cols, first.group_size, first.groups());
+        if parts.len() > 3 || parts.iter().any(|(w, _)| w.cols != cols || w.group_size != group) {
+            return Err(Error::Invalid("linear_m1_fused: up to three matrices with the same columns and scale groups".into()));
+        }
+        for (w, y) in parts.iter() {
+            w.check()?;
+            if x.len() < w.cols || y.len() < w.rows {
+                return Err(Error::Invalid(format!("linear: x needs {} and y {} elements, got {} and {}", w.cols, w.rows, x.len(), y.len())));
+            }
+        }
+        // Raw addresses, so that absent matrices can be null with zero rows.
+        let mut args = [(0u64, 0u64, 0u64, 0u32); 3];
+        for (a, (w, y)) in args.iter_mut().zip(parts.iter_mut()) {
+            *a = (w.q.device_ptr(stream).0, w.scales.device_ptr(stream).0, y.device_ptr_mut(stream).0, w.rows as u32);
+        }
+        let rows: u32 = args.iter().map(|a| a.3).sum();
+        let (k, g, groups) = (cols as u32, group as u32, groups as u32);
+        let cfg = LaunchConfig { grid_dim: (rows.div_ceil(GEMV_WARPS), 1, 1), block_dim: (32 * GEMV_WARPS, 1, 1), shared_mem_bytes: 0 };
+        let mut launch = stream.launch_builder(&self.kernels.gemv3);
+        launch.arg(x);
+        for a in &args {
+            launch.arg(&a.0).arg(&a.1).arg(&a.2).arg(&a.3);
+        }
+        launch.arg(&k).arg(&g).arg(&groups);
+        // SAFETY: every present matrix passed `check` and its output holds its rows; absent
+        // ones have zero rows, so the kernel never touches their null addresses.
+        unsafe { launch.launch(cfg) }?;
         Ok(())
     }
 

@@ -132,6 +132,15 @@ enum LinRef<'a> {
 }
 
 impl LinRef<'_> {
+    /// The INT8 weights, when they are INT8.
+    fn int8(&self) -> Option<Int8Weights<'_>> {
+        match self {
+            LinRef::Owned(Linear::Int8 { q, s, rows, cols, group }) => Some(Int8Weights { q: q.slice(..), scales: s.slice(..), rows: *rows, cols: *cols, group_size: *group }),
+            LinRef::Owned(Linear::Fp16 { .. }) => None,
+            LinRef::Int8(w) => Some(Int8Weights { q: w.q.slice(..), scales: w.scales.slice(..), rows: w.rows, cols: w.cols, group_size: w.group_size }),
+        }
+    }
+
     fn apply(&self, gpu: &Gpu, blas: Option<&CudaBlas>, x: &CudaSlice<f16>, m: usize, y: &mut CudaSlice<f16>) -> Result<()> {
         match self {
             LinRef::Owned(l) => l.apply(gpu, blas, x, m, y),
@@ -702,9 +711,15 @@ impl BlockCtx<'_> {
         let mu = m as u32;
         let pending = (!first).then(|| sc.o.slice(..m * d));
         norm(gpu, &mut sc.x.slice_mut(..m * d), pending.as_ref(), &b.attn_norm, &mut sc.h, m, d, cfg.eps)?;
-        lin[Q].apply(gpu, self.blas, &sc.h, m, &mut sc.q)?;
-        lin[K].apply(gpu, self.blas, &sc.h, m, &mut sc.k)?;
-        lin[V].apply(gpu, self.blas, &sc.h, m, &mut sc.v)?;
+        // One row on INT8 weights (a decode step): q, k and v in one launch, as gate and up.
+        let fused = |i: &[usize]| if m == 1 { i.iter().map(|&j| lin[j].int8()).collect::<Option<Vec<_>>>() } else { None };
+        if let Some(w) = fused(&[Q, K, V]) {
+            gpu.linear_m1_fused(&sc.h, &mut [(&w[0], &mut sc.q), (&w[1], &mut sc.k), (&w[2], &mut sc.v)], st)?;
+        } else {
+            lin[Q].apply(gpu, self.blas, &sc.h, m, &mut sc.q)?;
+            lin[K].apply(gpu, self.blas, &sc.h, m, &mut sc.k)?;
+            lin[V].apply(gpu, self.blas, &sc.h, m, &mut sc.v)?;
+        }
         // Kernel safety below: `forward` checked that positions *pos .. *pos + m lie within
         // max_context, which the RoPE table and the caches cover.
         let (h, kvh, hdu) = (cfg.heads as u32, cfg.kv_heads as u32, hd as u32);
@@ -720,8 +735,12 @@ impl BlockCtx<'_> {
         unsafe { l.launch(cfg_att) }?;
         lin[O].apply(gpu, self.blas, &sc.att, m, &mut sc.o)?;
         norm(gpu, &mut sc.x.slice_mut(..m * d), Some(&sc.o.slice(..m * d)), &b.ffn_norm, &mut sc.h, m, d, cfg.eps)?;
-        lin[GATE].apply(gpu, self.blas, &sc.h, m, &mut sc.g)?;
-        lin[UP].apply(gpu, self.blas, &sc.h, m, &mut sc.u)?;
+        if let Some(w) = fused(&[GATE, UP]) {
+            gpu.linear_m1_fused(&sc.h, &mut [(&w[0], &mut sc.g), (&w[1], &mut sc.u)], st)?;
+        } else {
+            lin[GATE].apply(gpu, self.blas, &sc.h, m, &mut sc.g)?;
+            lin[UP].apply(gpu, self.blas, &sc.h, m, &mut sc.u)?;
+        }
         let n = (m * cfg.ffn) as u32;
         let mut l = st.launch_builder(&k.silu_mul);
         l.arg(&sc.g).arg(&sc.u).arg(&mut sc.h).arg(&n);
