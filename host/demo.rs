@@ -17,6 +17,8 @@ pub struct DemoRow {
     pub new_tokens: usize,
     pub tokens_per_s: f64,
     pub peak_vram: usize,
+    /// The same without what the driver's pool held reserved but unallocated.
+    pub peak_vram_net: usize,
     /// What the model allocated (weights, norms, KV cache, activations): unlike the measured
     /// peak, independent of what earlier modes in the same process left in the driver's pool.
     pub vram_accounted: usize,
@@ -29,6 +31,9 @@ pub struct DemoRow {
     pub max_logit_rel_err: f64,
     /// Tokens the free-running output shares with the baseline's from the start.
     pub identical_prefix: usize,
+    /// Streaming: decode tokens/s over what pinned host→device copies of its bytes per
+    /// token allow (the PCIe bound), the copy bandwidth measured in the same run.
+    pub pcie_bound_share: Option<f64>,
     pub text: String,
 }
 
@@ -86,6 +91,8 @@ pub fn run(gpu: &Gpu, gguf: &std::path::Path, clm: &std::path::Path, question: &
     let ctx = prompt.len() + n + 1;
     let disk = |p: &std::path::Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
 
+    // The link's bandwidth in this run, for the streaming row's share of the PCIe bound.
+    let h2d_gbps = crate::bench::Bench::new(gpu, 5)?.pinned_h2d_gbps()?;
     let mut base = GpuLlama::load(gpu, &source, WeightMode::Fp16Resident, prompt.len(), ctx)?;
     generate(&mut base, &prompt, 4, tok.eos)?; // warm-up: cuBLAS and module loading
     let (tokens, logits, prefill, decode) = generate(&mut base, &prompt, n, tok.eos)?;
@@ -96,12 +103,14 @@ pub fn run(gpu: &Gpu, gguf: &std::path::Path, clm: &std::path::Path, question: &
         new_tokens: t.len(),
         tokens_per_s: t.len() as f64 / d.max(1e-9),
         peak_vram: llm.peak_vram,
+        peak_vram_net: llm.peak_vram_net,
         vram_accounted: llm.vram_accounted,
         disk_bytes,
         host_ram_bytes: ram,
         top1_agreement: agree,
         max_logit_rel_err: err,
         identical_prefix: prefix,
+        pcie_bound_share: None,
         text,
     };
     let mut rows = vec![row("fp16-resident (baseline, GGUF)".into(), &base, &tokens, prefill, decode, disk(gguf), 0, 1.0, 0.0, tokens.len(), tok.decode(&tokens)?)];
@@ -124,7 +133,13 @@ pub fn run(gpu: &Gpu, gguf: &std::path::Path, clm: &std::path::Path, question: &
             WeightMode::CompressedResident => "compressed-resident",
             _ => "stream",
         });
-        rows.push(row(name, &llm, &t, p, d, disk(clm), ram, agree, err, prefix, tok.decode(&t)?));
+        let mut r = row(name, &llm, &t, p, d, disk(clm), ram, agree, err, prefix, tok.decode(&t)?);
+        if mode == WeightMode::Stream {
+            // Every step copies every unit once.
+            let bound = h2d_gbps * 1e9 / store.total_bytes as f64;
+            r.pcie_bound_share = Some(r.tokens_per_s / bound);
+        }
+        rows.push(r);
     }
     Ok(rows)
 }
@@ -132,17 +147,20 @@ pub fn run(gpu: &Gpu, gguf: &std::path::Path, clm: &std::path::Path, question: &
 /// The table, then each mode's text.
 pub fn print(rows: &[DemoRow]) {
     println!(
-        "{:<34} {:>9} {:>9} {:>7} {:>10} {:>10} {:>8} {:>8} {:>7} {:>9} {:>7}",
-        "mode", "prefill s", "decode s", "tok/s", "VRAM meas.", "VRAM acct.", "disk MB", "RAM MB", "top-1", "max err", "prefix"
+        "{:<34} {:>9} {:>9} {:>7} {:>6} {:>10} {:>10} {:>10} {:>8} {:>8} {:>7} {:>9} {:>7}",
+        "mode", "prefill s", "decode s", "tok/s", "PCIe", "VRAM meas.", "w/o pool", "VRAM acct.", "disk MB", "RAM MB", "top-1", "max err", "prefix"
     );
     for r in rows {
+        let pcie = r.pcie_bound_share.map_or("-".to_string(), |x| format!("{:.0}%", 100.0 * x));
         println!(
-            "{:<34} {:>9.4} {:>9.4} {:>7.1} {:>8.1}MB {:>8.1}MB {:>8.1} {:>8.1} {:>6.1}% {:>9.2e} {:>3}/{:<3}",
+            "{:<34} {:>9.4} {:>9.4} {:>7.1} {:>6} {:>8.1}MB {:>8.1}MB {:>8.1}MB {:>8.1} {:>8.1} {:>6.1}% {:>9.2e} {:>3}/{:<3}",
             r.mode,
             r.prefill_s,
             r.decode_s,
             r.tokens_per_s,
+            pcie,
             r.peak_vram as f64 / 1e6,
+            r.peak_vram_net as f64 / 1e6,
             r.vram_accounted as f64 / 1e6,
             r.disk_bytes as f64 / 1e6,
             r.host_ram_bytes as f64 / 1e6,

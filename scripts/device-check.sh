@@ -29,8 +29,10 @@ for step in "${steps[@]}"; do
       done
       echo "== compute-sanitizer memcheck (streaming engine)"
       compute-sanitizer --tool memcheck --error-exitcode 9 "$b/stream-tests" --test-threads=1 2>&1 | tail -n 3 || status=1
-      echo "== compute-sanitizer memcheck (tiny LLaMA, every weight mode, graph replays)"
-      compute-sanitizer --tool memcheck --error-exitcode 9 "$b/llama_gpu-tests" --test-threads=1 tiny 2>&1 | tail -n 3 || status=1 ;;
+      for tool in memcheck racecheck; do
+        echo "== compute-sanitizer $tool (tiny LLaMA, every weight mode, graph replays)"
+        compute-sanitizer --tool "$tool" --error-exitcode 9 "$b/llama_gpu-tests" --test-threads=1 tiny 2>&1 | tail -n 3 || status=1
+      done ;;
     bench)
       echo "== bench kernels"
       "$b/codecllm" bench kernels --json ${BENCH_ARGS:-} > "$out/bench.json" || status=1 ;;
@@ -54,7 +56,11 @@ for step in "${steps[@]}"; do
               --prompt "Write a short story about a dragon who learns to paint." 2>&1 > /dev/null | grep -vE "^\s*$" | tail -n 3 || status=1
           done
         done
-      done ;;
+      done
+      echo "== pinned host-to-device bandwidth (the PCIe bound's denominator)"
+      "$b/codecllm" bench stream --layers 1 --batches 1 --json 2>/dev/null | python3 -c 'import json,sys; print("pinned H2D GB/s", json.load(sys.stdin)["pinned_h2d_gbps"])' || status=1
+      echo "== codecllm demo (every mode in one process)"
+      "$b/codecllm" demo --gguf "$g" --output /tmp/demo.clm --json > "$out/demo.json" || status=1 ;;
     *) echo "unknown step $step"; status=2 ;;
   esac
 done

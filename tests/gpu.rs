@@ -190,7 +190,7 @@ fn gpu_decode_equals_cpu_decode_for_every_codec() {
             // All tensors in one batch (one nvCOMP call, slots from per-tensor bases), into
             // one poisoned buffer: the same bytes.
             let tables: Vec<_> = tensors.iter().map(|t| &t.table).collect();
-            let mut batch = Decoder::for_batches(&gpu, &[tables.clone()]).unwrap();
+            let mut batch = Decoder::for_batches(&gpu, std::slice::from_ref(&tables)).unwrap();
             let offsets: Vec<usize> = tensors.iter().scan(0, |at, t| Some(std::mem::replace(at, *at + t.len().div_ceil(256) * 256))).collect();
             let total = offsets.last().unwrap() + tensors.last().unwrap().len();
             let mut out = gpu.stream.clone_htod(&vec![0xA5u8; total]).unwrap();
