@@ -160,6 +160,12 @@ pub struct HostUnit {
 }
 
 impl HostUnit {
+    /// Stored exactly as decoded (see `ChunkBatch::identity`): copied straight into the
+    /// INT8 half of its slot, never decoded.
+    fn identity(&self) -> bool {
+        self.batch.as_ref().is_some_and(|b| b.identity)
+    }
+
     /// Enqueues the decode of the unit's stored bytes at `src` (laid out as in a slot)
     /// into `dst` on `stream`.
     ///
@@ -168,6 +174,7 @@ impl HostUnit {
     /// valid until the work completes.
     unsafe fn decode(&self, decoder: &mut Decoder, src: u64, dst: u64, stream: &Arc<CudaStream>) -> Result<()> {
         match &self.batch {
+            Some(_) if self.identity() => Ok(()),
             Some(b) => decoder.decode_merged(b, src, dst, stream),
             None => {
                 let items: Vec<_> = self.tensors.iter().map(|t| (&t.table, src + t.slot_stored_offset as u64, dst + t.slot_decoded_offset as u64)).collect();
@@ -200,6 +207,9 @@ pub struct HostStore {
     /// baseline against which a model streaming from this store measures its VRAM, since
     /// the store's chunk tables and scales live on the device too.
     pub vram_baseline: usize,
+    /// Decoder array slots when every unit decodes into its own region (one status check
+    /// per pass, `Decoder::check_regions`); `None` when some unit mixes codecs.
+    regions: Option<usize>,
 }
 
 impl HostStore {
@@ -245,10 +255,9 @@ impl HostStore {
                 stored += align(len);
                 decoded += align(decoded_len);
             }
-            let parts: Vec<_> = tensors.iter().map(|t| (&t.table, t.slot_stored_offset, t.slot_decoded_offset)).collect();
-            let batch = ChunkBatch::new(gpu, &parts)?;
-            host_units.push(HostUnit { tensors, size: UnitSize { stored, decoded }, batch });
+            host_units.push(HostUnit { tensors, size: UnitSize { stored, decoded }, batch: None });
         }
+        let regions = merge_units(gpu, &mut host_units)?;
         let pinned = if pin {
             match PinnedBuffer::new(gpu, total) {
                 Ok(buf) => Some(buf),
@@ -264,7 +273,7 @@ impl HostStore {
             Some(buf) => (Arena::Pinned(buf), total),
             None => (Arena::Pageable(vec![0u8; total.max(1)]), 0),
         };
-        let mut store = HostStore { arena, units: host_units, pinned_bytes, total_bytes: total, vram_baseline };
+        let mut store = HostStore { arena, units: host_units, pinned_bytes, total_bytes: total, vram_baseline, regions };
         // Each tensor's chunks go from the file straight into its region of the arena
         // (checksums verified there), in parallel: nothing is staged on the way.
         let base = store.base_mut() as usize;
@@ -307,9 +316,21 @@ impl HostStore {
         self.units.iter().map(|u| u.size).collect()
     }
 
-    /// Each unit's chunk tables: the batches a decoder decodes in one nvCOMP call each.
-    fn unit_tables(&self) -> Vec<Vec<&DeviceChunkTable>> {
-        self.units.iter().map(|u| u.tensors.iter().map(|t| &t.table).collect()).collect()
+    /// A decoder for this store's units.
+    fn decoder(&self, gpu: &Gpu) -> Result<Decoder> {
+        match self.regions {
+            Some(n) => Decoder::for_regions(gpu, &self.units.iter().filter_map(|u| u.batch.as_ref()).collect::<Vec<_>>(), n),
+            None => Decoder::for_batches(gpu, &self.units.iter().map(|u| u.tensors.iter().map(|t| &t.table).collect()).collect::<Vec<_>>()),
+        }
+    }
+
+    /// Enqueues the status check of every unit's region on `stream` (no-op without regions,
+    /// whose decodes are checked as they go).
+    fn check_regions(&self, decoder: &mut Decoder, stream: &Arc<CudaStream>) -> Result<()> {
+        match self.regions {
+            Some(_) => decoder.check_regions(stream),
+            None => Ok(()),
+        }
     }
 
     /// Device bytes of all chunk tables and scales (resident for the whole run).
@@ -385,7 +406,7 @@ impl<'a> WeightStream<'a> {
         if !widths_ok {
             return Err(Error::Invalid("every streamed unit needs at least one tensor".into()));
         }
-        let decoder = Decoder::for_batches(gpu, &store.unit_tables())?;
+        let decoder = store.decoder(gpu)?;
         let act_bytes = 3 * 2 * max_m.max(1) * max_width;
         let fixed = decoder.temp_bytes() + store.table_bytes() + act_bytes;
         let plan = SlotPlan::new(&store.sizes(), slots, fixed, vram_budget)?;
@@ -456,13 +477,16 @@ impl<'a> WeightStream<'a> {
     fn prefetch(&mut self, u: usize, s: usize, staging_turn: &mut usize) -> Result<()> {
         let unit = &self.store.units[u];
         let slot = &mut self.slots[s];
-        // The slot's compressed half was last read by the decode of unit u - slots.
+        // The copy lands in the compressed half, last read by the decode of the slot's
+        // previous unit — or, for an identity unit (stored exactly as decoded), straight in
+        // the INT8 half, last read by that unit's compute; it then needs no decode.
+        let identity = unit.identity();
         let copy = &self.copy[s];
-        copy.wait(&slot.decoded_done)?;
+        copy.wait(if identity { &slot.computed } else { &slot.decoded_done })?;
         // A unit's tensors sit back to back in the arena exactly as in a slot: one copy.
         let first = unit.tensors[0].host_offset;
         let src = self.store.bytes(first, unit.size.stored);
-        let mut dst = slot.stored.slice_mut(..unit.size.stored);
+        let mut dst = if identity { slot.decoded.slice_mut(..unit.size.stored) } else { slot.stored.slice_mut(..unit.size.stored) };
         if self.staging.is_empty() {
             copy.memcpy_htod(src, &mut dst)?;
         } else {
@@ -481,9 +505,11 @@ impl<'a> WeightStream<'a> {
         // The slot's INT8 half was last read by the compute of unit u - slots.
         self.decode.wait(&slot.computed)?;
         let (src_base, dst_base) = (slot.stored.device_ptr(&self.decode).0, slot.decoded.device_ptr(&self.decode).0);
-        // SAFETY: the unit's layout fits the slot (SlotPlan); the events above order the
-        // copy before and the previous compute before.
-        unsafe { unit.decode(&mut self.decoder, src_base, dst_base, &self.decode)? };
+        if !identity {
+            // SAFETY: the unit's layout fits the slot (SlotPlan); the events above order the
+            // copy before and the previous compute before.
+            unsafe { unit.decode(&mut self.decoder, src_base, dst_base, &self.decode)? };
+        }
         slot.decoded_done.record(&self.decode)?;
         Ok(())
     }
@@ -545,6 +571,11 @@ impl<'a> WeightStream<'a> {
                 }
             }
         }
+        // One status check for the pass's decodes, joined into the default stream before
+        // anything there reads the failure flag.
+        self.store.check_regions(&mut self.decoder, &self.decode)?;
+        let checked = self.decode.record_event(None)?;
+        self.gpu.stream.wait(&checked)?;
         // After every copy stream's last copy.
         for c in &self.copy[1..] {
             c.record_event(None).and_then(|e| self.copy[0].wait(&e))?;
@@ -681,7 +712,7 @@ pub(crate) fn split_two(acts: &mut [CudaSlice<f16>; 3], a: usize, b: usize) -> (
 pub fn forward_resident(gpu: &Gpu, store: &HostStore, x: &CudaSlice<f16>, m: usize, y: &mut CudaSlice<f16>) -> Result<()> {
     let s = &gpu.stream;
     let tables: Vec<&DeviceChunkTable> = store.units.iter().flat_map(|u| u.tensors.iter().map(|t| &t.table)).collect();
-    let mut decoder = Decoder::for_batches(gpu, &store.unit_tables())?;
+    let mut decoder = store.decoder(gpu)?;
     let max_width = tables.iter().map(|t| t.rows.max(t.cols)).max().unwrap_or(1);
     let mut acts = [s.alloc_zeros::<f16>(m * max_width)?, s.alloc_zeros::<f16>(m * max_width)?, s.alloc_zeros::<f16>(m * max_width)?];
     let width = store.units[0].tensors[0].table.cols;
@@ -694,13 +725,45 @@ pub fn forward_resident(gpu: &Gpu, store: &HostStore, x: &CudaSlice<f16>, m: usi
         // SAFETY: the unit's tensors are contiguous in the arena from its first tensor, at
         // the same relative offsets as in a slot; buffers outlive the sync below.
         unsafe { unit.decode(&mut decoder, src, dst, s)? };
-        let weights: Vec<Int8Weights> = unit.tensors.iter().map(|t| t.table.weights_at(decoded.slice(t.slot_decoded_offset..t.slot_decoded_offset + t.table.len()))).collect();
+        let half = if unit.identity() { &stored } else { &decoded };
+        let weights: Vec<Int8Weights> = unit.tensors.iter().map(|t| t.table.weights_at(half.slice(t.slot_decoded_offset..t.slot_decoded_offset + t.table.len()))).collect();
         input = run_unit(gpu, unit, &weights, &mut acts, input, m, s)?;
         s.synchronize()?;
         let _ = &mut decoded;
     }
+    store.check_regions(&mut decoder, s)?;
     decoder.check(s)?;
     let out_width = store.units.last().and_then(|u| u.tensors.last()).map_or(0, |t| t.table.rows);
     s.memcpy_dtod(&acts[input].slice(..m * out_width), &mut y.slice_mut(..m * out_width))?;
     Ok(())
+}
+
+/// Merges each unit's tables into a `ChunkBatch` at the unit's slot offsets. When every
+/// unit merges (one codec per unit), each gets its own region of the decoder's arrays and
+/// the total is returned; otherwise units that merge share slots from 0 and those that
+/// mix codecs decode tensor by tensor.
+fn merge_units(gpu: &Gpu, units: &mut [HostUnit]) -> Result<Option<usize>> {
+    fn parts(u: &HostUnit) -> Vec<(&DeviceChunkTable, usize, usize)> {
+        u.tensors.iter().map(|t| (&t.table, t.slot_stored_offset, t.slot_decoded_offset)).collect()
+    }
+    let mut next = 0usize;
+    let mut batches = Vec::with_capacity(units.len());
+    for u in units.iter() {
+        match ChunkBatch::new(gpu, &parts(u), Some(next as u32))? {
+            Some(b) => {
+                next += b.coded();
+                batches.push(b);
+            }
+            None => {
+                for u in units.iter_mut() {
+                    u.batch = ChunkBatch::new(gpu, &parts(u), None)?;
+                }
+                return Ok(None);
+            }
+        }
+    }
+    for (u, b) in units.iter_mut().zip(batches) {
+        u.batch = Some(b);
+    }
+    Ok(Some(next))
 }

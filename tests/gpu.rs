@@ -87,8 +87,11 @@ fn fused_one_row_linear_equals_separate_launches() {
         let weights: Vec<Int8Weights> = dev.iter().zip(&mats).map(|((q, sc), w)| Int8Weights { q: q.slice(..), scales: sc.slice(..), rows: w.rows, cols: k, group_size: group }).collect();
         let mut ys: Vec<_> = rows.iter().map(|&n| s.clone_htod(&vec![POISON; n]).unwrap()).collect();
         let xd = s.clone_htod(&x).unwrap();
-        let mut parts: Vec<(&Int8Weights, &mut cudarc::driver::CudaSlice<f16>)> = weights.iter().zip(ys.iter_mut()).collect();
+        let mut views: Vec<_> = ys.iter_mut().map(|y| y.slice_mut(..)).collect();
+        let mut parts: Vec<(&Int8Weights, &mut cudarc::driver::CudaViewMut<f16>)> = weights.iter().zip(views.iter_mut()).collect();
         gpu.linear_m1_fused(&xd, &mut parts, s).unwrap();
+        drop(parts);
+        drop(views);
         for ((w, y), m) in weights.iter().zip(&ys).zip(&mats) {
             let got = s.clone_dtoh(y).unwrap();
             let alone = run_linear(&gpu, m, &x, 1, Gpu::plan(1, m.rows, k));

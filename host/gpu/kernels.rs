@@ -1,7 +1,7 @@
 //! The PTX that build.rs compiled from `kernels/`, loaded per device, and typed launchers.
 use super::Gpu;
 use crate::error::{Error, Result};
-use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaContext, CudaFunction, CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 use half::f16;
 use std::sync::Arc;
 
@@ -189,10 +189,11 @@ impl Gpu {
         Ok(())
     }
 
-    /// `linear` for one row over two or three matrices that share `cols` and the scale
+    /// `linear` for one row over one to three matrices that share `cols` and the scale
     /// grouping (a block's q, k and v, or gate and up), in one launch: the same values as
-    /// one `linear` per matrix, a fraction of the launch cost.
-    pub fn linear_m1_fused(&self, x: &CudaSlice<f16>, parts: &mut [(&Int8Weights, &mut CudaSlice<f16>)], stream: &Arc<CudaStream>) -> Result<()> {
+    /// one `linear` per matrix, a fraction of the launch cost; outputs may be views (a
+    /// band of the logits).
+    pub fn linear_m1_fused(&self, x: &CudaSlice<f16>, parts: &mut [(&Int8Weights, &mut CudaViewMut<f16>)], stream: &Arc<CudaStream>) -> Result<()> {
         let Some((first, _)) = parts.first() else { return Err(Error::Invalid("linear_m1_fused: no matrices".into())) };
         let (cols, group, groups) = (first.cols, first.group_size, first.groups());
         if parts.len() > 3 || parts.iter().any(|(w, _)| w.cols != cols || w.group_size != group) {

@@ -213,8 +213,6 @@ struct Scratch {
     o: CudaSlice<f16>,
     g: CudaSlice<f16>,
     u: CudaSlice<f16>,
-    /// One streamed LM-head band's logits.
-    piece: CudaSlice<f16>,
     logits: CudaSlice<f16>,
 }
 
@@ -418,7 +416,6 @@ impl<'g> GpuLlama<'g> {
             o: st.alloc_zeros(max_m * d)?,
             g: st.alloc_zeros(max_m * f)?,
             u: st.alloc_zeros(max_m * f)?,
-            piece: st.alloc_zeros(if mode == WeightMode::Stream { cfg.vocab } else { 1 })?,
             logits: st.alloc_zeros(cfg.vocab)?,
         };
         let embed_bytes = match &embed {
@@ -426,7 +423,7 @@ impl<'g> GpuLlama<'g> {
             Embedding::Host(_) => 0,
         };
         let weight_bytes = block_bytes + lm_head.as_ref().map_or(0, Linear::bytes) + embed_bytes;
-        let scratch = 4 * (s.x.len() + s.ids.len()) + 2 * (s.h.len() + s.q.len() + s.k.len() + s.v.len() + s.att.len() + s.o.len() + s.g.len() + s.u.len() + s.piece.len() + s.logits.len());
+        let scratch = 4 * (s.x.len() + s.ids.len()) + 2 * (s.h.len() + s.q.len() + s.k.len() + s.v.len() + s.att.len() + s.o.len() + s.g.len() + s.u.len() + s.logits.len());
         let per_block: usize = blocks.iter().map(|b| 4 * (b.attn_norm.len() + b.ffn_norm.len()) + 2 * (b.k_cache.len() + b.v_cache.len())).sum();
         let vram_accounted = weight_bytes + scratch + per_block + 4 * (rope.len() + d + 1);
         let host_rows = if matches!(embed, Embedding::Host(_)) { max_m * d } else { 0 };
@@ -667,8 +664,7 @@ impl<'g> GpuLlama<'g> {
                         final_norm(gpu, sc, out_norm, m, d, cfg.eps)?;
                     }
                     let n = w[0].rows;
-                    gpu.linear(&sc.h, 1, &w[0], &mut sc.piece, st)?;
-                    st.memcpy_dtod(&sc.piece.slice(..n), &mut sc.logits.slice_mut(row..row + n))?;
+                    gpu.linear_m1_fused(&sc.h, &mut [(&w[0], &mut sc.logits.slice_mut(row..row + n))], st)?;
                     row += n;
                     Ok(())
                 })?;
@@ -714,7 +710,7 @@ impl BlockCtx<'_> {
         // One row on INT8 weights (a decode step): q, k and v in one launch, as gate and up.
         let fused = |i: &[usize]| if m == 1 { i.iter().map(|&j| lin[j].int8()).collect::<Option<Vec<_>>>() } else { None };
         if let Some(w) = fused(&[Q, K, V]) {
-            gpu.linear_m1_fused(&sc.h, &mut [(&w[0], &mut sc.q), (&w[1], &mut sc.k), (&w[2], &mut sc.v)], st)?;
+            gpu.linear_m1_fused(&sc.h, &mut [(&w[0], &mut sc.q.slice_mut(..)), (&w[1], &mut sc.k.slice_mut(..)), (&w[2], &mut sc.v.slice_mut(..))], st)?;
         } else {
             lin[Q].apply(gpu, self.blas, &sc.h, m, &mut sc.q)?;
             lin[K].apply(gpu, self.blas, &sc.h, m, &mut sc.k)?;
@@ -736,7 +732,7 @@ impl BlockCtx<'_> {
         lin[O].apply(gpu, self.blas, &sc.att, m, &mut sc.o)?;
         norm(gpu, &mut sc.x.slice_mut(..m * d), Some(&sc.o.slice(..m * d)), &b.ffn_norm, &mut sc.h, m, d, cfg.eps)?;
         if let Some(w) = fused(&[GATE, UP]) {
-            gpu.linear_m1_fused(&sc.h, &mut [(&w[0], &mut sc.g), (&w[1], &mut sc.u)], st)?;
+            gpu.linear_m1_fused(&sc.h, &mut [(&w[0], &mut sc.g.slice_mut(..)), (&w[1], &mut sc.u.slice_mut(..))], st)?;
         } else {
             lin[GATE].apply(gpu, self.blas, &sc.h, m, &mut sc.g)?;
             lin[UP].apply(gpu, self.blas, &sc.h, m, &mut sc.u)?;
@@ -780,3 +776,4 @@ fn gcd(a: usize, b: usize) -> usize {
         gcd(b, a % b)
     }
 }
+

@@ -197,6 +197,13 @@ pub struct ChunkBatch {
     chunks: usize,
     codec: Option<Codec>,
     coded: usize,
+    /// Its own slots `region..region + coded` of the decoder's arrays, checked with every
+    /// other batch's by one `Decoder::check_regions`; `None`: slots from 0, checked after
+    /// each decode.
+    region: Option<u32>,
+    /// Every chunk raw and at the same offset in source and destination: the stored bytes
+    /// are the decoded bytes, and decoding is a copy that can be skipped.
+    pub identity: bool,
     max_chunk: usize,
     /// Decoded bytes of the tensors with coded chunks (what nvCOMP's workspace is sized by).
     decoded: usize,
@@ -207,7 +214,7 @@ impl ChunkBatch {
     /// Merges `parts`: each table with the offsets of its stored bytes in the source
     /// buffer and of its decoded bytes in the destination buffer. `None` when the coded
     /// chunks use more than one codec (one nvCOMP call decodes one codec).
-    pub fn new(gpu: &Gpu, parts: &[(&DeviceChunkTable, usize, usize)]) -> Result<Option<Self>> {
+    pub fn new(gpu: &Gpu, parts: &[(&DeviceChunkTable, usize, usize)], region: Option<u32>) -> Result<Option<Self>> {
         let mut codec = None;
         let (mut entries, mut log, mut coded, mut decoded) = (Vec::new(), DecodeLog::default(), 0u32, 0);
         for &(t, src, dst) in parts {
@@ -216,7 +223,7 @@ impl ChunkBatch {
                     return Ok(None);
                 }
                 codec = Some(t.codec);
-                log.0.push(PendingTensor { name: t.name.clone(), base: coded, chunks: t.slot_chunks.clone() });
+                log.0.push(PendingTensor { name: t.name.clone(), base: region.unwrap_or(0) + coded, chunks: t.slot_chunks.clone() });
             }
             entries.extend(t.entries.iter().map(|e| ChunkEntry {
                 src_offset: e.src_offset + src as u64,
@@ -228,13 +235,19 @@ impl ChunkBatch {
             decoded += if t.coded_chunks() > 0 { t.len() } else { 0 };
         }
         let max_chunk = parts.iter().filter(|p| p.0.coded_chunks() > 0).map(|p| p.0.chunk_size).max().unwrap_or(0);
+        let identity = entries.iter().all(|e| e.slot == RAW_SLOT && e.src_offset == e.dst_offset);
         let table = gpu.stream.clone_htod(bytemuck::cast_slice::<ChunkEntry, u8>(&entries))?;
-        Ok(Some(ChunkBatch { table, chunks: entries.len(), codec, coded: coded as usize, max_chunk, decoded, log }))
+        Ok(Some(ChunkBatch { table, chunks: entries.len(), codec, coded: coded as usize, region, identity, max_chunk, decoded, log }))
     }
 
     /// Device bytes of the merged table.
     pub fn device_bytes(&self) -> usize {
         self.table.len()
+    }
+
+    /// Coded chunks (nvCOMP slots it needs).
+    pub fn coded(&self) -> usize {
+        self.coded
     }
 }
 
@@ -308,7 +321,11 @@ pub struct Decoder {
     scatter: CudaFunction,
     check_decoded: CudaFunction,
     codecs: Vec<Codec>,
+    /// Coded chunks one nvCOMP call may take.
     slots: usize,
+    /// Entries in the argument and status arrays: `slots`, or the sum of the batches'
+    /// regions (`for_regions`).
+    array_slots: usize,
     max_chunk: usize,
     max_total: usize,
     temp: CudaSlice<u8>,
@@ -366,19 +383,39 @@ impl Decoder {
     /// A decoder for batches of up to `slots` coded chunks of at most `max_chunk` bytes
     /// (`max_total` decoded bytes per batch) in any of `codecs`.
     pub fn with_capacity(gpu: &Gpu, codecs: &[Codec], slots: usize, max_chunk: usize, max_total: usize) -> Result<Self> {
+        Decoder::build(gpu, codecs, slots, slots, max_chunk, max_total)
+    }
+
+    /// A decoder for merged batches that each own a region of its arrays (see
+    /// `ChunkBatch::new`); `regions` is the total of their sizes.
+    pub fn for_regions(gpu: &Gpu, batches: &[&ChunkBatch], regions: usize) -> Result<Self> {
+        let mut codecs: Vec<Codec> = Vec::new();
+        for c in batches.iter().filter_map(|b| b.codec) {
+            if !codecs.contains(&c) {
+                codecs.push(c);
+            }
+        }
+        let slots = batches.iter().map(|b| b.coded).max().unwrap_or(0);
+        let max_chunk = batches.iter().map(|b| b.max_chunk).max().unwrap_or(0);
+        let max_total = batches.iter().map(|b| b.decoded).max().unwrap_or(0);
+        Decoder::build(gpu, &codecs, slots, regions.max(slots), max_chunk, max_total)
+    }
+
+    fn build(gpu: &Gpu, codecs: &[Codec], slots: usize, array_slots: usize, max_chunk: usize, max_total: usize) -> Result<Self> {
         let nvcomp = if codecs.is_empty() { None } else { Some(Nvcomp::get()?) };
         let mut temp_bytes = 0;
         for &codec in codecs {
             temp_bytes = temp_bytes.max(nvcomp.as_ref().unwrap().decompress_temp_bytes(codec, slots, max_chunk, max_total)?);
         }
         let s = &gpu.stream;
-        let n = slots.max(1);
+        let n = array_slots.max(1);
         Ok(Decoder {
             nvcomp,
             scatter: gpu.kernels.scatter.clone(),
             check_decoded: gpu.kernels.check_decoded.clone(),
             codecs: codecs.to_vec(),
             slots,
+            array_slots,
             max_chunk,
             max_total,
             temp: s.alloc_zeros(temp_bytes.max(1))?,
@@ -413,7 +450,7 @@ impl Decoder {
                     return Err(Error::Invalid(format!("the decoder was not sized for tensor '{}' ({} chunks)", t.name, t.codec.name())));
                 }
                 if let Some(codec) = run.filter(|&c| c != t.codec || slots + coded > self.slots || total + t.len() > self.max_total) {
-                    self.decode(codec, slots, stream)?;
+                    self.decode(codec, slots, 0, true, stream)?;
                     (slots, total) = (0, 0);
                 }
             }
@@ -427,7 +464,7 @@ impl Decoder {
             }
         }
         if let Some(codec) = run {
-            self.decode(codec, slots, stream)?;
+            self.decode(codec, slots, 0, true, stream)?;
         }
         Ok(())
     }
@@ -438,17 +475,39 @@ impl Decoder {
     /// `src` and `dst` hold every offset the batch was built with, valid until the work
     /// completes.
     pub unsafe fn decode_merged(&mut self, batch: &ChunkBatch, src: u64, dst: u64, stream: &Arc<CudaStream>) -> Result<()> {
+        let base = batch.region.unwrap_or(0) as usize;
         if let Some(codec) = batch.codec {
-            if !self.codecs.contains(&codec) || batch.coded > self.slots || batch.max_chunk > self.max_chunk || batch.decoded > self.max_total {
+            if !self.codecs.contains(&codec) || batch.coded > self.slots || base + batch.coded > self.array_slots || batch.max_chunk > self.max_chunk || batch.decoded > self.max_total {
                 return Err(Error::Invalid(format!("the decoder was not sized for a batch of {} {} chunks", batch.coded, codec.name())));
             }
         }
-        // SAFETY: the caller's guarantee; the batch's slots are below coded <= self.slots.
-        self.scatter(&batch.table, batch.chunks, src, dst, 0, stream)?;
+        // SAFETY: the caller's guarantee; the batch's slots lie in base..base + coded, within
+        // the arrays (checked above).
+        self.scatter(&batch.table, batch.chunks, src, dst, base as u32, stream)?;
         if let Some(codec) = batch.codec {
             self.pending.0.extend(batch.log.0.iter().cloned());
-            self.decode(codec, batch.coded, stream)?;
+            self.decode(codec, batch.coded, base, batch.region.is_none(), stream)?;
         }
+        Ok(())
+    }
+
+    /// One status check over every batch region (decodes of `decode_merged` with regions),
+    /// enqueued on `stream` after them.
+    pub fn check_regions(&mut self, stream: &Arc<CudaStream>) -> Result<()> {
+        self.check_slots(0, self.array_slots, stream)
+    }
+
+    /// Folds the status and size of slots `base..base + n` into the failure flag.
+    fn check_slots(&mut self, base: usize, n: usize, stream: &Arc<CudaStream>) -> Result<()> {
+        if n == 0 {
+            return Ok(());
+        }
+        let (statuses, actual, expected) = (self.statuses.slice(base..base + n), self.actual_bytes.slice(base..base + n), self.out_bytes.slice(base..base + n));
+        let (n, base_u) = (n as u32, base as u32);
+        let mut launch = stream.launch_builder(&self.check_decoded);
+        launch.arg(&statuses).arg(&actual).arg(&expected).arg(&n).arg(&base_u).arg(&mut self.first_bad);
+        // SAFETY: the three views hold n entries each.
+        unsafe { launch.launch(LaunchConfig::for_num_elems(n)) }?;
         Ok(())
     }
 
@@ -476,12 +535,13 @@ impl Decoder {
         Ok(())
     }
 
-    fn decode(&mut self, codec: Codec, coded: usize, stream: &Arc<CudaStream>) -> Result<()> {
+    /// nvCOMP over slots `base..base + coded`, then (when `check`) their status check.
+    fn decode(&mut self, codec: Codec, coded: usize, base: usize, check: bool, stream: &Arc<CudaStream>) -> Result<()> {
         let nvcomp = self.nvcomp.as_ref().expect("decoders with codecs hold nvCOMP");
         let raw = stream.cu_stream();
-        let p = |s: &CudaSlice<u64>| s.device_ptr(stream).0;
-        // SAFETY: the arrays hold `slots >= coded` entries written by `scatter_chunks` on
-        // this stream; temp was sized by nvCOMP for this capacity.
+        let p = |s: &CudaSlice<u64>| s.device_ptr(stream).0 + 8 * base as u64;
+        // SAFETY: the arrays hold `base + coded` entries, written by `scatter_chunks` on
+        // this stream; temp was sized by nvCOMP for `coded <= slots`.
         unsafe {
             nvcomp.decompress_async(
                 codec,
@@ -493,16 +553,13 @@ impl Decoder {
                 self.temp.device_ptr(stream).0,
                 self.temp.len(),
                 p(&self.out_ptrs),
-                self.statuses.device_ptr(stream).0,
+                self.statuses.device_ptr(stream).0 + 4 * base as u64,
                 raw,
             )?;
         }
-        let n = coded as u32;
-        let cfg = LaunchConfig::for_num_elems(n);
-        let mut launch = stream.launch_builder(&self.check_decoded);
-        launch.arg(&self.statuses).arg(&self.actual_bytes).arg(&self.out_bytes).arg(&n).arg(&mut self.first_bad);
-        // SAFETY: all arrays hold at least `coded` entries.
-        unsafe { launch.launch(cfg) }?;
+        if check {
+            self.check_slots(base, coded, stream)?;
+        }
         Ok(())
     }
 

@@ -67,19 +67,21 @@ pub unsafe extern "ptx-kernel" fn scatter_chunks(
     }
 }
 
-/// After an nvCOMP batch: records in `first_bad` (preset to `u32::MAX`) the lowest slot
-/// whose status is not success or whose decoded size differs from the expected one, so
-/// the host learns of a bad chunk without copying every status back.
+/// After nvCOMP batches: records in `first_bad` (preset to `u32::MAX`) the lowest slot
+/// (`base` + index into the given arrays) whose status is not success or whose decoded
+/// size differs from the expected one, so the host learns of a bad chunk without copying
+/// every status back.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn check_decoded(
     statuses: *const i32,
     actual_bytes: *const usize,
     expected_bytes: *const usize,
     slots: u32,
+    base: u32,
     first_bad: *mut u32,
 ) {
     let i = block_x() * block_dim_x() + thread_x();
     if i < slots && (*statuses.add(i as usize) != 0 || *actual_bytes.add(i as usize) != *expected_bytes.add(i as usize)) {
-        (*(first_bad as *const core::sync::atomic::AtomicU32)).fetch_min(i, core::sync::atomic::Ordering::Relaxed);
+        (*(first_bad as *const core::sync::atomic::AtomicU32)).fetch_min(base + i, core::sync::atomic::Ordering::Relaxed);
     }
 }
