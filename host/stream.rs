@@ -526,7 +526,8 @@ impl<'a> WeightStream<'a> {
     ///
     /// When the default stream is being captured into a CUDA graph, the whole pass is
     /// captured with it: nothing waits on the host, decode errors are left to the caller
-    /// (`take_decode_log` / `check_decodes`), and the run's figures are zero.
+    /// (`take_decode_log` / `stage_decode_status` / `decode_result`), and the run's
+    /// figures are zero.
     pub fn for_each_unit<F>(&mut self, mut compute: F) -> Result<StreamRun>
     where
         F: FnMut(usize, &[Int8Weights], &Arc<CudaStream>) -> Result<()>,

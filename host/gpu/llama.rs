@@ -1,10 +1,12 @@
 //! LLaMA forward pass on the GPU: the block's non-linear kernels (`kernels/src/llama.rs`)
 //! around the linears, whose weights live in one of four places (`WeightMode`): FP16 in
 //! VRAM with cuBLAS (the baseline), INT8 in VRAM, compressed chunks in VRAM decoded per
-//! layer, or compressed chunks in pinned host RAM streamed per layer (`stream`) — the last
-//! three through codecllm's fused W8A16 kernels, on the same INT8 values, so they agree bit
-//! for bit. FP16 activations, FP32 residual stream, a KV cache per layer; prefill takes the
-//! whole prompt as one batch.
+//! layer, or compressed chunks in pinned host RAM streamed per layer with the LM head in
+//! row bands (`stream`) — the last three through codecllm's fused W8A16 kernels, on the
+//! same INT8 values, so they agree bit for bit. FP16 activations, FP32 residual stream, a
+//! KV cache per layer; prefill takes the whole prompt as one batch; a single-token step is
+//! captured once into a CUDA graph and replayed, its inputs and outputs staged in pinned
+//! memory so that the graph's addresses never change.
 use super::{Gpu, Int8Weights};
 use crate::error::{Error, Result};
 use crate::format::Container;
