@@ -213,10 +213,10 @@ pub struct HostStore {
 }
 
 impl HostStore {
-    /// Loads `units` (lists of INT8 tensors or row bands of them, `UnitPart`; a tensor may
-    /// appear in several units, each
-    /// gets its own copy) from `c`, checksums verified, into one pinned arena — or, when
-    /// `pin` is false or pinning is refused, into pageable memory (said in one log line).
+    /// Loads `units` (lists of tensors or row bands of them, `UnitPart`; a tensor may appear
+    /// in several units, each gets its own copy) from `c`, checksums verified, into one
+    /// pinned arena — or, when `pin` is false or pinning is refused, into pageable memory
+    /// (said in one log line).
     pub fn load<P: Clone + Into<UnitPart>>(gpu: &Gpu, c: &Container, units: &[Vec<P>], pin: bool) -> Result<Self> {
         gpu.release_cached_memory()?;
         let vram_baseline = gpu.mem_info()?.0;
