@@ -478,8 +478,12 @@ impl<'g> GpuLlama<'g> {
         Ok(())
     }
 
-    /// Forgets the KV cache.
+    /// Forgets the KV cache. A forward still in flight is waited for and its logits dropped
+    /// (a device error it hit shows at the next call).
     pub fn reset(&mut self) {
+        if self.pending.take().is_some() {
+            let _ = self.io.ready.synchronize();
+        }
         self.len = 0;
     }
 
@@ -605,7 +609,7 @@ impl<'g> GpuLlama<'g> {
                 let (mu, du) = (m as u32, d as u32);
                 let mut l = st.launch_builder(&gpu.kernels.embed);
                 l.arg(table).arg(&sc.ids).arg(&mut sc.x).arg(&mu).arg(&du);
-                // SAFETY: ids < vocab (checked by forward), x holds m·d.
+                // SAFETY: ids < vocab (checked by submit), x holds m·d.
                 unsafe { l.launch(launch_1d(m * d)) }?;
             }
             Embedding::Host(_) => st.memcpy_htod(&self.io.rows.as_slice()[..m * d], &mut sc.x.slice_mut(..m * d))?,

@@ -367,12 +367,7 @@ impl Decoder {
     /// microseconds of launches however few chunks it has.
     pub fn for_batches(gpu: &Gpu, batches: &[Vec<&DeviceChunkTable>]) -> Result<Self> {
         let coded = || batches.iter().flatten().filter(|t| t.coded_chunks() > 0);
-        let mut codecs: Vec<Codec> = Vec::new();
-        for t in coded() {
-            if !codecs.contains(&t.codec) {
-                codecs.push(t.codec);
-            }
-        }
+        let codecs = distinct(coded().map(|t| t.codec));
         let per_batch = |f: fn(&DeviceChunkTable) -> usize| batches.iter().map(|b| b.iter().filter(|t| t.coded_chunks() > 0).map(|t| f(t)).sum::<usize>()).max().unwrap_or(0);
         let slots = per_batch(DeviceChunkTable::coded_chunks);
         let max_total = per_batch(DeviceChunkTable::len);
@@ -389,12 +384,7 @@ impl Decoder {
     /// A decoder for merged batches that each own a region of its arrays (see
     /// `ChunkBatch::new`); `regions` is the total of their sizes.
     pub fn for_regions(gpu: &Gpu, batches: &[&ChunkBatch], regions: usize) -> Result<Self> {
-        let mut codecs: Vec<Codec> = Vec::new();
-        for c in batches.iter().filter_map(|b| b.codec) {
-            if !codecs.contains(&c) {
-                codecs.push(c);
-            }
-        }
+        let codecs = distinct(batches.iter().filter_map(|b| b.codec));
         let slots = batches.iter().map(|b| b.coded).max().unwrap_or(0);
         let max_chunk = batches.iter().map(|b| b.max_chunk).max().unwrap_or(0);
         let max_total = batches.iter().map(|b| b.decoded).max().unwrap_or(0);
@@ -611,6 +601,17 @@ impl Decoder {
             )),
         })
     }
+}
+
+/// The codecs of `codecs`, each once, in order of appearance.
+fn distinct(codecs: impl Iterator<Item = Codec>) -> Vec<Codec> {
+    let mut out = Vec::new();
+    for c in codecs {
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// Encodes `bytes` into ANS chunks with nvCOMP on the GPU (ANS has no CPU encoder).
