@@ -17,7 +17,7 @@
 //! splits. With one split the kernel writes FP16 `y`; with several each split writes FP32
 //! partials to `partial[z, m, n]` and `gemm_reduce_splits` sums them in fixed order
 //! (deterministic, no atomics). Requires k % 16 == 0 (the host checks).
-use crate::ptx::{block_x, load_cached_v4, load_v4, store_v4, thread_x, unroll, WARP};
+use crate::ptx::{block_x, load_cached_v4, load_v4, shared_array, store_v4, thread_x, unroll, WARP};
 use core::arch::asm;
 use core::arch::nvptx::{_block_idx_y, _block_idx_z};
 
@@ -26,20 +26,15 @@ pub const WARPS: u32 = 4;
 
 // Activation tiles of the shared-memory variant: two buffers (double buffering) of up to
 // 64 rows × 128 FP16, each row padded from 256 to 272 bytes so the 8 rows a quarter-warp
-// reads start in different banks (272 / 4 = 68 ≡ 4 mod 32). Rust has no syntax for
-// `.shared` on nvptx, so the array is declared in module-level PTX.
+// reads start in different banks (272 / 4 = 68 ≡ 4 mod 32).
 const X_ROW_BYTES: usize = 272;
 const X_CHUNK: u32 = 128;
 const X_BUF_BYTES: usize = 64 * X_ROW_BYTES;
-core::arch::global_asm!(".shared .align 16 .b8 codecllm_gemm_x[34816];");
-
-/// Generic address of the activation tiles.
-#[inline(always)]
-fn x_tiles() -> *mut u8 {
-    let p: u64;
-    unsafe { asm!("cvta.shared.u64 {p}, codecllm_gemm_x;", p = out(reg64) p, options(pure, nomem, nostack)) };
-    p as *mut u8
+shared_array! {
+    /// Generic address of the activation tiles (2 · X_BUF_BYTES).
+    fn x_tiles() -> *mut u8 = "codecllm_gemm_x"[34816], align 16
 }
+const _: () = assert!(2 * X_BUF_BYTES == 34816);
 
 #[repr(C, align(16))]
 #[derive(Clone, Copy)]

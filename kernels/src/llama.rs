@@ -1,6 +1,6 @@
 //! The non-linear parts of a LLaMA block, FP16 activations with FP32 math (the linears are
 //! `gemv.rs` / `gemm.rs`). The residual stream stays in FP32 across layers.
-use crate::ptx::{block_dim_x, block_x, exp2, f16x2_to_f32, fma, load_cached_v4, rsqrt, shfl_idx, sync_threads, thread_x, warp_max, warp_sum, WARP};
+use crate::ptx::{block_dim_x, block_x, exp2, f16x2_to_f32, fma, load_cached_v4, rsqrt, shared_array, shfl_idx, sync_threads, thread_x, warp_max, warp_sum, WARP};
 
 #[inline(always)]
 fn global_index() -> usize {
@@ -21,14 +21,11 @@ fn f2h(v: f32) -> u16 {
 /// the reduction is one warp sum plus one exchange of 8 partials through shared memory. A
 /// single warp per row (the first version) spent 11 µs per row in serial load latency.
 pub const NORM_THREADS: u32 = 256;
-core::arch::global_asm!(".shared .align 4 .b8 codecllm_norm_partials[32];");
-
-#[inline(always)]
-fn norm_partials() -> *mut f32 {
-    let p: u64;
-    unsafe { core::arch::asm!("cvta.shared.u64 {p}, codecllm_norm_partials;", p = out(reg64) p, options(pure, nomem, nostack)) };
-    p as *mut f32
+shared_array! {
+    /// One partial sum per warp of a norm block.
+    fn norm_partials() -> *mut f32 = "codecllm_norm_partials"[32], align 4
 }
+const _: () = assert!(4 * (NORM_THREADS / WARP) as usize == 32);
 
 /// One block of `NORM_THREADS` per row: optionally `x += add` (the FP16 output of the
 /// branch before, folded in here to save a launch), then `y = x / √(mean(x²) + eps) · w`.
@@ -161,15 +158,11 @@ pub const ATT_WARPS: u32 = 8;
 /// Largest head dimension: shared memory holds the scaled query and each warp's
 /// accumulator at this width.
 const ATT_MAX_HD: usize = 128;
-// q[128] | max[8] | sum[8] | acc[8][128], as f32.
-core::arch::global_asm!(".shared .align 16 .b8 codecllm_attn[4672];");
-
-#[inline(always)]
-fn attn_shared() -> *mut f32 {
-    let p: u64;
-    unsafe { core::arch::asm!("cvta.shared.u64 {p}, codecllm_attn;", p = out(reg64) p, options(pure, nomem, nostack)) };
-    p as *mut f32
+shared_array! {
+    /// q[128] | max[8] | sum[8] | acc[8][128], as f32.
+    fn attn_shared() -> *mut f32 = "codecllm_attn"[4672], align 16
 }
+const _: () = assert!(4 * (ATT_MAX_HD + 2 * ATT_WARPS as usize + ATT_WARPS as usize * ATT_MAX_HD) == 4672);
 
 /// Causal grouped-query attention, one block of `ATT_WARPS` warps per (row, head): query
 /// row `r` sits at position `*pos0 + r` and attends to cached keys `0..=*pos0 + r`. Scores

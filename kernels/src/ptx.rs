@@ -12,6 +12,22 @@ macro_rules! unroll {
 }
 pub(crate) use unroll;
 
+/// Declares a module-level `.shared` array and a function returning its generic address:
+/// Rust has no syntax for the `.shared` state space on nvptx, so the array is PTX.
+macro_rules! shared_array {
+    ($(#[$doc:meta])* fn $name:ident() -> *mut $t:ty = $sym:literal [$bytes:literal], align $align:literal) => {
+        core::arch::global_asm!(concat!(".shared .align ", $align, " .b8 ", $sym, "[", $bytes, "];"));
+        $(#[$doc])*
+        #[inline(always)]
+        fn $name() -> *mut $t {
+            let p: u64;
+            unsafe { core::arch::asm!(concat!("cvta.shared.u64 {p}, ", $sym, ";"), p = out(reg64) p, options(pure, nomem, nostack)) };
+            p as *mut $t
+        }
+    };
+}
+pub(crate) use shared_array;
+
 #[inline(always)]
 pub fn thread_x() -> u32 {
     unsafe { _thread_idx_x() }
