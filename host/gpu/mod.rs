@@ -93,20 +93,27 @@ impl Gpu {
         Ok(self.ctx.mem_get_info()?)
     }
 
+    /// The driver's default stream-ordered pool, from which cudarc allocates; `None` where
+    /// the device has none (allocations are then synchronous).
+    fn default_pool(&self) -> Result<Option<cudarc::driver::sys::CUmemoryPool>> {
+        if !self.ctx.has_async_alloc() {
+            return Ok(None);
+        }
+        let mut pool = std::ptr::null_mut();
+        // SAFETY: a plain driver query on this context's device, written into the local.
+        unsafe { cudarc::driver::sys::cuDeviceGetDefaultMemPool(&mut pool, self.ctx.cu_device()) }.result()?;
+        Ok(Some(pool))
+    }
+
     /// Bytes the driver's stream-ordered pool holds reserved on the device but has not
     /// handed out: it grows in blocks (32 MiB for small allocations), so on a small model
     /// this slack is a large part of what `mem_info` sees in use.
     pub fn pool_slack(&self) -> Result<usize> {
-        if !self.ctx.has_async_alloc() {
-            return Ok(0);
-        }
-        use cudarc::driver::sys::{cuDeviceGetDefaultMemPool, cuMemPoolGetAttribute, CUmemPool_attribute as A};
+        let Some(pool) = self.default_pool()? else { return Ok(0) };
+        use cudarc::driver::sys::{cuMemPoolGetAttribute, CUmemPool_attribute as A};
         let (mut reserved, mut used) = (0u64, 0u64);
-        // SAFETY: plain driver queries on this context's device and its default pool; both
-        // attributes are 64-bit values written into the locals.
+        // SAFETY: both attributes are 64-bit values, written into the locals.
         unsafe {
-            let mut pool = std::ptr::null_mut();
-            cuDeviceGetDefaultMemPool(&mut pool, self.ctx.cu_device()).result()?;
             cuMemPoolGetAttribute(pool, A::CU_MEMPOOL_ATTR_RESERVED_MEM_CURRENT, &mut reserved as *mut u64 as *mut _).result()?;
             cuMemPoolGetAttribute(pool, A::CU_MEMPOOL_ATTR_USED_MEM_CURRENT, &mut used as *mut u64 as *mut _).result()?;
         }
@@ -118,15 +125,10 @@ impl Gpu {
     /// without this `mem_info` would not see buffers come and go (VRAM measurements).
     pub fn release_cached_memory(&self) -> Result<()> {
         self.ctx.synchronize()?;
-        if !self.ctx.has_async_alloc() {
-            return Ok(());
-        }
-        // SAFETY: plain driver queries on this context's device; the pool is the default
-        // one every async allocation of this context uses.
-        unsafe {
-            let mut pool = std::ptr::null_mut();
-            cudarc::driver::sys::cuDeviceGetDefaultMemPool(&mut pool, self.ctx.cu_device()).result()?;
-            cudarc::driver::sys::cuMemPoolTrimTo(pool, 0).result()?;
+        if let Some(pool) = self.default_pool()? {
+            // SAFETY: the pool is this device's default one; trimming only releases memory
+            // no allocation holds.
+            unsafe { cudarc::driver::sys::cuMemPoolTrimTo(pool, 0) }.result()?;
         }
         Ok(())
     }
