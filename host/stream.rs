@@ -378,8 +378,14 @@ pub struct WeightStream<'a> {
     copy: Vec<Arc<CudaStream>>,
     decode: Arc<CudaStream>,
     compute: Arc<CudaStream>,
-    /// Recorded after a pass's last copy: where `prefetch_next_pass` takes over the link.
-    copies_done: CudaEvent,
+    /// Per copy stream, recorded after its last copy of a pass: where
+    /// `prefetch_next_pass` takes over the link.
+    copies_done: Vec<CudaEvent>,
+    /// Where a pass forks from the default stream, where its decodes were checked, where
+    /// its last compute ended (reused by every pass).
+    pass_start: CudaEvent,
+    decodes_checked: CudaEvent,
+    pass_done: CudaEvent,
     /// The first `slots` units are in their slots (see `prefetch_next_pass`).
     warm: bool,
     /// Recorded on the decode stream after `prefetch_next_pass`'s decodes.
@@ -443,7 +449,10 @@ impl<'a> WeightStream<'a> {
             copy: (0..plan.slots).map(|_| gpu.ctx.new_stream()).collect::<std::result::Result<_, _>>()?,
             decode: gpu.ctx.new_stream()?,
             compute: gpu.ctx.new_stream()?,
-            copies_done: ev()?,
+            copies_done: (0..plan.slots).map(|_| ev()).collect::<std::result::Result<_, _>>()?,
+            pass_start: ev()?,
+            decodes_checked: ev()?,
+            pass_done: ev()?,
             warm: false,
             next_pass_ready: ev()?,
             slots,
@@ -542,10 +551,9 @@ impl<'a> WeightStream<'a> {
         // there: all earlier passes, and a prefetch for this one, are ordered before this
         // point. In a capture this makes each wait below one on an event of the same
         // graph, as capture requires.
-        let start = self.gpu.ctx.new_event(None)?;
-        start.record(&self.gpu.stream)?;
+        self.pass_start.record(&self.gpu.stream)?;
         for s in self.copy.iter().chain([&self.compute, &self.decode]) {
-            s.wait(&start)?;
+            s.wait(&self.pass_start)?;
         }
         for slot in &self.slots {
             slot.decoded_done.record(&self.gpu.stream)?;
@@ -575,18 +583,15 @@ impl<'a> WeightStream<'a> {
         // One status check for the pass's decodes, joined into the default stream before
         // anything there reads the failure flag.
         self.store.check_regions(&mut self.decoder, &self.decode)?;
-        let checked = self.decode.record_event(None)?;
-        self.gpu.stream.wait(&checked)?;
-        // After every copy stream's last copy.
-        for c in &self.copy[1..] {
-            c.record_event(None).and_then(|e| self.copy[0].wait(&e))?;
+        self.decodes_checked.record(&self.decode)?;
+        self.gpu.stream.wait(&self.decodes_checked)?;
+        for (c, e) in self.copy.iter().zip(&self.copies_done) {
+            e.record(c)?;
         }
-        self.copies_done.record(&self.copy[0])?;
         // Join: the default stream continues after the last compute (the last decode and
         // copy are ordered before it).
-        let done = self.gpu.ctx.new_event(None)?;
-        done.record(&self.compute)?;
-        self.gpu.stream.wait(&done)?;
+        self.pass_done.record(&self.compute)?;
+        self.gpu.stream.wait(&self.pass_done)?;
         if capturing {
             return Ok(StreamRun { seconds: 0.0, h2d_bytes: 0, peak_vram_measured: 0, vram_accounted: self.plan.total() });
         }
@@ -615,8 +620,8 @@ impl<'a> WeightStream<'a> {
         if !self.can_prefetch_next_pass() {
             return Err(Error::Invalid(format!("{} units over {} slots: a pass does not end where the next begins", self.store.units.len(), self.slots.len())));
         }
-        for c in &self.copy {
-            c.wait(&self.copies_done)?;
+        for (c, e) in self.copy.iter().flat_map(|c| self.copies_done.iter().map(move |e| (c, e))) {
+            c.wait(e)?;
         }
         let mut staging_turn = 0;
         for u in 0..self.slots.len().min(self.store.units.len()) {
