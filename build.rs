@@ -1,8 +1,15 @@
 //! Compiles the `kernels/` crate to PTX (sm_80 and sm_90) with rustc's own
 //! `nvptx64-nvidia-cuda` target and the nightly pinned in `kernels/rust-toolchain.toml`,
-//! then embeds the PTX through `OUT_DIR/kernels_<arch>.ptx` (see host/gpu/kernels.rs).
+//! then embeds the PTX through `OUT_DIR/kernels_<arch>.ptx` (see host/gpu/module.rs).
+//! Fails when the PTX lacks a kernel the host launches (the names in kernels/src/abi.rs)
+//! or holds a panic path. Also records the commit for benchmark provenance.
 use std::path::{Path, PathBuf};
 use std::process::{exit, Command};
+
+/// The host/kernel interface, the same file both sides compile.
+#[path = "kernels/src/abi.rs"]
+#[allow(dead_code)]
+mod abi;
 
 /// Architectures we emit PTX for: Ampere (the oldest with the instructions we use) and
 /// Hopper (H100/H200). The driver JIT-compiles the closest one for newer cards.
@@ -21,6 +28,7 @@ fn main() {
         println!("cargo:rerun-if-changed=kernels/{f}");
     }
     println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rustc-env=CODECLLM_COMMIT={}", commit(&root));
 
     let channel = pinned_channel(&kernels.join("rust-toolchain.toml"));
     let install = format!(
@@ -52,6 +60,25 @@ fn main() {
         let ptx = build_ptx(&kernels, &channel, &llvm_bin, &target_root.join(arch), arch);
         check_ptx(&ptx, arch);
         std::fs::write(out_dir.join(format!("kernels_{arch}.ptx")), ptx).unwrap();
+    }
+}
+
+/// `<short hash>[-dirty]` of the checkout, or "unknown" outside git. Rebuilt when HEAD or
+/// a branch moves; a tree edited after the last build shows as its last commit.
+fn commit(root: &Path) -> String {
+    for f in [".git/HEAD", ".git/refs"] {
+        if root.join(f).exists() {
+            println!("cargo:rerun-if-changed={f}");
+        }
+    }
+    let git = |args: &[&str]| Command::new("git").arg("-C").arg(root).args(args).output().ok().filter(|o| o.status.success());
+    let Some(head) = git(&["rev-parse", "--short=12", "HEAD"]) else { return "unknown".into() };
+    let hash = String::from_utf8_lossy(&head.stdout).trim().to_string();
+    let dirty = git(&["status", "--porcelain", "--untracked-files=no"]).is_some_and(|o| !o.stdout.is_empty());
+    if dirty {
+        format!("{hash}-dirty")
+    } else {
+        hash
     }
 }
 
@@ -135,7 +162,14 @@ fn check_ptx(ptx: &str, arch: &str) {
             panics.into_iter().collect::<Vec<_>>().join(", ")
         ));
     }
-    if !ptx.contains(".entry") {
-        fail(&format!("the {arch} PTX holds no kernel entry point"));
+    let entries: std::collections::HashSet<&str> = ptx
+        .split(".entry")
+        .skip(1)
+        .filter_map(|rest| rest.trim_start().split(|c: char| !(c.is_alphanumeric() || c == '_')).next())
+        .collect();
+    let launched = abi::GEMV_KERNELS.iter().chain(abi::OTHER_KERNELS.iter()).copied().chain(abi::GEMM_TILES.iter().map(|t| t.name));
+    let absent: Vec<&str> = launched.filter(|n| !entries.contains(n)).collect();
+    if !absent.is_empty() {
+        fail(&format!("the {arch} PTX lacks kernels the host launches (named in kernels/src/abi.rs): {}", absent.join(", ")));
     }
 }

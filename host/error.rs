@@ -23,7 +23,52 @@ pub enum Error {
     #[error("interrupted")]
     Interrupted,
     #[error("GPU: {0}")]
-    Gpu(String),
+    Gpu(#[from] GpuError),
+}
+
+/// What went wrong on the GPU side. The driver's, cuBLAS's and nvCOMP's own status codes
+/// are kept (not flattened into text), so callers can tell "no GPU here" from a failed
+/// launch or a corrupted chunk.
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error("no CUDA driver found (libcuda.so could not be loaded): this machine has no usable NVIDIA GPU")]
+    NoDriver,
+    #[error("GPU {requested} requested, {present} present")]
+    NoSuchDevice { requested: usize, present: usize },
+    #[error("compute capability {0}.{1} is too old: the kernels need sm_80 or newer")]
+    TooOld(i32, i32),
+    #[error("CUDA driver: {0}")]
+    Driver(#[from] cudarc::driver::DriverError),
+    /// The embedded PTX did not load, or lacks a kernel the host launches.
+    #[error("loading the kernels: {what}: {source}")]
+    Kernels { what: String, source: cudarc::driver::DriverError },
+    #[error("cuBLAS: {0}")]
+    Cublas(#[from] cudarc::cublas::result::CublasError),
+    /// nvCOMP is missing, or is not the version this build binds (how to install it is in
+    /// the message).
+    #[error("{0}")]
+    NvcompUnavailable(String),
+    #[error("nvCOMP {call}: {text} (status {status})")]
+    Nvcomp { call: &'static str, status: i32, text: String },
+    /// A chunk failed to decode on the GPU (nvCOMP status or size check) or decoded to
+    /// bytes other than the CPU decoder's.
+    #[error("tensor '{tensor}'{}: {msg}", chunk.map(|c| format!(", chunk {c}")).unwrap_or_default())]
+    Decode { tensor: String, chunk: Option<u32>, msg: String },
+    /// Page-locked host memory was refused (`what` says which buffer).
+    #[error("{what}: {source}")]
+    Pinning { what: String, source: cudarc::driver::DriverError },
+}
+
+impl From<cudarc::driver::DriverError> for Error {
+    fn from(e: cudarc::driver::DriverError) -> Self {
+        Error::Gpu(GpuError::Driver(e))
+    }
+}
+
+impl From<cudarc::cublas::result::CublasError> for Error {
+    fn from(e: cudarc::cublas::result::CublasError) -> Self {
+        Error::Gpu(GpuError::Cublas(e))
+    }
 }
 
 impl Error {
@@ -39,7 +84,8 @@ impl Error {
     /// The message without the variant's prefix, for wrapping into another error.
     pub fn detail(&self) -> String {
         match self {
-            Error::Gpu(m) | Error::Invalid(m) => m.clone(),
+            Error::Invalid(m) => m.clone(),
+            Error::Gpu(e) => e.to_string(),
             other => other.to_string(),
         }
     }

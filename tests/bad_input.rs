@@ -1,7 +1,7 @@
 //! Bad input: every case gives one clear error line naming the file and the problem, a
 //! non-zero exit, no panic, and nothing left behind.
 mod common;
-use codecllm::format::{Container, TRAILER_LEN};
+use codecllm::container::{Container, TRAILER_LEN};
 use common::*;
 use safetensors::Dtype;
 use std::path::{Path, PathBuf};
@@ -81,8 +81,8 @@ fn corrupted_chunk_is_named_by_tensor_and_chunk() {
     std::fs::write(&clm, &b).unwrap();
     verify_fails(&clm, &["m.clm", "tensor 'layer.weight', chunk 2", "checksum"]);
     let c = Container::open(&clm).unwrap();
-    assert!(codecllm::reference::decode_int8(&c, "layer.weight").is_err());
-    assert!(codecllm::reference::decode_bytes(&c, "layer.bias").is_ok(), "other tensors stay readable");
+    assert!(codecllm::codec::decode_int8(&c, "layer.weight").is_err());
+    assert!(codecllm::codec::decode_bytes(&c, "layer.bias").is_ok(), "other tensors stay readable");
 }
 
 #[test]
@@ -152,7 +152,17 @@ fn bad_inputs_to_compress_leave_nothing_behind() {
     assert_clean_failure(&cli(&["compress", &p("ok.safetensors"), "-o", &p("no-such-dir/out.clm")]), &["no-such-dir/out.clm"]);
     assert_clean_failure(&cli(&["compress", &p("ok.safetensors"), "-o", &out, "--chunk-size", "1000"]), &["chunk size 1000"]);
     assert_clean_failure(&cli(&["compress", &p("ok.safetensors"), "-o", &out, "--group-size", "24"]), &["--group-size 24"]);
-    assert_clean_failure(&cli(&["compress", &p("ok.safetensors"), "-o", &out, "--codec", "ans"]), &["GPU"]);
+    // ANS is encoded on the GPU: a clear failure without one, a verified container with one.
+    let ans = cli(&["compress", &p("ok.safetensors"), "-o", &out, "--codec", "ans"]);
+    match codecllm::gpu::Gpu::probe() {
+        Err(why) => assert_clean_failure(&ans, &["ANS encoding needs a GPU", &why]),
+        Ok(_) => {
+            assert!(ans.status.success(), "{}", String::from_utf8_lossy(&ans.stderr));
+            let verified = cli(&["verify", &out]);
+            assert!(verified.status.success(), "{}", String::from_utf8_lossy(&verified.stderr));
+            std::fs::remove_file(&out).unwrap();
+        }
+    }
 
     let left = files_in(dir.path());
     assert_eq!(left, ["a-file", "garbage.safetensors", "nan.safetensors", "ok.safetensors", "u16.safetensors"], "leftovers: {left:?}");

@@ -37,7 +37,8 @@ fn no_driver_is_a_clear_error() {
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(err.starts_with("error: GPU:") && !err.contains("panicked"), "{err}");
     } else {
-        skip_notice(&format!("no_driver_is_a_clear_error: this machine has a GPU ({gpu}); nothing to provoke"));
+        // Not a skip: CI's machines, which have no GPU, run the branch above.
+        note(&format!("no_driver_is_a_clear_error: this machine has a GPU ({gpu}); the no-driver path runs in CI"));
     }
 }
 

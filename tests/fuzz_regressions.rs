@@ -21,20 +21,20 @@ fn replay(target: &str, run: fn(&[u8])) -> usize {
 
 #[test]
 fn container_inputs_never_panic() {
-    assert!(replay("container", codecllm::fuzzing::container) >= 2, "the seeds are part of the repo");
+    assert!(replay("container", codecllm::app::fuzzing::container) >= 2, "the seeds are part of the repo");
 }
 
 #[test]
 fn chunk_inputs_never_panic() {
-    assert!(replay("chunk", codecllm::fuzzing::chunk) >= 1);
+    assert!(replay("chunk", codecllm::app::fuzzing::chunk) >= 1);
 }
 
 #[test]
 fn safetensors_inputs_never_panic() {
-    assert!(replay("safetensors", codecllm::fuzzing::safetensors) >= 1);
+    assert!(replay("safetensors", codecllm::app::fuzzing::safetensors) >= 1);
 }
 
 #[test]
 fn gguf_inputs_never_panic() {
-    assert!(replay("gguf", codecllm::fuzzing::gguf) >= 1);
+    assert!(replay("gguf", codecllm::app::fuzzing::gguf) >= 1);
 }

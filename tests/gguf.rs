@@ -2,8 +2,8 @@
 //! here from the format's definition, compress + verify, the real SmolLM2 checkpoint, and
 //! bad files.
 mod common;
-use codecllm::format::Container;
-use codecllm::input::SourceModel;
+use codecllm::container::Container;
+use codecllm::import::SourceModel;
 use common::gguf::*;
 use common::*;
 use half::f16;
@@ -138,7 +138,7 @@ fn smollm2_gguf_compresses_and_verifies() {
     assert_eq!(tokens.len(), 49152);
     let q = c.tensor("blk.0.attn_q.weight").unwrap();
     assert_eq!(q.shape, [576, 576]);
-    assert!(matches!(q.encoding, codecllm::format::Encoding::Int8 { .. }));
+    assert!(matches!(q.encoding, codecllm::container::Encoding::Int8 { .. }));
     assert_eq!(c.tensor("blk.0.attn_k.weight").unwrap().shape, [192, 576], "[out, in]: 3 KV heads × 64");
-    assert!(matches!(c.tensor("token_embd.weight").unwrap().encoding, codecllm::format::Encoding::Lossless));
+    assert!(matches!(c.tensor("token_embd.weight").unwrap().encoding, codecllm::container::Encoding::Lossless));
 }

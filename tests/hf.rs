@@ -2,9 +2,9 @@
 //! the same path as GGUF: a tiny model written both ways — the HF copy with q/k rows in
 //! HF's rotate-half order, derived here from the definition — gives identical logits.
 mod common;
-use codecllm::input::SourceModel;
-use codecllm::llama::{CpuLlama, KvCache};
-use codecllm::tokenizer::ModelTokenizer;
+use codecllm::import::SourceModel;
+use codecllm::model::llama::{CpuLlama, KvCache};
+use codecllm::model::tokenizer::ModelTokenizer;
 use common::gguf::{write_gguf, Kv};
 use common::*;
 use rand::Rng;

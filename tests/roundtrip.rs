@@ -1,16 +1,17 @@
 //! Compress → container → CPU decode round trips on random checkpoints.
 mod common;
-use codecllm::compress::CompressOptions;
-use codecllm::format::{Codec, Container, Encoding};
-use codecllm::input::SourceModel;
-use codecllm::quant::Int8Matrix;
-use codecllm::reference::{decode_bytes, decode_f32, decode_int8, linear};
-use codecllm::verify::{verify, INT8_MAX_REL_ERR};
+use codecllm::pipeline::compress::CompressOptions;
+use codecllm::container::{Codec, Container, Encoding};
+use codecllm::import::SourceModel;
+use codecllm::codec::Int8Matrix;
+use codecllm::codec::{decode_bytes, decode_f32, decode_int8};
+use codecllm::pipeline::reference::linear;
+use codecllm::pipeline::verify::{verify, INT8_MAX_REL_ERR};
 use common::*;
 use rand::Rng;
 use safetensors::Dtype;
 
-fn run(src: &std::path::Path, out: &std::path::Path, opts: &CompressOptions) -> codecllm::Result<codecllm::compress::Summary> {
+fn run(src: &std::path::Path, out: &std::path::Path, opts: &CompressOptions) -> codecllm::Result<codecllm::pipeline::compress::Summary> {
     let model = SourceModel::open(src)?;
     compress_model(&model, out, opts)
 }

@@ -24,7 +24,7 @@ fn smollm2_answers_from_its_compressed_container() {
 /// clear error.
 #[test]
 fn bad_models_fail_clearly_in_run() {
-    use codecllm::format::Container;
+    use codecllm::container::Container;
     let dir = tempfile::tempdir().unwrap();
     // A tiny LLaMA with block 0's q projection missing.
     let (d, f) = (64u64, 128u64);

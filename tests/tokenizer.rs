@@ -2,8 +2,8 @@
 //! format's rules fix (single-digit splitting, control tokens, whole-word tokens), and the
 //! chat template. Skips, saying why, when the model cannot be fetched.
 mod common;
-use codecllm::input::SourceModel;
-use codecllm::tokenizer::ModelTokenizer;
+use codecllm::import::SourceModel;
+use codecllm::model::tokenizer::ModelTokenizer;
 use common::fetch_model;
 
 fn smollm2() -> Option<(ModelTokenizer, Vec<String>)> {

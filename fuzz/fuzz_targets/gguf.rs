@@ -3,5 +3,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    codecllm::fuzzing::gguf(data);
+    codecllm::app::fuzzing::gguf(data);
 });

@@ -1,9 +1,10 @@
 //! GPU runtime on cudarc: context and stream setup that fails with a clear error (never a
-//! panic) without a driver or GPU, the embedded PTX loaded for the device's architecture,
-//! nvCOMP decode, and the compressed-tensor API.
+//! panic) without a driver or GPU, the embedded PTX loaded for the device's architecture
+//! (`module`, its interface in `abi`), the fused linears (`linear`), nvCOMP (`nvcomp`) and
+//! decoding compressed tensors from VRAM (`decode`).
 //!
 //! ```no_run
-//! use codecllm::format::Container;
+//! use codecllm::container::Container;
 //! use codecllm::gpu::{Gpu, DeviceCompressedTensor, DeviceInt8Buffer, Decoder};
 //! # fn main() -> codecllm::Result<()> {
 //! let gpu = Gpu::new(0)?;
@@ -20,23 +21,25 @@
 //! decoder.check(&gpu.stream)?;                        // every chunk decoded in full
 //! # Ok(()) }
 //! ```
-mod kernels;
-pub mod llama;
+#[path = "../../kernels/src/abi.rs"]
+pub mod abi;
+mod ans;
+mod decode;
+mod linear;
+mod module;
 pub mod nvcomp;
-mod tensor;
+mod pinned;
 
-pub use kernels::{cublas_fp16_linear, Int8Weights, Kernels, LinearPlan, GEMM_TILES};
-pub use tensor::{ans_encode_chunks, ChunkBatch, DecodeLog, Decoder, DeviceChunkTable, DeviceCompressedTensor, DeviceInt8Buffer};
+pub use abi::{GemmTile, GEMM_TILES, GEMV_MAX_M};
+pub use ans::ans_encode_chunks;
+pub use decode::{ChunkBatch, DecodeLog, Decoder, DeviceChunkTable, DeviceCompressedTensor, DeviceInt8Buffer};
+pub use linear::{cublas_fp16_linear, Int8Weights, LinearPlan};
+pub use module::Kernels;
+pub use pinned::{record_external, PinnedBuffer};
 
-use crate::error::{Error, Result};
-use cudarc::driver::{CudaContext, CudaEvent, CudaStream, PinnedHostSlice};
+use crate::error::{GpuError, Result};
+use cudarc::driver::{CudaContext, CudaStream};
 use std::sync::Arc;
-
-impl From<cudarc::driver::DriverError> for Error {
-    fn from(e: cudarc::driver::DriverError) -> Self {
-        Error::Gpu(format!("CUDA driver: {e}"))
-    }
-}
 
 /// One device: its context, a default stream, and the codecllm kernels loaded on it.
 pub struct Gpu {
@@ -44,6 +47,8 @@ pub struct Gpu {
     pub stream: Arc<CudaStream>,
     pub kernels: Kernels,
     pub name: String,
+    /// The device's index as CUDA numbers it.
+    pub ordinal: usize,
     pub compute_capability: (i32, i32),
     /// FP32 partial sums of split-K GEMMs; grows to the largest one seen.
     split_workspace: std::sync::Mutex<Option<cudarc::driver::CudaSlice<f32>>>,
@@ -51,15 +56,16 @@ pub struct Gpu {
 
 impl Gpu {
     /// Opens device `ordinal`. Without a CUDA driver or a device this is an `Error::Gpu`
-    /// saying so (cudarc itself would panic on the missing library).
+    /// saying so (`GpuError::NoDriver`, `NoSuchDevice`; cudarc itself would panic on the
+    /// missing library).
     pub fn new(ordinal: usize) -> Result<Self> {
         // SAFETY: only probes whether libcuda can be dlopen'ed.
         if !unsafe { cudarc::driver::sys::is_culib_present() } {
-            return Err(Error::Gpu("no CUDA driver found (libcuda.so could not be loaded): this machine has no usable NVIDIA GPU".into()));
+            return Err(GpuError::NoDriver.into());
         }
-        let count = CudaContext::device_count().map_err(|e| Error::Gpu(format!("no usable GPU: {e}")))?;
-        if ordinal as i32 >= count {
-            return Err(Error::Gpu(format!("GPU {ordinal} requested, {count} present")));
+        let count = CudaContext::device_count()?.max(0) as usize;
+        if ordinal >= count {
+            return Err(GpuError::NoSuchDevice { requested: ordinal, present: count }.into());
         }
         let ctx = CudaContext::new(ordinal)?;
         // Streams and ordering are managed explicitly here; cudarc's per-buffer event
@@ -72,7 +78,7 @@ impl Gpu {
         // A stream of our own, not the legacy default one: only created streams can be
         // captured into CUDA graphs.
         let stream = ctx.new_stream()?;
-        Ok(Gpu { ctx, stream, kernels, name, compute_capability, split_workspace: Default::default() })
+        Ok(Gpu { ctx, stream, kernels, name, ordinal, compute_capability, split_workspace: Default::default() })
     }
 
     /// GPU 0, opened once per process, for work with no GPU of its own (ANS encoding
@@ -134,46 +140,3 @@ impl Gpu {
     }
 }
 
-/// Page-locked host memory, zero-filled, addressed through a pointer taken once: cudarc's
-/// `PinnedHostSlice` accessors synchronize an event on every access, which a graph capture
-/// forbids and a per-token loop does not need. Whoever copies between it and the device
-/// orders host access with events.
-pub struct PinnedBuffer<T> {
-    _mem: PinnedHostSlice<T>,
-    ptr: *mut T,
-    len: usize,
-}
-
-impl<T: bytemuck::Pod + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits> PinnedBuffer<T> {
-    pub fn new(gpu: &Gpu, len: usize) -> Result<Self> {
-        // SAFETY: zero-filled right below, before any read; zero is a valid `Pod` value.
-        let mut mem = unsafe { gpu.ctx.alloc_pinned::<T>(len.max(1)) }?;
-        let ptr = mem.as_mut_ptr()?;
-        // SAFETY: `mem` holds len.max(1) elements at ptr.
-        unsafe { std::ptr::write_bytes(ptr, 0, len.max(1)) };
-        Ok(PinnedBuffer { _mem: mem, ptr, len })
-    }
-
-    pub fn as_slice(&self) -> &[T] {
-        // SAFETY: `ptr` addresses `len` initialized elements owned by `_mem`.
-        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
-    }
-
-    pub fn as_mut_slice(&mut self) -> &mut [T] {
-        // SAFETY: as in `as_slice`, borrowed mutably through self.
-        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
-    }
-}
-
-/// Records `event` on `stream` so that the host can wait on it even when the stream is
-/// being captured: a plain record inside a capture only orders the graph's nodes, an
-/// external one becomes a node that fires the event on every replay (and the driver
-/// refuses that flag outside a capture).
-pub fn record_external(event: &CudaEvent, stream: &CudaStream) -> Result<()> {
-    if stream.capture_status()? == cudarc::driver::sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE {
-        return Ok(event.record(stream)?);
-    }
-    // SAFETY: both handles are alive for the call; the flag is a valid record flag.
-    unsafe { cudarc::driver::sys::cuEventRecordWithFlags(event.cu_event(), stream.cu_stream(), cudarc::driver::sys::CUevent_record_flags::CU_EVENT_RECORD_EXTERNAL as u32) }.result()?;
-    Ok(())
-}

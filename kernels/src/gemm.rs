@@ -1,8 +1,8 @@
 //! Fused W8A16 GEMM on tensor cores (`mma.sync.m16n8k16`, FP16 × FP16 → FP32):
 //! `y[m, n] = Σ_k x[m, k] · q[n, k] · s[n, k / group]`, for batches too large for the GEMV.
 //!
-//! No shared memory and no offline reshuffle: a dot product does not care in which order
-//! it visits k, as long as A and B agree. Each thread loads 16 consecutive INT8 weights of
+//! No offline reshuffle: a dot product does not care in which order it visits k, as long
+//! as A and B agree. Each thread loads 16 consecutive INT8 weights of
 //! its row (one 16-byte load) and the 16 matching FP16 activations (two 16-byte loads),
 //! and feeds 4 of each to each of 4 mma steps as if they sat at the k positions the
 //! fragment layout names. Thread (g = lane / 4, t = lane % 4) of k64 block step s holds
@@ -535,6 +535,18 @@ unsafe fn store_tile<const MT: usize, const NT: usize>(
     });
 }
 
+/// Fails the build unless entry `name` is in `abi::GEMM_TILES` with this geometry, which
+/// is what the host plans launches with.
+const fn assert_tile(name: &str, mt: usize, nt: usize, warps: u32, smem: bool) {
+    match crate::abi::gemm_tile(name) {
+        Some(i) => {
+            let t = crate::abi::GEMM_TILES[i];
+            assert!(t.mt == mt && t.nt == nt && t.warps == warps as usize && t.smem == smem);
+        }
+        None => panic!("a GEMM entry missing from abi::GEMM_TILES"),
+    }
+}
+
 macro_rules! gemm_smem_entry {
     ($($name:ident = ($mt:literal, $nt:literal)),* $(,)?) => {$(
         /// Launch: blockDim.x = 32 · SMEM_WARPS; grid = (ceil(n / (SMEM_WARPS·8·NT)),
@@ -546,6 +558,7 @@ macro_rules! gemm_smem_entry {
         ) {
             gemm_smem::<$mt, $nt>(x, q, scales, y, partial, m, n, k, group, groups, k_per_split)
         }
+        const _: () = assert_tile(stringify!($name), $mt, $nt, SMEM_WARPS, true);
     )*};
 }
 
@@ -567,6 +580,7 @@ macro_rules! gemm_entry {
         ) {
             gemm::<$mt, $nt, $pf>(x, q, scales, y, partial, m, n, k, group, groups, k_per_split)
         }
+        const _: () = assert_tile(stringify!($name), $mt, $nt, WARPS, false);
     )*};
 }
 

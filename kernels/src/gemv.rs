@@ -152,6 +152,8 @@ macro_rules! gemv_entry {
         ) {
             gemv::<$m>(x, q, scales, y, n, k, group, groups)
         }
+        // The host launches batch m as `abi::GEMV_KERNELS[m - 1]`.
+        const _: () = assert!(crate::abi::same_name(stringify!($name), crate::abi::GEMV_KERNELS[$m - 1]));
     )*};
 }
 

@@ -5,8 +5,8 @@
 //! - No panic paths: slice indexing, `/` by a runtime value or `unwrap` leave bodiless
 //!   `.func` declarations of core's panic machinery in the PTX, and the driver refuses
 //!   such a module. Use raw pointers and make divisors provably non-zero.
-//! - Every entry point is `#[no_mangle] pub unsafe extern "ptx-kernel"`; the host names
-//!   them in `host/gpu/kernels.rs`.
+//! - Every entry point is `#[no_mangle] pub unsafe extern "ptx-kernel"`, named in `abi.rs`
+//!   (shared with the host; build.rs checks each name there is an entry of the PTX).
 //!
 //! Weight layout (see docs/FORMAT.md): INT8 row-major `[n, k]` (row = output channel),
 //! scales f32 `[n, groups]` with `groups = ceil(k / group)`, `group` a multiple of 16 or
@@ -15,6 +15,7 @@
 #![feature(abi_ptx, stdarch_nvptx, asm_experimental_arch, f16)]
 #![allow(clippy::missing_safety_doc)]
 
+pub mod abi;
 mod dequant;
 mod gemm;
 mod gemv;

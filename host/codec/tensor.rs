@@ -1,0 +1,50 @@
+//! CPU decode of a container's tensors, checksums verified: INT8 values and scales,
+//! stored bytes, or floating-point values (quantized ones dequantized).
+use super::chunk::decode_blob;
+use super::quant::Int8Matrix;
+use crate::container::{Container, DType, Encoding, TensorEntry};
+use crate::error::{Error, Result};
+
+fn entry<'a>(c: &'a Container, name: &str) -> Result<&'a TensorEntry> {
+    c.tensor(name).ok_or_else(|| Error::format(c.path(), format!("no tensor named '{name}'")))
+}
+
+/// The INT8 values and scales of a quantized tensor.
+pub fn decode_int8(c: &Container, name: &str) -> Result<Int8Matrix> {
+    let t = entry(c, name)?;
+    let Encoding::Int8 { group_size, scales, .. } = &t.encoding else {
+        return Err(Error::format(c.path(), format!("tensor '{name}' is stored lossless, not as INT8")));
+    };
+    let (rows, cols) = t.matrix_dims().expect("validated: INT8 tensors are 2-D");
+    let q = decode_blob(c, name, &t.data)?;
+    let s = decode_blob(c, name, scales)?;
+    Ok(Int8Matrix {
+        rows: rows as usize,
+        cols: cols as usize,
+        group_size: *group_size as usize,
+        q: bytemuck::cast_slice(&q).to_vec(),
+        scales: DType::F32.widen(&s).expect("f32 is floating point"),
+    })
+}
+
+/// The tensor's stored bytes decoded: INT8 values for quantized tensors, source bytes for
+/// lossless ones.
+pub fn decode_bytes(c: &Container, name: &str) -> Result<Vec<u8>> {
+    decode_blob(c, name, &entry(c, name)?.data)
+}
+
+/// Any floating-point tensor as f32 (quantized ones dequantized).
+pub fn decode_f32(c: &Container, name: &str) -> Result<Vec<f32>> {
+    let t = entry(c, name)?;
+    if let Encoding::Int8 { .. } = t.encoding {
+        return Ok(decode_int8(c, name)?.dequantize());
+    }
+    let b = decode_blob(c, name, &t.data)?;
+    t.dtype.widen(&b).ok_or_else(|| Error::format(c.path(), format!("tensor '{name}' is {:?}, not floating point", t.dtype)))
+}
+
+/// Any floating-point tensor as FP16.
+pub fn decode_f16(c: &Container, name: &str) -> Result<Vec<half::f16>> {
+    Ok(decode_f32(c, name)?.into_iter().map(half::f16::from_f32).collect())
+}
+

@@ -1,0 +1,252 @@
+//! The fused W8A16 linears and their launch plans: `y = x · (q · s)ᵀ` with FP16
+//! activations and INT8 weights dequantized in registers (`kernels/src/gemv.rs`, `gemm.rs`),
+//! and the cuBLAS FP16 product every benchmark and the FP16 mode compare against.
+use super::abi::{GEMM_TILES, GEMV_MAX_M};
+use super::Gpu;
+use crate::error::{Error, Result};
+use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
+use half::f16;
+use std::sync::Arc;
+
+/// Blocks a GEMM launch should reach before splitting K: 4 per SM on a 132-SM H100 keeps
+/// enough weight loads in flight to cover DRAM latency.
+const GEMM_TARGET_BLOCKS: usize = 528;
+/// Warps per GEMV block: 8 rows per block keeps 64 KiB of weight loads in flight per SM
+/// at full occupancy while the grid (n / 8 blocks) still covers every SM for n ≥ 1056.
+const GEMV_WARPS: u32 = 8;
+
+// Indices into `GEMM_TILES` that `plan` picks from.
+const REG_MT1: usize = 0;
+const REG_MT2: usize = 1;
+const REG_MT4: usize = 2;
+const SMEM_MT1: usize = 3;
+const SMEM_MT2: usize = 4;
+const _: () = assert!(GEMM_TILES[REG_MT1].mt == 1 && GEMM_TILES[REG_MT2].mt == 2 && GEMM_TILES[REG_MT4].mt == 4 && !GEMM_TILES[REG_MT4].smem);
+const _: () = assert!(GEMM_TILES[SMEM_MT1].smem && GEMM_TILES[SMEM_MT1].mt == 1 && GEMM_TILES[SMEM_MT2].smem && GEMM_TILES[SMEM_MT2].mt == 2);
+
+/// How `linear` computes one product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LinearPlan {
+    /// One warp per output row, up to `GEMV_MAX_M` batch rows per launch.
+    Gemv,
+    /// Tensor cores: `GEMM_TILES[tile]`, K split `splits` ways (0: chosen from the shape).
+    Gemm { tile: usize, splits: usize },
+}
+
+/// A quantized weight matrix resident on the device: INT8 `[rows, cols]` row-major and
+/// f32 scales `[rows, groups]` (see docs/FORMAT.md).
+pub struct Int8Weights<'a> {
+    pub q: CudaView<'a, u8>,
+    pub scales: CudaView<'a, f32>,
+    pub rows: usize,
+    pub cols: usize,
+    pub group_size: usize,
+}
+
+impl Int8Weights<'_> {
+    pub fn groups(&self) -> usize {
+        self.cols.div_ceil(self.group_size)
+    }
+    fn check(&self) -> Result<()> {
+        if self.q.len() < self.rows * self.cols || self.scales.len() < self.rows * self.groups() || self.group_size == 0 {
+            return Err(Error::Invalid(format!("INT8 weights of {}×{} need {} bytes and {} scales", self.rows, self.cols, self.rows * self.cols, self.rows * self.groups())));
+        }
+        if self.rows > u32::MAX as usize || self.cols > u32::MAX as usize {
+            return Err(Error::Invalid("weight dimensions exceed 2^32".into()));
+        }
+        Ok(())
+    }
+}
+
+impl Gpu {
+    /// `y[m, n] = Σ_k x[m, k] · q[n, k] · s[n, k / group]`: FP16 in and out, FP32 accumulation,
+    /// the weights dequantized in registers. `x` is `[m, cols]`, `y` is `[m, rows]`, row-major.
+    ///
+    /// Products that split K share one FP32 workspace per `Gpu`: issue them on one stream.
+    pub fn linear(&self, x: &CudaSlice<f16>, m: usize, w: &Int8Weights, y: &mut CudaSlice<f16>, stream: &Arc<CudaStream>) -> Result<()> {
+        self.linear_planned(x, m, w, y, stream, Gpu::plan(m, w.rows, w.cols))
+    }
+
+    /// The plan `linear` uses for an `[m, k] × [n, k]ᵀ` product: the fastest measured per
+    /// batch and weight size class by `bench kernels --tune` on H100
+    /// (docs/bench/2026-11-26-h100-tune.json, BENCHMARKS.md).
+    pub fn plan(m: usize, n: usize, k: usize) -> LinearPlan {
+        let weights = n * k;
+        let (small, big) = (weights < 1 << 22, weights >= 1 << 25);
+        if k % 16 != 0 || m <= 2 || (m <= GEMV_MAX_M && small) {
+            return LinearPlan::Gemv;
+        }
+        let gemm = |tile, splits| LinearPlan::Gemm { tile, splits };
+        match m {
+            _ if small && m <= 256 => gemm(REG_MT1, 0),
+            3..=16 => gemm(if big { SMEM_MT1 } else { REG_MT1 }, 0),
+            17..=64 => gemm(if big { SMEM_MT2 } else { REG_MT2 }, 0),
+            65..=256 => gemm(SMEM_MT2, 1),
+            _ => gemm(if small { REG_MT1 } else { REG_MT4 }, 1),
+        }
+    }
+
+    /// `linear` with an explicit plan (benchmarks compare plans with this).
+    pub fn linear_planned(&self, x: &CudaSlice<f16>, m: usize, w: &Int8Weights, y: &mut CudaSlice<f16>, stream: &Arc<CudaStream>, plan: LinearPlan) -> Result<()> {
+        w.check()?;
+        if x.len() < m * w.cols || y.len() < m * w.rows {
+            return Err(Error::Invalid(format!("linear: x needs {} and y {} elements, got {} and {}", m * w.cols, m * w.rows, x.len(), y.len())));
+        }
+        match plan {
+            LinearPlan::Gemm { tile, splits } if w.cols % 16 == 0 && tile < GEMM_TILES.len() => self.gemm(x, m, w, y, stream, tile, splits),
+            LinearPlan::Gemm { .. } => Err(Error::Invalid(format!("linear: no GEMM plan {plan:?} for k = {}", w.cols))),
+            LinearPlan::Gemv => self.gemv(x, m, w, y, stream),
+        }
+    }
+
+    /// Small batches: one warp per output row, `GEMV_MAX_M` batch rows per launch.
+    fn gemv(&self, x: &CudaSlice<f16>, m: usize, w: &Int8Weights, y: &mut CudaSlice<f16>, stream: &Arc<CudaStream>) -> Result<()> {
+        let (n, k, group, groups) = (w.rows as u32, w.cols as u32, w.group_size as u32, w.groups() as u32);
+        let cfg = LaunchConfig { grid_dim: (n.div_ceil(GEMV_WARPS), 1, 1), block_dim: (32 * GEMV_WARPS, 1, 1), shared_mem_bytes: 0 };
+        // Batches beyond GEMV_MAX_M (only when k % 16 != 0 rules out the GEMM) run as
+        // consecutive launches over row blocks of x.
+        let mut m0 = 0;
+        while m0 < m {
+            let mb = (m - m0).min(GEMV_MAX_M);
+            let xs = x.slice(m0 * w.cols..);
+            let mut ys = y.slice_mut(m0 * w.rows..);
+            let mut launch = stream.launch_builder(&self.kernels.gemv[mb - 1]);
+            launch.arg(&xs).arg(&w.q).arg(&w.scales).arg(&mut ys).arg(&n).arg(&k).arg(&group).arg(&groups);
+            // SAFETY: sizes checked by `linear`; the kernel reads x[mb, k], q[n, k],
+            // s[n, groups] and writes y[mb, n] only.
+            unsafe { launch.launch(cfg) }?;
+            m0 += mb;
+        }
+        Ok(())
+    }
+
+    /// `linear` for one row over one to three matrices that share `cols` and the scale
+    /// grouping (a block's q, k and v, or gate and up), in one launch: the same values as
+    /// one `linear` per matrix, a fraction of the launch cost; outputs may be views (a
+    /// band of the logits).
+    pub fn linear_m1_fused(&self, x: &CudaSlice<f16>, parts: &mut [(&Int8Weights, &mut CudaViewMut<f16>)], stream: &Arc<CudaStream>) -> Result<()> {
+        let Some((first, _)) = parts.first() else { return Err(Error::Invalid("linear_m1_fused: no matrices".into())) };
+        let (cols, group, groups) = (first.cols, first.group_size, first.groups());
+        if parts.len() > 3 || parts.iter().any(|(w, _)| w.cols != cols || w.group_size != group) {
+            return Err(Error::Invalid("linear_m1_fused: up to three matrices with the same columns and scale groups".into()));
+        }
+        for (w, y) in parts.iter() {
+            w.check()?;
+            if x.len() < w.cols || y.len() < w.rows {
+                return Err(Error::Invalid(format!("linear: x needs {} and y {} elements, got {} and {}", w.cols, w.rows, x.len(), y.len())));
+            }
+        }
+        // Raw addresses, so that absent matrices can be null with zero rows.
+        let mut args = [(0u64, 0u64, 0u64, 0u32); 3];
+        for (a, (w, y)) in args.iter_mut().zip(parts.iter_mut()) {
+            *a = (w.q.device_ptr(stream).0, w.scales.device_ptr(stream).0, y.device_ptr_mut(stream).0, w.rows as u32);
+        }
+        let rows: u32 = args.iter().map(|a| a.3).sum();
+        let (k, g, groups) = (cols as u32, group as u32, groups as u32);
+        let cfg = LaunchConfig { grid_dim: (rows.div_ceil(GEMV_WARPS), 1, 1), block_dim: (32 * GEMV_WARPS, 1, 1), shared_mem_bytes: 0 };
+        let mut launch = stream.launch_builder(&self.kernels.gemv3);
+        launch.arg(x);
+        for a in &args {
+            launch.arg(&a.0).arg(&a.1).arg(&a.2).arg(&a.3);
+        }
+        launch.arg(&k).arg(&g).arg(&groups);
+        // SAFETY: every present matrix passed `check` and its output holds its rows; absent
+        // ones have zero rows, so the kernel never touches their null addresses.
+        unsafe { launch.launch(cfg) }?;
+        Ok(())
+    }
+
+    /// Larger batches on tensor cores; K is split when the tiles alone would leave SMs idle.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm(&self, x: &CudaSlice<f16>, m: usize, w: &Int8Weights, y: &mut CudaSlice<f16>, stream: &Arc<CudaStream>, variant: usize, splits: usize) -> Result<()> {
+        let tile = GEMM_TILES[variant];
+        let (n, k) = (w.rows, w.cols);
+        let tiles_n = n.div_ceil(tile.warps * 8 * tile.nt);
+        let tiles_m = m.div_ceil(16 * tile.mt);
+        let k_blocks = k.div_ceil(tile.k_step);
+        // Each split keeps at least 256 columns of k so the split overhead stays small.
+        let max_splits = (k / 256).max(1);
+        let splits = if splits > 0 { splits.min(k_blocks) } else { GEMM_TARGET_BLOCKS.div_ceil(tiles_n * tiles_m).clamp(1, max_splits) };
+        let k_per_split = k_blocks.div_ceil(splits) * tile.k_step;
+        let splits = k.div_ceil(k_per_split);
+        if tiles_m > 65_535 {
+            return Err(Error::Invalid(format!("linear: batch {m} is too large for one launch")));
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (tiles_n as u32, tiles_m as u32, splits as u32),
+            block_dim: (32 * tile.warps as u32, 1, 1),
+            shared_mem_bytes: 0,
+        };
+        let (mu, nu, ku, group, groups, kps) = (m as u32, n as u32, k as u32, w.group_size as u32, w.groups() as u32, k_per_split as u32);
+        let mut workspace = self.split_workspace.lock().unwrap_or_else(|p| p.into_inner());
+        let partial_ptr: u64 = if splits > 1 {
+            let need = splits * m * n;
+            if workspace.as_ref().is_none_or(|ws| ws.len() < need) {
+                // Grows once to the largest split GEMM seen; never in steady state.
+                *workspace = Some(stream.alloc_zeros::<f32>(need)?);
+            }
+            workspace.as_ref().unwrap().device_ptr(stream).0
+        } else {
+            0
+        };
+        let mut launch = stream.launch_builder(&self.kernels.gemm[variant]);
+        launch.arg(x).arg(&w.q).arg(&w.scales).arg(&mut *y).arg(&partial_ptr).arg(&mu).arg(&nu).arg(&ku).arg(&group).arg(&groups).arg(&kps);
+        // SAFETY: sizes checked by `linear`; k % 16 == 0 as the kernel requires; with
+        // splits > 1 the workspace holds splits·m·n floats.
+        unsafe { launch.launch(cfg) }?;
+        if splits > 1 {
+            let splits_u = splits as u32;
+            let mut launch = stream.launch_builder(&self.kernels.reduce_splits);
+            launch.arg(&partial_ptr).arg(&w.scales).arg(&mut *y).arg(&mu).arg(&nu).arg(&splits_u).arg(&groups);
+            // SAFETY: reads splits·m·n partials, writes m·n outputs.
+            unsafe { launch.launch(LaunchConfig::for_num_elems((m * n) as u32)) }?;
+        }
+        Ok(())
+    }
+
+    /// Materializes `q · s` as FP16 `[rows, cols]`.
+    pub fn dequantize(&self, w: &Int8Weights, out: &mut CudaSlice<f16>, stream: &Arc<CudaStream>) -> Result<()> {
+        w.check()?;
+        let total = w.rows * w.cols;
+        if out.len() < total {
+            return Err(Error::Invalid(format!("dequantize: output needs {total} elements, got {}", out.len())));
+        }
+        let (rows, cols, group, groups) = (w.rows as u32, w.cols as u32, w.group_size as u32, w.groups() as u32);
+        let blocks = total.div_ceil(256);
+        if blocks > i32::MAX as usize {
+            return Err(Error::Invalid("dequantize: matrix too large for one launch".into()));
+        }
+        let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        let mut launch = stream.launch_builder(&self.kernels.dequant);
+        launch.arg(&w.q).arg(&w.scales).arg(out).arg(&rows).arg(&cols).arg(&group).arg(&groups);
+        // SAFETY: sizes checked above; one thread per output element.
+        unsafe { launch.launch(cfg) }?;
+        Ok(())
+    }
+}
+
+/// `y[m, n] = x[m, k] · Wᵀ` with cuBLAS in FP16 (FP32 accumulation) for a row-major `[n, k]`
+/// weight: the FP16 baseline every benchmark and the FP16 model mode use.
+pub fn cublas_fp16_linear<W: DevicePtr<f16>>(blas: &cudarc::cublas::CudaBlas, w: &W, x: &CudaSlice<f16>, y: &mut CudaSlice<f16>, m: usize, n: usize, k: usize) -> Result<()> {
+    use cudarc::cublas::{sys::cublasOperation_t, Gemm, GemmConfig};
+    if w.len() < n * k || x.len() < m * k || y.len() < m * n {
+        return Err(Error::Invalid(format!("cuBLAS linear: buffers too small for [{m}, {k}] × [{n}, {k}]ᵀ")));
+    }
+    // Row-major W [n, k] is column-major k×n: op(A) = Aᵀ; x [m, k] is column-major k×m;
+    // y [m, n] is column-major n×m.
+    let cfg = GemmConfig {
+        transa: cublasOperation_t::CUBLAS_OP_T,
+        transb: cublasOperation_t::CUBLAS_OP_N,
+        m: n as i32,
+        n: m as i32,
+        k: k as i32,
+        alpha: f16::ONE,
+        lda: k as i32,
+        ldb: k as i32,
+        beta: f16::ZERO,
+        ldc: n as i32,
+    };
+    // SAFETY: sizes checked above.
+    unsafe { blas.gemm(cfg, w, x, y) }?;
+    Ok(())
+}

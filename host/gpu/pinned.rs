@@ -1,0 +1,48 @@
+//! Page-locked host buffers and host-visible event records, as the per-token loops use them.
+use super::Gpu;
+use crate::error::Result;
+use cudarc::driver::{CudaEvent, CudaStream, PinnedHostSlice};
+
+/// Page-locked host memory, zero-filled, addressed through a pointer taken once: cudarc's
+/// `PinnedHostSlice` accessors synchronize an event on every access, which a graph capture
+/// forbids and a per-token loop does not need. Whoever copies between it and the device
+/// orders host access with events.
+pub struct PinnedBuffer<T> {
+    _mem: PinnedHostSlice<T>,
+    ptr: *mut T,
+    len: usize,
+}
+
+impl<T: bytemuck::Pod + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits> PinnedBuffer<T> {
+    pub fn new(gpu: &Gpu, len: usize) -> Result<Self> {
+        // SAFETY: zero-filled right below, before any read; zero is a valid `Pod` value.
+        let mut mem = unsafe { gpu.ctx.alloc_pinned::<T>(len.max(1)) }?;
+        let ptr = mem.as_mut_ptr()?;
+        // SAFETY: `mem` holds len.max(1) elements at ptr.
+        unsafe { std::ptr::write_bytes(ptr, 0, len.max(1)) };
+        Ok(PinnedBuffer { _mem: mem, ptr, len })
+    }
+
+    pub fn as_slice(&self) -> &[T] {
+        // SAFETY: `ptr` addresses `len` initialized elements owned by `_mem`.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+
+    pub fn as_mut_slice(&mut self) -> &mut [T] {
+        // SAFETY: as in `as_slice`, borrowed mutably through self.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
+}
+
+/// Records `event` on `stream` so that the host can wait on it even when the stream is
+/// being captured: a plain record inside a capture only orders the graph's nodes, an
+/// external one becomes a node that fires the event on every replay (and the driver
+/// refuses that flag outside a capture).
+pub fn record_external(event: &CudaEvent, stream: &CudaStream) -> Result<()> {
+    if stream.capture_status()? == cudarc::driver::sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE {
+        return Ok(event.record(stream)?);
+    }
+    // SAFETY: both handles are alive for the call; the flag is a valid record flag.
+    unsafe { cudarc::driver::sys::cuEventRecordWithFlags(event.cu_event(), stream.cu_stream(), cudarc::driver::sys::CUevent_record_flags::CU_EVENT_RECORD_EXTERNAL as u32) }.result()?;
+    Ok(())
+}

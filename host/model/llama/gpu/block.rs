@@ -1,0 +1,127 @@
+//! One transformer block on the default stream (norms, RoPE, attention with the KV cache,
+//! SwiGLU) around the linears, and the final norm.
+use super::weights::{LinRef, DOWN, GATE, K, O, Q, UP, V};
+use crate::error::Result;
+use crate::gpu::abi::{ATT_WARPS, NORM_THREADS};
+use crate::gpu::Gpu;
+use crate::model::config::LlamaConfig;
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
+use half::f16;
+
+pub(super) struct Block {
+    pub(super) attn_norm: CudaSlice<f32>,
+    pub(super) ffn_norm: CudaSlice<f32>,
+    pub(super) k_cache: CudaSlice<f16>,
+    pub(super) v_cache: CudaSlice<f16>,
+}
+
+/// Scratch activations for batches up to `max_m` rows.
+pub(super) struct Scratch {
+    pub(super) ids: CudaSlice<u32>,
+    pub(super) x: CudaSlice<f32>,
+    pub(super) h: CudaSlice<f16>,
+    pub(super) q: CudaSlice<f16>,
+    pub(super) k: CudaSlice<f16>,
+    pub(super) v: CudaSlice<f16>,
+    pub(super) att: CudaSlice<f16>,
+    pub(super) o: CudaSlice<f16>,
+    pub(super) g: CudaSlice<f16>,
+    pub(super) u: CudaSlice<f16>,
+    pub(super) logits: CudaSlice<f16>,
+}
+
+pub(super) fn launch_1d(n: usize) -> LaunchConfig {
+    LaunchConfig::for_num_elems(n as u32)
+}
+
+/// The last block's MLP output added in and the final norm, on the last row only (the
+/// only one whose logits are computed): `sc.h[0..d]`.
+pub(super) fn final_norm(gpu: &Gpu, sc: &mut Scratch, w: &CudaSlice<f32>, m: usize, d: usize, eps: f32) -> Result<()> {
+    let last = (m - 1) * d..m * d;
+    norm(gpu, &mut sc.x.slice_mut(last.clone()), Some(&sc.o.slice(last)), w, &mut sc.h, 1, d, eps)
+}
+
+/// What a block's computation needs besides its weights.
+pub(super) struct BlockCtx<'a> {
+    pub(super) gpu: &'a Gpu,
+    pub(super) blas: Option<&'a CudaBlas>,
+    pub(super) cfg: &'a LlamaConfig,
+    pub(super) rope: &'a CudaSlice<f32>,
+    /// The batch's first position, on the device.
+    pub(super) pos: &'a CudaSlice<u32>,
+    pub(super) m: usize,
+}
+
+impl BlockCtx<'_> {
+    /// One transformer block on the default stream: attention with RoPE and the KV cache,
+    /// then SwiGLU; both branches go into the FP32 residual `sc.x`, each folded into the
+    /// next norm (the MLP's output is left in `sc.o` for the next block or the final
+    /// norm; `first` says there is none yet).
+    pub(super) fn block(&self, b: &mut Block, sc: &mut Scratch, lin: &[LinRef], first: bool) -> Result<()> {
+        let (gpu, cfg, m) = (self.gpu, self.cfg, self.m);
+        let st = &gpu.stream;
+        let k = &gpu.kernels;
+        let (d, hd) = (cfg.dim, cfg.head_dim);
+        let mu = m as u32;
+        let pending = (!first).then(|| sc.o.slice(..m * d));
+        norm(gpu, &mut sc.x.slice_mut(..m * d), pending.as_ref(), &b.attn_norm, &mut sc.h, m, d, cfg.eps)?;
+        // One row on INT8 weights (a decode step): q, k and v in one launch, as gate and up.
+        let fused = |i: &[usize]| if m == 1 { i.iter().map(|&j| lin[j].int8()).collect::<Option<Vec<_>>>() } else { None };
+        if let Some(w) = fused(&[Q, K, V]) {
+            gpu.linear_m1_fused(&sc.h, &mut [(&w[0], &mut sc.q.slice_mut(..)), (&w[1], &mut sc.k.slice_mut(..)), (&w[2], &mut sc.v.slice_mut(..))], st)?;
+        } else {
+            lin[Q].apply(gpu, self.blas, &sc.h, m, &mut sc.q)?;
+            lin[K].apply(gpu, self.blas, &sc.h, m, &mut sc.k)?;
+            lin[V].apply(gpu, self.blas, &sc.h, m, &mut sc.v)?;
+        }
+        // Kernel safety below: `forward` checked that positions *pos .. *pos + m lie within
+        // max_context, which the RoPE table and the caches cover.
+        let (h, kvh, hdu) = (cfg.heads as u32, cfg.kv_heads as u32, hd as u32);
+        let mut l = st.launch_builder(&k.rope_qk_store);
+        l.arg(&mut sc.q).arg(&mut sc.k).arg(&sc.v).arg(&mut b.k_cache).arg(&mut b.v_cache).arg(self.rope).arg(&mu).arg(&h).arg(&kvh).arg(&hdu).arg(self.pos);
+        // SAFETY: q holds m·heads·hd, k and v m·kv_heads·hd; one thread per rotated pair.
+        unsafe { l.launch(launch_1d(m * (cfg.heads + cfg.kv_heads) * hd / 2)) }?;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let mut l = st.launch_builder(&k.attention);
+        l.arg(&sc.q).arg(&b.k_cache).arg(&b.v_cache).arg(&mut sc.att).arg(&mu).arg(&h).arg(&kvh).arg(&hdu).arg(self.pos).arg(&scale);
+        let cfg_att = LaunchConfig { grid_dim: ((m * cfg.heads) as u32, 1, 1), block_dim: (ATT_THREADS, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: one block per (row, head); caches hold positions ≤ *pos + m - 1.
+        unsafe { l.launch(cfg_att) }?;
+        lin[O].apply(gpu, self.blas, &sc.att, m, &mut sc.o)?;
+        norm(gpu, &mut sc.x.slice_mut(..m * d), Some(&sc.o.slice(..m * d)), &b.ffn_norm, &mut sc.h, m, d, cfg.eps)?;
+        if let Some(w) = fused(&[GATE, UP]) {
+            gpu.linear_m1_fused(&sc.h, &mut [(&w[0], &mut sc.g.slice_mut(..)), (&w[1], &mut sc.u.slice_mut(..))], st)?;
+        } else {
+            lin[GATE].apply(gpu, self.blas, &sc.h, m, &mut sc.g)?;
+            lin[UP].apply(gpu, self.blas, &sc.h, m, &mut sc.u)?;
+        }
+        let n = (m * cfg.ffn) as u32;
+        let mut l = st.launch_builder(&k.silu_mul);
+        l.arg(&sc.g).arg(&sc.u).arg(&mut sc.h).arg(&n);
+        // SAFETY: g, u, h hold m·ffn.
+        unsafe { l.launch(launch_1d(m * cfg.ffn)) }?;
+        lin[DOWN].apply(gpu, self.blas, &sc.h, m, &mut sc.o)
+    }
+}
+
+/// Threads of an attention block (the kernel returns without writing on any other size).
+const ATT_THREADS: u32 = ATT_WARPS * 32;
+
+/// `x += add` when given, then `h = x / rms(x) · w`, for `rows` rows of `d` (one block per row).
+#[allow(clippy::too_many_arguments)]
+pub(super) fn norm(gpu: &Gpu, x: &mut CudaViewMut<f32>, add: Option<&CudaView<f16>>, w: &CudaSlice<f32>, h: &mut CudaSlice<f16>, rows: usize, d: usize, eps: f32) -> Result<()> {
+    let (r, du) = (rows as u32, d as u32);
+    let cfg = LaunchConfig { grid_dim: (r, 1, 1), block_dim: (NORM_THREADS, 1, 1), shared_mem_bytes: 0 };
+    let k = &gpu.kernels;
+    let mut l = gpu.stream.launch_builder(if add.is_some() { &k.add_rmsnorm } else { &k.rmsnorm });
+    l.arg(x);
+    if let Some(a) = add {
+        l.arg(a);
+    }
+    l.arg(w).arg(h).arg(&r).arg(&du).arg(&eps);
+    // SAFETY: x (and add) hold rows·d, h at least rows·d.
+    unsafe { l.launch(cfg) }?;
+    Ok(())
+}
+

@@ -1,0 +1,363 @@
+//! LLaMA forward pass on the GPU: the block's non-linear kernels (`kernels/src/llama.rs`)
+//! around the linears, whose weights live in one of four places (`WeightMode`): FP16 in
+//! VRAM with cuBLAS (the baseline), INT8 in VRAM, compressed chunks in VRAM decoded per
+//! layer, or compressed chunks in pinned host RAM streamed per layer with the LM head in
+//! row bands (`stream`) — the last three through codecllm's fused W8A16 kernels, on the
+//! same INT8 values, so they agree bit for bit. FP16 activations, FP32 residual stream, a
+//! KV cache per layer; prefill takes the whole prompt as one batch; a single-token step is
+//! captured once into a CUDA graph and replayed, its inputs and outputs staged in pinned
+//! memory so that the graph's addresses never change.
+mod block;
+mod step;
+mod weights;
+
+pub use weights::WeightMode;
+
+use crate::container::Container;
+use crate::error::{Error, Result};
+use crate::gpu::{Decoder, DeviceChunkTable, DeviceCompressedTensor, Gpu, Int8Weights, PinnedBuffer};
+use crate::import::WeightSource;
+use crate::model::config::{block_names, LlamaConfig};
+use crate::stream::{HostStore, UnitPart, WeightStream};
+use block::{final_norm, Block, BlockCtx, Scratch};
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::{CudaSlice, DevicePtr};
+use half::f16;
+use std::sync::Arc;
+use step::{Pending, StepGraph, StepIo};
+use weights::{lm_head_name, Embedding, LinRef, Linear, Weights, LINEARS, LM_PIECE_BYTES};
+
+pub struct GpuLlama<'g> {
+    gpu: &'g Gpu,
+    /// Only the FP16 mode uses cuBLAS; the others do not pay for its handle and kernels.
+    blas: Option<CudaBlas>,
+    pub cfg: LlamaConfig,
+    pub mode: WeightMode,
+    embed: Embedding,
+    out_norm: CudaSlice<f32>,
+    /// Resident LM head; the stream mode streams it as the ring's last units instead.
+    lm_head: Option<Linear>,
+    blocks: Vec<Block>,
+    weights: Weights<'g>,
+    rope: CudaSlice<f32>,
+    /// The first position the current batch writes, read by the kernels on the device.
+    pos: CudaSlice<u32>,
+    s: Scratch,
+    max_m: usize,
+    /// Whether single-token steps replay a captured CUDA graph (on by default): at this
+    /// size a step is hundreds of small launches, and the graph issues them from the GPU.
+    pub use_graph: bool,
+    step_graph: Option<StepGraph>,
+    pending: Option<Pending>,
+    io: StepIo,
+    /// Whether each step ends by prefetching the next step's first weights (streaming,
+    /// when the ring allows it: `WeightStream::can_prefetch_next_pass`).
+    prefetch_next: bool,
+    /// Seconds the device spent on forward passes since loading, from the inputs' upload
+    /// to the logits being ready: with wall time, it tells device- from host-bound decoding.
+    pub device_seconds: f64,
+    pub max_context: usize,
+    /// Positions filled in the KV cache.
+    pub len: usize,
+    /// Bytes the weights take in VRAM (compressed bytes for the compressed modes; the
+    /// streaming ring for `Stream`).
+    pub weight_bytes: usize,
+    free_before: usize,
+    /// High-water mark of device memory in use above the level before loading.
+    pub peak_vram: usize,
+    /// The same without what the driver's pool holds reserved but unallocated at each
+    /// sample (`Gpu::pool_slack`): memory the process holds but the model does not use.
+    pub peak_vram_net: usize,
+    /// Device bytes the model allocated: weights (as `weight_bytes`), norms, KV cache,
+    /// activations, RoPE table.
+    pub vram_accounted: usize,
+}
+
+/// An event that records a timestamp (cudarc's default events do not).
+fn timed_event(gpu: &Gpu) -> Result<cudarc::driver::CudaEvent> {
+    Ok(gpu.ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))?)
+}
+
+impl<'g> GpuLlama<'g> {
+    /// The model in `mode`: resident modes from any source, the compressed modes from a
+    /// container (streaming through `slots` device slots, its store pinned here).
+    pub fn load_mode(gpu: &'g Gpu, src: &dyn WeightSource, mode: WeightMode, slots: usize, max_m: usize, max_context: usize) -> Result<Self> {
+        match mode {
+            WeightMode::Fp16Resident | WeightMode::Int8Resident => GpuLlama::load(gpu, src, mode, max_m, max_context),
+            _ => {
+                let c = src.container().ok_or_else(|| Error::Invalid(format!("--weights {} needs a .clm container (compress the GGUF first)", mode.name())))?;
+                if mode == WeightMode::CompressedResident {
+                    GpuLlama::load_compressed(gpu, c, max_m, max_context)
+                } else {
+                    let store = HostStore::load(gpu, c, &GpuLlama::stream_units(c)?, true)?;
+                    GpuLlama::load_streamed(gpu, c, Arc::new(store), slots, max_m, max_context)
+                }
+            }
+        }
+    }
+
+    /// FP16- or INT8-resident weights from `src` (a container, or a GGUF for the original
+    /// values); batches up to `max_m` tokens, contexts up to `max_context` positions.
+    pub fn load(gpu: &'g Gpu, src: &dyn WeightSource, mode: WeightMode, max_m: usize, max_context: usize) -> Result<Self> {
+        if !matches!(mode, WeightMode::Fp16Resident | WeightMode::Int8Resident) {
+            return Err(Error::Invalid(format!("{mode:?} weights come from a container: use load_compressed / load_streamed")));
+        }
+        let cfg = LlamaConfig::from_metadata(src.metadata())?;
+        let free_before = Self::baseline(gpu)?;
+        let layers = (0..cfg.layers)
+            .map(|i| {
+                let n = block_names(i);
+                LINEARS.iter().map(|&j| Linear::load(gpu, src, &n[j], mode)).collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let bytes = layers.iter().flatten().map(Linear::bytes).sum();
+        let embed = Embedding::Device(gpu.stream.clone_htod(&src.f32("token_embd.weight")?.into_iter().map(f16::from_f32).collect::<Vec<_>>())?);
+        Self::assemble(gpu, src, cfg, mode, Weights::Resident(layers), bytes, embed, max_m, max_context, free_before)
+    }
+
+    /// Compressed chunks of every block resident in VRAM (checksums verified on upload),
+    /// decoded layer by layer into one reused buffer.
+    pub fn load_compressed(gpu: &'g Gpu, c: &Container, max_m: usize, max_context: usize) -> Result<Self> {
+        let cfg = LlamaConfig::from_metadata(&c.index.metadata)?;
+        let free_before = Self::baseline(gpu)?;
+        let layers = (0..cfg.layers)
+            .map(|i| {
+                let n = block_names(i);
+                LINEARS.iter().map(|&j| DeviceCompressedTensor::upload(gpu, c, &n[j])).collect::<Result<Vec<_>>>()
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let tables: Vec<&DeviceChunkTable> = layers.iter().flatten().map(|t| &t.table).collect();
+        let decoder = Decoder::new(gpu, &tables)?;
+        let per_layer = layers.iter().map(|l| l.iter().map(|t| t.len().div_ceil(256) * 256).sum::<usize>()).max().unwrap_or(1);
+        let bytes = layers.iter().flatten().map(|t| t.stored_bytes() + t.device_bytes()).sum::<usize>() + decoder.temp_bytes() + per_layer;
+        let buf = gpu.stream.alloc_zeros::<u8>(per_layer)?;
+        let embed = Embedding::Device(gpu.stream.clone_htod(&c.f32("token_embd.weight")?.into_iter().map(f16::from_f32).collect::<Vec<_>>())?);
+        Self::assemble(gpu, c, cfg, WeightMode::CompressedResident, Weights::Compressed { layers, decoder, buf }, bytes, embed, max_m, max_context, free_before)
+    }
+
+    /// Blocks streamed from `store` (one unit per block: q, k, v, o, gate, up, down, as
+    /// `stream_units` lists them) through `slots` device slots; the embedding stays in
+    /// host RAM.
+    pub fn load_streamed(gpu: &'g Gpu, c: &Container, store: Arc<HostStore>, slots: usize, max_m: usize, max_context: usize) -> Result<Self> {
+        let cfg = LlamaConfig::from_metadata(&c.index.metadata)?;
+        let want = Self::stream_units(c)?;
+        let matches = store.units.len() == want.len()
+            && store.units.iter().zip(&want).all(|(u, w)| {
+                u.tensors.len() == w.len() && u.tensors.iter().zip(w).all(|(t, p)| t.table.name == p.name && p.rows.as_ref().is_none_or(|r| r.len() == t.table.rows))
+            });
+        if !matches {
+            return Err(Error::Invalid("the host store was not loaded with GpuLlama::stream_units of this container".into()));
+        }
+        // Measured from before the store's device tables, which belong to this mode too.
+        let free_before = store.vram_baseline;
+        let mut ws = WeightStream::new(gpu, store, slots, None, 1)?;
+        ws.set_compute_stream(gpu.stream.clone());
+        // The ring, the decoder and the store's tables and scales (in the plan's fixed part).
+        let bytes = ws.plan.total();
+        // FP16-rounded like the device table of the other modes, so all INT8 modes agree
+        // bit for bit.
+        let embed = Embedding::Host(c.f32("token_embd.weight")?.into_iter().map(|v| f16::from_f32(v).to_f32()).collect());
+        Self::assemble(gpu, c, cfg, WeightMode::Stream, Weights::Streamed(Box::new(ws)), bytes, embed, max_m, max_context, free_before)
+    }
+
+    /// The units `load_streamed` expects in its store: each block's seven projections,
+    /// then the LM head in row bands of about `LM_PIECE_BYTES`, whole chunks each.
+    pub fn stream_units(c: &Container) -> Result<Vec<Vec<UnitPart>>> {
+        let cfg = LlamaConfig::from_metadata(&c.index.metadata)?;
+        let mut units: Vec<Vec<UnitPart>> = (0..cfg.layers).map(|i| {
+            let n = block_names(i);
+            LINEARS.iter().map(|&j| n[j].clone().into()).collect()
+        }).collect();
+        let name = lm_head_name(c);
+        let t = c.tensor(name).ok_or_else(|| Error::format(c.path(), format!("no tensor named '{name}'")))?;
+        let [rows, cols] = t.shape[..] else { return Err(Error::format(c.path(), format!("'{name}' is not a matrix"))) };
+        let (rows, cols, chunk) = (rows as usize, cols.max(1) as usize, t.data.chunk_size as usize);
+        // Bands of a tensor stored as INT8 start on chunk boundaries (a multiple of
+        // lcm(cols, chunk) / cols rows); one quantized at load (`HostStore::load`) may
+        // start anywhere.
+        let stored_int8 = matches!(t.encoding, crate::container::Encoding::Int8 { .. });
+        let step = if stored_int8 { chunk / gcd(cols, chunk) } else { 1 };
+        let band = (LM_PIECE_BYTES / cols / step).max(1) * step;
+        units.extend((0..rows).step_by(band).map(|r0| vec![UnitPart { name: name.into(), rows: Some(r0..(r0 + band).min(rows)) }]));
+        Ok(units)
+    }
+
+    fn baseline(gpu: &Gpu) -> Result<usize> {
+        gpu.release_cached_memory()?;
+        Ok(gpu.mem_info()?.0)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn assemble(
+        gpu: &'g Gpu,
+        src: &dyn WeightSource,
+        cfg: LlamaConfig,
+        mode: WeightMode,
+        weights: Weights<'g>,
+        block_bytes: usize,
+        embed: Embedding,
+        max_m: usize,
+        max_context: usize,
+        free_before: usize,
+    ) -> Result<Self> {
+        if cfg.head_dim % 32 != 0 || cfg.head_dim > 128 {
+            return Err(Error::Invalid(format!("head dimension {} is not supported by the attention kernel (32, 64, 96 or 128)", cfg.head_dim)));
+        }
+        let max_context = max_context.min(cfg.context).max(1);
+        let st = &gpu.stream;
+        let norm = |name: &str| -> Result<CudaSlice<f32>> { Ok(st.clone_htod(&src.f32(name)?)?) };
+        let kv_dim = cfg.kv_heads * cfg.head_dim;
+        let blocks = (0..cfg.layers)
+            .map(|i| {
+                let n = block_names(i);
+                Ok(Block { attn_norm: norm(&n[0])?, ffn_norm: norm(&n[5])?, k_cache: st.alloc_zeros(max_context * kv_dim)?, v_cache: st.alloc_zeros(max_context * kv_dim)? })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let lm_head = match mode {
+            WeightMode::Stream => None,
+            WeightMode::Fp16Resident => Some(Linear::load(gpu, src, lm_head_name(src), mode)?),
+            _ => Some(Linear::load(gpu, src, lm_head_name(src), WeightMode::Int8Resident)?),
+        };
+        // cos/sin of every (position, pair), in f64: angles reach thousands of radians.
+        let half = cfg.head_dim / 2;
+        let mut rope = Vec::with_capacity(max_context * half * 2);
+        for p in 0..max_context {
+            for i in 0..half {
+                let theta = p as f64 * (cfg.rope_base as f64).powf(-2.0 * i as f64 / cfg.head_dim as f64);
+                rope.push(theta.cos() as f32);
+                rope.push(theta.sin() as f32);
+            }
+        }
+        let (d, f) = (cfg.dim, cfg.ffn);
+        let s = Scratch {
+            ids: st.alloc_zeros(max_m)?,
+            x: st.alloc_zeros(max_m * d)?,
+            h: st.alloc_zeros(max_m * f.max(d))?,
+            q: st.alloc_zeros(max_m * d)?,
+            k: st.alloc_zeros(max_m * kv_dim)?,
+            v: st.alloc_zeros(max_m * kv_dim)?,
+            att: st.alloc_zeros(max_m * d)?,
+            o: st.alloc_zeros(max_m * d)?,
+            g: st.alloc_zeros(max_m * f)?,
+            u: st.alloc_zeros(max_m * f)?,
+            logits: st.alloc_zeros(cfg.vocab)?,
+        };
+        let embed_bytes = match &embed {
+            Embedding::Device(e) => 2 * e.len(),
+            Embedding::Host(_) => 0,
+        };
+        let weight_bytes = block_bytes + lm_head.as_ref().map_or(0, Linear::bytes) + embed_bytes;
+        let scratch = 4 * (s.x.len() + s.ids.len()) + 2 * (s.h.len() + s.q.len() + s.k.len() + s.v.len() + s.att.len() + s.o.len() + s.g.len() + s.u.len() + s.logits.len());
+        let per_block: usize = blocks.iter().map(|b| 4 * (b.attn_norm.len() + b.ffn_norm.len()) + 2 * (b.k_cache.len() + b.v_cache.len())).sum();
+        let vram_accounted = weight_bytes + scratch + per_block + 4 * (rope.len() + d + 1);
+        let host_rows = if matches!(embed, Embedding::Host(_)) { max_m * d } else { 0 };
+        let prefetch_next = matches!(&weights, Weights::Streamed(ws) if ws.can_prefetch_next_pass());
+        let mut model = GpuLlama {
+            blas: if mode == WeightMode::Fp16Resident { Some(CudaBlas::new(st.clone())?) } else { None },
+            gpu,
+            embed,
+            out_norm: norm("output_norm.weight")?,
+            lm_head,
+            blocks,
+            weights,
+            rope: st.clone_htod(&rope)?,
+            pos: st.alloc_zeros(1)?,
+            s,
+            max_m,
+            use_graph: true,
+            step_graph: None,
+            pending: None,
+            io: StepIo {
+                pos: PinnedBuffer::new(gpu, 1)?,
+                ids: PinnedBuffer::new(gpu, max_m)?,
+                rows: PinnedBuffer::new(gpu, host_rows)?,
+                logits: PinnedBuffer::new(gpu, cfg.vocab)?,
+                decode_status: PinnedBuffer::new(gpu, 1)?,
+                started: timed_event(gpu)?,
+                ready: timed_event(gpu)?,
+            },
+            prefetch_next,
+            device_seconds: 0.0,
+            max_context,
+            len: 0,
+            weight_bytes,
+            cfg,
+            mode,
+            free_before,
+            peak_vram: 0,
+            peak_vram_net: 0,
+            vram_accounted,
+        };
+        model.sample_vram()?;
+        Ok(model)
+    }
+
+    fn sample_vram(&mut self) -> Result<()> {
+        let (free, _) = self.gpu.mem_info()?;
+        let in_use = self.free_before.saturating_sub(free);
+        self.peak_vram_net = self.peak_vram_net.max(in_use.saturating_sub(self.gpu.pool_slack()?));
+        self.peak_vram = self.peak_vram.max(self.free_before.saturating_sub(free));
+        Ok(())
+    }
+
+    /// Enqueues the blocks, the final norm and the LM head for a batch of `m` rows whose
+    /// embeddings are in `sc.x`; logits of the last row land in `sc.logits`. Waits on the
+    /// host for nothing, so that it can be captured.
+    fn enqueue_layers(&mut self, m: usize) -> Result<()> {
+        let (gpu, st) = (self.gpu, &self.gpu.stream);
+        let cfg = &self.cfg;
+        let d = cfg.dim;
+        let GpuLlama { blas, blocks, weights, rope, pos, s: sc, out_norm, lm_head, .. } = self;
+        let blas = blas.as_ref();
+        let ctx = BlockCtx { gpu, blas, cfg, rope, pos, m };
+        match weights {
+            Weights::Resident(layers) => {
+                for (i, (b, lin)) in blocks.iter_mut().zip(layers.iter()).enumerate() {
+                    let refs: Vec<LinRef> = lin.iter().map(LinRef::Owned).collect();
+                    ctx.block(b, sc, &refs, i == 0)?;
+                }
+            }
+            Weights::Compressed { layers, decoder, buf } => {
+                let base = buf.device_ptr(st).0;
+                for (i, (b, lin)) in blocks.iter_mut().zip(layers.iter()).enumerate() {
+                    let offsets: Vec<usize> = lin.iter().scan(0, |at, t| Some(std::mem::replace(at, *at + t.len().div_ceil(256) * 256))).collect();
+                    let items: Vec<_> = lin.iter().zip(&offsets).map(|(t, &o)| (&t.table, t.stored_ptr(st), base + o as u64)).collect();
+                    // SAFETY: the buffer holds the largest layer's INT8 bytes (256-aligned per
+                    // tensor); compressed bytes are resident for the model's life.
+                    unsafe { decoder.decode_batch(&items, st)? };
+                    let views: Vec<Int8Weights> = lin.iter().zip(&offsets).map(|(t, &o)| t.table.weights_at(buf.slice(o..o + t.len()))).collect();
+                    let refs: Vec<LinRef> = views.iter().map(LinRef::Int8).collect();
+                    ctx.block(b, sc, &refs, i == 0)?;
+                }
+            }
+            Weights::Streamed(ws) => {
+                // Units: the blocks, then the LM head in row bands (`stream_units`).
+                let (layers, mut row) = (blocks.len(), 0);
+                ws.for_each_unit(|u, w, _stream| {
+                    if u < layers {
+                        let refs: Vec<LinRef> = w.iter().map(LinRef::Int8).collect();
+                        return ctx.block(&mut blocks[u], sc, &refs, u == 0);
+                    }
+                    if u == layers {
+                        final_norm(gpu, sc, out_norm, m, d, cfg.eps)?;
+                    }
+                    let n = w[0].rows;
+                    gpu.linear_m1_fused(&sc.h, &mut [(&w[0], &mut sc.logits.slice_mut(row..row + n))], st)?;
+                    row += n;
+                    Ok(())
+                })?;
+                return Ok(());
+            }
+        }
+        final_norm(gpu, sc, out_norm, m, d, cfg.eps)?;
+        lm_head.as_ref().expect("resident modes hold the LM head").apply(gpu, blas, &sc.h, 1, &mut sc.logits)
+    }
+}
+
+fn gcd(a: usize, b: usize) -> usize {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}

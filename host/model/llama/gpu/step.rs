@@ -1,0 +1,195 @@
+//! Submitting a forward and collecting it: pinned step I/O, the captured CUDA graph of a
+//! single-token step, and the decode status of the weights a step decoded.
+use super::block::launch_1d;
+use super::weights::{Embedding, Weights};
+use super::GpuLlama;
+use crate::error::{Error, Result};
+use crate::gpu::{record_external, DecodeLog, PinnedBuffer};
+use cudarc::driver::PushKernelArg;
+use half::f16;
+
+/// Page-locked staging of one forward's inputs and outputs: the host fills and reads
+/// these, the step (captured or not) copies from and to them, and `ready` tells the host
+/// that the outputs are in — while a streamed step goes on prefetching the next one's
+/// weights.
+pub(super) struct StepIo {
+    pub(super) pos: PinnedBuffer<u32>,
+    /// Token ids (device embedding) or their embedding rows (host embedding).
+    pub(super) ids: PinnedBuffer<u32>,
+    pub(super) rows: PinnedBuffer<f32>,
+    pub(super) logits: PinnedBuffer<f16>,
+    /// The decoder's failure flag, copied after the last decode the logits depend on.
+    pub(super) decode_status: PinnedBuffer<u32>,
+    pub(super) started: cudarc::driver::CudaEvent,
+    pub(super) ready: cudarc::driver::CudaEvent,
+}
+
+/// A forward submitted and not yet finished.
+pub(super) struct Pending {
+    pub(super) m: usize,
+    /// The decodes it enqueued (`None`: a graph replay, whose log the graph keeps).
+    pub(super) decodes: Option<DecodeLog>,
+    pub(super) sample_vram: bool,
+}
+
+/// A captured single-token step (everything `enqueue_step` enqueues).
+pub(super) struct StepGraph {
+    pub(super) graph: cudarc::driver::CudaGraph,
+    /// The decodes inside it, to trace a failed chunk after each replay.
+    pub(super) decodes: DecodeLog,
+    pub(super) launched: bool,
+}
+
+
+impl GpuLlama<'_> {
+    /// Forgets the KV cache. A forward still in flight is waited for and its logits dropped
+    /// (a device error it hit shows at the next call).
+    pub fn reset(&mut self) {
+        if self.pending.take().is_some() {
+            let _ = self.io.ready.synchronize();
+        }
+        self.len = 0;
+    }
+
+    /// Feeds `ids` at the next positions (one batch; prefill or a single decode step) and
+    /// returns the logits after the last of them: `submit` then `finish`.
+    pub fn forward(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.submit(ids)?;
+        self.finish()
+    }
+
+    /// Starts a forward of `ids` at the next positions and returns without waiting; the
+    /// host can work (print the previous token) while the device runs it. `finish`
+    /// collects the logits; nothing else may be submitted before.
+    pub fn submit(&mut self, ids: &[u32]) -> Result<()> {
+        let m = ids.len();
+        if self.pending.is_some() {
+            return Err(Error::Invalid("a forward is in flight: finish it before submitting another".into()));
+        }
+        if m == 0 || m > self.max_m {
+            return Err(Error::Invalid(format!("batch of {m} tokens; this model was loaded for 1..={}", self.max_m)));
+        }
+        if self.len + m > self.max_context {
+            return Err(Error::Invalid(format!("{} positions exceed the context of {}", self.len + m, self.max_context)));
+        }
+        if let Some(&bad) = ids.iter().find(|&&t| t as usize >= self.cfg.vocab) {
+            return Err(Error::Invalid(format!("token {bad} is outside the vocabulary of {}", self.cfg.vocab)));
+        }
+        // The previous step's copies from these buffers were done before its `ready`.
+        self.io.pos.as_mut_slice()[0] = self.len as u32;
+        match &self.embed {
+            Embedding::Device(_) => self.io.ids.as_mut_slice()[..m].copy_from_slice(ids),
+            Embedding::Host(table) => {
+                let d = self.cfg.dim;
+                for (row, &t) in self.io.rows.as_mut_slice().chunks_exact_mut(d).zip(ids) {
+                    row.copy_from_slice(&table[t as usize * d..(t as usize + 1) * d]);
+                }
+            }
+        }
+        // A replay allocates nothing, so device memory in use is sampled on the first
+        // launch of a graph and after every other forward (cuMemGetInfo costs microseconds).
+        let step = if m == 1 && self.use_graph && self.capture_step()? {
+            let graph = self.step_graph.as_mut().expect("captured above");
+            graph.graph.launch()?;
+            Pending { m, decodes: None, sample_vram: !std::mem::replace(&mut graph.launched, true) }
+        } else {
+            self.enqueue_step(m)?;
+            Pending { m, decodes: Some(self.take_decode_log()), sample_vram: true }
+        };
+        self.pending = Some(step);
+        Ok(())
+    }
+
+    /// Waits for the submitted forward and returns its logits (those of its last row).
+    pub fn finish(&mut self) -> Result<Vec<f32>> {
+        let step = self.pending.take().ok_or_else(|| Error::Invalid("no forward was submitted".into()))?;
+        self.io.ready.synchronize()?;
+        self.device_seconds += self.io.started.elapsed_ms(&self.io.ready)? as f64 / 1e3;
+        let flag = self.io.decode_status.as_slice()[0];
+        let log = step.decodes.as_ref().or(self.step_graph.as_ref().map(|g| &g.decodes)).expect("a graph when no log");
+        match &mut self.weights {
+            Weights::Compressed { decoder, .. } => decoder.staged_result(flag, log, &self.gpu.stream)?,
+            Weights::Streamed(ws) => ws.decode_result(flag, log)?,
+            Weights::Resident(_) => {}
+        }
+        self.len += step.m;
+        if step.sample_vram {
+            self.sample_vram()?;
+        }
+        let mut out = vec![0f32; self.io.logits.as_slice().len()];
+        // In bulk (F16C where the CPU has it): per element, 49,152 logits cost ~0.1 ms a step.
+        half::slice::HalfFloatSliceExt::convert_to_f32_slice(self.io.logits.as_slice(), &mut out);
+        Ok(out)
+    }
+
+    /// The decodes enqueued since the last take (empty for resident weights).
+    fn take_decode_log(&mut self) -> DecodeLog {
+        match &mut self.weights {
+            Weights::Compressed { decoder, .. } => decoder.take_log(),
+            Weights::Streamed(ws) => ws.take_decode_log(),
+            Weights::Resident(_) => Default::default(),
+        }
+    }
+
+    /// Captures the single-token step into a graph unless one exists; false (and graphs
+    /// off, said once) when this mode's work cannot be captured.
+    fn capture_step(&mut self) -> Result<bool> {
+        if self.step_graph.is_some() {
+            return Ok(true);
+        }
+        let st = self.gpu.stream.clone();
+        // Relaxed: cuBLAS and nvCOMP may query or set up state while being captured.
+        st.begin_capture(cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)?;
+        let enqueued = self.enqueue_step(1);
+        let captured = st.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0));
+        let decodes = self.take_decode_log();
+        match (enqueued, captured) {
+            (Ok(()), Ok(Some(graph))) => {
+                graph.upload()?;
+                self.step_graph = Some(StepGraph { graph, decodes, launched: false });
+                Ok(true)
+            }
+            (enqueued, captured) => {
+                let why = enqueued.err().map(|e| e.to_string()).or(captured.err().map(|e| e.to_string())).unwrap_or_else(|| "the capture was empty".into());
+                eprintln!("codecllm: capturing the decode step into a CUDA graph failed ({why}); launching its kernels one by one");
+                self.use_graph = false;
+                Ok(false)
+            }
+        }
+    }
+
+    /// Enqueues one forward of `m` rows whose inputs are in `io`: uploads, embedding,
+    /// layers, logits and decode status back into `io`, `io.ready`; then (streaming) the
+    /// next step's first weights. Waits on the host for nothing, so that it can be
+    /// captured.
+    fn enqueue_step(&mut self, m: usize) -> Result<()> {
+        let (gpu, st, d) = (self.gpu, &self.gpu.stream, self.cfg.dim);
+        record_external(&self.io.started, st)?;
+        st.memcpy_htod(self.io.pos.as_slice(), &mut self.pos)?;
+        let sc = &mut self.s;
+        match &self.embed {
+            Embedding::Device(table) => {
+                st.memcpy_htod(&self.io.ids.as_slice()[..m], &mut sc.ids.slice_mut(..m))?;
+                let (mu, du) = (m as u32, d as u32);
+                let mut l = st.launch_builder(&gpu.kernels.embed);
+                l.arg(table).arg(&sc.ids).arg(&mut sc.x).arg(&mu).arg(&du);
+                // SAFETY: ids < vocab (checked by submit), x holds m·d.
+                unsafe { l.launch(launch_1d(m * d)) }?;
+            }
+            Embedding::Host(_) => st.memcpy_htod(&self.io.rows.as_slice()[..m * d], &mut sc.x.slice_mut(..m * d))?,
+        }
+        self.enqueue_layers(m)?;
+        st.memcpy_dtoh(&self.s.logits, self.io.logits.as_mut_slice())?;
+        match &self.weights {
+            Weights::Compressed { decoder, .. } => decoder.stage_status(&mut self.io.decode_status, st)?,
+            Weights::Streamed(ws) => ws.stage_decode_status(&mut self.io.decode_status)?,
+            Weights::Resident(_) => {}
+        }
+        record_external(&self.io.ready, st)?;
+        if let (true, Weights::Streamed(ws)) = (self.prefetch_next, &mut self.weights) {
+            ws.prefetch_next_pass()?;
+        }
+        Ok(())
+    }
+
+}

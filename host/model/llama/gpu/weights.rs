@@ -1,0 +1,170 @@
+//! Where a block's linear weights live in each weight mode, and how a product is computed
+//! from them (cuBLAS FP16, or codecllm's fused INT8 kernels).
+use crate::container::Codec;
+use crate::error::{Error, Result};
+use crate::gpu::{cublas_fp16_linear, Decoder, DeviceCompressedTensor, DeviceInt8Buffer, Gpu, Int8Weights};
+use crate::import::WeightSource;
+use crate::stream::WeightStream;
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::CudaSlice;
+use half::f16;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
+pub enum WeightMode {
+    /// FP16 weights resident, cuBLAS for every product (the baseline).
+    #[value(name = "fp16-resident")]
+    Fp16Resident,
+    /// INT8 weights resident, codecllm's fused dequant kernels for every product.
+    #[value(name = "int8-resident")]
+    Int8Resident,
+    /// Compressed chunks resident in VRAM, each layer decoded by nvCOMP right before use.
+    #[value(name = "compressed-resident")]
+    CompressedResident,
+    /// Compressed chunks in pinned host RAM, streamed layer by layer (`stream::WeightStream`).
+    #[value(name = "stream")]
+    Stream,
+}
+
+impl WeightMode {
+    /// The name on the command line.
+    pub fn name(self) -> &'static str {
+        match self {
+            WeightMode::Fp16Resident => "fp16-resident",
+            WeightMode::Int8Resident => "int8-resident",
+            WeightMode::CompressedResident => "compressed-resident",
+            WeightMode::Stream => "stream",
+        }
+    }
+}
+
+pub(super) enum Linear {
+    Fp16 { w: CudaSlice<f16>, rows: usize, cols: usize },
+    Int8 { q: CudaSlice<u8>, s: CudaSlice<f32>, rows: usize, cols: usize, group: usize },
+}
+
+impl Linear {
+    pub(super) fn load(gpu: &Gpu, src: &dyn WeightSource, name: &str, mode: WeightMode) -> Result<Self> {
+        let st = &gpu.stream;
+        Ok(match mode {
+            WeightMode::CompressedResident | WeightMode::Stream => {
+                return Err(Error::Invalid(format!("{mode:?} weights come from a container: use load_compressed / load_streamed")))
+            }
+            _ if gpu_only(src, name) => {
+                // ANS chunks have no CPU decoder: decode on the GPU, once, at load.
+                let c = src.container().expect("gpu_only implies a container");
+                let t = DeviceCompressedTensor::upload(gpu, c, name)?;
+                let mut decoder = Decoder::new(gpu, &[&t.table])?;
+                let mut q = DeviceInt8Buffer::new(gpu, t.len())?;
+                t.decode_into(&mut decoder, &mut q, st)?;
+                decoder.check(st)?;
+                let (rows, cols, group) = (t.rows, t.cols, t.group_size);
+                let s = st.clone_dtod(t.table.scales())?;
+                if mode == WeightMode::Fp16Resident {
+                    let mut w = st.alloc_zeros::<f16>(rows * cols)?;
+                    gpu.dequantize(&Int8Weights { q: q.data.slice(..rows * cols), scales: s.slice(..), rows, cols, group_size: group }, &mut w, st)?;
+                    Linear::Fp16 { w, rows, cols }
+                } else {
+                    Linear::Int8 { q: q.data, s, rows, cols, group }
+                }
+            }
+            WeightMode::Fp16Resident => {
+                let shape = src.shape(name).ok_or_else(|| Error::Invalid(format!("no tensor named '{name}'")))?;
+                let [rows, cols] = shape[..] else { return Err(Error::Invalid(format!("tensor '{name}' is not a matrix"))) };
+                let w: Vec<f16> = src.f32(name)?.into_iter().map(f16::from_f32).collect();
+                Linear::Fp16 { w: st.clone_htod(&w)?, rows, cols }
+            }
+            WeightMode::Int8Resident => {
+                let m = src.int8(name)?;
+                Linear::Int8 { q: st.clone_htod(bytemuck::cast_slice::<i8, u8>(&m.q))?, s: st.clone_htod(&m.scales)?, rows: m.rows, cols: m.cols, group: m.group_size }
+            }
+        })
+    }
+
+    pub(super) fn bytes(&self) -> usize {
+        match self {
+            Linear::Fp16 { w, .. } => 2 * w.len(),
+            Linear::Int8 { q, s, .. } => q.len() + 4 * s.len(),
+        }
+    }
+
+    /// `y[m, rows] = x[m, cols] · Wᵀ`.
+    pub(super) fn apply(&self, gpu: &Gpu, blas: Option<&CudaBlas>, x: &CudaSlice<f16>, m: usize, y: &mut CudaSlice<f16>) -> Result<()> {
+        match self {
+            Linear::Fp16 { w, rows, cols } => {
+                let blas = blas.expect("FP16 weights exist only in the FP16 mode, which creates cuBLAS");
+                cublas_fp16_linear(blas, w, x, y, m, *rows, *cols)
+            }
+            Linear::Int8 { q, s, rows, cols, group } => {
+                let w = Int8Weights { q: q.slice(..), scales: s.slice(..), rows: *rows, cols: *cols, group_size: *group };
+                gpu.linear(x, m, &w, y, &gpu.stream)
+            }
+        }
+    }
+}
+
+/// The seven projections of a block, in this order (indices into `block_names`).
+pub(super) const LINEARS: [usize; 7] = [1, 2, 3, 4, 6, 7, 8];
+pub(super) const Q: usize = 0;
+pub(super) const K: usize = 1;
+pub(super) const V: usize = 2;
+pub(super) const O: usize = 3;
+pub(super) const GATE: usize = 4;
+pub(super) const UP: usize = 5;
+pub(super) const DOWN: usize = 6;
+
+/// Whether tensor `name` of `src` is stored in a codec only the GPU decodes.
+pub(super) fn gpu_only(src: &dyn WeightSource, name: &str) -> bool {
+    src.container().and_then(|c| c.tensor(name)).is_some_and(|t| t.data.codec == Codec::Ans)
+}
+
+/// Where the blocks' linear weights live.
+pub(super) enum Weights<'g> {
+    Resident(Vec<Vec<Linear>>),
+    Compressed { layers: Vec<Vec<DeviceCompressedTensor>>, decoder: Decoder, buf: CudaSlice<u8> },
+    Streamed(Box<WeightStream<'g>>),
+}
+
+/// A linear's weights for one use: owned resident ones, or INT8 views of decoded bytes.
+pub(super) enum LinRef<'a> {
+    Owned(&'a Linear),
+    Int8(&'a Int8Weights<'a>),
+}
+
+impl LinRef<'_> {
+    /// The INT8 weights, when they are INT8.
+    pub(super) fn int8(&self) -> Option<Int8Weights<'_>> {
+        match self {
+            LinRef::Owned(Linear::Int8 { q, s, rows, cols, group }) => Some(Int8Weights { q: q.slice(..), scales: s.slice(..), rows: *rows, cols: *cols, group_size: *group }),
+            LinRef::Owned(Linear::Fp16 { .. }) => None,
+            LinRef::Int8(w) => Some(Int8Weights { q: w.q.slice(..), scales: w.scales.slice(..), rows: w.rows, cols: w.cols, group_size: w.group_size }),
+        }
+    }
+
+    pub(super) fn apply(&self, gpu: &Gpu, blas: Option<&CudaBlas>, x: &CudaSlice<f16>, m: usize, y: &mut CudaSlice<f16>) -> Result<()> {
+        match self {
+            LinRef::Owned(l) => l.apply(gpu, blas, x, m, y),
+            LinRef::Int8(w) => gpu.linear(x, m, w, y, &gpu.stream),
+        }
+    }
+}
+
+/// The output projection: `output.weight`, or the token embedding where they are tied.
+pub(super) fn lm_head_name(src: &dyn WeightSource) -> &'static str {
+    if src.has("output.weight") {
+        "output.weight"
+    } else {
+        "token_embd.weight"
+    }
+}
+
+/// Rows of the LM head per streamed unit: 6144 × 576 INT8 is 3.5 MB, the size of one
+/// SmolLM2 block, so the LM head's pieces fit the blocks' slots. A piece is rounded down to
+/// whole chunks of the container (see `stream_units`).
+pub(super) const LM_PIECE_BYTES: usize = 6144 * 576;
+
+/// The token embedding: on the device, or (streaming) in host RAM, rows gathered per step.
+pub(super) enum Embedding {
+    Device(CudaSlice<f16>),
+    Host(Vec<f32>),
+}
+

@@ -1,0 +1,172 @@
+//! Checkpoint → container: decide per tensor (INT8 or lossless), quantize, cut into
+//! chunks, entropy-code in parallel, stream to an atomically written `.clm`.
+use crate::codec::{Int8Matrix, QuantStats};
+use crate::container::{check_chunk_size, check_group_size, Codec, ContainerWriter, Encoding, StoredChunk, TensorEntry, DEFAULT_CHUNK_SIZE};
+use crate::error::{Error, Result};
+use crate::import::{SourceModel, SourceTensor};
+use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
+
+pub const DEFAULT_LEVEL: i32 = 3;
+
+#[derive(Clone, Debug)]
+pub struct CompressOptions {
+    /// Codec of INT8 weight data. Scales and lossless tensors use Zstd when this is ANS,
+    /// so they stay decodable on the CPU.
+    pub codec: Codec,
+    pub chunk_size: u32,
+    pub level: i32,
+    /// Columns per scale; `None` for one scale per output channel.
+    pub group_size: Option<u32>,
+    pub quantize_embeddings: bool,
+}
+
+impl Default for CompressOptions {
+    fn default() -> Self {
+        CompressOptions { codec: Codec::Zstd, chunk_size: DEFAULT_CHUNK_SIZE, level: DEFAULT_LEVEL, group_size: None, quantize_embeddings: false }
+    }
+}
+
+/// What happened to one tensor.
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct TensorReport {
+    pub name: String,
+    pub quantized: bool,
+    pub source_bytes: u64,
+    /// Float tensors at 2 bytes per element; others at their source size.
+    pub fp16_bytes: u64,
+    /// INT8 values + f32 scales for quantized tensors; source size for the rest.
+    pub int8_bytes: u64,
+    /// Chunk bytes in the container (padding excluded).
+    pub stored_bytes: u64,
+    pub max_rel_err: Option<f64>,
+    pub rms_rel_err: Option<f64>,
+}
+
+#[derive(Clone, Debug, serde::Serialize)]
+pub struct Summary {
+    pub tensors: Vec<TensorReport>,
+    pub file_bytes: u64,
+    pub seconds: f64,
+}
+
+impl Summary {
+    pub fn total(&self, f: impl Fn(&TensorReport) -> u64) -> u64 {
+        self.tensors.iter().map(f).sum()
+    }
+    pub fn worst(&self) -> Option<(&str, f64)> {
+        self.tensors
+            .iter()
+            .filter_map(|t| Some((t.name.as_str(), t.max_rel_err?)))
+            .max_by(|a, b| a.1.total_cmp(&b.1))
+    }
+}
+
+/// Token/position embedding tables (looked up, not multiplied): kept lossless by default.
+pub fn is_embedding(name: &str) -> bool {
+    let n = name.to_ascii_lowercase();
+    n.contains("embed") || n.contains("embd") || n.ends_with("wte.weight") || n.ends_with("wpe.weight")
+}
+
+/// Whether a tensor is stored as INT8: 2-D floating-point weights of linear layers.
+pub fn should_quantize(t: &SourceTensor, opts: &CompressOptions) -> bool {
+    t.dtype.is_float() && t.shape.len() == 2 && t.numel() > 0 && (opts.quantize_embeddings || !is_embedding(&t.name))
+}
+
+impl CompressOptions {
+    pub fn validate(&self) -> Result<()> {
+        check_chunk_size(self.chunk_size).map_err(Error::Invalid)?;
+        if let Some(g) = self.group_size {
+            if g == 0 || g % 16 != 0 {
+                return Err(Error::Invalid(format!("--group-size {g} must be a positive multiple of 16")));
+            }
+        }
+        if !(1..=22).contains(&self.level) && self.codec == Codec::Zstd {
+            return Err(Error::Invalid(format!("--level {} must be between 1 and 22", self.level)));
+        }
+        Ok(())
+    }
+
+    fn group_for(&self, cols: u64) -> u32 {
+        match self.group_size {
+            Some(g) if (g as u64) < cols => g,
+            _ => cols as u32,
+        }
+    }
+}
+
+/// `codec::encode_chunks`, with ANS (which has no CPU encoder) encoded on GPU 0.
+fn encode_chunks(bytes: &[u8], codec: Codec, chunk_size: u32, level: i32) -> Result<Vec<StoredChunk>> {
+    if codec != Codec::Ans {
+        return crate::codec::encode_chunks(bytes, codec, chunk_size, level);
+    }
+    let gpu = crate::gpu::Gpu::shared().map_err(|e| Error::Invalid(format!("ANS encoding needs a GPU: {e}")))?;
+    crate::gpu::ans_encode_chunks(gpu, bytes, chunk_size as usize)
+}
+
+/// Compresses `src` into `out`. `progress` receives source bytes done so far; setting
+/// `cancel` stops at the next tensor with `Error::Interrupted` and leaves no output file.
+pub fn compress(
+    src: &SourceModel,
+    out: &Path,
+    opts: &CompressOptions,
+    progress: &(dyn Fn(u64) + Sync),
+    cancel: &AtomicBool,
+) -> Result<Summary> {
+    opts.validate()?;
+    let started = std::time::Instant::now();
+    let side_codec = if opts.codec == Codec::Ans { Codec::Zstd } else { opts.codec };
+    let mut writer = ContainerWriter::create(out)?;
+    let mut reports = Vec::with_capacity(src.tensors.len());
+    let mut done = 0u64;
+    for t in &src.tensors {
+        if cancel.load(Ordering::Relaxed) {
+            return Err(Error::Interrupted);
+        }
+        let source_bytes = t.byte_len();
+        let fp16_bytes = if t.dtype.is_float() { t.numel() * 2 } else { source_bytes };
+        let (entry, int8_bytes, stats) = if should_quantize(t, opts) {
+            let (rows, cols) = (t.shape[0], t.shape[1]);
+            if cols > u32::MAX as u64 {
+                return Err(Error::input(&src.path, format!("tensor '{}' has rows of {cols} elements, more than INT8 rows may hold", t.name)));
+            }
+            let group = opts.group_for(cols);
+            check_group_size(cols, group).map_err(Error::Invalid)?;
+            let w = src.to_f32(t);
+            let (m, stats) = Int8Matrix::quantize(&w, rows as usize, cols as usize, group as usize)
+                .map_err(|e| Error::input(&src.path, format!("tensor '{}': {e}", t.name)))?;
+            drop(w);
+            let q: &[u8] = bytemuck::cast_slice(&m.q);
+            let data = writer.write_blob(opts.codec, q.len() as u64, opts.chunk_size, encode_chunks(q, opts.codec, opts.chunk_size, opts.level)?)?;
+            let s: &[u8] = bytemuck::cast_slice(&m.scales);
+            let scales = writer.write_blob(side_codec, s.len() as u64, opts.chunk_size, encode_chunks(s, side_codec, opts.chunk_size, opts.level)?)?;
+            let encoding = Encoding::Int8 { group_size: group, scales, max_rel_err: stats.max_rel_err, rms_rel_err: stats.rms_rel_err };
+            (TensorEntry { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone(), encoding, data }, (m.q.len() + 4 * m.scales.len()) as u64, Some(stats))
+        } else {
+            let bytes = src.bytes(t);
+            let data = writer.write_blob(side_codec, bytes.len() as u64, opts.chunk_size, encode_chunks(&bytes, side_codec, opts.chunk_size, opts.level)?)?;
+            (TensorEntry { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone(), encoding: Encoding::Lossless, data }, source_bytes, None::<QuantStats>)
+        };
+        reports.push(TensorReport {
+            name: t.name.clone(),
+            quantized: stats.is_some(),
+            source_bytes,
+            fp16_bytes,
+            int8_bytes,
+            stored_bytes: entry.blobs().iter().map(|(_, b)| b.stored_bytes()).sum(),
+            max_rel_err: stats.map(|s| s.max_rel_err),
+            rms_rel_err: stats.map(|s| s.rms_rel_err),
+        });
+        writer.add_tensor(entry);
+        done += source_bytes;
+        progress(done);
+    }
+    let mut metadata = src.metadata.clone();
+    metadata.insert("tool".into(), format!("codecllm {}", env!("CARGO_PKG_VERSION")));
+    metadata.insert("source".into(), src.path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default());
+    metadata.insert("codec".into(), opts.codec.name().into());
+    metadata.insert("level".into(), opts.level.to_string());
+    metadata.insert("group_size".into(), opts.group_size.map_or("per-channel".into(), |g| g.to_string()));
+    let file_bytes = writer.finish(metadata)?;
+    Ok(Summary { tensors: reports, file_bytes, seconds: started.elapsed().as_secs_f64() })
+}

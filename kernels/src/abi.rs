@@ -1,0 +1,116 @@
+//! The interface the host and the kernels share, defined once. The host includes this
+//! file with `#[path]` (host/gpu/abi.rs), and build.rs checks that every kernel named here
+//! is an entry point of the PTX, so a rename on either side fails the build, not a launch.
+//! Only `core` items: the file compiles for nvptx64 and for the host.
+
+/// One chunk of a decode batch (`scatter_chunks`): where its stored bytes are, where its
+/// decoded bytes go, and which nvCOMP slot decodes it.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ChunkEntry {
+    /// Byte offset of the stored chunk in the batch's stored buffer (16-aligned).
+    pub src_offset: u64,
+    /// Byte offset of the decoded chunk in the output buffer.
+    pub dst_offset: u64,
+    /// Stored (compressed or raw) bytes.
+    pub stored_len: u32,
+    /// Decoded bytes.
+    pub decoded_len: u32,
+    /// Index in nvCOMP's arrays, or `RAW_SLOT` for a raw chunk the kernel copies itself.
+    pub slot: u32,
+    pub pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<ChunkEntry>() == 32);
+
+/// `ChunkEntry::slot` of a chunk stored raw.
+pub const RAW_SLOT: u32 = u32::MAX;
+
+/// Largest batch the GEMV kernels take (one FP32 accumulator per batch row per lane).
+pub const GEMV_MAX_M: usize = 8;
+/// The GEMV entry for batch `m` is `GEMV_KERNELS[m - 1]`.
+pub const GEMV_KERNELS: [&str; GEMV_MAX_M] =
+    ["gemv_w8a16_m1", "gemv_w8a16_m2", "gemv_w8a16_m3", "gemv_w8a16_m4", "gemv_w8a16_m5", "gemv_w8a16_m6", "gemv_w8a16_m7", "gemv_w8a16_m8"];
+
+/// A tensor-core GEMM variant (`gemm.rs`).
+#[derive(Clone, Copy, Debug)]
+pub struct GemmTile {
+    pub name: &'static str,
+    /// m16 tiles per warp.
+    pub mt: usize,
+    /// n8 tiles per warp.
+    pub nt: usize,
+    /// Warps per block, side by side along N.
+    pub warps: usize,
+    /// K splits must be multiples of this many columns.
+    pub k_step: usize,
+    /// Activations staged in shared memory (else loaded straight into registers).
+    pub smem: bool,
+}
+
+const fn tile(name: &'static str, mt: usize, nt: usize, smem: bool) -> GemmTile {
+    let (warps, k_step) = if smem { (8, 128) } else { (4, 64) };
+    GemmTile { name, mt, nt, warps, k_step, smem }
+}
+
+/// The GEMM variants the host may plan: register-only (4 warps) and shared-memory
+/// activation tiles (8 warps). Kept: those that won some shape in `bench kernels --tune`.
+pub const GEMM_TILES: [GemmTile; 5] = [
+    tile("gemm_w8a16_mt1_nt2", 1, 2, false),
+    tile("gemm_w8a16_mt2_nt4", 2, 4, false),
+    tile("gemm_w8a16_mt4_nt4_pf", 4, 4, false),
+    tile("gemm_smem_mt1_nt2", 1, 2, true),
+    tile("gemm_smem_mt2_nt2", 2, 2, true),
+];
+
+/// Index of the GEMM variant `name` in `GEMM_TILES` (for the kernels' compile-time checks).
+pub const fn gemm_tile(name: &str) -> Option<usize> {
+    let mut i = 0;
+    while i < GEMM_TILES.len() {
+        if same_name(GEMM_TILES[i].name, name) {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Threads per RMSNorm block (one block per row); the kernel returns without writing on
+/// any other block size.
+pub const NORM_THREADS: u32 = 256;
+/// Warps per attention block (one block per (row, head)); likewise checked by the kernel.
+pub const ATT_WARPS: u32 = 8;
+/// Largest head dimension the attention kernel holds in registers and shared memory.
+pub const ATT_MAX_HEAD_DIM: usize = 128;
+
+pub const GEMV3_M1: &str = "gemv3_w8a16_m1";
+pub const GEMM_REDUCE_SPLITS: &str = "gemm_reduce_splits";
+pub const DEQUANT_I8_F16: &str = "dequant_i8_f16";
+pub const SCATTER_CHUNKS: &str = "scatter_chunks";
+pub const CHECK_DECODED: &str = "check_decoded";
+pub const RMSNORM: &str = "rmsnorm_f32_f16";
+pub const ADD_RMSNORM: &str = "add_rmsnorm_f32_f16";
+pub const EMBED: &str = "embed_f16_f32";
+pub const SILU_MUL: &str = "silu_mul_f16";
+pub const ROPE_QK_STORE: &str = "rope_qk_store_f16";
+pub const ATTENTION: &str = "attention_f16";
+
+/// Every kernel the host launches besides the GEMV and GEMM tables above.
+pub const OTHER_KERNELS: [&str; 11] =
+    [GEMV3_M1, GEMM_REDUCE_SPLITS, DEQUANT_I8_F16, SCATTER_CHUNKS, CHECK_DECODED, RMSNORM, ADD_RMSNORM, EMBED, SILU_MUL, ROPE_QK_STORE, ATTENTION];
+
+/// `a == b`, usable in constant assertions (the kernels check their entry names against
+/// the tables above at compile time).
+pub const fn same_name(a: &str, b: &str) -> bool {
+    let (a, b) = (a.as_bytes(), b.as_bytes());
+    if a.len() != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < a.len() {
+        if a[i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
