@@ -119,9 +119,15 @@ fn bad_gguf_files_are_clear_errors() {
     let other = dir.path().join("other.gguf");
     write_gguf(&other, &[("general.architecture", Kv::Str("mamba"))], &[("w.weight", vec![64, 4], 3, b.clone())]);
     assert!(SourceModel::open(&other).err().unwrap().to_string().contains("architecture 'mamba' is not supported"));
-    let qk = dir.path().join("qk.gguf");
-    write_gguf(&qk, &LLAMA, &[("w.weight", vec![256], 12, vec![0u8; 144])]);
-    assert!(SourceModel::open(&qk).err().unwrap().to_string().contains("ggml type 12"));
+    // IQ2_XXS (16) is not dequantized: named, with the list of types that are.
+    let iq2 = dir.path().join("iq2.gguf");
+    write_gguf(&iq2, &LLAMA, &[("w.weight", vec![256], 16, vec![0u8; 66])]);
+    let err = SourceModel::open(&iq2).err().unwrap().to_string();
+    assert!(err.contains("ggml type 16") && err.contains("Q4_K") && err.contains("Q6_K") && err.contains("BF16"), "{err}");
+    // A K-quant row shorter than its 256-element block does not fit the format.
+    let short = dir.path().join("short-row.gguf");
+    write_gguf(&short, &LLAMA, &[("w.weight", vec![128, 2], 12, vec![0u8; 144])]);
+    assert!(SourceModel::open(&short).err().unwrap().to_string().contains("does not fit"));
 }
 
 #[test]

@@ -1,7 +1,8 @@
 //! Source checkpoints: safetensors files, single or sharded (`*.safetensors.index.json`),
 //! memory-mapped and parsed by the `safetensors` crate; and GGUF files (`gguf`), whose
 //! quantized tensors are presented dequantized (F16; F32 tensors stay F32).
-use super::gguf::{dequantize, GgmlType, GgufFile};
+use super::ggml::{dequantize, GgmlType};
+use super::gguf::GgufFile;
 use crate::container::DType;
 use crate::error::{Error, Result};
 use memmap2::Mmap;
@@ -109,7 +110,13 @@ impl SourceModel {
             self.metadata.insert(format!("gguf.{k}"), serde_json::to_string(v).expect("metadata serializes"));
         }
         for t in g.tensors {
-            let dtype = if t.ggml_type == GgmlType::F32 { DType::F32 } else { DType::F16 };
+            // F32 and BF16 as they are (F16 would lose BF16's range); every other block type
+            // dequantized and presented as F16, the precision its values were stored at.
+            let dtype = match t.ggml_type {
+                GgmlType::F32 => DType::F32,
+                GgmlType::BF16 => DType::BF16,
+                _ => DType::F16,
+            };
             self.tensors.push(SourceTensor { name: t.name, dtype, shape: t.shape, file: 0, start: t.start, end: t.end, ggml: Some(t.ggml_type), rope_heads: None });
         }
         self.files.push((path.to_owned(), map));
@@ -158,6 +165,8 @@ impl SourceModel {
                 let v = self.to_f32(t);
                 Cow::Owned(match t.dtype {
                     DType::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
+                    // Exact: BF16 values widened to f32 and back.
+                    DType::BF16 => v.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect(),
                     _ => v.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
                 })
             }

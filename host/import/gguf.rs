@@ -1,10 +1,11 @@
-//! GGUF v3 reader (llama.cpp's model format) for LLaMA-family checkpoints: metadata,
-//! tensor directory, and dequantization of F32, F16, Q8_0, Q4_0 and Q4_1 to f32.
+//! GGUF v3 reader (llama.cpp's model format): metadata and the tensor directory; the
+//! tensors' block types are dequantized by `ggml`.
 //!
 //! Hand-written: the crates that read GGUF come inside whole inference frameworks
 //! (candle-core, llama-cpp bindings), far more than this file's parsing needs, and none
 //! bounds-checks every count against the file the way a fuzzed parser must. Every
 //! length, count and offset below is checked before it is used.
+use super::ggml::GgmlType;
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -53,39 +54,6 @@ impl Value {
         match self {
             Value::Array(a) => Some(a),
             _ => None,
-        }
-    }
-}
-
-/// Tensor element types this reader dequantizes (ggml's numbering).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum GgmlType {
-    F32,
-    F16,
-    Q4_0,
-    Q4_1,
-    Q8_0,
-}
-
-impl GgmlType {
-    fn from_id(id: u32) -> Option<Self> {
-        Some(match id {
-            0 => GgmlType::F32,
-            1 => GgmlType::F16,
-            2 => GgmlType::Q4_0,
-            3 => GgmlType::Q4_1,
-            8 => GgmlType::Q8_0,
-            _ => return None,
-        })
-    }
-    /// (elements per block, bytes per block)
-    fn block(self) -> (u64, u64) {
-        match self {
-            GgmlType::F32 => (1, 4),
-            GgmlType::F16 => (1, 2),
-            GgmlType::Q4_0 => (32, 18),
-            GgmlType::Q4_1 => (32, 20),
-            GgmlType::Q8_0 => (32, 34),
         }
     }
 }
@@ -217,7 +185,10 @@ impl GgufFile {
             }
             let type_id = c.u32()?;
             let offset = c.u64()?;
-            let ggml_type = GgmlType::from_id(type_id).ok_or_else(|| Error::input(path, format!("tensor '{name}' has ggml type {type_id}, which this build does not dequantize (F32, F16, Q4_0, Q4_1, Q8_0)")))?;
+            let ggml_type = GgmlType::from_id(type_id).ok_or_else(|| {
+                let supported: Vec<&str> = GgmlType::ALL.iter().map(|t| t.name()).collect();
+                Error::input(path, format!("tensor '{name}' has ggml type {type_id}, which this build does not dequantize ({})", supported.join(", ")))
+            })?;
             infos.push((name, dims, ggml_type, offset));
         }
         let data_start = (c.pos as u64).div_ceil(alignment) * alignment;
@@ -229,7 +200,9 @@ impl GgufFile {
             }
             let numel = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d)).filter(|&n| n > 0 && n < 1 << 40);
             let (per_block, block_bytes) = ggml_type.block();
-            let bytes = numel.filter(|n| n % per_block == 0).map(|n| n / per_block * block_bytes);
+            // Blocks never straddle rows: ggml requires the row length (dims[0]) to be a
+            // multiple of the block.
+            let bytes = numel.filter(|_| dims[0] % per_block == 0).map(|n| n / per_block * block_bytes);
             let start = data_start.checked_add(offset);
             let range = bytes.zip(start).and_then(|(b, s)| Some((s, s.checked_add(b)?))).filter(|&(_, e)| e <= data.len() as u64);
             let Some((start, end)) = range else {
@@ -242,35 +215,5 @@ impl GgufFile {
 
     pub fn get(&self, key: &str) -> Option<&Value> {
         self.metadata.get(key)
-    }
-}
-
-fn f16_at(b: &[u8]) -> f32 {
-    half::f16::from_le_bytes([b[0], b[1]]).to_f32()
-}
-
-/// Dequantizes a tensor's bytes (exactly its `start..end` range) to f32.
-pub fn dequantize(ty: GgmlType, bytes: &[u8], out: &mut Vec<f32>) {
-    out.clear();
-    match ty {
-        GgmlType::F32 => out.extend(bytes.chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap()))),
-        GgmlType::F16 => out.extend(bytes.chunks_exact(2).map(f16_at)),
-        GgmlType::Q8_0 => {
-            for b in bytes.chunks_exact(34) {
-                let d = f16_at(b);
-                out.extend(b[2..].iter().map(|&q| q as i8 as f32 * d));
-            }
-        }
-        GgmlType::Q4_0 | GgmlType::Q4_1 => {
-            let (block, qs_at) = if ty == GgmlType::Q4_0 { (18, 2) } else { (20, 4) };
-            for b in bytes.chunks_exact(block) {
-                let d = f16_at(b);
-                // Q4_0 centres the nibble at 8; Q4_1 adds an offset m.
-                let (shift, m) = if ty == GgmlType::Q4_0 { (8.0, 0.0) } else { (0.0, f16_at(&b[2..])) };
-                let qs = &b[qs_at..qs_at + 16];
-                out.extend(qs.iter().map(|&q| ((q & 0x0f) as f32 - shift) * d + m));
-                out.extend(qs.iter().map(|&q| ((q >> 4) as f32 - shift) * d + m));
-            }
-        }
     }
 }

@@ -1,0 +1,178 @@
+//! Replays the vectors that scripts/ggml-vectors.py made with gguf-py 0.19.0's `gguf.quants.dequantize`.
+
+use codecllm::import::ggml::{dequantize, GgmlType};
+use std::path::PathBuf;
+
+const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/ggml");
+
+/// The vector folder: `VECTORS`, or `$GGML_VECTORS` for a one-off wider set
+/// (`gen-vectors.py --out DIR --extra-random N`).
+fn dir() -> PathBuf {
+    std::env::var_os("GGML_VECTORS").map(PathBuf::from).unwrap_or_else(|| PathBuf::from(VECTORS))
+}
+
+struct Vector {
+    ty: GgmlType,
+    raw: Vec<u8>,
+    expected: Vec<f32>,
+}
+
+fn load(path: PathBuf) -> Vector {
+    let data = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let id = u32::from_le_bytes(data[0..4].try_into().unwrap());
+    let n = u32::from_le_bytes(data[4..8].try_into().unwrap()) as usize;
+    let ty = GgmlType::from_id(id).unwrap_or_else(|| panic!("{}: type id {id}", path.display()));
+    let (epb, bpb) = ty.block();
+    let (epb, bpb) = (epb as usize, bpb as usize);
+    // The file's size ties our block geometry to gguf-py's GGML_QUANT_SIZES.
+    assert_eq!(data.len(), 8 + n * bpb + n * epb * 4, "{}: size vs {ty} geometry", path.display());
+    let raw = data[8..8 + n * bpb].to_vec();
+    let expected = data[8 + n * bpb..].chunks_exact(4).map(|c| f32::from_le_bytes(c.try_into().unwrap())).collect();
+    Vector { ty, raw, expected }
+}
+
+/// Compares bit patterns; with `nan_as_one`, any NaN matches any NaN.
+fn check(v: &Vector, what: &str, nan_as_one: bool) -> usize {
+    let mut out = vec![1.0f32; 7]; // must be cleared
+    dequantize(v.ty, &v.raw, &mut out);
+    assert_eq!(out.len(), v.expected.len(), "{what}: length");
+    let (epb, _) = v.ty.block();
+    let mut bad = 0;
+    for (i, (&got, &want)) in out.iter().zip(&v.expected).enumerate() {
+        let same = got.to_bits() == want.to_bits() || (nan_as_one && got.is_nan() && want.is_nan());
+        if !same {
+            if bad < 10 {
+                eprintln!(
+                    "{what}: element {i} (block {}, +{}): got {got:e} ({:#010x}), gguf-py {want:e} ({:#010x})",
+                    i as u64 / epb,
+                    i as u64 % epb,
+                    got.to_bits(),
+                    want.to_bits()
+                );
+            }
+            bad += 1;
+        }
+    }
+    bad
+}
+
+#[test]
+fn every_type_bit_exact_with_gguf_py() {
+    let mut failed = Vec::new();
+    for ty in GgmlType::ALL {
+        let v = load(dir().join(format!("{}.bin", ty.name())));
+        assert_eq!(v.ty, ty, "{}: header id", ty.name());
+        let bad = check(&v, ty.name(), false);
+        eprintln!("{:7} {:5} values, {bad} mismatches", ty.name(), v.expected.len());
+        if bad > 0 {
+            failed.push(ty.name());
+        }
+    }
+    assert!(failed.is_empty(), "mismatches in {failed:?}");
+}
+
+/// Blocks whose scale fields are inf, quiet NaN or signalling NaN (and inf * 0): outputs must be
+/// bit-exact except that NaN payloads may differ (NumPy's and our compiler's choice of operand
+/// when both are NaN is not a defined part of either); we also report whether they are exact.
+#[test]
+fn nonfinite_scales() {
+    let mut failed = Vec::new();
+    for ty in GgmlType::ALL {
+        let path = dir().join("nonfinite").join(format!("{}.bin", ty.name()));
+        if !path.exists() {
+            continue;
+        }
+        let v = load(path);
+        let bad = check(&v, &format!("{} (nonfinite)", ty.name()), true);
+        let strict = check(&v, &format!("{} (nonfinite, strict)", ty.name()), false);
+        eprintln!(
+            "{:7} nonfinite: {} values, {bad} mismatches, {strict} NaN payload differences",
+            ty.name(),
+            v.expected.len()
+        );
+        if bad > 0 {
+            failed.push(ty.name());
+        }
+    }
+    assert!(failed.is_empty(), "mismatches in {failed:?}");
+}
+
+fn fnv1a64(data: impl IntoIterator<Item = u8>) -> u64 {
+    let mut h = 0xcbf2_9ce4_8422_2325u64;
+    for b in data {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// All 65536 F16 and BF16 bit patterns against the hash of gguf-py's output.
+#[test]
+fn f16_bf16_exhaustive() {
+    let text = std::fs::read_to_string(dir().join("exhaustive.txt")).unwrap();
+    let raw: Vec<u8> = (0..=u16::MAX).flat_map(|h| h.to_le_bytes()).collect();
+    let mut n = 0;
+    for line in text.lines() {
+        let (name, hash) = line.split_once(' ').unwrap();
+        let ty = GgmlType::ALL.into_iter().find(|t| t.name() == name).unwrap();
+        let mut out = Vec::new();
+        dequantize(ty, &raw, &mut out);
+        assert_eq!(out.len(), 65536);
+        let got = fnv1a64(out.iter().flat_map(|f| f.to_le_bytes()));
+        assert_eq!(format!("{got:016x}"), hash, "{name}");
+        n += 1;
+    }
+    assert_eq!(n, 2);
+}
+
+#[test]
+fn ids_names_geometry() {
+    for ty in GgmlType::ALL {
+        assert_eq!(GgmlType::from_id(ty.id()), Some(ty));
+        assert_eq!(ty.to_string(), ty.name());
+        let (e, b) = ty.block();
+        assert!(e >= 1 && b >= 2);
+    }
+    let ids: Vec<u32> = (0..64).filter(|&i| GgmlType::from_id(i).is_some()).collect();
+    assert_eq!(ids, [0, 1, 2, 3, 6, 7, 8, 10, 11, 12, 13, 14, 15, 20, 23, 30]);
+    assert_eq!(GgmlType::Q4_K.block(), (256, 144));
+    assert_eq!(GgmlType::Q6_K.block(), (256, 210));
+    assert_eq!(GgmlType::from_id(9), None); // Q8_1: not supported
+    assert_eq!(GgmlType::from_id(u32::MAX), None);
+}
+
+/// xorshift64*, so the test needs no dependency.
+struct Rng(u64);
+impl Rng {
+    fn next(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
+    }
+}
+
+#[test]
+fn short_tails_are_ignored_and_arbitrary_bytes_never_panic() {
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    let data: Vec<u8> = (0..3 * 292 + 17).map(|_| rng.next() as u8).collect();
+    for ty in GgmlType::ALL {
+        let (e, b) = ty.block();
+        let (e, b) = (e as usize, b as usize);
+        let mut whole = Vec::new();
+        let mut out = vec![0.5f32; 3];
+        for len in 0..data.len() {
+            dequantize(ty, &data[..len], &mut out);
+            assert_eq!(out.len(), len / b * e, "{ty} len {len}");
+            if len % b == 0 {
+                whole = out.clone();
+            } else {
+                // a partial block adds nothing and changes nothing
+                assert!(out.iter().zip(&whole).all(|(a, b)| a.to_bits() == b.to_bits()), "{ty} len {len}");
+            }
+        }
+        // unaligned start
+        dequantize(ty, &data[1..], &mut out);
+        assert_eq!(out.len(), (data.len() - 1) / b * e);
+    }
+}
