@@ -31,9 +31,7 @@ fn main() {
     println!("cargo:rustc-env=CODECLLM_COMMIT={}", commit(&root));
 
     let channel = pinned_channel(&kernels.join("rust-toolchain.toml"));
-    let install = format!(
-        "rustup toolchain install {channel} --profile minimal --component rust-src,llvm-tools"
-    );
+    let install = format!("rustup toolchain install {channel} --profile minimal --component rust-src,llvm-tools");
     let sysroot = Command::new("rustup")
         .args(["run", &channel, "rustc", "--print", "sysroot"])
         .env_remove("RUSTUP_TOOLCHAIN")
@@ -52,10 +50,7 @@ fn main() {
     }
 
     // Shared by every host profile (test, release), so the nvptx build runs once.
-    let target_root = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"))
-        .join("kernels");
+    let target_root = std::env::var_os("CARGO_TARGET_DIR").map(PathBuf::from).unwrap_or_else(|| root.join("target")).join("kernels");
     for arch in ARCHS {
         let ptx = build_ptx(&kernels, &channel, &llvm_bin, &target_root.join(arch), arch);
         check_ptx(&ptx, arch);
@@ -83,8 +78,7 @@ fn commit(root: &Path) -> String {
 }
 
 fn pinned_channel(toolchain_file: &Path) -> String {
-    let text = std::fs::read_to_string(toolchain_file)
-        .unwrap_or_else(|e| fail(&format!("cannot read {}: {e}", toolchain_file.display())));
+    let text = std::fs::read_to_string(toolchain_file).unwrap_or_else(|e| fail(&format!("cannot read {}: {e}", toolchain_file.display())));
     text.lines()
         .filter_map(|l| l.trim().strip_prefix("channel"))
         .filter_map(|rest| rest.split('"').nth(1))
@@ -106,12 +100,16 @@ fn build_ptx(kernels: &Path, channel: &str, llvm_bin: &Path, target_dir: &Path, 
     // nested nightly build.
     for (key, _) in std::env::vars_os() {
         let key = key.to_string_lossy().into_owned();
-        if (key.starts_with("CARGO_") && key != "CARGO_HOME") || key.starts_with("RUSTC") || key.starts_with("RUSTUP_TOOLCHAIN") || key == "RUSTFLAGS" || key == "RUSTDOCFLAGS" {
+        if (key.starts_with("CARGO_") && key != "CARGO_HOME")
+            || key.starts_with("RUSTC")
+            || key.starts_with("RUSTUP_TOOLCHAIN")
+            || key == "RUSTFLAGS"
+            || key == "RUSTDOCFLAGS"
+        {
             cmd.env_remove(&key);
         }
     }
-    cmd.env("CARGO_ENCODED_RUSTFLAGS", format!("-Ctarget-cpu={arch}\x1f-Clinker={}", linker.display()))
-        .env("CODECLLM_LLVM_BIN", llvm_bin);
+    cmd.env("CARGO_ENCODED_RUSTFLAGS", format!("-Ctarget-cpu={arch}\x1f-Clinker={}", linker.display())).env("CODECLLM_LLVM_BIN", llvm_bin);
     let status = cmd.status().unwrap_or_else(|e| fail(&format!("cannot run rustup: {e}")));
     if !status.success() {
         fail(&format!("building the GPU kernels for {arch} failed (see the output above)"));
@@ -147,26 +145,19 @@ fn check_ptx(ptx: &str, arch: &str) {
     }
     let missing: Vec<_> = declared.into_iter().filter(|n| !defined.contains(n)).collect();
     if !missing.is_empty() {
-        fail(&format!(
-            "the {arch} PTX declares functions without a body (a panic path in kernels/?): {}",
-            missing.join(", ")
-        ));
+        fail(&format!("the {arch} PTX declares functions without a body (a panic path in kernels/?): {}", missing.join(", ")));
     }
     // Bodies or not, core's panic machinery means a kernel can panic, which the crate's
     // rules forbid (a panic is a trap on the GPU: the context is lost).
-    let panics: std::collections::BTreeSet<&str> =
-        ptx.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|w| w.contains("panicking")).collect();
+    let panics: std::collections::BTreeSet<&str> = ptx.split(|c: char| !(c.is_alphanumeric() || c == '_')).filter(|w| w.contains("panicking")).collect();
     if !panics.is_empty() {
         fail(&format!(
             "the {arch} PTX calls core's panic machinery (a panic path in kernels/: indexing, division by a runtime value, unwrap): {}",
             panics.into_iter().collect::<Vec<_>>().join(", ")
         ));
     }
-    let entries: std::collections::HashSet<&str> = ptx
-        .split(".entry")
-        .skip(1)
-        .filter_map(|rest| rest.trim_start().split(|c: char| !(c.is_alphanumeric() || c == '_')).next())
-        .collect();
+    let entries: std::collections::HashSet<&str> =
+        ptx.split(".entry").skip(1).filter_map(|rest| rest.trim_start().split(|c: char| !(c.is_alphanumeric() || c == '_')).next()).collect();
     let launched = abi::GEMV_KERNELS.iter().chain(abi::OTHER_KERNELS.iter()).copied().chain(abi::GEMM_TILES.iter().map(|t| t.name));
     let absent: Vec<&str> = launched.filter(|n| !entries.contains(n)).collect();
     if !absent.is_empty() {

@@ -24,10 +24,13 @@ fn fixture() -> (tempfile::TempDir, PathBuf, PathBuf) {
     let mut rng = rng(fresh_seed());
     let dir = tempfile::tempdir().unwrap();
     let src = dir.path().join("m.safetensors");
-    write_safetensors(&src, &[
-        RawTensor::float("layer.weight", Dtype::F16, &[64, 256], &heavy_tailed(&mut rng, 64 * 256)),
-        RawTensor::float("layer.bias", Dtype::F32, &[64], &heavy_tailed(&mut rng, 64)),
-    ]);
+    write_safetensors(
+        &src,
+        &[
+            RawTensor::float("layer.weight", Dtype::F16, &[64, 256], &heavy_tailed(&mut rng, 64 * 256)),
+            RawTensor::float("layer.bias", Dtype::F32, &[64], &heavy_tailed(&mut rng, 64)),
+        ],
+    );
     let clm = dir.path().join("m.clm");
     let out = cli(&["compress", src.to_str().unwrap(), "-o", clm.to_str().unwrap(), "--chunk-size", "4096"]);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
@@ -179,10 +182,13 @@ fn verify_against_a_different_checkpoint_fails() {
     let (dir, _src, clm) = fixture();
     let mut rng = rng(fresh_seed());
     let other = dir.path().join("other.safetensors");
-    write_safetensors(&other, &[
-        RawTensor::float("layer.weight", Dtype::F16, &[64, 256], &heavy_tailed(&mut rng, 64 * 256)),
-        RawTensor::float("layer.bias", Dtype::F32, &[64], &heavy_tailed(&mut rng, 64)),
-    ]);
+    write_safetensors(
+        &other,
+        &[
+            RawTensor::float("layer.weight", Dtype::F16, &[64, 256], &heavy_tailed(&mut rng, 64 * 256)),
+            RawTensor::float("layer.bias", Dtype::F32, &[64], &heavy_tailed(&mut rng, 64)),
+        ],
+    );
     assert_clean_failure(&cli(&["verify", clm.to_str().unwrap(), "--against", other.to_str().unwrap()]), &["tensor 'layer.weight'", "tensor 'layer.bias'"]);
 }
 

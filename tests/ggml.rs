@@ -85,11 +85,7 @@ fn nonfinite_scales() {
         let v = load(path);
         let bad = check(&v, &format!("{} (nonfinite)", ty.name()), true);
         let strict = check(&v, &format!("{} (nonfinite, strict)", ty.name()), false);
-        eprintln!(
-            "{:7} nonfinite: {} values, {bad} mismatches, {strict} NaN payload differences",
-            ty.name(),
-            v.expected.len()
-        );
+        eprintln!("{:7} nonfinite: {} values, {bad} mismatches, {strict} NaN payload differences", ty.name(), v.expected.len());
         if bad > 0 {
             failed.push(ty.name());
         }

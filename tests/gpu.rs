@@ -1,12 +1,12 @@
 //! GPU kernels and decode against the CPU reference. Each test prints why it skips on a
 //! machine without a GPU; `CODECLLM_REQUIRE_GPU=1` makes that a failure.
 mod common;
-use codecllm::pipeline::compress::CompressOptions;
+use codecllm::codec::decode_bytes;
+use codecllm::codec::Int8Matrix;
 use codecllm::container::{Codec, Container};
 use codecllm::gpu::{Decoder, DeviceCompressedTensor, DeviceInt8Buffer, Gpu, Int8Weights, LinearPlan, GEMM_TILES};
 use codecllm::import::SourceModel;
-use codecllm::codec::Int8Matrix;
-use codecllm::codec::decode_bytes;
+use codecllm::pipeline::compress::CompressOptions;
 use codecllm::pipeline::reference::linear;
 use common::*;
 use half::f16;
@@ -85,7 +85,8 @@ fn fused_one_row_linear_equals_separate_launches() {
         let mats: Vec<Int8Matrix> = rows.iter().map(|&n| Int8Matrix::quantize(&heavy_tailed(&mut rng, n * k), n, k, group).unwrap().0).collect();
         let x: Vec<f16> = (0..k).map(|_| f16::from_f32(rng.gen_range(-1.0..1.0))).collect();
         let dev: Vec<_> = mats.iter().map(|w| (s.clone_htod(bytemuck::cast_slice::<i8, u8>(&w.q)).unwrap(), s.clone_htod(&w.scales).unwrap())).collect();
-        let weights: Vec<Int8Weights> = dev.iter().zip(&mats).map(|((q, sc), w)| Int8Weights { q: q.slice(..), scales: sc.slice(..), rows: w.rows, cols: k, group_size: group }).collect();
+        let weights: Vec<Int8Weights> =
+            dev.iter().zip(&mats).map(|((q, sc), w)| Int8Weights { q: q.slice(..), scales: sc.slice(..), rows: w.rows, cols: k, group_size: group }).collect();
         let mut ys: Vec<_> = rows.iter().map(|&n| s.clone_htod(&vec![POISON; n]).unwrap()).collect();
         let xd = s.clone_htod(&x).unwrap();
         let mut views: Vec<_> = ys.iter_mut().map(|y| y.slice_mut(..)).collect();
@@ -96,7 +97,11 @@ fn fused_one_row_linear_equals_separate_launches() {
         for ((w, y), m) in weights.iter().zip(&ys).zip(&mats) {
             let got = s.clone_dtoh(y).unwrap();
             let alone = run_linear(&gpu, m, &x, 1, Gpu::plan(1, m.rows, k));
-            assert!(got.iter().map(|v| v.to_bits()).eq(alone.iter().map(|v| v.to_bits())), "rows {rows:?} k={k} g={group}: matrix of {} rows differs from its own launch", w.rows);
+            assert!(
+                got.iter().map(|v| v.to_bits()).eq(alone.iter().map(|v| v.to_bits())),
+                "rows {rows:?} k={k} g={group}: matrix of {} rows differs from its own launch",
+                w.rows
+            );
         }
     }
 }

@@ -64,17 +64,21 @@ fn hf_checkpoint_matches_the_same_model_as_gguf() {
     }
     let gguf = dir.path().join("m.gguf");
     let refs: Vec<(&str, Vec<u64>, u32, Vec<u8>)> = gguf_tensors.iter().map(|(n, d, t, b)| (n.as_str(), d.clone(), *t, b.clone())).collect();
-    write_gguf(&gguf, &[
-        ("general.architecture", Kv::Str("llama")),
-        ("llama.block_count", Kv::U32(2)),
-        ("llama.embedding_length", Kv::U32(D as u32)),
-        ("llama.feed_forward_length", Kv::U32(F as u32)),
-        ("llama.attention.head_count", Kv::U32(HEADS as u32)),
-        ("llama.attention.head_count_kv", Kv::U32(KV_HEADS as u32)),
-        ("llama.vocab_size", Kv::U32(VOCAB as u32)),
-        ("llama.rope.freq_base", Kv::F32(10000.0)),
-        ("llama.attention.layer_norm_rms_epsilon", Kv::F32(1e-5)),
-    ], &refs);
+    write_gguf(
+        &gguf,
+        &[
+            ("general.architecture", Kv::Str("llama")),
+            ("llama.block_count", Kv::U32(2)),
+            ("llama.embedding_length", Kv::U32(D as u32)),
+            ("llama.feed_forward_length", Kv::U32(F as u32)),
+            ("llama.attention.head_count", Kv::U32(HEADS as u32)),
+            ("llama.attention.head_count_kv", Kv::U32(KV_HEADS as u32)),
+            ("llama.vocab_size", Kv::U32(VOCAB as u32)),
+            ("llama.rope.freq_base", Kv::F32(10000.0)),
+            ("llama.attention.layer_norm_rms_epsilon", Kv::F32(1e-5)),
+        ],
+        &refs,
+    );
     let hf_dir = dir.path().join("hf");
     std::fs::create_dir(&hf_dir).unwrap();
     write_safetensors(&hf_dir.join("model.safetensors"), &hf_tensors);
@@ -82,7 +86,8 @@ fn hf_checkpoint_matches_the_same_model_as_gguf() {
         r#"{{"model_type":"llama","hidden_size":{D},"intermediate_size":{F},"num_attention_heads":{HEADS},"num_key_value_heads":{KV_HEADS},"num_hidden_layers":2,"vocab_size":{VOCAB},"rms_norm_eps":1e-5,"rope_theta":10000.0,"eos_token_id":1}}"#
     )).unwrap();
     // A tokenizer.json as the `tokenizers` crate writes it.
-    let vocab: tokenizers::models::bpe::Vocab = ["<s>", "</s>", "a", "b", "c", "ab", "abc"].iter().enumerate().map(|(i, t)| (t.to_string(), i as u32)).collect();
+    let vocab: tokenizers::models::bpe::Vocab =
+        ["<s>", "</s>", "a", "b", "c", "ab", "abc"].iter().enumerate().map(|(i, t)| (t.to_string(), i as u32)).collect();
     let bpe = tokenizers::models::bpe::BPE::builder().vocab_and_merges(vocab, vec![("a".into(), "b".into()), ("ab".into(), "c".into())]).build().unwrap();
     std::fs::write(hf_dir.join("tokenizer.json"), tokenizers::Tokenizer::new(bpe).to_string(false).unwrap()).unwrap();
 
@@ -102,7 +107,11 @@ fn hf_checkpoint_matches_the_same_model_as_gguf() {
     let bad = dir.path().join("bad");
     std::fs::create_dir(&bad).unwrap();
     write_safetensors(&bad.join("model.safetensors"), &[RawTensor::float("model.layers.0.self_attn.q_proj.weight", Dtype::F32, &[6, 4], &[0.0; 24])]);
-    std::fs::write(bad.join("config.json"), r#"{"model_type":"llama","hidden_size":4,"intermediate_size":8,"num_attention_heads":4,"num_hidden_layers":1,"vocab_size":3}"#).unwrap();
+    std::fs::write(
+        bad.join("config.json"),
+        r#"{"model_type":"llama","hidden_size":4,"intermediate_size":8,"num_attention_heads":4,"num_hidden_layers":1,"vocab_size":3}"#,
+    )
+    .unwrap();
     let err = SourceModel::open(&bad.join("model.safetensors")).err().unwrap().to_string();
     assert!(err.contains("does not split into 4 heads"), "{err}");
 }

@@ -2,12 +2,12 @@
 //! mode, and — where the file is at hand — the real SmolLM2 (FP16 logits vs CPU, INT8
 //! teacher-forced top-1 agreement with FP16). Skips, saying why, without a GPU.
 mod common;
-use codecllm::pipeline::compress::CompressOptions;
 use codecllm::container::Container;
-use codecllm::model::llama::{GpuLlama, WeightMode};
 use codecllm::import::SourceModel;
 use codecllm::import::WeightSource;
 use codecllm::model::llama::{CpuLlama, KvCache};
+use codecllm::model::llama::{GpuLlama, WeightMode};
+use codecllm::pipeline::compress::CompressOptions;
 use common::gguf::*;
 use common::*;
 use rand::Rng;
@@ -212,7 +212,10 @@ fn smollm2_gpu_matches_cpu_and_int8_agrees_with_fp16() {
                 ls = ls.map(|_| stream.forward(&[next]).unwrap());
             }
         }
-        note(&format!("smollm2: FP16 vs CPU logits rel. error {e:.2e}; INT8 ({label}) teacher-forced top-1 agreement {agree}/{total} = {:.1} %", 100.0 * agree as f64 / total as f64));
+        note(&format!(
+            "smollm2: FP16 vs CPU logits rel. error {e:.2e}; INT8 ({label}) teacher-forced top-1 agreement {agree}/{total} = {:.1} %",
+            100.0 * agree as f64 / total as f64
+        ));
         rates.push(agree as f64 / total as f64);
     }
     // Both containers, not the better of the two: each is a product users run.

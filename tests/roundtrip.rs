@@ -1,10 +1,10 @@
 //! Compress → container → CPU decode round trips on random checkpoints.
 mod common;
-use codecllm::pipeline::compress::CompressOptions;
-use codecllm::container::{Codec, Container, Encoding};
-use codecllm::import::SourceModel;
 use codecllm::codec::Int8Matrix;
 use codecllm::codec::{decode_bytes, decode_f32, decode_int8};
+use codecllm::container::{Codec, Container, Encoding};
+use codecllm::import::SourceModel;
+use codecllm::pipeline::compress::CompressOptions;
 use codecllm::pipeline::reference::linear;
 use codecllm::pipeline::verify::{verify, INT8_MAX_REL_ERR};
 use common::*;
@@ -19,11 +19,8 @@ fn run(src: &std::path::Path, out: &std::path::Path, opts: &CompressOptions) -> 
 /// Random checkpoint: matrices of awkward shapes in `dtype`, a bias, an embedding.
 fn checkpoint(rng: &mut impl Rng, dtype: Dtype) -> Vec<RawTensor> {
     let shapes = [(1, 1), (3, 17), (7, 4097), (130, 300), (64, 4096), (2500, 3), (33, 160)];
-    let mut ts: Vec<RawTensor> = shapes
-        .iter()
-        .enumerate()
-        .map(|(i, &(r, c))| RawTensor::float(&format!("layers.{i}.proj.weight"), dtype, &[r, c], &heavy_tailed(rng, r * c)))
-        .collect();
+    let mut ts: Vec<RawTensor> =
+        shapes.iter().enumerate().map(|(i, &(r, c))| RawTensor::float(&format!("layers.{i}.proj.weight"), dtype, &[r, c], &heavy_tailed(rng, r * c))).collect();
     ts.push(RawTensor::float("layers.0.proj.bias", dtype, &[333], &heavy_tailed(rng, 333)));
     ts.push(RawTensor::float("model.embed_tokens.weight", dtype, &[50, 64], &heavy_tailed(rng, 50 * 64)));
     ts
@@ -128,10 +125,13 @@ fn incompressible_chunks_are_stored_raw() {
     let dir = tempfile::tempdir().unwrap();
     let noise: Vec<u8> = (0..100_000).map(|_| rng.gen()).collect();
     let src = dir.path().join("m.safetensors");
-    write_safetensors(&src, &[
-        RawTensor { name: "noise".into(), dtype: Dtype::U8, shape: vec![noise.len()], bytes: noise.clone() },
-        RawTensor { name: "ramp".into(), dtype: Dtype::U8, shape: vec![50_000], bytes: (0..50_000).map(|i| (i / 1000) as u8).collect() },
-    ]);
+    write_safetensors(
+        &src,
+        &[
+            RawTensor { name: "noise".into(), dtype: Dtype::U8, shape: vec![noise.len()], bytes: noise.clone() },
+            RawTensor { name: "ramp".into(), dtype: Dtype::U8, shape: vec![50_000], bytes: (0..50_000).map(|i| (i / 1000) as u8).collect() },
+        ],
+    );
     for codec in [Codec::Zstd, Codec::Raw] {
         let out = dir.path().join(format!("{codec:?}.clm"));
         run(&src, &out, &CompressOptions { codec, chunk_size: 4096, ..Default::default() }).unwrap();
@@ -165,7 +165,8 @@ fn sharded_checkpoints_are_read_through_their_index() {
     write_safetensors(&dir.path().join("model-00001-of-00002.safetensors"), &[a]);
     write_safetensors(&dir.path().join("model-00002-of-00002.safetensors"), &[b]);
     let index = dir.path().join("model.safetensors.index.json");
-    std::fs::write(&index, r#"{"metadata":{},"weight_map":{"a.weight":"model-00001-of-00002.safetensors","b.weight":"model-00002-of-00002.safetensors"}}"#).unwrap();
+    std::fs::write(&index, r#"{"metadata":{},"weight_map":{"a.weight":"model-00001-of-00002.safetensors","b.weight":"model-00002-of-00002.safetensors"}}"#)
+        .unwrap();
     let out = dir.path().join("s.clm");
     run(&index, &out, &CompressOptions::default()).unwrap();
     let c = Container::open(&out).unwrap();

@@ -36,25 +36,36 @@ fn bad_models_fail_clearly_in_run() {
     for name in ["attn_norm", "ffn_norm"] {
         tensors.push(t(&format!("blk.0.{name}.weight"), vec![d]));
     }
-    for (name, dims) in [("attn_k", vec![d, 32]), ("attn_v", vec![d, 32]), ("attn_output", vec![d, d]), ("ffn_gate", vec![d, f]), ("ffn_up", vec![d, f]), ("ffn_down", vec![f, d])] {
+    for (name, dims) in [
+        ("attn_k", vec![d, 32]),
+        ("attn_v", vec![d, 32]),
+        ("attn_output", vec![d, d]),
+        ("ffn_gate", vec![d, f]),
+        ("ffn_up", vec![d, f]),
+        ("ffn_down", vec![f, d]),
+    ] {
         tensors.push(t(&format!("blk.0.{name}.weight"), dims));
     }
     let refs: Vec<(&str, Vec<u64>, u32, Vec<u8>)> = tensors.iter().map(|(n, d, ty, b)| (n.as_str(), d.clone(), *ty, b.clone())).collect();
     use common::gguf::{write_gguf, Kv};
     let gguf = dir.path().join("tiny.gguf");
-    write_gguf(&gguf, &[
-        ("general.architecture", Kv::Str("llama")),
-        ("llama.block_count", Kv::U32(1)),
-        ("llama.embedding_length", Kv::U32(64)),
-        ("llama.feed_forward_length", Kv::U32(128)),
-        ("llama.attention.head_count", Kv::U32(2)),
-        ("llama.attention.head_count_kv", Kv::U32(1)),
-        ("llama.vocab_size", Kv::U32(16)),
-        ("tokenizer.ggml.model", Kv::Str("gpt2")),
-        ("tokenizer.ggml.tokens", Kv::Strs(&["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p"])),
-        ("tokenizer.ggml.merges", Kv::Strs(&[])),
-        ("tokenizer.ggml.eos_token_id", Kv::U32(0)),
-    ], &refs);
+    write_gguf(
+        &gguf,
+        &[
+            ("general.architecture", Kv::Str("llama")),
+            ("llama.block_count", Kv::U32(1)),
+            ("llama.embedding_length", Kv::U32(64)),
+            ("llama.feed_forward_length", Kv::U32(128)),
+            ("llama.attention.head_count", Kv::U32(2)),
+            ("llama.attention.head_count_kv", Kv::U32(1)),
+            ("llama.vocab_size", Kv::U32(16)),
+            ("tokenizer.ggml.model", Kv::Str("gpt2")),
+            ("tokenizer.ggml.tokens", Kv::Strs(&["a", "b", "c", "d", "e", "f", "g", "h", "i", "j", "k", "l", "m", "n", "o", "p"])),
+            ("tokenizer.ggml.merges", Kv::Strs(&[])),
+            ("tokenizer.ggml.eos_token_id", Kv::U32(0)),
+        ],
+        &refs,
+    );
     let clm = dir.path().join("tiny.clm");
     cli_ok(&["compress", gguf.to_str().unwrap(), "-o", clm.to_str().unwrap()]);
     let r = cli(&["run", clm.to_str().unwrap(), "--prompt", "abc", "--max-tokens", "2"]);

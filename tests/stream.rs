@@ -1,9 +1,9 @@
 //! The streaming engine: schedule and budget logic on the CPU; on a GPU, streamed forward
 //! passes equal resident ones bit for bit, whatever the codec, slot count or batch.
 mod common;
-use codecllm::pipeline::compress::CompressOptions;
 use codecllm::container::{Codec, Container};
 use codecllm::import::SourceModel;
+use codecllm::pipeline::compress::CompressOptions;
 use codecllm::stream::{forward_resident, schedule, HostStore, SlotPlan, Step, UnitSize, WeightStream};
 use common::*;
 use half::f16;

@@ -18,7 +18,14 @@ fn smollm2_tokenizer_round_trips_and_follows_its_rules() {
     let Some((tok, vocab)) = smollm2() else { return };
     let id = |s: &str| vocab.iter().position(|t| t == s).unwrap() as u32;
     assert_eq!(tok.vocab_size, 49152);
-    for text in ["Hello world", "The year 2024 had 366 days.", "  leading spaces\tand\ttabs\n\nnewlines", "naïve café – “quotes” 日本語 😀", "fn main() { println!(\"hi\"); }", ""] {
+    for text in [
+        "Hello world",
+        "The year 2024 had 366 days.",
+        "  leading spaces\tand\ttabs\n\nnewlines",
+        "naïve café – “quotes” 日本語 😀",
+        "fn main() { println!(\"hi\"); }",
+        "",
+    ] {
         let ids = tok.encode(text).unwrap();
         assert_eq!(tok.decode(&ids).unwrap(), text, "{ids:?}");
     }

@@ -114,7 +114,8 @@ pub fn run(gpu: &Gpu, gguf: &std::path::Path, clm: &std::path::Path, question: &
         pcie_bound_share: None,
         text,
     };
-    let mut rows = vec![row("fp16-resident (baseline, GGUF)".into(), &base, &tokens, prefill, decode, disk(gguf), 0, 1.0, 0.0, tokens.len(), tok.decode(&tokens)?)];
+    let mut rows =
+        vec![row("fp16-resident (baseline, GGUF)".into(), &base, &tokens, prefill, decode, disk(gguf), 0, 1.0, 0.0, tokens.len(), tok.decode(&tokens)?)];
     drop(base);
 
     let store = Arc::new(HostStore::load(gpu, &container, &GpuLlama::stream_units(&container)?, true)?);
@@ -129,11 +130,14 @@ pub fn run(gpu: &Gpu, gguf: &std::path::Path, clm: &std::path::Path, question: &
         let (agree, err) = teacher_forced(&mut llm, &prompt, &tokens, &logits)?;
         let prefix = t.iter().zip(&tokens).take_while(|(a, b)| a == b).count();
         let ram = if mode == WeightMode::Stream { store.pinned_bytes } else { 0 };
-        let name = format!("{} (container)", match mode {
-            WeightMode::Int8Resident => "int8-resident",
-            WeightMode::CompressedResident => "compressed-resident",
-            _ => "stream",
-        });
+        let name = format!(
+            "{} (container)",
+            match mode {
+                WeightMode::Int8Resident => "int8-resident",
+                WeightMode::CompressedResident => "compressed-resident",
+                _ => "stream",
+            }
+        );
         let mut r = row(name, &llm, &t, p, d, disk(clm), ram, agree, err, prefix, tok.decode(&t)?);
         if mode == WeightMode::Stream {
             // Every step copies every unit once.

@@ -55,9 +55,8 @@ pub fn decode_chunk(codec: Codec, raw: bool, stored: &[u8], dst: &mut [u8]) -> s
 pub fn decode_blob(container: &Container, tensor: &str, blob: &Blob) -> Result<Vec<u8>> {
     let spans: Vec<_> = blob.spans().collect();
     let mut out = Vec::new();
-    out.try_reserve_exact(blob.len as usize).map_err(|e| {
-        Error::format(container.path(), format!("tensor '{tensor}': cannot hold its {} decoded bytes: {e}", blob.len))
-    })?;
+    out.try_reserve_exact(blob.len as usize)
+        .map_err(|e| Error::format(container.path(), format!("tensor '{tensor}': cannot hold its {} decoded bytes: {e}", blob.len)))?;
     out.resize(blob.len as usize, 0);
     let pieces: Vec<&mut [u8]> = out.chunks_mut(blob.chunk_size as usize).collect();
     spans.par_iter().zip(pieces).try_for_each(|(span, dst)| {

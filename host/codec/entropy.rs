@@ -11,10 +11,13 @@ pub fn histogram(bytes: &[u8]) -> [u64; 256] {
             c.iter().for_each(|&b| h[b as usize] += 1);
             h
         })
-        .reduce(|| [0; 256], |mut a, b| {
-            a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-            a
-        })
+        .reduce(
+            || [0; 256],
+            |mut a, b| {
+                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
+                a
+            },
+        )
 }
 
 /// Shannon entropy of the byte histogram, in bits per byte (0..=8); 0 for no bytes.
@@ -23,8 +26,11 @@ pub fn order0_bits(hist: &[u64; 256]) -> f64 {
     if n == 0 {
         return 0.0;
     }
-    hist.iter().filter(|&&c| c > 0).map(|&c| {
-        let p = c as f64 / n as f64;
-        -p * p.log2()
-    }).sum()
+    hist.iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / n as f64;
+            -p * p.log2()
+        })
+        .sum()
 }

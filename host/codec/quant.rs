@@ -114,9 +114,6 @@ impl RowError {
 
     fn combine(rows: &[RowError]) -> QuantStats {
         let (err2, norm2) = rows.iter().fold((0.0, 0.0), |(e, n), r| (e + r.err2, n + r.norm2));
-        QuantStats {
-            max_rel_err: rows.iter().fold(0.0, |m, r| m.max(r.max_rel)),
-            rms_rel_err: if norm2 > 0.0 { (err2 / norm2).sqrt() } else { 0.0 },
-        }
+        QuantStats { max_rel_err: rows.iter().fold(0.0, |m, r| m.max(r.max_rel)), rms_rel_err: if norm2 > 0.0 { (err2 / norm2).sqrt() } else { 0.0 } }
     }
 }

@@ -47,4 +47,3 @@ pub fn decode_f32(c: &Container, name: &str) -> Result<Vec<f32>> {
 pub fn decode_f16(c: &Container, name: &str) -> Result<Vec<half::f16>> {
     Ok(decode_f32(c, name)?.into_iter().map(half::f16::from_f32).collect())
 }
-

@@ -244,10 +244,7 @@ pub fn check_group_size(cols: u64, group_size: u32) -> std::result::Result<(), S
 
 pub fn check_chunk_size(chunk_size: u32) -> std::result::Result<(), String> {
     if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) || chunk_size % 16 != 0 {
-        return Err(format!(
-            "chunk size {chunk_size} must be a multiple of 16 between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE}"
-        ));
+        return Err(format!("chunk size {chunk_size} must be a multiple of 16 between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE}"));
     }
     Ok(())
 }
-

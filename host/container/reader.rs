@@ -40,21 +40,15 @@ impl Container {
         let word = |i: usize| u64::from_le_bytes(trailer[i * 8..i * 8 + 8].try_into().unwrap());
         let (index_offset, index_len, index_hash) = (word(0), word(1), word(2));
         let index_end = file_len - TRAILER_LEN;
-        if index_len > MAX_INDEX_LEN
-            || index_offset < PREAMBLE_LEN
-            || index_offset.checked_add(index_len) != Some(index_end)
-        {
-            return Err(bad(format!(
-                "the trailer points outside the file (index at {index_offset}, {index_len} bytes, file {file_len} bytes)"
-            )));
+        if index_len > MAX_INDEX_LEN || index_offset < PREAMBLE_LEN || index_offset.checked_add(index_len) != Some(index_end) {
+            return Err(bad(format!("the trailer points outside the file (index at {index_offset}, {index_len} bytes, file {file_len} bytes)")));
         }
         let mut raw = vec![0u8; index_len as usize];
         file.read_exact_at(&mut raw, index_offset).map_err(|e| Error::io(path, e))?;
         if xxhash_rust::xxh3::xxh3_64(&raw) != index_hash {
             return Err(bad("the index fails its checksum (corrupted)".into()));
         }
-        let index: Index =
-            serde_json::from_slice(&raw).map_err(|e| bad(format!("the index is not valid: {e}")))?;
+        let index: Index = serde_json::from_slice(&raw).map_err(|e| bad(format!("the index is not valid: {e}")))?;
         validate(&index, index_offset).map_err(bad)?;
         Ok(Container { path: path.to_owned(), file, index, file_len })
     }

@@ -358,7 +358,9 @@ impl Decoder {
     pub fn for_batches(gpu: &Gpu, batches: &[Vec<&DeviceChunkTable>]) -> Result<Self> {
         let coded = || batches.iter().flatten().filter(|t| t.coded_chunks() > 0);
         let codecs = distinct(coded().map(|t| t.codec));
-        let per_batch = |f: fn(&DeviceChunkTable) -> usize| batches.iter().map(|b| b.iter().filter(|t| t.coded_chunks() > 0).map(|t| f(t)).sum::<usize>()).max().unwrap_or(0);
+        let per_batch = |f: fn(&DeviceChunkTable) -> usize| {
+            batches.iter().map(|b| b.iter().filter(|t| t.coded_chunks() > 0).map(|t| f(t)).sum::<usize>()).max().unwrap_or(0)
+        };
         let slots = per_batch(DeviceChunkTable::coded_chunks);
         let max_total = per_batch(DeviceChunkTable::len);
         let max_chunk = coded().map(|t| t.chunk_size).max().unwrap_or(0);
@@ -457,7 +459,12 @@ impl Decoder {
     pub unsafe fn decode_merged(&mut self, batch: &ChunkBatch, src: u64, dst: u64, stream: &Arc<CudaStream>) -> Result<()> {
         let base = batch.region.unwrap_or(0) as usize;
         if let Some(codec) = batch.codec {
-            if !self.codecs.contains(&codec) || batch.coded > self.slots || base + batch.coded > self.array_slots || batch.max_chunk > self.max_chunk || batch.decoded > self.max_total {
+            if !self.codecs.contains(&codec)
+                || batch.coded > self.slots
+                || base + batch.coded > self.array_slots
+                || batch.max_chunk > self.max_chunk
+                || batch.decoded > self.max_total
+            {
                 return Err(Error::Invalid(format!("the decoder was not sized for a batch of {} {} chunks", batch.coded, codec.name())));
             }
         }
@@ -584,7 +591,11 @@ impl Decoder {
         // tensor is certain only when a single one covered that slot.
         let covering: Vec<&PendingTensor> = log.0.iter().filter(|t| (t.base..t.base + t.chunks.len() as u32).contains(&bad)).collect();
         Err(match covering.as_slice() {
-            [t] => GpuError::Decode { tensor: t.name.clone(), chunk: Some(t.chunks[(bad - t.base) as usize]), msg: "nvCOMP failed to decode it or returned the wrong size".into() },
+            [t] => GpuError::Decode {
+                tensor: t.name.clone(),
+                chunk: Some(t.chunks[(bad - t.base) as usize]),
+                msg: "nvCOMP failed to decode it or returned the wrong size".into(),
+            },
             _ => GpuError::Decode {
                 tensor: covering.iter().map(|t| t.name.as_str()).collect::<Vec<_>>().join("' or '"),
                 chunk: None,
@@ -605,4 +616,3 @@ fn distinct(codecs: impl Iterator<Item = Codec>) -> Vec<Codec> {
     }
     out
 }
-

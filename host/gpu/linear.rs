@@ -49,7 +49,13 @@ impl Int8Weights<'_> {
     }
     fn check(&self) -> Result<()> {
         if self.q.len() < self.rows * self.cols || self.scales.len() < self.rows * self.groups() || self.group_size == 0 {
-            return Err(Error::Invalid(format!("INT8 weights of {}×{} need {} bytes and {} scales", self.rows, self.cols, self.rows * self.cols, self.rows * self.groups())));
+            return Err(Error::Invalid(format!(
+                "INT8 weights of {}×{} need {} bytes and {} scales",
+                self.rows,
+                self.cols,
+                self.rows * self.cols,
+                self.rows * self.groups()
+            )));
         }
         if self.rows > u32::MAX as usize || self.cols > u32::MAX as usize {
             return Err(Error::Invalid("weight dimensions exceed 2^32".into()));
@@ -87,7 +93,15 @@ impl Gpu {
     }
 
     /// `linear` with an explicit plan (benchmarks compare plans with this).
-    pub fn linear_planned(&self, x: &CudaSlice<f16>, m: usize, w: &Int8Weights, y: &mut CudaSlice<f16>, stream: &Arc<CudaStream>, plan: LinearPlan) -> Result<()> {
+    pub fn linear_planned(
+        &self,
+        x: &CudaSlice<f16>,
+        m: usize,
+        w: &Int8Weights,
+        y: &mut CudaSlice<f16>,
+        stream: &Arc<CudaStream>,
+        plan: LinearPlan,
+    ) -> Result<()> {
         w.check()?;
         if x.len() < m * w.cols || y.len() < m * w.rows {
             return Err(Error::Invalid(format!("linear: x needs {} and y {} elements, got {} and {}", m * w.cols, m * w.rows, x.len(), y.len())));
@@ -158,7 +172,16 @@ impl Gpu {
 
     /// Larger batches on tensor cores; K is split when the tiles alone would leave SMs idle.
     #[allow(clippy::too_many_arguments)]
-    fn gemm(&self, x: &CudaSlice<f16>, m: usize, w: &Int8Weights, y: &mut CudaSlice<f16>, stream: &Arc<CudaStream>, variant: usize, splits: usize) -> Result<()> {
+    fn gemm(
+        &self,
+        x: &CudaSlice<f16>,
+        m: usize,
+        w: &Int8Weights,
+        y: &mut CudaSlice<f16>,
+        stream: &Arc<CudaStream>,
+        variant: usize,
+        splits: usize,
+    ) -> Result<()> {
         let tile = GEMM_TILES[variant];
         let (n, k) = (w.rows, w.cols);
         let tiles_n = n.div_ceil(tile.warps * 8 * tile.nt);
@@ -172,11 +195,7 @@ impl Gpu {
         if tiles_m > 65_535 {
             return Err(Error::Invalid(format!("linear: batch {m} is too large for one launch")));
         }
-        let cfg = LaunchConfig {
-            grid_dim: (tiles_n as u32, tiles_m as u32, splits as u32),
-            block_dim: (32 * tile.warps as u32, 1, 1),
-            shared_mem_bytes: 0,
-        };
+        let cfg = LaunchConfig { grid_dim: (tiles_n as u32, tiles_m as u32, splits as u32), block_dim: (32 * tile.warps as u32, 1, 1), shared_mem_bytes: 0 };
         let (mu, nu, ku, group, groups, kps) = (m as u32, n as u32, k as u32, w.group_size as u32, w.groups() as u32, k_per_split as u32);
         let mut workspace = self.split_workspace.lock().unwrap_or_else(|p| p.into_inner());
         let partial_ptr: u64 = if splits > 1 {
@@ -227,7 +246,15 @@ impl Gpu {
 
 /// `y[m, n] = x[m, k] · Wᵀ` with cuBLAS in FP16 (FP32 accumulation) for a row-major `[n, k]`
 /// weight: the FP16 baseline every benchmark and the FP16 model mode use.
-pub fn cublas_fp16_linear<W: DevicePtr<f16>>(blas: &cudarc::cublas::CudaBlas, w: &W, x: &CudaSlice<f16>, y: &mut CudaSlice<f16>, m: usize, n: usize, k: usize) -> Result<()> {
+pub fn cublas_fp16_linear<W: DevicePtr<f16>>(
+    blas: &cudarc::cublas::CudaBlas,
+    w: &W,
+    x: &CudaSlice<f16>,
+    y: &mut CudaSlice<f16>,
+    m: usize,
+    n: usize,
+    k: usize,
+) -> Result<()> {
     use cudarc::cublas::{sys::cublasOperation_t, Gemm, GemmConfig};
     if w.len() < n * k || x.len() < m * k || y.len() < m * n {
         return Err(Error::Invalid(format!("cuBLAS linear: buffers too small for [{m}, {k}] × [{n}, {k}]ᵀ")));

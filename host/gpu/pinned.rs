@@ -43,6 +43,13 @@ pub fn record_external(event: &CudaEvent, stream: &CudaStream) -> Result<()> {
         return Ok(event.record(stream)?);
     }
     // SAFETY: both handles are alive for the call; the flag is a valid record flag.
-    unsafe { cudarc::driver::sys::cuEventRecordWithFlags(event.cu_event(), stream.cu_stream(), cudarc::driver::sys::CUevent_record_flags::CU_EVENT_RECORD_EXTERNAL as u32) }.result()?;
+    unsafe {
+        cudarc::driver::sys::cuEventRecordWithFlags(
+            event.cu_event(),
+            stream.cu_stream(),
+            cudarc::driver::sys::CUevent_record_flags::CU_EVENT_RECORD_EXTERNAL as u32,
+        )
+    }
+    .result()?;
     Ok(())
 }

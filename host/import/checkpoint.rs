@@ -117,7 +117,16 @@ impl SourceModel {
                 GgmlType::BF16 => DType::BF16,
                 _ => DType::F16,
             };
-            self.tensors.push(SourceTensor { name: t.name, dtype, shape: t.shape, file: 0, start: t.start, end: t.end, ggml: Some(t.ggml_type), rope_heads: None });
+            self.tensors.push(SourceTensor {
+                name: t.name,
+                dtype,
+                shape: t.shape,
+                file: 0,
+                start: t.start,
+                end: t.end,
+                ggml: Some(t.ggml_type),
+                rope_heads: None,
+            });
         }
         self.files.push((path.to_owned(), map));
         Ok(())
@@ -125,8 +134,7 @@ impl SourceModel {
 
     fn add_file(&mut self, path: &Path) -> Result<()> {
         let map = Self::map(path)?;
-        let (header_len, meta) = SafeTensors::read_metadata(&map)
-            .map_err(|e| Error::input(path, format!("not a valid safetensors file: {e:?}")))?;
+        let (header_len, meta) = SafeTensors::read_metadata(&map).map_err(|e| Error::input(path, format!("not a valid safetensors file: {e:?}")))?;
         let data_start = 8 + header_len;
         let mut entries: Vec<_> = meta.tensors().into_iter().collect();
         entries.sort_by_key(|(_, info)| info.data_offsets.0);
@@ -216,8 +224,7 @@ fn shard_files(index: &Path) -> Result<BTreeMap<PathBuf, Vec<String>>> {
         weight_map: BTreeMap<String, String>,
     }
     let text = std::fs::read_to_string(index).map_err(|e| Error::io(index, e))?;
-    let parsed: ShardIndex =
-        serde_json::from_str(&text).map_err(|e| Error::input(index, format!("not a safetensors shard index: {e}")))?;
+    let parsed: ShardIndex = serde_json::from_str(&text).map_err(|e| Error::input(index, format!("not a safetensors shard index: {e}")))?;
     let dir = index.parent().unwrap_or(Path::new("."));
     let mut shards: BTreeMap<PathBuf, Vec<String>> = BTreeMap::new();
     for (name, file) in parsed.weight_map {

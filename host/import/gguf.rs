@@ -94,7 +94,10 @@ impl<'a> Cursor<'a> {
         Error::input(self.path, format!("not a valid GGUF file: {} (at byte {})", msg.into(), self.pos))
     }
     fn take(&mut self, n: u64) -> Result<&'a [u8]> {
-        let end = (self.pos as u64).checked_add(n).filter(|&e| e <= self.data.len() as u64).ok_or_else(|| self.bad(format!("{n} bytes past the end (truncated?)")))?;
+        let end = (self.pos as u64)
+            .checked_add(n)
+            .filter(|&e| e <= self.data.len() as u64)
+            .ok_or_else(|| self.bad(format!("{n} bytes past the end (truncated?)")))?;
         let s = &self.data[self.pos..end as usize];
         self.pos = end as usize;
         Ok(s)

@@ -5,8 +5,8 @@
 //! metadata, and q/k rows regrouped per head. HF applies RoPE with `rotate_half` (pairs
 //! `i` and `i + d/2`); our kernels rotate adjacent pairs, so — as llama.cpp's converter does
 //! — row `h·d + 2i + j` of the regrouped weight is row `h·d + j·d/2 + i` of the HF one.
-use crate::error::{Error, Result};
 use super::SourceModel;
+use crate::error::{Error, Result};
 use std::path::Path;
 
 /// Regroups the rows of a `[heads · d, cols]` matrix per head (see the module docs).

@@ -81,4 +81,3 @@ fn quantize_2d(src: &dyn WeightSource, name: &str) -> Result<Int8Matrix> {
     let w = src.f32(name)?;
     Int8Matrix::quantize(&w, rows, cols, group).map(|(m, _)| m).map_err(|e| Error::Invalid(format!("tensor '{name}': {e}")))
 }
-

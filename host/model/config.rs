@@ -18,9 +18,7 @@ pub struct LlamaConfig {
 }
 
 fn meta_num(m: &BTreeMap<String, String>, key: &str) -> Result<f64> {
-    m.get(&format!("gguf.{key}"))
-        .and_then(|v| v.parse::<f64>().ok())
-        .ok_or_else(|| Error::Invalid(format!("the model's metadata lacks a numeric gguf.{key}")))
+    m.get(&format!("gguf.{key}")).and_then(|v| v.parse::<f64>().ok()).ok_or_else(|| Error::Invalid(format!("the model's metadata lacks a numeric gguf.{key}")))
 }
 
 impl LlamaConfig {
@@ -46,7 +44,14 @@ impl LlamaConfig {
             rope_base: n("rope.freq_base").unwrap_or(10000.0) as f32,
             eps: n("attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f32,
         };
-        if cfg.heads == 0 || cfg.kv_heads == 0 || cfg.heads % cfg.kv_heads != 0 || cfg.dim % cfg.heads != 0 || cfg.head_dim % 2 != 0 || cfg.layers == 0 || cfg.vocab == 0 {
+        if cfg.heads == 0
+            || cfg.kv_heads == 0
+            || cfg.heads % cfg.kv_heads != 0
+            || cfg.dim % cfg.heads != 0
+            || cfg.head_dim % 2 != 0
+            || cfg.layers == 0
+            || cfg.vocab == 0
+        {
             return Err(Error::Invalid(format!("inconsistent LLaMA configuration: {cfg:?}")));
         }
         Ok(cfg)
@@ -57,4 +62,3 @@ impl LlamaConfig {
 pub fn block_names(i: usize) -> [String; 9] {
     ["attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"].map(|n| format!("blk.{i}.{n}.weight"))
 }
-

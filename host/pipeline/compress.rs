@@ -55,10 +55,7 @@ impl Summary {
         self.tensors.iter().map(f).sum()
     }
     pub fn worst(&self) -> Option<(&str, f64)> {
-        self.tensors
-            .iter()
-            .filter_map(|t| Some((t.name.as_str(), t.max_rel_err?)))
-            .max_by(|a, b| a.1.total_cmp(&b.1))
+        self.tensors.iter().filter_map(|t| Some((t.name.as_str(), t.max_rel_err?))).max_by(|a, b| a.1.total_cmp(&b.1))
     }
 }
 
@@ -106,13 +103,7 @@ fn encode_chunks(bytes: &[u8], codec: Codec, chunk_size: u32, level: i32) -> Res
 
 /// Compresses `src` into `out`. `progress` receives source bytes done so far; setting
 /// `cancel` stops at the next tensor with `Error::Interrupted` and leaves no output file.
-pub fn compress(
-    src: &SourceModel,
-    out: &Path,
-    opts: &CompressOptions,
-    progress: &(dyn Fn(u64) + Sync),
-    cancel: &AtomicBool,
-) -> Result<Summary> {
+pub fn compress(src: &SourceModel, out: &Path, opts: &CompressOptions, progress: &(dyn Fn(u64) + Sync), cancel: &AtomicBool) -> Result<Summary> {
     opts.validate()?;
     let started = std::time::Instant::now();
     let side_codec = if opts.codec == Codec::Ans { Codec::Zstd } else { opts.codec };

@@ -40,7 +40,15 @@ impl WeightStream<'_> {
 
 /// Runs one unit's linears on `stream` (see `forward_linear_chain` for the wiring), with the
 /// unit's decoded `weights`. Returns the index of the output buffer.
-fn run_unit(gpu: &Gpu, unit: &HostUnit, weights: &[Int8Weights], acts: &mut [CudaSlice<f16>; 3], input: usize, m: usize, stream: &Arc<CudaStream>) -> Result<usize> {
+fn run_unit(
+    gpu: &Gpu,
+    unit: &HostUnit,
+    weights: &[Int8Weights],
+    acts: &mut [CudaSlice<f16>; 3],
+    input: usize,
+    m: usize,
+    stream: &Arc<CudaStream>,
+) -> Result<usize> {
     let in_width = unit.tensors[0].table.cols;
     let (mut cur, mut cur_width) = (input, in_width);
     for (t, w) in unit.tensors.iter().zip(weights) {
@@ -94,7 +102,8 @@ pub fn forward_resident(gpu: &Gpu, store: &HostStore, x: &CudaSlice<f16>, m: usi
         // the same relative offsets as in a slot; buffers outlive the sync below.
         unsafe { unit.decode(&mut decoder, src, dst, s)? };
         let half = if unit.identity() { &stored } else { &decoded };
-        let weights: Vec<Int8Weights> = unit.tensors.iter().map(|t| t.table.weights_at(half.slice(t.slot_decoded_offset..t.slot_decoded_offset + t.table.len()))).collect();
+        let weights: Vec<Int8Weights> =
+            unit.tensors.iter().map(|t| t.table.weights_at(half.slice(t.slot_decoded_offset..t.slot_decoded_offset + t.table.len()))).collect();
         input = run_unit(gpu, unit, &weights, &mut acts, input, m, s)?;
         s.synchronize()?;
         let _ = &mut decoded;
@@ -105,4 +114,3 @@ pub fn forward_resident(gpu: &Gpu, store: &HostStore, x: &CudaSlice<f16>, m: usi
     s.memcpy_dtod(&acts[input].slice(..m * out_width), &mut y.slice_mut(..m * out_width))?;
     Ok(())
 }
-

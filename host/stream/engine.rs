@@ -107,8 +107,10 @@ impl<'a> WeightStream<'a> {
             (0..2)
                 .map(|_| {
                     // SAFETY: written before each copy reads it.
-                    let mem = unsafe { gpu.ctx.alloc_pinned::<u8>(plan.slot_stored.max(1)) }
-                        .map_err(|source| GpuError::Pinning { what: format!("even the {:.1} MB pinned staging buffer was refused", plan.slot_stored as f64 / 1e6), source })?;
+                    let mem = unsafe { gpu.ctx.alloc_pinned::<u8>(plan.slot_stored.max(1)) }.map_err(|source| GpuError::Pinning {
+                        what: format!("even the {:.1} MB pinned staging buffer was refused", plan.slot_stored as f64 / 1e6),
+                        source,
+                    })?;
                     Ok(Staging { mem, copied: ev()? })
                 })
                 .collect::<Result<Vec<_>>>()?
@@ -322,5 +324,4 @@ impl<'a> WeightStream<'a> {
     pub fn take_decode_log(&mut self) -> DecodeLog {
         self.decoder.take_log()
     }
-
 }

@@ -149,7 +149,10 @@ impl HostStore {
             match PinnedBuffer::new(gpu, total) {
                 Ok(buf) => Some(buf),
                 Err(e) => {
-                    eprintln!("codecllm: pinning {:.1} MB of host memory failed ({e}); streaming from pageable memory through a pinned staging ring", total as f64 / 1e6);
+                    eprintln!(
+                        "codecllm: pinning {:.1} MB of host memory failed ({e}); streaming from pageable memory through a pinned staging ring",
+                        total as f64 / 1e6
+                    );
                     None
                 }
             }

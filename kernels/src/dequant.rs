@@ -3,15 +3,7 @@ use crate::ptx::{block_dim_x, block_x, thread_x};
 
 /// `out[r, c] = q[r, c] · s[r, c / group]`, one element per thread over a 1-D grid.
 #[no_mangle]
-pub unsafe extern "ptx-kernel" fn dequant_i8_f16(
-    q: *const i8,
-    scales: *const f32,
-    out: *mut u16,
-    rows: u32,
-    cols: u32,
-    group: u32,
-    groups: u32,
-) {
+pub unsafe extern "ptx-kernel" fn dequant_i8_f16(q: *const i8, scales: *const f32, out: *mut u16, rows: u32, cols: u32, group: u32, groups: u32) {
     let i = block_x() as u64 * block_dim_x() as u64 + thread_x() as u64;
     if cols == 0 || group == 0 || i >= rows as u64 * cols as u64 {
         return;

@@ -346,13 +346,22 @@ unsafe fn gemm<const MT: usize, const NT: usize, const PREFETCH: bool>(
         }
     }
     // Tail: k16 steps, 4 bytes of each weight row per thread (k % 16 == 0).
-    k16_steps::<MT, NT>(&mut acc, &w, kk, k_end, t, per_channel, group, |i, h, col| {
-        if x_ok[i][h] {
-            *(x_row[i][h].add(col as usize) as *const [u32; 2])
-        } else {
-            [0; 2]
-        }
-    });
+    k16_steps::<MT, NT>(
+        &mut acc,
+        &w,
+        kk,
+        k_end,
+        t,
+        per_channel,
+        group,
+        |i, h, col| {
+            if x_ok[i][h] {
+                *(x_row[i][h].add(col as usize) as *const [u32; 2])
+            } else {
+                [0; 2]
+            }
+        },
+    );
 
     store_tile::<MT, NT>(&acc, y, partial, scales, m, n, m0, n0, lane, split, per_channel);
 }
@@ -564,10 +573,7 @@ macro_rules! gemm_smem_entry {
 
 // Kept: the variants that won some shape in `bench kernels --tune` on H100
 // (docs/bench/2026-11-26-h100-tune.json); the others never did and were dropped.
-gemm_smem_entry!(
-    gemm_smem_mt1_nt2 = (1, 2),
-    gemm_smem_mt2_nt2 = (2, 2),
-);
+gemm_smem_entry!(gemm_smem_mt1_nt2 = (1, 2), gemm_smem_mt2_nt2 = (2, 2),);
 
 macro_rules! gemm_entry {
     ($($name:ident = ($mt:literal, $nt:literal, $pf:literal)),* $(,)?) => {$(
@@ -586,11 +592,7 @@ macro_rules! gemm_entry {
 
 // Names: m16 tiles × n8 tiles per warp; the flag prefetches the next k64 block. The
 // mt4_nt4 prefetching variant spills 140 bytes (ptxas -v) yet was the fastest at M ≥ 256.
-gemm_entry!(
-    gemm_w8a16_mt1_nt2 = (1, 2, true),
-    gemm_w8a16_mt2_nt4 = (2, 4, true),
-    gemm_w8a16_mt4_nt4_pf = (4, 4, true),
-);
+gemm_entry!(gemm_w8a16_mt1_nt2 = (1, 2, true), gemm_w8a16_mt2_nt4 = (2, 4, true), gemm_w8a16_mt4_nt4_pf = (4, 4, true),);
 
 /// `y[m, n] = Σ_z partial[z, m, n] · (per-channel ? s[n] : 1)`, summed in split order.
 #[no_mangle]

@@ -41,33 +41,14 @@ fn warp_row() -> u32 {
 }
 
 #[inline(always)]
-unsafe fn gemv<const M: usize>(
-    x: *const u16,
-    q: *const i8,
-    scales: *const f32,
-    y: *mut u16,
-    n: u32,
-    k: u32,
-    group: u32,
-    groups: u32,
-) {
+unsafe fn gemv<const M: usize>(x: *const u16, q: *const i8, scales: *const f32, y: *mut u16, n: u32, k: u32, group: u32, groups: u32) {
     gemv_row::<M>(x, q, scales, y, warp_row(), n, k, group, groups)
 }
 
 /// Row `row` of `y`, computed by the calling warp.
 #[inline(always)]
 #[allow(clippy::too_many_arguments)]
-unsafe fn gemv_row<const M: usize>(
-    x: *const u16,
-    q: *const i8,
-    scales: *const f32,
-    y: *mut u16,
-    row: u32,
-    n: u32,
-    k: u32,
-    group: u32,
-    groups: u32,
-) {
+unsafe fn gemv_row<const M: usize>(x: *const u16, q: *const i8, scales: *const f32, y: *mut u16, row: u32, n: u32, k: u32, group: u32, groups: u32) {
     let lane = thread_x() % WARP;
     if row >= n || group == 0 {
         return;
@@ -177,10 +158,21 @@ gemv_entry!(
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "ptx-kernel" fn gemv3_w8a16_m1(
     x: *const u16,
-    q0: *const i8, s0: *const f32, y0: *mut u16, n0: u32,
-    q1: *const i8, s1: *const f32, y1: *mut u16, n1: u32,
-    q2: *const i8, s2: *const f32, y2: *mut u16, n2: u32,
-    k: u32, group: u32, groups: u32,
+    q0: *const i8,
+    s0: *const f32,
+    y0: *mut u16,
+    n0: u32,
+    q1: *const i8,
+    s1: *const f32,
+    y1: *mut u16,
+    n1: u32,
+    q2: *const i8,
+    s2: *const f32,
+    y2: *mut u16,
+    n2: u32,
+    k: u32,
+    group: u32,
+    groups: u32,
 ) {
     let row = warp_row();
     if row < n0 {

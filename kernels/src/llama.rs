@@ -1,6 +1,8 @@
 //! The non-linear parts of a LLaMA block, FP16 activations with FP32 math (the linears are
 //! `gemv.rs` / `gemm.rs`). The residual stream stays in FP32 across layers.
-use crate::ptx::{block_dim_x, block_x, exp2, f16x2_to_f32, fma, load_cached_v4, rsqrt, shared_array, shfl_idx, sync_threads, thread_x, warp_max, warp_sum, WARP};
+use crate::ptx::{
+    block_dim_x, block_x, exp2, f16x2_to_f32, fma, load_cached_v4, rsqrt, shared_array, shfl_idx, sync_threads, thread_x, warp_max, warp_sum, WARP,
+};
 
 #[inline(always)]
 fn global_index() -> usize {
@@ -181,7 +183,8 @@ pub unsafe extern "ptx-kernel" fn attention_f16(
     scale: f32,
 ) {
     let item = block_x() as usize;
-    if heads == 0 || kv_heads == 0 || item >= rows as usize * heads as usize || hd % WARP != 0 || hd as usize > ATT_MAX_HD || block_dim_x() != ATT_WARPS * WARP {
+    if heads == 0 || kv_heads == 0 || item >= rows as usize * heads as usize || hd % WARP != 0 || hd as usize > ATT_MAX_HD || block_dim_x() != ATT_WARPS * WARP
+    {
         return;
     }
     core::hint::assert_unchecked(heads != 0 && kv_heads != 0);
@@ -229,7 +232,14 @@ pub unsafe extern "ptx-kernel" fn attention_f16(
             s = dot;
         }
         // Lane 0's position always exists, so the chunk's max is finite.
-        let m_new = { let c = warp_max(s); if c > m { c } else { m } };
+        let m_new = {
+            let c = warp_max(s);
+            if c > m {
+                c
+            } else {
+                m
+            }
+        };
         let corr = exp2((m - m_new) * core::f32::consts::LOG2_E);
         let p = if j < positions { exp2((s - m_new) * core::f32::consts::LOG2_E) } else { 0.0 };
         l = l * corr + warp_sum(p);

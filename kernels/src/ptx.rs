@@ -43,7 +43,6 @@ pub fn block_dim_x() -> u32 {
     unsafe { _block_dim_x() }
 }
 
-
 /// `a·b + c` with one rounding: rustc never contracts a multiply-add on its own.
 #[inline(always)]
 pub fn fma(a: f32, b: f32, c: f32) -> f32 {
@@ -186,8 +185,6 @@ pub fn f16x2_to_f32(w: u32) -> (f32, f32) {
 pub fn sync_threads() {
     unsafe { core::arch::nvptx::_syncthreads() }
 }
-
-
 
 /// 16 bytes to a generic address (shared memory tiles).
 #[inline(always)]

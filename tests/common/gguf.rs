@@ -69,4 +69,3 @@ pub fn write_gguf(path: &Path, kvs: &[(&str, Kv)], tensors: &[(&str, Vec<u64>, u
     }
     std::fs::write(path, out).unwrap();
 }
-

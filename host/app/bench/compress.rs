@@ -42,4 +42,3 @@ pub fn compress_throughput(dir: &std::path::Path, shapes: &[(usize, usize)], opt
         ),
     })
 }
-

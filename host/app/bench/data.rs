@@ -45,9 +45,7 @@ pub fn write_synthetic_checkpoint(path: &std::path::Path, shapes: &[(usize, usiz
             (format!("layer{i}.weight"), vec![n, k], bytes)
         })
         .collect();
-    let views: Vec<_> = data
-        .iter()
-        .map(|(name, shape, b)| (name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F16, shape.clone(), b).unwrap()))
-        .collect();
+    let views: Vec<_> =
+        data.iter().map(|(name, shape, b)| (name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F16, shape.clone(), b).unwrap())).collect();
     safetensors::serialize_to_file(views, &None, path).map_err(|e| Error::Invalid(format!("writing {}: {e}", path.display())))
 }

@@ -61,7 +61,11 @@ impl Bench<'_> {
                     let gbps = bytes / ours / 1e3;
                     let plan_name = match plan {
                         LinearPlan::Gemv => "GEMV".to_string(),
-                        LinearPlan::Gemm { tile, splits } => format!("{} splits={}", GEMM_TILES[tile].name.trim_start_matches("gemm_"), if splits == 0 { "auto".into() } else { splits.to_string() }),
+                        LinearPlan::Gemm { tile, splits } => format!(
+                            "{} splits={}",
+                            GEMM_TILES[tile].name.trim_start_matches("gemm_"),
+                            if splits == 0 { "auto".into() } else { splits.to_string() }
+                        ),
                     };
                     rows.push(Row {
                         section: "linear",
@@ -207,7 +211,6 @@ impl Bench<'_> {
         Ok(rows)
     }
 }
-
 
 /// Order-0 entropy of every INT8 tensor's codes in `c`, summed as bits over the tensors
 /// and given as a share of 8 bits; `None` when it holds none or they decode on the GPU only.

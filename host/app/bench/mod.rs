@@ -115,12 +115,15 @@ impl<'g> Bench<'g> {
     pub(super) fn random_f16(&mut self, n: usize) -> Vec<f16> {
         (0..n).map(|_| f16::from_f32(self.rng.gen_range(-1.0..1.0))).collect()
     }
-
 }
 
 /// Writes rows as an aligned table.
 pub fn print_table(rows: &[Row], out: &mut impl std::io::Write) {
-    let _ = writeln!(out, "{:<8} {:<32} {:>10} {:>22} {:>10} {:>8} {:>9} {:>7}  note", "section", "case", "ours µs", "baseline", "base µs", "speedup", "GB/s", "%D2D");
+    let _ = writeln!(
+        out,
+        "{:<8} {:<32} {:>10} {:>22} {:>10} {:>8} {:>9} {:>7}  note",
+        "section", "case", "ours µs", "baseline", "base µs", "speedup", "GB/s", "%D2D"
+    );
     for r in rows {
         let _ = writeln!(
             out,
@@ -129,4 +132,3 @@ pub fn print_table(rows: &[Row], out: &mut impl std::io::Write) {
         );
     }
 }
-

@@ -62,7 +62,15 @@ impl Bench<'_> {
     /// weights with real statistics, its stored bytes repeated per layer), per codec and
     /// batch, with FP16 baselines: streamed with plain async copies, and fully resident.
     /// Peak VRAM comes from one more, untimed pass that samples it after every unit.
-    pub fn stream(&mut self, dir: &std::path::Path, layers: &[usize], batches: &[usize], slots: usize, vram_budget: Option<usize>, h2d_gbps: f64) -> Result<Vec<StreamRow>> {
+    pub fn stream(
+        &mut self,
+        dir: &std::path::Path,
+        layers: &[usize],
+        batches: &[usize],
+        slots: usize,
+        vram_budget: Option<usize>,
+        h2d_gbps: f64,
+    ) -> Result<Vec<StreamRow>> {
         use crate::stream::{HostStore, WeightStream};
         let mut rows = Vec::new();
         let names: Vec<String> = (0..LLAMA7B_BLOCK.len()).map(|i| format!("layer{i}.weight")).collect();
@@ -137,7 +145,8 @@ impl Bench<'_> {
         let compute = gpu.ctx.new_stream()?;
         let blas = CudaBlas::new(compute.clone())?;
         let max_width = 14336;
-        let mut acts = [compute.alloc_zeros::<f16>(max_m * max_width)?, compute.alloc_zeros::<f16>(max_m * max_width)?, compute.alloc_zeros::<f16>(max_m * max_width)?];
+        let mut acts =
+            [compute.alloc_zeros::<f16>(max_m * max_width)?, compute.alloc_zeros::<f16>(max_m * max_width)?, compute.alloc_zeros::<f16>(max_m * max_width)?];
         let mut rows = Vec::new();
         // SAFETY: filled below before any copy reads it.
         let mut host = unsafe { gpu.ctx.alloc_pinned::<f16>(layers * layer_elems) }?;
@@ -254,7 +263,11 @@ fn fp16_block(blas: &CudaBlas, w: &cudarc::driver::CudaView<f16>, offsets: &[usi
 
 /// Writes `bench stream` rows as an aligned table.
 pub fn print_stream_table(rows: &[StreamRow], out: &mut impl std::io::Write) {
-    let _ = writeln!(out, "{:<40} {:>6} {:>5} {:>10} {:>9} {:>9} {:>7} {:>10} {:>10} {:>10}", "mode", "layers", "M", "s/forward", "tokens/s", "H2D GB/s", "%PCIe", "peak MB", "acct MB", "pinned MB");
+    let _ = writeln!(
+        out,
+        "{:<40} {:>6} {:>5} {:>10} {:>9} {:>9} {:>7} {:>10} {:>10} {:>10}",
+        "mode", "layers", "M", "s/forward", "tokens/s", "H2D GB/s", "%PCIe", "peak MB", "acct MB", "pinned MB"
+    );
     for r in rows {
         let _ = writeln!(
             out,

@@ -1,7 +1,7 @@
 //! `codecllm bench …`: the library's benchmarks (`codecllm::app::bench`) with tables on
 //! the terminal and, with `--json`, rows plus the run's provenance.
 use codecllm::app::bench::{compress_throughput, print_table, Bench, Provenance, BATCHES, SHAPES};
-use codecllm::container::{Container, Codec};
+use codecllm::container::{Codec, Container};
 use codecllm::gpu::Gpu;
 use codecllm::pipeline::compress::{CompressOptions, DEFAULT_LEVEL};
 use codecllm::{Error, Result};
@@ -103,7 +103,13 @@ pub fn run(what: What) -> Result<bool> {
             scratch_dir(&scratch)?;
             let mut b = Bench::new(&gpu, reps.max(1))?;
             let h2d = b.pinned_h2d_gbps()?;
-            eprintln!("{} (sm_{}{}): D2D copy {:.0} GB/s (read+write), pinned H2D {h2d:.1} GB/s", gpu.name, gpu.compute_capability.0, gpu.compute_capability.1, b.d2d_gbps());
+            eprintln!(
+                "{} (sm_{}{}): D2D copy {:.0} GB/s (read+write), pinned H2D {h2d:.1} GB/s",
+                gpu.name,
+                gpu.compute_capability.0,
+                gpu.compute_capability.1,
+                b.d2d_gbps()
+            );
             let (shapes, batches): (&[(usize, usize)], &[usize]) = if quick { (&SHAPES[..2], &[1, 16, 256]) } else { (&SHAPES, &BATCHES) };
             let mut rows;
             if tune {
@@ -117,7 +123,9 @@ pub fn run(what: What) -> Result<bool> {
             if json {
                 // The table still goes to stderr, so a run saved as JSON stays readable.
                 print_table(&rows, &mut std::io::stderr());
-                super::json_out(&serde_json::json!({ "provenance": Provenance::new(b.seed, Some(&gpu)), "d2d_gbps": b.d2d_gbps(), "pinned_h2d_gbps": h2d, "rows": rows }));
+                super::json_out(
+                    &serde_json::json!({ "provenance": Provenance::new(b.seed, Some(&gpu)), "d2d_gbps": b.d2d_gbps(), "pinned_h2d_gbps": h2d, "rows": rows }),
+                );
             } else {
                 print_table(&rows, &mut std::io::stdout());
             }

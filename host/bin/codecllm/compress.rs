@@ -34,7 +34,8 @@ pub struct Args {
 }
 
 pub fn run(a: Args) -> Result<bool> {
-    let opts = CompressOptions { codec: a.codec, chunk_size: a.chunk_size, level: a.level, group_size: a.group_size, quantize_embeddings: a.quantize_embeddings };
+    let opts =
+        CompressOptions { codec: a.codec, chunk_size: a.chunk_size, level: a.level, group_size: a.group_size, quantize_embeddings: a.quantize_embeddings };
     opts.validate()?;
     if let Some(n) = a.threads {
         rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global().map_err(|e| Error::Invalid(format!("--threads: {e}")))?;
@@ -68,5 +69,11 @@ pub fn print_summary(s: &Summary, output: &Path) {
         println!("worst INT8 error: {:.4}% of the row max ({name})", e * 100.0);
     }
     let fp16 = s.total(|t| t.fp16_bytes);
-    println!("wrote {} ({} bytes) in {:.2} s, {:.0} MB/s of FP16-equivalent input", output.display(), s.file_bytes, s.seconds, fp16 as f64 / s.seconds.max(1e-9) / 1e6);
+    println!(
+        "wrote {} ({} bytes) in {:.2} s, {:.0} MB/s of FP16-equivalent input",
+        output.display(),
+        s.file_bytes,
+        s.seconds,
+        fp16 as f64 / s.seconds.max(1e-9) / 1e6
+    );
 }

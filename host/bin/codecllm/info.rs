@@ -40,7 +40,17 @@ pub fn run(a: Args) -> Result<bool> {
             }
         };
         let shape = format!("{:?}", t.shape);
-        println!("{:<56} {:>5} {:>16} {:>10} {:>6} {:>7} {:>12} {:>7}", t.name, format!("{:?}", t.dtype), shape, enc, t.data.codec.name(), t.data.chunks.len(), stored, super::ratio(stored, decoded));
+        println!(
+            "{:<56} {:>5} {:>16} {:>10} {:>6} {:>7} {:>12} {:>7}",
+            t.name,
+            format!("{:?}", t.dtype),
+            shape,
+            enc,
+            t.data.codec.name(),
+            t.data.chunks.len(),
+            stored,
+            super::ratio(stored, decoded)
+        );
     }
     Ok(true)
 }

@@ -73,7 +73,13 @@ pub fn run(a: Args) -> Result<bool> {
         }
         _ => {
             let llm = CpuLlama::load(src)?;
-            eprintln!("{}: {} layers, d={} (CPU f32 reference, loaded in {:.1} s)", a.model.display(), llm.cfg.layers, llm.cfg.dim, started.elapsed().as_secs_f64());
+            eprintln!(
+                "{}: {} layers, d={} (CPU f32 reference, loaded in {:.1} s)",
+                a.model.display(),
+                llm.cfg.layers,
+                llm.cfg.dim,
+                started.elapsed().as_secs_f64()
+            );
             if ids.len() + a.max_tokens > llm.cfg.context {
                 return Err(Error::Invalid(format!("{} prompt tokens + {} new exceed the context of {}", ids.len(), a.max_tokens, llm.cfg.context)));
             }
@@ -107,7 +113,12 @@ pub fn run(a: Args) -> Result<bool> {
     }
     println!();
     let decode = t1.elapsed().as_secs_f64();
-    eprintln!("prefill {} tokens in {prefill:.3} s; {} new tokens in {decode:.3} s ({:.1} tokens/s)", ids.len(), out.len(), out.len() as f64 / decode.max(1e-9));
+    eprintln!(
+        "prefill {} tokens in {prefill:.3} s; {} new tokens in {decode:.3} s ({:.1} tokens/s)",
+        ids.len(),
+        out.len(),
+        out.len() as f64 / decode.max(1e-9)
+    );
     if let Some(GpuReport { peak, net, allocated, device_seconds }) = engine.gpu_report() {
         let steps = out.len().max(1) as f64;
         eprintln!(

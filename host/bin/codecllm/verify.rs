@@ -34,7 +34,14 @@ pub fn run(a: Args) -> Result<bool> {
     if a.json {
         super::json_out(&report);
     } else {
-        println!("{}: {} tensors, {} chunks, {} stored bytes, {} decoded bytes", a.file.display(), report.tensors, report.chunks, report.stored_bytes, report.decoded_bytes);
+        println!(
+            "{}: {} tensors, {} chunks, {} stored bytes, {} decoded bytes",
+            a.file.display(),
+            report.tensors,
+            report.chunks,
+            report.stored_bytes,
+            report.decoded_bytes
+        );
         if report.gpu_only_chunks > 0 {
             println!("  {} ANS chunks checksummed only (they decode on the GPU)", report.gpu_only_chunks);
         }

@@ -20,9 +20,7 @@ impl Nvcomp {
     /// Loads nvCOMP once per process.
     pub fn get() -> Result<Arc<Nvcomp>> {
         static LIB: std::sync::OnceLock<std::result::Result<Arc<Nvcomp>, String>> = std::sync::OnceLock::new();
-        LIB.get_or_init(|| Raw::load().map(|raw| Arc::new(Nvcomp { raw })).map_err(|e| e.detail()))
-            .clone()
-            .map_err(|e| GpuError::NvcompUnavailable(e).into())
+        LIB.get_or_init(|| Raw::load().map(|raw| Arc::new(Nvcomp { raw })).map_err(|e| e.detail())).clone().map_err(|e| GpuError::NvcompUnavailable(e).into())
     }
 
     /// The file it was loaded from.

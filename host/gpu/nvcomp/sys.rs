@@ -105,7 +105,9 @@ impl Raw {
     }
 
     fn bind(lib: libloading::Library, path: PathBuf) -> Result<Raw> {
-        let missing = |name: &str, e: libloading::Error| GpuError::NvcompUnavailable(format!("{}: no symbol {name} ({e}); codecllm needs nvCOMP {MAJOR}.x", path.display()));
+        let missing = |name: &str, e: libloading::Error| {
+            GpuError::NvcompUnavailable(format!("{}: no symbol {name} ({e}); codecllm needs nvCOMP {MAJOR}.x", path.display()))
+        };
         macro_rules! sym {
             ($name:literal) => {
                 // SAFETY: the type is the one nvCOMP 6's headers declare for this symbol.

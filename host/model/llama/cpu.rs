@@ -150,4 +150,3 @@ impl CpuLlama {
         Ok(matvec(self.lm_head.as_deref().unwrap_or(&self.embed), &h))
     }
 }
-

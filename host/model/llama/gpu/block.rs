@@ -110,7 +110,16 @@ const ATT_THREADS: u32 = ATT_WARPS * 32;
 
 /// `x += add` when given, then `h = x / rms(x) · w`, for `rows` rows of `d` (one block per row).
 #[allow(clippy::too_many_arguments)]
-pub(super) fn norm(gpu: &Gpu, x: &mut CudaViewMut<f32>, add: Option<&CudaView<f16>>, w: &CudaSlice<f32>, h: &mut CudaSlice<f16>, rows: usize, d: usize, eps: f32) -> Result<()> {
+pub(super) fn norm(
+    gpu: &Gpu,
+    x: &mut CudaViewMut<f32>,
+    add: Option<&CudaView<f16>>,
+    w: &CudaSlice<f32>,
+    h: &mut CudaSlice<f16>,
+    rows: usize,
+    d: usize,
+    eps: f32,
+) -> Result<()> {
     let (r, du) = (rows as u32, d as u32);
     let cfg = LaunchConfig { grid_dim: (r, 1, 1), block_dim: (NORM_THREADS, 1, 1), shared_mem_bytes: 0 };
     let k = &gpu.kernels;
@@ -124,4 +133,3 @@ pub(super) fn norm(gpu: &Gpu, x: &mut CudaViewMut<f32>, add: Option<&CudaView<f1
     unsafe { l.launch(cfg) }?;
     Ok(())
 }
-

@@ -143,7 +143,8 @@ impl<'g> GpuLlama<'g> {
         let want = Self::stream_units(c)?;
         let matches = store.units.len() == want.len()
             && store.units.iter().zip(&want).all(|(u, w)| {
-                u.tensors.len() == w.len() && u.tensors.iter().zip(w).all(|(t, p)| t.table.name == p.name && p.rows.as_ref().is_none_or(|r| r.len() == t.table.rows))
+                u.tensors.len() == w.len()
+                    && u.tensors.iter().zip(w).all(|(t, p)| t.table.name == p.name && p.rows.as_ref().is_none_or(|r| r.len() == t.table.rows))
             });
         if !matches {
             return Err(Error::Invalid("the host store was not loaded with GpuLlama::stream_units of this container".into()));
@@ -164,10 +165,12 @@ impl<'g> GpuLlama<'g> {
     /// then the LM head in row bands of about `LM_PIECE_BYTES`, whole chunks each.
     pub fn stream_units(c: &Container) -> Result<Vec<Vec<UnitPart>>> {
         let cfg = LlamaConfig::from_metadata(&c.index.metadata)?;
-        let mut units: Vec<Vec<UnitPart>> = (0..cfg.layers).map(|i| {
-            let n = block_names(i);
-            LINEARS.iter().map(|&j| n[j].clone().into()).collect()
-        }).collect();
+        let mut units: Vec<Vec<UnitPart>> = (0..cfg.layers)
+            .map(|i| {
+                let n = block_names(i);
+                LINEARS.iter().map(|&j| n[j].clone().into()).collect()
+            })
+            .collect();
         let name = lm_head_name(c);
         let t = c.tensor(name).ok_or_else(|| Error::format(c.path(), format!("no tensor named '{name}'")))?;
         let [rows, cols] = t.shape[..] else { return Err(Error::format(c.path(), format!("'{name}' is not a matrix"))) };
@@ -210,7 +213,12 @@ impl<'g> GpuLlama<'g> {
         let blocks = (0..cfg.layers)
             .map(|i| {
                 let n = block_names(i);
-                Ok(Block { attn_norm: norm(&n[0])?, ffn_norm: norm(&n[5])?, k_cache: st.alloc_zeros(max_context * kv_dim)?, v_cache: st.alloc_zeros(max_context * kv_dim)? })
+                Ok(Block {
+                    attn_norm: norm(&n[0])?,
+                    ffn_norm: norm(&n[5])?,
+                    k_cache: st.alloc_zeros(max_context * kv_dim)?,
+                    v_cache: st.alloc_zeros(max_context * kv_dim)?,
+                })
             })
             .collect::<Result<Vec<_>>>()?;
         let lm_head = match mode {
@@ -247,7 +255,8 @@ impl<'g> GpuLlama<'g> {
             Embedding::Host(_) => 0,
         };
         let weight_bytes = block_bytes + lm_head.as_ref().map_or(0, Linear::bytes) + embed_bytes;
-        let scratch = 4 * (s.x.len() + s.ids.len()) + 2 * (s.h.len() + s.q.len() + s.k.len() + s.v.len() + s.att.len() + s.o.len() + s.g.len() + s.u.len() + s.logits.len());
+        let scratch = 4 * (s.x.len() + s.ids.len())
+            + 2 * (s.h.len() + s.q.len() + s.k.len() + s.v.len() + s.att.len() + s.o.len() + s.g.len() + s.u.len() + s.logits.len());
         let per_block: usize = blocks.iter().map(|b| 4 * (b.attn_norm.len() + b.ffn_norm.len()) + 2 * (b.k_cache.len() + b.v_cache.len())).sum();
         let vram_accounted = weight_bytes + scratch + per_block + 4 * (rope.len() + d + 1);
         let host_rows = if matches!(embed, Embedding::Host(_)) { max_m * d } else { 0 };

@@ -40,7 +40,6 @@ pub(super) struct StepGraph {
     pub(super) launched: bool,
 }
 
-
 impl GpuLlama<'_> {
     /// Forgets the KV cache. A forward still in flight is waited for and its logits dropped
     /// (a device error it hit shows at the next call).
@@ -191,5 +190,4 @@ impl GpuLlama<'_> {
         }
         Ok(())
     }
-
 }

@@ -75,7 +75,13 @@ impl Linear {
             }
             WeightMode::Int8Resident => {
                 let m = src.int8(name)?;
-                Linear::Int8 { q: st.clone_htod(bytemuck::cast_slice::<i8, u8>(&m.q))?, s: st.clone_htod(&m.scales)?, rows: m.rows, cols: m.cols, group: m.group_size }
+                Linear::Int8 {
+                    q: st.clone_htod(bytemuck::cast_slice::<i8, u8>(&m.q))?,
+                    s: st.clone_htod(&m.scales)?,
+                    rows: m.rows,
+                    cols: m.cols,
+                    group: m.group_size,
+                }
             }
         })
     }
@@ -134,7 +140,9 @@ impl LinRef<'_> {
     /// The INT8 weights, when they are INT8.
     pub(super) fn int8(&self) -> Option<Int8Weights<'_>> {
         match self {
-            LinRef::Owned(Linear::Int8 { q, s, rows, cols, group }) => Some(Int8Weights { q: q.slice(..), scales: s.slice(..), rows: *rows, cols: *cols, group_size: *group }),
+            LinRef::Owned(Linear::Int8 { q, s, rows, cols, group }) => {
+                Some(Int8Weights { q: q.slice(..), scales: s.slice(..), rows: *rows, cols: *cols, group_size: *group })
+            }
             LinRef::Owned(Linear::Fp16 { .. }) => None,
             LinRef::Int8(w) => Some(Int8Weights { q: w.q.slice(..), scales: w.scales.slice(..), rows: w.rows, cols: w.cols, group_size: w.group_size }),
         }
@@ -167,4 +175,3 @@ pub(super) enum Embedding {
     Device(CudaSlice<f16>),
     Host(Vec<f32>),
 }
-
