@@ -47,8 +47,12 @@ fn rel_err(a: &[f32], b: &[f32]) -> f64 {
     (num / den.max(f64::MIN_POSITIVE)).sqrt()
 }
 
-/// Greedy free-running generation: (tokens, per-step logits, prefill s, decode s).
-fn generate(llm: &mut GpuLlama, prompt: &[u32], n: usize, eos: u32) -> Result<(Vec<u32>, Vec<Vec<f32>>, f64, f64)> {
+/// What `generate` returns: the new tokens, the logits of every step, seconds of prefill
+/// and of decoding.
+type Generated = (Vec<u32>, Vec<Vec<f32>>, f64, f64);
+
+/// Greedy free-running generation.
+fn generate(llm: &mut GpuLlama, prompt: &[u32], n: usize, eos: u32) -> Result<Generated> {
     llm.reset();
     let t0 = std::time::Instant::now();
     let mut logits = llm.forward(prompt)?;

@@ -188,6 +188,11 @@ pub enum Encoding {
         max_rel_err: f64,
         /// ‖w − q·s‖₂ / ‖w‖₂ over the tensor.
         rms_rel_err: f64,
+        /// Order-0 entropy of the INT8 codes, bits per code (0..=8): what a static byte
+        /// model could store them in, printed beside every stored ratio. Absent in
+        /// containers written before it was recorded.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        entropy_bits: Option<f64>,
     },
 }
 

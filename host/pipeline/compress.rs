@@ -1,6 +1,6 @@
 //! Checkpoint → container: decide per tensor (INT8 or lossless), quantize, cut into
 //! chunks, entropy-code in parallel, stream to an atomically written `.clm`.
-use crate::codec::{Int8Matrix, QuantStats};
+use crate::codec::{entropy, Int8Matrix, QuantStats};
 use crate::container::{check_chunk_size, check_group_size, Codec, ContainerWriter, Encoding, StoredChunk, TensorEntry, DEFAULT_CHUNK_SIZE};
 use crate::error::{Error, Result};
 use crate::import::{SourceModel, SourceTensor};
@@ -27,6 +27,13 @@ impl Default for CompressOptions {
     }
 }
 
+impl TensorReport {
+    /// INT8 codes of a quantized tensor (its FP16 bytes / 2).
+    fn source_codes(&self) -> u64 {
+        self.fp16_bytes / 2
+    }
+}
+
 /// What happened to one tensor.
 #[derive(Clone, Debug, serde::Serialize)]
 pub struct TensorReport {
@@ -41,6 +48,8 @@ pub struct TensorReport {
     pub stored_bytes: u64,
     pub max_rel_err: Option<f64>,
     pub rms_rel_err: Option<f64>,
+    /// Order-0 entropy of the INT8 codes, bits per code.
+    pub entropy_bits: Option<f64>,
 }
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -54,6 +63,17 @@ impl Summary {
     pub fn total(&self, f: impl Fn(&TensorReport) -> u64) -> u64 {
         self.tensors.iter().map(f).sum()
     }
+    /// Order-0 entropy of all INT8 codes as a share of 8 bits (code-weighted over the
+    /// quantized tensors): the ratio a static per-tensor byte model reaches on them.
+    pub fn int8_entropy(&self) -> Option<f64> {
+        let (bits, codes) = self
+            .tensors
+            .iter()
+            .filter_map(|t| Some((t.entropy_bits? * t.source_codes() as f64, t.source_codes())))
+            .fold((0.0, 0u64), |(b, n), (x, c)| (b + x, n + c));
+        (codes > 0).then(|| bits / 8.0 / codes as f64)
+    }
+
     pub fn worst(&self) -> Option<(&str, f64)> {
         self.tensors.iter().filter_map(|t| Some((t.name.as_str(), t.max_rel_err?))).max_by(|a, b| a.1.total_cmp(&b.1))
     }
@@ -128,10 +148,12 @@ pub fn compress(src: &SourceModel, out: &Path, opts: &CompressOptions, progress:
                 .map_err(|e| Error::input(&src.path, format!("tensor '{}': {e}", t.name)))?;
             drop(w);
             let q: &[u8] = bytemuck::cast_slice(&m.q);
+            let entropy_bits = entropy::order0_bits(&entropy::histogram(q));
             let data = writer.write_blob(opts.codec, q.len() as u64, opts.chunk_size, encode_chunks(q, opts.codec, opts.chunk_size, opts.level)?)?;
             let s: &[u8] = bytemuck::cast_slice(&m.scales);
             let scales = writer.write_blob(side_codec, s.len() as u64, opts.chunk_size, encode_chunks(s, side_codec, opts.chunk_size, opts.level)?)?;
-            let encoding = Encoding::Int8 { group_size: group, scales, max_rel_err: stats.max_rel_err, rms_rel_err: stats.rms_rel_err };
+            let encoding =
+                Encoding::Int8 { group_size: group, scales, max_rel_err: stats.max_rel_err, rms_rel_err: stats.rms_rel_err, entropy_bits: Some(entropy_bits) };
             (TensorEntry { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone(), encoding, data }, (m.q.len() + 4 * m.scales.len()) as u64, Some(stats))
         } else {
             let bytes = src.bytes(t);
@@ -147,6 +169,10 @@ pub fn compress(src: &SourceModel, out: &Path, opts: &CompressOptions, progress:
             stored_bytes: entry.blobs().iter().map(|(_, b)| b.stored_bytes()).sum(),
             max_rel_err: stats.map(|s| s.max_rel_err),
             rms_rel_err: stats.map(|s| s.rms_rel_err),
+            entropy_bits: match &entry.encoding {
+                Encoding::Int8 { entropy_bits, .. } => *entropy_bits,
+                Encoding::Lossless => None,
+            },
         });
         writer.add_tensor(entry);
         done += source_bytes;

@@ -1,6 +1,6 @@
 //! Whole-container verification: every checksum, a full decode, sane scales, and — given
 //! the source checkpoint — lossless tensors byte-identical and INT8 errors recomputed.
-use crate::codec::{decode_blob, decode_int8};
+use crate::codec::{decode_blob, decode_int8, entropy};
 use crate::container::{Codec, Container, Encoding, TensorEntry};
 use crate::error::{GpuError, Result};
 use crate::import::SourceModel;
@@ -23,6 +23,12 @@ pub struct VerifyReport {
     pub gpu_decoded: usize,
     pub worst_max_rel_err: Option<(String, f64)>,
     pub worst_rms_rel_err: Option<(String, f64)>,
+    /// INT8 codes decoded on the CPU, the bytes their chunks take, and their order-0
+    /// entropy in bits summed over tensors: `int8_stored / int8_codes` is the codec's ratio,
+    /// `int8_entropy_bits / 8 / int8_codes` the floor of a static per-tensor byte model.
+    pub int8_codes: u64,
+    pub int8_stored: u64,
+    pub int8_entropy_bits: f64,
     /// Everything found wrong, one line each; empty means all is well.
     pub problems: Vec<String>,
 }
@@ -43,14 +49,24 @@ pub fn verify(c: &Container, against: Option<&SourceModel>, progress: &dyn Fn(us
     let mut r = VerifyReport { tensors: c.index.tensors.len(), ..Default::default() };
     for (i, t) in c.index.tensors.iter().enumerate() {
         let problems_before = r.problems.len();
-        for (_, blob) in t.blobs() {
+        for (what, blob) in t.blobs() {
             r.chunks += blob.chunks.len();
             r.stored_bytes += blob.stored_bytes();
             let checked = if blob.codec == Codec::Ans {
                 r.gpu_only_chunks += blob.chunks.iter().filter(|ch| !ch.raw).count();
                 c.read_stored_blob(&t.name, blob).map(|_| ())
             } else {
-                decode_blob(c, &t.name, blob).map(|b| r.decoded_bytes += b.len() as u64)
+                decode_blob(c, &t.name, blob).map(|b| {
+                    r.decoded_bytes += b.len() as u64;
+                    if let (Encoding::Int8 { entropy_bits, .. }, "data") = (&t.encoding, what) {
+                        let bits = entropy::order0_bits(&entropy::histogram(&b));
+                        (r.int8_codes, r.int8_stored, r.int8_entropy_bits) =
+                            (r.int8_codes + b.len() as u64, r.int8_stored + blob.stored_bytes(), r.int8_entropy_bits + bits * b.len() as f64);
+                        if entropy_bits.is_some_and(|e| (e - bits).abs() > 1e-9 * bits.max(1.0)) {
+                            r.problems.push(format!("tensor '{}': recorded entropy {entropy_bits:?} bits, its codes have {bits}", t.name));
+                        }
+                    }
+                })
             };
             if let Err(e) = checked {
                 r.problems.push(e.to_string());

@@ -169,9 +169,10 @@ pub fn compress_model(
     codecllm::pipeline::compress::compress(model, out, opts, &|_| {}, &AtomicBool::new(false))
 }
 
-/// The `codecllm` binary built for these tests.
+/// The `codecllm` binary built for these tests, or `CODECLLM_BIN` (test binaries carried
+/// to a GPU machine, where the build's target directory does not exist).
 pub fn codecllm() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_codecllm"))
+    Command::new(std::env::var_os("CODECLLM_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_codecllm").into()))
 }
 
 /// Runs `codecllm args…` to completion.

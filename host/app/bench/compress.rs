@@ -35,10 +35,11 @@ pub fn compress_throughput(dir: &std::path::Path, shapes: &[(usize, usize)], opt
         gbps: mbps / 1e3,
         pct_of_d2d: 0.0,
         note: format!(
-            "{mbps:.0} MB/s ({:.0} MB/s per thread), ratio {:.3} vs FP16, {:.3} vs INT8",
+            "{mbps:.0} MB/s ({:.0} MB/s per thread), ratio {:.3} vs FP16, {:.3} vs INT8 (entropy {:.3})",
             mbps / threads as f64,
             summary.total(|t| t.stored_bytes) as f64 / fp16_bytes,
-            summary.total(|t| t.stored_bytes) as f64 / summary.total(|t| t.int8_bytes) as f64
+            summary.total(|t| t.stored_bytes) as f64 / summary.total(|t| t.int8_bytes) as f64,
+            summary.int8_entropy().unwrap_or(f64::NAN)
         ),
     })
 }

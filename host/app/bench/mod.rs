@@ -11,6 +11,7 @@ pub mod data;
 mod kernels;
 pub mod provenance;
 mod stream;
+pub mod suites;
 
 pub use compress::compress_throughput;
 pub use kernels::{BATCHES, SHAPES};

@@ -1,10 +1,10 @@
-//! `codecllm bench …`: the library's benchmarks (`codecllm::app::bench`) with tables on
-//! the terminal and, with `--json`, rows plus the run's provenance.
-use codecllm::app::bench::{compress_throughput, print_table, Bench, Provenance, BATCHES, SHAPES};
-use codecllm::container::{Codec, Container};
+//! `codecllm bench …`: the library's benchmark suites (`codecllm::app::bench::suites`)
+//! as tables on the terminal or, with `--json`, rows plus the run's provenance.
+use codecllm::app::bench::suites::{self, KernelsOptions, StreamOptions};
+use codecllm::app::bench::{print_stream_table, print_table};
 use codecllm::gpu::Gpu;
-use codecllm::pipeline::compress::{CompressOptions, DEFAULT_LEVEL};
-use codecllm::{Error, Result};
+use codecllm::pipeline::compress::DEFAULT_LEVEL;
+use codecllm::Result;
 use std::path::PathBuf;
 
 #[derive(clap::Subcommand)]
@@ -65,69 +65,34 @@ pub enum What {
     },
 }
 
-fn scratch_dir(dir: &PathBuf) -> Result<()> {
-    std::fs::create_dir_all(dir).map_err(|e| Error::io(dir, e))
-}
-
 pub fn run(what: What) -> Result<bool> {
     match what {
         What::Stream { json, layers, batches, slots, vram_budget, scratch } => {
-            scratch_dir(&scratch)?;
             let gpu = Gpu::new(0)?;
-            let mut b = Bench::new(&gpu, 5)?;
-            let h2d = b.pinned_h2d_gbps()?;
-            eprintln!("{}: pinned H2D {h2d:.1} GB/s", gpu.name);
-            let rows = b.stream(&scratch, &layers, &batches, slots, vram_budget.map(|mb| mb << 20), h2d)?;
+            let report = suites::stream(&gpu, &StreamOptions { layers, batches, slots, vram_budget: vram_budget.map(|mb| mb << 20), scratch })?;
             if json {
-                super::json_out(&serde_json::json!({ "provenance": Provenance::new(b.seed, Some(&gpu)), "pinned_h2d_gbps": h2d, "rows": rows }));
+                super::json_out(&report);
             } else {
-                codecllm::app::bench::print_stream_table(&rows, &mut std::io::stdout());
+                print_stream_table(&report.rows, &mut std::io::stdout());
             }
         }
         What::Compress { json, size_mb, level, scratch } => {
-            scratch_dir(&scratch)?;
-            // 4096-wide rows, 4096 rows a matrix: 32 MiB of FP16 each.
-            let shapes = vec![(4096, 4096); (size_mb << 20).div_ceil(32 << 20).max(1)];
-            let opts = CompressOptions { level, ..Default::default() };
-            let seed = rand::random();
-            let row = compress_throughput(&scratch, &shapes, &opts, seed)?;
+            let report = suites::compress(size_mb, level, &scratch)?;
             if json {
-                super::json_out(&serde_json::json!({ "provenance": Provenance::new(seed, None), "rows": [row] }));
+                super::json_out(&report);
             } else {
-                print_table(std::slice::from_ref(&row), &mut std::io::stdout());
+                print_table(&report.rows, &mut std::io::stdout());
             }
         }
         What::Kernels { json, quick, tune, reps, model, scratch } => {
             let gpu = Gpu::new(0)?;
-            let real = model.as_deref().map(Container::open).transpose()?;
-            scratch_dir(&scratch)?;
-            let mut b = Bench::new(&gpu, reps.max(1))?;
-            let h2d = b.pinned_h2d_gbps()?;
-            eprintln!(
-                "{} (sm_{}{}): D2D copy {:.0} GB/s (read+write), pinned H2D {h2d:.1} GB/s",
-                gpu.name,
-                gpu.compute_capability.0,
-                gpu.compute_capability.1,
-                b.d2d_gbps()
-            );
-            let (shapes, batches): (&[(usize, usize)], &[usize]) = if quick { (&SHAPES[..2], &[1, 16, 256]) } else { (&SHAPES, &BATCHES) };
-            let mut rows;
-            if tune {
-                rows = b.tune(shapes, &[4, 8, 16, 32, 64, 256, 4096])?;
-            } else {
-                rows = b.linear(shapes, batches)?;
-                rows.extend(b.decode(&scratch, real.as_ref())?);
-                rows.extend(b.layer(&scratch, Codec::Zstd)?);
-                rows.extend(b.layer(&scratch, Codec::Ans)?);
-            }
+            let report = suites::kernels(&gpu, &KernelsOptions { quick, tune, reps, model, scratch })?;
             if json {
                 // The table still goes to stderr, so a run saved as JSON stays readable.
-                print_table(&rows, &mut std::io::stderr());
-                super::json_out(
-                    &serde_json::json!({ "provenance": Provenance::new(b.seed, Some(&gpu)), "d2d_gbps": b.d2d_gbps(), "pinned_h2d_gbps": h2d, "rows": rows }),
-                );
+                print_table(&report.rows, &mut std::io::stderr());
+                super::json_out(&report);
             } else {
-                print_table(&rows, &mut std::io::stdout());
+                print_table(&report.rows, &mut std::io::stdout());
             }
         }
     }

@@ -59,11 +59,15 @@ pub fn compress_with_progress(src: &SourceModel, out: &Path, opts: &CompressOpti
 pub fn print_summary(s: &Summary, output: &Path) {
     use super::ratio;
     println!("{:<10} {:>8} {:>14} {:>14} {:>14} {:>8} {:>8}", "tensors", "count", "FP16 bytes", "INT8 bytes", "stored bytes", "vs FP16", "vs INT8");
-    let groups: [(&str, fn(&TensorReport) -> bool); 3] = [("INT8", |t| t.quantized), ("lossless", |t| !t.quantized), ("total", |_| true)];
+    type Pick = fn(&TensorReport) -> bool;
+    let groups: [(&str, Pick); 3] = [("INT8", |t| t.quantized), ("lossless", |t| !t.quantized), ("total", |_| true)];
     for (label, pick) in groups {
         let ts: Vec<_> = s.tensors.iter().filter(|t| pick(t)).collect();
         let (f, i, c) = ts.iter().fold((0, 0, 0), |(f, i, c), t| (f + t.fp16_bytes, i + t.int8_bytes, c + t.stored_bytes));
         println!("{label:<10} {:>8} {f:>14} {i:>14} {c:>14} {:>8} {:>8}", ts.len(), ratio(c, f), ratio(c, i));
+    }
+    if let Some(h) = s.int8_entropy() {
+        println!("order-0 entropy of the INT8 codes: {h:.3} of 8 bits (what a static per-tensor byte model stores them in)");
     }
     if let Some((name, e)) = s.worst() {
         println!("worst INT8 error: {:.4}% of the row max ({name})", e * 100.0);

@@ -30,18 +30,23 @@ pub fn run(a: Args) -> Result<bool> {
         let more = if shown.len() < v.len() { format!(" … ({} bytes)", v.len()) } else { String::new() };
         println!("  {k}: {shown}{more}");
     }
-    println!("{:<56} {:>5} {:>16} {:>10} {:>6} {:>7} {:>12} {:>7}", "tensor", "dtype", "shape", "encoding", "codec", "chunks", "stored", "ratio");
+    println!(
+        "{:<56} {:>5} {:>16} {:>10} {:>6} {:>7} {:>12} {:>7} {:>8}",
+        "tensor", "dtype", "shape", "encoding", "codec", "chunks", "stored", "ratio", "entropy"
+    );
     for t in &c.index.tensors {
-        let (enc, stored, decoded) = match &t.encoding {
-            Encoding::Lossless => ("lossless".to_string(), t.data.stored_bytes(), t.data.len),
-            Encoding::Int8 { group_size, scales, .. } => {
+        let (enc, stored, decoded, entropy) = match &t.encoding {
+            Encoding::Lossless => ("lossless".to_string(), t.data.stored_bytes(), t.data.len, None),
+            Encoding::Int8 { group_size, scales, entropy_bits, .. } => {
                 let g = if Some(*group_size as u64) == t.shape.last().copied() { "int8/row".to_string() } else { format!("int8/g{group_size}") };
-                (g, t.data.stored_bytes() + scales.stored_bytes(), t.data.len + scales.len)
+                (g, t.data.stored_bytes() + scales.stored_bytes(), t.data.len + scales.len, *entropy_bits)
             }
         };
+        // Entropy as a share of 8 bits, comparable with the ratio beside it.
+        let entropy = entropy.map_or("-".to_string(), |b| format!("{:.3}", b / 8.0));
         let shape = format!("{:?}", t.shape);
         println!(
-            "{:<56} {:>5} {:>16} {:>10} {:>6} {:>7} {:>12} {:>7}",
+            "{:<56} {:>5} {:>16} {:>10} {:>6} {:>7} {:>12} {:>7} {:>8}",
             t.name,
             format!("{:?}", t.dtype),
             shape,
@@ -49,7 +54,8 @@ pub fn run(a: Args) -> Result<bool> {
             t.data.codec.name(),
             t.data.chunks.len(),
             stored,
-            super::ratio(stored, decoded)
+            super::ratio(stored, decoded),
+            entropy
         );
     }
     Ok(true)

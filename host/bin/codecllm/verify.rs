@@ -45,6 +45,13 @@ pub fn run(a: Args) -> Result<bool> {
         if report.gpu_only_chunks > 0 {
             println!("  {} ANS chunks checksummed only (they decode on the GPU)", report.gpu_only_chunks);
         }
+        if report.int8_codes > 0 {
+            println!(
+                "  INT8 codes: stored at {:.3} of INT8, order-0 entropy {:.3} (a static per-tensor byte model's floor)",
+                report.int8_stored as f64 / report.int8_codes as f64,
+                report.int8_entropy_bits / 8.0 / report.int8_codes as f64
+            );
+        }
         if let Some((name, e)) = &report.worst_max_rel_err {
             println!("  worst INT8 max error: {:.4}% of the row max ({name})", e * 100.0);
         }

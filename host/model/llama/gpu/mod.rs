@@ -132,7 +132,18 @@ impl<'g> GpuLlama<'g> {
         let bytes = layers.iter().flatten().map(|t| t.stored_bytes() + t.device_bytes()).sum::<usize>() + decoder.temp_bytes() + per_layer;
         let buf = gpu.stream.alloc_zeros::<u8>(per_layer)?;
         let embed = Embedding::Device(gpu.stream.clone_htod(&c.f32("token_embd.weight")?.into_iter().map(f16::from_f32).collect::<Vec<_>>())?);
-        Self::assemble(gpu, c, cfg, WeightMode::CompressedResident, Weights::Compressed { layers, decoder, buf }, bytes, embed, max_m, max_context, free_before)
+        Self::assemble(
+            gpu,
+            c,
+            cfg,
+            WeightMode::CompressedResident,
+            Weights::Compressed { layers, decoder: Box::new(decoder), buf },
+            bytes,
+            embed,
+            max_m,
+            max_context,
+            free_before,
+        )
     }
 
     /// Blocks streamed from `store` (one unit per block: q, k, v, o, gate, up, down, as

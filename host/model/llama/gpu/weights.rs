@@ -126,7 +126,7 @@ pub(super) fn gpu_only(src: &dyn WeightSource, name: &str) -> bool {
 /// Where the blocks' linear weights live.
 pub(super) enum Weights<'g> {
     Resident(Vec<Vec<Linear>>),
-    Compressed { layers: Vec<Vec<DeviceCompressedTensor>>, decoder: Decoder, buf: CudaSlice<u8> },
+    Compressed { layers: Vec<Vec<DeviceCompressedTensor>>, decoder: Box<Decoder>, buf: CudaSlice<u8> },
     Streamed(Box<WeightStream<'g>>),
 }
 
