@@ -219,3 +219,34 @@ fn ctrl_c_during_compress_removes_the_temporary_file() {
     assert!(String::from_utf8_lossy(&output.stderr).contains("interrupted"));
     assert_eq!(files_in(dir.path()), ["big.safetensors"]);
 }
+
+/// rANS tables and chunk shapes come from the index: hostile ones (with a valid index
+/// checksum) are refused when the container opens, before any decode or launch.
+#[test]
+fn hostile_rans_tables_and_chunks_are_rejected_when_opening() {
+    let mut rng = rng(fresh_seed());
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("m.safetensors");
+    write_safetensors(&src, &[RawTensor::float("layer.weight", Dtype::F16, &[64, 256], &heavy_tailed(&mut rng, 64 * 256))]);
+    let clm = dir.path().join("m.clm");
+    cli_ok(&["compress", src.to_str().unwrap(), "-o", clm.to_str().unwrap(), "--chunk-size", "4096", "--codec", "rans"]);
+    let good = std::fs::read(&clm).unwrap();
+    assert!(Container::open(&clm).is_ok() && cli(&["verify", clm.to_str().unwrap()]).status.success());
+    type Edit = Box<dyn FnOnce(&mut serde_json::Value)>;
+    let cases: Vec<(Edit, &str)> = vec![
+        (Box::new(|i| weight_blob(i)["rans_table"][0] = serde_json::json!(5000)), "exceeds 4096"),
+        (Box::new(|i| weight_blob(i)["rans_table"][0] = serde_json::json!(0)), "sum to"),
+        (Box::new(|i| weight_blob(i)["rans_table"].as_array_mut().unwrap().truncate(255)), "255 frequencies"),
+        (Box::new(|i| drop(weight_blob(i).as_object_mut().unwrap().remove("rans_table"))), "without its table"),
+        (Box::new(|i| weight_blob(i)["codec"] = serde_json::json!("zstd")), "carries a rans table"),
+        (Box::new(|i| weight_blob(i)["chunks"][0][0] = serde_json::json!(100)), "does not fit"),
+        (Box::new(|i| weight_blob(i)["chunks"][0][0] = serde_json::json!(1001)), "does not fit"),
+    ];
+    for (edit, needle) in cases {
+        std::fs::write(&clm, &good).unwrap();
+        rewrite_index(&clm, edit);
+        let err = Container::open(&clm).err().map(|e| e.to_string()).unwrap_or_default();
+        assert!(err.contains(needle), "expected {needle:?}, got {err:?}");
+        assert_clean_failure(&cli(&["verify", clm.to_str().unwrap()]), &[needle]);
+    }
+}

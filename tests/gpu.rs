@@ -170,7 +170,7 @@ fn gpu_decode_equals_cpu_decode_for_every_codec() {
     let dir = tempfile::tempdir().unwrap();
     let src = mixed_checkpoint(dir.path(), &mut rng);
     let model = SourceModel::open(&src).unwrap();
-    for codec in [Codec::Zstd, Codec::Raw, Codec::Ans] {
+    for codec in [Codec::Zstd, Codec::Raw, Codec::Ans, Codec::Rans] {
         for chunk_size in [4096, 16384, 65536] {
             let out = dir.path().join(format!("{codec:?}-{chunk_size}.clm"));
             compress_model(&model, &out, &CompressOptions { codec, chunk_size, ..Default::default() }).unwrap();
@@ -295,6 +295,58 @@ fn wrong_size_chunk_is_an_error_not_garbage() {
     d2.check(&gpu.stream).unwrap();
     t.decode_into(&mut decoder, &mut q, &gpu.stream).unwrap();
     assert!(decoder.check(&gpu.stream).is_err(), "the same bad chunk fails again");
+}
+
+/// A byte flipped in VRAM after the upload (past the checksums) must make the kernel
+/// report the chunk whenever the CPU decoder (the oracle) rejects the same bytes, and
+/// intact chunks must still decode. rANS keeps no redundancy beyond its end states and
+/// word count, so not every flip is detectable: the flips tested are those the CPU
+/// decoder detects.
+#[test]
+fn rans_chunk_flipped_in_vram_is_reported() {
+    let Some(gpu) = gpu_or_skip("rans_chunk_flipped_in_vram_is_reported") else { return };
+    let mut rng = rng(fresh_seed());
+    let dir = tempfile::tempdir().unwrap();
+    let model = SourceModel::open(&mixed_checkpoint(dir.path(), &mut rng)).unwrap();
+    let out = dir.path().join("rans.clm");
+    compress_model(&model, &out, &CompressOptions { codec: Codec::Rans, chunk_size: 4096, ..Default::default() }).unwrap();
+    let c = Container::open(&out).unwrap();
+    let entry = c.tensor("l1.weight").unwrap();
+    let span = entry.data.spans().find(|s| !s.record.raw).expect("a coded chunk");
+    let table = codecllm::gpu::DeviceChunkTable::build(&gpu, &c, "l1.weight").unwrap();
+    let stored = c.read_stored_blob("l1.weight", &entry.data).unwrap();
+    let at = (span.offset - entry.data.offset) as usize;
+    let cpu = codecllm::codec::ChunkDecoder::for_blob(&entry.data).unwrap();
+    let detected = |range: std::ops::Range<usize>| {
+        range
+            .flat_map(|o| (0..8).map(move |b| (o, 1u8 << b)))
+            .find(|&(o, bit)| {
+                let mut chunk = stored[at..at + span.record.stored_len as usize].to_vec();
+                chunk[o - at] ^= bit;
+                cpu.decode(false, &chunk, &mut vec![0; span.decoded_len as usize]).is_err()
+            })
+            .expect("some flip in the range is detectable")
+    };
+    for (what, (offset, bit)) in [("a lane state", detected(at + 4..at + 8)), ("a word", detected(at + 128..at + span.record.stored_len as usize))] {
+        let mut bad = stored.clone();
+        bad[offset] ^= bit;
+        let src = gpu.stream.clone_htod(&bad).unwrap();
+        let mut dst = gpu.stream.alloc_zeros::<u8>(table.len()).unwrap();
+        let mut decoder = Decoder::new(&gpu, &[&table]).unwrap();
+        let (s, d) = (cudarc::driver::DevicePtr::device_ptr(&src, &gpu.stream).0, cudarc::driver::DevicePtrMut::device_ptr_mut(&mut dst, &gpu.stream).0);
+        // SAFETY: `src` holds the tensor's stored bytes, `dst` its decoded length.
+        unsafe { table.decode_raw(&mut decoder, s, d, &gpu.stream).unwrap() };
+        let err = decoder.check(&gpu.stream).expect_err(what).to_string();
+        assert!(err.contains(&format!("tensor 'l1.weight', chunk {}", span.index)), "{what}: {err}");
+    }
+    let src = gpu.stream.clone_htod(&stored).unwrap();
+    let mut dst = gpu.stream.alloc_zeros::<u8>(table.len()).unwrap();
+    let mut decoder = Decoder::new(&gpu, &[&table]).unwrap();
+    let (s, d) = (cudarc::driver::DevicePtr::device_ptr(&src, &gpu.stream).0, cudarc::driver::DevicePtrMut::device_ptr_mut(&mut dst, &gpu.stream).0);
+    // SAFETY: as above.
+    unsafe { table.decode_raw(&mut decoder, s, d, &gpu.stream).unwrap() };
+    decoder.check(&gpu.stream).unwrap();
+    assert!(gpu.stream.clone_dtoh(&dst).unwrap() == decode_bytes(&c, "l1.weight").unwrap(), "the intact chunks decode as on the CPU");
 }
 
 #[test]

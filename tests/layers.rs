@@ -7,6 +7,10 @@ use std::path::Path;
 const LAYERS: [&str; 9] = ["error", "container", "codec", "import", "gpu", "pipeline", "stream", "model", "app"];
 
 fn rank(module: &str) -> Option<usize> {
+    // `abi` (kernels/src/abi.rs, included at the crate root) is shared like `error`.
+    if module == "abi" {
+        return Some(0);
+    }
     LAYERS.iter().position(|&l| l == module)
 }
 

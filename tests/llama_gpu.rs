@@ -152,6 +152,16 @@ fn tiny_llama_gpu_forward_matches_cpu_reference() {
         assert!(bits(&gpu_logits(&mut llm, &prompt, &decode)) == bits(&int8_runs[0].1), "{:?} from the ANS container differs", llm.mode);
         assert!(llm.use_graph, "{:?}: the decode step could not be captured", llm.mode);
     }
+    // A rANS container (our own GPU decode kernel) holds the same INT8 values too, streamed
+    // and decoded per layer from VRAM inside the captured graph.
+    let rans = dir.path().join("tiny-rans.clm");
+    compress_model(&source, &rans, &CompressOptions { codec: codecllm::container::Codec::Rans, chunk_size: 4096, ..Default::default() }).unwrap();
+    let rans = Container::open(&rans).unwrap();
+    let rans_store = std::sync::Arc::new(codecllm::stream::HostStore::load(&gpu, &rans, &GpuLlama::stream_units(&rans).unwrap(), true).unwrap());
+    for mut llm in [GpuLlama::load_streamed(&gpu, &rans, rans_store.clone(), 2, 16, 64).unwrap(), GpuLlama::load_compressed(&gpu, &rans, 16, 64).unwrap()] {
+        assert!(bits(&gpu_logits(&mut llm, &prompt, &decode)) == bits(&int8_runs[0].1), "{:?} from the rANS container differs", llm.mode);
+        assert!(llm.use_graph, "{:?}: the rANS decode step could not be captured", llm.mode);
+    }
     let mut llm = GpuLlama::load(&gpu, &ans, WeightMode::Fp16Resident, 16, 64).unwrap();
     let want = cpu_logits(&container, &prompt, &decode);
     assert!(gpu_logits(&mut llm, &prompt, &decode).iter().zip(&want).all(|(g, w)| rel(g, w) < 1e-2), "FP16 from ANS");

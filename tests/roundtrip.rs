@@ -145,6 +145,36 @@ fn incompressible_chunks_are_stored_raw() {
     }
 }
 
+/// The rANS codec holds exactly the INT8 codes Zstd holds, decodes them on any CPU, and
+/// stores them within 1.5 % of their order-0 entropy (the bound for a static
+/// per-tensor model) on Gaussian rows, which look like real weights to an entropy coder.
+#[test]
+fn rans_holds_the_same_int8_as_zstd_near_its_entropy() {
+    let seed = fresh_seed();
+    let dir = tempfile::tempdir().unwrap();
+    let src = dir.path().join("m.safetensors");
+    let w = codecllm::app::bench::data::realistic_weights(1024 * 1024, seed);
+    write_safetensors(&src, &[RawTensor::float("w.weight", Dtype::F16, &[1024, 1024], &w), RawTensor::float("small.weight", Dtype::F16, &[3, 40], &w[..120])]);
+    let model = SourceModel::open(&src).unwrap();
+    let mut int8 = Vec::new();
+    for codec in [Codec::Zstd, Codec::Rans] {
+        let out = dir.path().join(format!("{codec:?}.clm"));
+        run(&src, &out, &CompressOptions { codec, ..Default::default() }).unwrap();
+        let c = Container::open(&out).unwrap();
+        assert!(verify(&c, Some(&model), &|_| {}).unwrap().ok(), "{codec:?}");
+        let t = c.tensor("w.weight").unwrap();
+        assert_eq!(t.data.codec, codec);
+        if codec == Codec::Rans {
+            let Encoding::Int8 { entropy_bits: Some(h), .. } = t.encoding else { panic!("entropy recorded") };
+            let ratio = t.data.stored_bytes() as f64 / t.data.len as f64;
+            println!("rans stored/INT8 {ratio:.4}, entropy {:.4}", h / 8.0);
+            assert!(ratio <= 1.015 * h / 8.0, "rans {ratio} vs entropy bound {}", h / 8.0);
+        }
+        int8.push((decode_int8(&c, "w.weight").unwrap(), decode_int8(&c, "small.weight").unwrap()));
+    }
+    assert_eq!(int8[0], int8[1], "both codecs hold the same codes and scales");
+}
+
 #[test]
 fn embeddings_quantized_on_request() {
     let mut rng = rng(fresh_seed());

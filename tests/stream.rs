@@ -97,7 +97,7 @@ fn streamed_forward_equals_resident_forward_bit_for_bit() {
     let Some(gpu) = gpu_or_skip("streamed_forward_equals_resident_forward_bit_for_bit") else { return };
     let mut rng = rng(fresh_seed());
     let dir = tempfile::tempdir().unwrap();
-    for codec in [Codec::Zstd, Codec::Ans, Codec::Raw] {
+    for codec in [Codec::Zstd, Codec::Ans, Codec::Raw, Codec::Rans] {
         let (c, units) = stack(dir.path(), &mut rng, codec);
         // Units repeat (as layers of one model would not, but the engine must not care).
         let units: Vec<Vec<String>> = units.iter().chain(units.iter().take(2)).cloned().collect();
@@ -168,7 +168,8 @@ fn soak_streams_random_stacks_without_leaking() {
     let seed = fresh_seed();
     let mut rng = rng(seed);
     let dir = tempfile::tempdir().unwrap();
-    let stacks: Vec<(Container, Vec<Vec<String>>)> = [Codec::Zstd, Codec::Ans, Codec::Raw].into_iter().map(|c| stack(dir.path(), &mut rng, c)).collect();
+    let stacks: Vec<(Container, Vec<Vec<String>>)> =
+        [Codec::Zstd, Codec::Ans, Codec::Raw, Codec::Rans].into_iter().map(|c| stack(dir.path(), &mut rng, c)).collect();
     // Warm-up: one-time allocations (the split-K workspace at its largest batch, cuBLAS and
     // nvCOMP internals, allocator caches) happen here, before the baseline.
     for (c, units) in &stacks {

@@ -1,6 +1,7 @@
 //! Entry points of the fuzz targets (`fuzz/`), kept in the library so the regression tests
 //! (`tests/fuzz_regressions.rs`) replay saved inputs through the very same code in CI.
 //! Each takes arbitrary bytes and must return without panicking; errors are expected.
+use crate::codec::ChunkDecoder;
 use crate::container::{Codec, Container};
 use std::io::Write;
 
@@ -30,11 +31,19 @@ pub fn container(data: &[u8]) {
 }
 
 pub fn chunk(data: &[u8]) {
-    for len in [0usize, 1, 100, 4096, 65536] {
+    // A skewed and a uniform rANS table: hostile chunks against both.
+    let mut skewed = vec![1u16; 256];
+    skewed[0] = 4096 - 255;
+    let decoders: Vec<ChunkDecoder> =
+        [(Codec::Zstd, None), (Codec::Raw, None), (Codec::Ans, None), (Codec::Rans, Some(skewed)), (Codec::Rans, Some(vec![16u16; 256]))]
+            .into_iter()
+            .map(|(codec, table)| ChunkDecoder::new(codec, table.as_deref()).expect("valid tables"))
+            .collect();
+    for len in [0usize, 1, 100, 128, 4096, 65536] {
         let mut dst = vec![0u8; len];
-        for codec in [Codec::Zstd, Codec::Raw, Codec::Ans] {
+        for d in &decoders {
             for raw in [false, true] {
-                let _ = crate::codec::decode_chunk(codec, raw, data, &mut dst);
+                let _ = d.decode(raw, data, &mut dst);
             }
         }
     }

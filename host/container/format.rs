@@ -1,4 +1,4 @@
-//! The `.clm` container, version 1 (specified in docs/FORMAT.md).
+//! The `.clm` container, version 2 (specified in docs/FORMAT.md).
 //!
 //! ```text
 //! preamble  16 B   "CODECLLM", version u32 LE, flags u32 LE (0)
@@ -17,7 +17,10 @@ use std::collections::BTreeMap;
 
 pub const MAGIC: &[u8; 8] = b"CODECLLM";
 pub const TRAILER_MAGIC: &[u8; 8] = b"CLMINDEX";
-pub const VERSION: u32 = 1;
+/// The version this build writes. Version 1 is version 2 without the `rans` codec, so
+/// readers take both.
+pub const VERSION: u32 = 2;
+pub const READS_VERSIONS: std::ops::RangeInclusive<u32> = 1..=2;
 pub const PREAMBLE_LEN: u64 = 16;
 pub const TRAILER_LEN: u64 = 32;
 /// Start alignment of every stored chunk.
@@ -43,6 +46,9 @@ pub enum Codec {
     Zstd,
     /// nvCOMP's ANS format (GPU encode and decode only).
     Ans,
+    /// Interleaved 32-lane rANS with one static table per blob (`Blob::rans_table`):
+    /// encoded on any CPU, each chunk decoded by one GPU warp (`codec::rans`).
+    Rans,
 }
 
 impl Codec {
@@ -51,6 +57,7 @@ impl Codec {
             Codec::Raw => "raw",
             Codec::Zstd => "zstd",
             Codec::Ans => "ans",
+            Codec::Rans => "rans",
         }
     }
 }
@@ -128,6 +135,29 @@ pub struct Blob {
     /// File offset of the first chunk.
     pub offset: u64,
     pub chunks: Vec<ChunkRecord>,
+    /// `rans` only: the 256 symbol frequencies (summing to `RANS_PROB_SCALE`) every chunk
+    /// of the blob is coded with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rans_table: Option<Vec<u16>>,
+}
+
+/// Sum of a `rans` table's frequencies (12-bit probabilities): one decode-table entry each.
+pub const RANS_PROB_SCALE: u32 = crate::abi::RANS_LUT_ENTRIES as u32;
+
+/// A `rans` table as the format allows it: 256 frequencies, each at most
+/// `RANS_PROB_SCALE`, summing to it (so the decoder's arithmetic cannot overflow).
+pub fn check_rans_table(freqs: &[u16]) -> std::result::Result<(), String> {
+    if freqs.len() != 256 {
+        return Err(format!("rans table has {} frequencies, expected 256", freqs.len()));
+    }
+    if let Some(s) = freqs.iter().position(|&f| f as u32 > RANS_PROB_SCALE) {
+        return Err(format!("rans table: frequency {} of symbol {s} exceeds {RANS_PROB_SCALE}", freqs[s]));
+    }
+    let sum: u32 = freqs.iter().map(|&f| f as u32).sum();
+    if sum != RANS_PROB_SCALE {
+        return Err(format!("rans table frequencies sum to {sum}, expected {RANS_PROB_SCALE}"));
+    }
+    Ok(())
 }
 
 /// Where one chunk lives and what it decodes to.

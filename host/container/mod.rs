@@ -6,4 +6,4 @@ mod writer;
 
 pub use format::*;
 pub use reader::Container;
-pub use writer::{ContainerWriter, StoredChunk};
+pub use writer::{ContainerWriter, EncodedBlob, StoredChunk};

@@ -29,8 +29,8 @@ impl Container {
             return Err(bad("not a codecllm container (wrong magic)".into()));
         }
         let version = u32::from_le_bytes(pre[8..12].try_into().unwrap());
-        if version != VERSION {
-            return Err(bad(format!("container version {version} is not supported (this build reads {VERSION})")));
+        if !READS_VERSIONS.contains(&version) {
+            return Err(bad(format!("container version {version} is not supported (this build reads {}–{})", READS_VERSIONS.start(), READS_VERSIONS.end())));
         }
         let mut trailer = [0u8; TRAILER_LEN as usize];
         file.read_exact_at(&mut trailer, file_len - TRAILER_LEN).map_err(|e| Error::io(path, e))?;
@@ -171,9 +171,17 @@ fn check_blob(blob: &Blob) -> std::result::Result<(), String> {
     if blob.offset.checked_add(blob.stored_extent()).is_none() {
         return Err("offset overflows".into());
     }
+    match (&blob.rans_table, blob.codec) {
+        (Some(t), Codec::Rans) => check_rans_table(t)?,
+        (None, Codec::Rans) => return Err("a rans blob without its table".into()),
+        (Some(_), other) => return Err(format!("a {} blob carries a rans table", other.name())),
+        (None, _) => {}
+    }
     for span in blob.spans() {
         let c = span.record;
-        let fits = if c.raw { c.stored_len == span.decoded_len } else { c.stored_len > 0 && c.stored_len <= span.decoded_len };
+        // A coded rans chunk is its lane states plus whole 16-bit words.
+        let rans_shape = blob.codec != Codec::Rans || (c.stored_len >= crate::abi::RANS_HEADER_BYTES && c.stored_len % 2 == 0);
+        let fits = if c.raw { c.stored_len == span.decoded_len } else { c.stored_len > 0 && c.stored_len <= span.decoded_len && rans_shape };
         if !fits || (blob.codec == Codec::Raw && !c.raw) {
             return Err(format!("chunk {}: stored length {} does not fit its decoded length {}", span.index, c.stored_len, span.decoded_len));
         }

@@ -12,6 +12,16 @@ pub struct StoredChunk {
     pub raw: bool,
 }
 
+/// A byte stream of `len` bytes coded in chunks of `chunk_size`, ready to store.
+pub struct EncodedBlob {
+    pub codec: Codec,
+    pub len: u64,
+    pub chunk_size: u32,
+    pub chunks: Vec<StoredChunk>,
+    /// `rans`: the table every chunk was coded with.
+    pub rans_table: Option<Vec<u16>>,
+}
+
 /// Writes a container atomically: everything goes to a temporary file beside the target,
 /// which is renamed over it only by `finish`. Dropping the writer (an error, Ctrl-C)
 /// deletes the temporary file, so no partial container is ever left behind.
@@ -52,7 +62,8 @@ impl ContainerWriter {
     }
 
     /// Appends coded chunks and returns the blob that describes them.
-    pub fn write_blob(&mut self, codec: Codec, len: u64, chunk_size: u32, chunks: Vec<StoredChunk>) -> Result<Blob> {
+    pub fn write_blob(&mut self, blob: EncodedBlob) -> Result<Blob> {
+        let EncodedBlob { codec, len, chunk_size, chunks, rans_table } = blob;
         let offset = self.pos;
         let mut records = Vec::with_capacity(chunks.len());
         for c in chunks {
@@ -61,7 +72,7 @@ impl ContainerWriter {
             let pad = align_up(self.pos) - self.pos;
             self.write(&[0u8; ALIGN as usize][..pad as usize])?;
         }
-        Ok(Blob { codec, len, chunk_size, offset, chunks: records })
+        Ok(Blob { codec, len, chunk_size, offset, chunks: records, rans_table })
     }
 
     pub fn add_tensor(&mut self, entry: TensorEntry) {

@@ -1,11 +1,14 @@
-//! Decoding compressed tensors on the GPU, from VRAM: the `scatter_chunks` kernel turns a
-//! device-resident chunk table into nvCOMP's argument arrays (and copies raw chunks),
-//! nvCOMP decodes, `check_decoded` folds every chunk's status and size into one flag. No
-//! host round trip and no allocation per decode.
-use super::abi::{ChunkEntry, RAW_SLOT};
+//! Decoding compressed tensors on the GPU, from VRAM. Zstd and ANS: the `scatter_chunks`
+//! kernel turns a device-resident chunk table into nvCOMP's argument arrays (and copies
+//! raw chunks), nvCOMP decodes. rANS: `rans_decode_chunks` decodes (and copies raw chunks)
+//! straight from the table, with the tensors' decode tables in VRAM. Either way every
+//! chunk's status and size land in the same arrays, and `check_decoded` folds them into
+//! one flag. No host round trip and no allocation per decode.
 use super::linear::Int8Weights;
 use super::nvcomp::Nvcomp;
 use super::Gpu;
+use crate::abi::{ChunkEntry, RANS_LUT_ENTRIES, RANS_WARPS, RAW_SLOT};
+use crate::codec::rans::{decode_lut, FreqTable};
 use crate::codec::{decode_blob, Int8Matrix};
 use crate::container::{Codec, Container, DType, Encoding, DEFAULT_CHUNK_SIZE};
 use crate::error::{Error, GpuError, Result};
@@ -37,6 +40,9 @@ pub struct DeviceChunkTable {
     chunks: usize,
     /// Chunk index of each nvCOMP slot (coded chunks only).
     slot_chunks: Vec<u32>,
+    /// `rans`: the tensor's decode table (`RANS_LUT_ENTRIES` entries), on the device and
+    /// on the host (for merging into a `ChunkBatch`).
+    rans_lut: Option<(CudaSlice<u32>, Vec<u32>)>,
 }
 
 impl DeviceChunkTable {
@@ -82,10 +88,18 @@ impl DeviceChunkTable {
                     stored_len: s.record.stored_len,
                     decoded_len: s.decoded_len,
                     slot,
-                    pad: 0,
+                    lut: 0,
                 }
             })
             .collect();
+        let rans_lut = match &t.data.rans_table {
+            // Validated with the index; a table this build rejects never reaches a kernel.
+            Some(freqs) => {
+                let lut = decode_lut(&FreqTable::from_freqs(freqs).map_err(|e| Error::format(c.path(), format!("tensor '{name}': {e}")))?);
+                Some((gpu.stream.clone_htod(&lut)?, lut))
+            }
+            None => None,
+        };
         let scale_bytes = decode_blob(c, name, scales)?;
         let scale_values = DType::F32.widen(&scale_bytes).expect("f32 is floating point");
         let groups = cols.div_ceil(*group_size as usize);
@@ -104,6 +118,7 @@ impl DeviceChunkTable {
             chunks: table.len(),
             entries: table,
             slot_chunks,
+            rans_lut,
         })
     }
 
@@ -119,7 +134,7 @@ impl DeviceChunkTable {
             .step_by(cs)
             .map(|at| {
                 let n = (len - at).min(cs) as u32;
-                ChunkEntry { src_offset: at as u64, dst_offset: at as u64, stored_len: n, decoded_len: n, slot: RAW_SLOT, pad: 0 }
+                ChunkEntry { src_offset: at as u64, dst_offset: at as u64, stored_len: n, decoded_len: n, slot: RAW_SLOT, lut: 0 }
             })
             .collect();
         let groups = m.cols.div_ceil(m.group_size);
@@ -138,6 +153,7 @@ impl DeviceChunkTable {
             chunks: entries.len(),
             entries,
             slot_chunks: Vec::new(),
+            rans_lut: None,
         })
     }
 
@@ -156,9 +172,9 @@ impl DeviceChunkTable {
         &self.scales
     }
 
-    /// Device bytes of the table and scales.
+    /// Device bytes of the table, scales and (rANS) decode table.
     pub fn device_bytes(&self) -> usize {
-        self.table.len() + 4 * self.scales.len()
+        self.table.len() + 4 * self.scales.len() + self.rans_lut.as_ref().map_or(0, |l| 4 * l.1.len())
     }
 
     /// Enqueues the decode of stored bytes at device address `src` (laid out as in the
@@ -198,6 +214,9 @@ pub struct ChunkBatch {
     /// Decoded bytes of the tensors with coded chunks (what nvCOMP's workspace is sized by).
     decoded: usize,
     log: DecodeLog,
+    /// `rans`: the decode tables of its tensors with coded chunks, back to back (entry
+    /// `lut` fields index them).
+    rans_luts: Option<CudaSlice<u32>>,
 }
 
 impl ChunkBatch {
@@ -207,18 +226,24 @@ impl ChunkBatch {
     pub fn new(gpu: &Gpu, parts: &[(&DeviceChunkTable, usize, usize)], region: Option<u32>) -> Result<Option<Self>> {
         let mut codec = None;
         let (mut entries, mut log, mut coded, mut decoded) = (Vec::new(), DecodeLog::default(), 0u32, 0);
+        let mut luts: Vec<u32> = Vec::new();
         for &(t, src, dst) in parts {
+            let lut = (luts.len() / RANS_LUT_ENTRIES) as u32;
             if t.coded_chunks() > 0 {
                 if codec.is_some_and(|c| c != t.codec) {
                     return Ok(None);
                 }
                 codec = Some(t.codec);
                 log.0.push(PendingTensor { name: t.name.clone(), base: region.unwrap_or(0) + coded, chunks: t.slot_chunks.clone() });
+                if let Some((_, host)) = &t.rans_lut {
+                    luts.extend_from_slice(host);
+                }
             }
             entries.extend(t.entries.iter().map(|e| ChunkEntry {
                 src_offset: e.src_offset + src as u64,
                 dst_offset: e.dst_offset + dst as u64,
                 slot: if e.slot == RAW_SLOT { RAW_SLOT } else { e.slot + coded },
+                lut,
                 ..*e
             }));
             coded += t.coded_chunks() as u32;
@@ -227,12 +252,13 @@ impl ChunkBatch {
         let max_chunk = parts.iter().filter(|p| p.0.coded_chunks() > 0).map(|p| p.0.chunk_size).max().unwrap_or(0);
         let identity = entries.iter().all(|e| e.slot == RAW_SLOT && e.src_offset == e.dst_offset);
         let table = gpu.stream.clone_htod(bytemuck::cast_slice::<ChunkEntry, u8>(&entries))?;
-        Ok(Some(ChunkBatch { table, chunks: entries.len(), codec, coded: coded as usize, region, identity, max_chunk, decoded, log }))
+        let rans_luts = if luts.is_empty() { None } else { Some(gpu.stream.clone_htod(&luts)?) };
+        Ok(Some(ChunkBatch { table, chunks: entries.len(), codec, coded: coded as usize, region, identity, max_chunk, decoded, log, rans_luts }))
     }
 
-    /// Device bytes of the merged table.
+    /// Device bytes of the merged table (and rANS decode tables).
     pub fn device_bytes(&self) -> usize {
-        self.table.len()
+        self.table.len() + self.rans_luts.as_ref().map_or(0, |l| 4 * l.len())
     }
 
     /// Coded chunks (nvCOMP slots it needs).
@@ -309,6 +335,7 @@ pub struct Decoder {
     /// Absent when no codec needs nvCOMP (raw-only tensors).
     nvcomp: Option<Arc<Nvcomp>>,
     scatter: CudaFunction,
+    rans_decode: CudaFunction,
     check_decoded: CudaFunction,
     codecs: Vec<Codec>,
     /// Coded chunks one nvCOMP call may take.
@@ -384,9 +411,11 @@ impl Decoder {
     }
 
     fn build(gpu: &Gpu, codecs: &[Codec], slots: usize, array_slots: usize, max_chunk: usize, max_total: usize) -> Result<Self> {
-        let nvcomp = if codecs.is_empty() { None } else { Some(Nvcomp::get()?) };
+        // rANS decodes with our own kernel; only Zstd and ANS need nvCOMP and its workspace.
+        let nvcomp_codecs: Vec<Codec> = codecs.iter().copied().filter(|&c| uses_nvcomp(c)).collect();
+        let nvcomp = if nvcomp_codecs.is_empty() { None } else { Some(Nvcomp::get()?) };
         let mut temp_bytes = 0;
-        for &codec in codecs {
+        for &codec in &nvcomp_codecs {
             temp_bytes = temp_bytes.max(nvcomp.as_ref().unwrap().decompress_temp_bytes(codec, slots, max_chunk, max_total)?);
         }
         let s = &gpu.stream;
@@ -394,6 +423,7 @@ impl Decoder {
         Ok(Decoder {
             nvcomp,
             scatter: gpu.kernels.scatter.clone(),
+            rans_decode: gpu.kernels.rans_decode.clone(),
             check_decoded: gpu.kernels.check_decoded.clone(),
             codecs: codecs.to_vec(),
             slots,
@@ -436,6 +466,18 @@ impl Decoder {
                     (slots, total) = (0, 0);
                 }
             }
+            if let (Codec::Rans, Some((lut, _))) = (t.codec, &t.rans_lut) {
+                // Decoded and checked on its own, from slot 0, after any nvCOMP run before it.
+                if let Some(codec) = run.take() {
+                    self.decode(codec, slots, 0, true, stream)?;
+                    (slots, total) = (0, 0);
+                }
+                // SAFETY: the caller's guarantee; coded <= self.slots (checked above).
+                self.rans(&t.table, t.chunks, src, dst, lut.device_ptr(stream).0, 0, stream)?;
+                self.pending.0.push(PendingTensor { name: t.name.clone(), base: 0, chunks: t.slot_chunks.clone() });
+                self.check_slots(0, coded, stream)?;
+                continue;
+            }
             // SAFETY: the caller's guarantee; slots + coded <= self.slots after the flush.
             self.scatter(&t.table, t.chunks, src, dst, slots as u32, stream)?;
             if coded > 0 {
@@ -467,6 +509,15 @@ impl Decoder {
             {
                 return Err(Error::Invalid(format!("the decoder was not sized for a batch of {} {} chunks", batch.coded, codec.name())));
             }
+        }
+        if let (Some(Codec::Rans), Some(luts)) = (batch.codec, &batch.rans_luts) {
+            // SAFETY: as below; the entries' `lut` fields index the batch's own tables.
+            self.rans(&batch.table, batch.chunks, src, dst, luts.device_ptr(stream).0, base as u32, stream)?;
+            self.pending.0.extend(batch.log.0.iter().cloned());
+            if batch.region.is_none() {
+                self.check_slots(base, batch.coded, stream)?;
+            }
+            return Ok(());
         }
         // SAFETY: the caller's guarantee; the batch's slots lie in base..base + coded, within
         // the arrays (checked above).
@@ -518,6 +569,22 @@ impl Decoder {
             .arg(&mut self.in_bytes)
             .arg(&mut self.out_ptrs)
             .arg(&mut self.out_bytes);
+        launch.launch(cfg)?;
+        Ok(())
+    }
+
+    /// Launches `rans_decode_chunks` over `chunks` entries of `table`: coded chunks decoded
+    /// with the tables at `luts`, reporting in slots from `slot_base`; raw chunks copied.
+    ///
+    /// # Safety
+    /// As `scatter`; `luts` holds every table the entries name.
+    #[allow(clippy::too_many_arguments)]
+    unsafe fn rans(&mut self, table: &CudaSlice<u8>, chunks: usize, src: u64, dst: u64, luts: u64, slot_base: u32, stream: &Arc<CudaStream>) -> Result<()> {
+        let blocks = (chunks as u32).div_ceil(RANS_WARPS);
+        let cfg = LaunchConfig { grid_dim: (blocks.max(1), 1, 1), block_dim: (32 * RANS_WARPS, 1, 1), shared_mem_bytes: 0 };
+        let n = chunks as u32;
+        let mut launch = stream.launch_builder(&self.rans_decode);
+        launch.arg(table).arg(&n).arg(&slot_base).arg(&src).arg(&dst).arg(&luts).arg(&mut self.statuses).arg(&mut self.actual_bytes).arg(&mut self.out_bytes);
         launch.launch(cfg)?;
         Ok(())
     }
@@ -604,6 +671,11 @@ impl Decoder {
         }
         .into())
     }
+}
+
+/// Whether chunks of `codec` decode with nvCOMP (rANS has its own kernel, raw is a copy).
+fn uses_nvcomp(codec: Codec) -> bool {
+    matches!(codec, Codec::Zstd | Codec::Ans)
 }
 
 /// The codecs of `codecs`, each once, in order of appearance.

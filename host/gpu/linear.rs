@@ -1,8 +1,8 @@
 //! The fused W8A16 linears and their launch plans: `y = x · (q · s)ᵀ` with FP16
 //! activations and INT8 weights dequantized in registers (`kernels/src/gemv.rs`, `gemm.rs`),
 //! and the cuBLAS FP16 product every benchmark and the FP16 mode compare against.
-use super::abi::{GEMM_TILES, GEMV_MAX_M};
 use super::Gpu;
+use crate::abi::{GEMM_TILES, GEMV_MAX_M};
 use crate::error::{Error, Result};
 use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 use half::f16;

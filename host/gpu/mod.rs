@@ -21,8 +21,6 @@
 //! decoder.check(&gpu.stream)?;                        // every chunk decoded in full
 //! # Ok(()) }
 //! ```
-#[path = "../../kernels/src/abi.rs"]
-pub mod abi;
 mod ans;
 mod decode;
 mod linear;
@@ -30,7 +28,7 @@ mod module;
 pub mod nvcomp;
 mod pinned;
 
-pub use abi::{GemmTile, GEMM_TILES, GEMV_MAX_M};
+pub use crate::abi::{GemmTile, GEMM_TILES, GEMV_MAX_M};
 pub use ans::ans_encode_chunks;
 pub use decode::{ChunkBatch, DecodeLog, Decoder, DeviceChunkTable, DeviceCompressedTensor, DeviceInt8Buffer};
 pub use linear::{cublas_fp16_linear, Int8Weights, LinearPlan};

@@ -1,6 +1,6 @@
 //! The PTX that build.rs compiled from `kernels/`, loaded once per device, with a handle
 //! for every kernel the host launches (named in `abi`).
-use super::abi;
+use crate::abi;
 use crate::error::{GpuError, Result};
 use cudarc::driver::{CudaContext, CudaFunction};
 use std::sync::Arc;
@@ -16,6 +16,7 @@ pub struct Kernels {
     pub(crate) reduce_splits: CudaFunction,
     pub(crate) dequant: CudaFunction,
     pub(crate) scatter: CudaFunction,
+    pub(crate) rans_decode: CudaFunction,
     pub(crate) check_decoded: CudaFunction,
     pub(crate) rmsnorm: CudaFunction,
     pub(crate) add_rmsnorm: CudaFunction,
@@ -42,6 +43,7 @@ impl Kernels {
             reduce_splits: f(abi::GEMM_REDUCE_SPLITS)?,
             dequant: f(abi::DEQUANT_I8_F16)?,
             scatter: f(abi::SCATTER_CHUNKS)?,
+            rans_decode: f(abi::RANS_DECODE_CHUNKS)?,
             check_decoded: f(abi::CHECK_DECODED)?,
             rmsnorm: f(abi::RMSNORM)?,
             add_rmsnorm: f(abi::ADD_RMSNORM)?,

@@ -1,7 +1,7 @@
 //! Checkpoint → container: decide per tensor (INT8 or lossless), quantize, cut into
 //! chunks, entropy-code in parallel, stream to an atomically written `.clm`.
 use crate::codec::{entropy, Int8Matrix, QuantStats};
-use crate::container::{check_chunk_size, check_group_size, Codec, ContainerWriter, Encoding, StoredChunk, TensorEntry, DEFAULT_CHUNK_SIZE};
+use crate::container::{check_chunk_size, check_group_size, Codec, ContainerWriter, EncodedBlob, Encoding, TensorEntry, DEFAULT_CHUNK_SIZE};
 use crate::error::{Error, Result};
 use crate::import::{SourceModel, SourceTensor};
 use std::path::Path;
@@ -112,13 +112,14 @@ impl CompressOptions {
     }
 }
 
-/// `codec::encode_chunks`, with ANS (which has no CPU encoder) encoded on GPU 0.
-fn encode_chunks(bytes: &[u8], codec: Codec, chunk_size: u32, level: i32) -> Result<Vec<StoredChunk>> {
+/// `codec::encode_blob`, with ANS (which has no CPU encoder) encoded on GPU 0.
+fn encode_blob(bytes: &[u8], codec: Codec, chunk_size: u32, level: i32) -> Result<EncodedBlob> {
     if codec != Codec::Ans {
-        return crate::codec::encode_chunks(bytes, codec, chunk_size, level);
+        return crate::codec::encode_blob(bytes, codec, chunk_size, level);
     }
     let gpu = crate::gpu::Gpu::shared().map_err(|e| Error::Invalid(format!("ANS encoding needs a GPU: {e}")))?;
-    crate::gpu::ans_encode_chunks(gpu, bytes, chunk_size as usize)
+    let chunks = crate::gpu::ans_encode_chunks(gpu, bytes, chunk_size as usize)?;
+    Ok(EncodedBlob { codec, len: bytes.len() as u64, chunk_size, chunks, rans_table: None })
 }
 
 /// Compresses `src` into `out`. `progress` receives source bytes done so far; setting
@@ -126,7 +127,9 @@ fn encode_chunks(bytes: &[u8], codec: Codec, chunk_size: u32, level: i32) -> Res
 pub fn compress(src: &SourceModel, out: &Path, opts: &CompressOptions, progress: &(dyn Fn(u64) + Sync), cancel: &AtomicBool) -> Result<Summary> {
     opts.validate()?;
     let started = std::time::Instant::now();
-    let side_codec = if opts.codec == Codec::Ans { Codec::Zstd } else { opts.codec };
+    // Scales and lossless tensors (embeddings, norms) are read on the CPU at load: Zstd,
+    // which also suits their non-INT8 bytes better than an order-0 byte model.
+    let side_codec = if matches!(opts.codec, Codec::Ans | Codec::Rans) { Codec::Zstd } else { opts.codec };
     let mut writer = ContainerWriter::create(out)?;
     let mut reports = Vec::with_capacity(src.tensors.len());
     let mut done = 0u64;
@@ -149,15 +152,15 @@ pub fn compress(src: &SourceModel, out: &Path, opts: &CompressOptions, progress:
             drop(w);
             let q: &[u8] = bytemuck::cast_slice(&m.q);
             let entropy_bits = entropy::order0_bits(&entropy::histogram(q));
-            let data = writer.write_blob(opts.codec, q.len() as u64, opts.chunk_size, encode_chunks(q, opts.codec, opts.chunk_size, opts.level)?)?;
+            let data = writer.write_blob(encode_blob(q, opts.codec, opts.chunk_size, opts.level)?)?;
             let s: &[u8] = bytemuck::cast_slice(&m.scales);
-            let scales = writer.write_blob(side_codec, s.len() as u64, opts.chunk_size, encode_chunks(s, side_codec, opts.chunk_size, opts.level)?)?;
+            let scales = writer.write_blob(encode_blob(s, side_codec, opts.chunk_size, opts.level)?)?;
             let encoding =
                 Encoding::Int8 { group_size: group, scales, max_rel_err: stats.max_rel_err, rms_rel_err: stats.rms_rel_err, entropy_bits: Some(entropy_bits) };
             (TensorEntry { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone(), encoding, data }, (m.q.len() + 4 * m.scales.len()) as u64, Some(stats))
         } else {
             let bytes = src.bytes(t);
-            let data = writer.write_blob(side_codec, bytes.len() as u64, opts.chunk_size, encode_chunks(&bytes, side_codec, opts.chunk_size, opts.level)?)?;
+            let data = writer.write_blob(encode_blob(&bytes, side_codec, opts.chunk_size, opts.level)?)?;
             (TensorEntry { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone(), encoding: Encoding::Lossless, data }, source_bytes, None::<QuantStats>)
         };
         reports.push(TensorReport {

@@ -16,14 +16,23 @@ pub struct ChunkEntry {
     pub stored_len: u32,
     /// Decoded bytes.
     pub decoded_len: u32,
-    /// Index in nvCOMP's arrays, or `RAW_SLOT` for a raw chunk the kernel copies itself.
+    /// Index in the decoder's status arrays (and nvCOMP's argument arrays), or `RAW_SLOT`
+    /// for a raw chunk the kernel copies itself.
     pub slot: u32,
-    pub pad: u32,
+    /// `rans`: which of the batch's decode tables (`RANS_LUT_ENTRIES` each) the chunk uses.
+    pub lut: u32,
 }
 const _: () = assert!(core::mem::size_of::<ChunkEntry>() == 32);
 
 /// `ChunkEntry::slot` of a chunk stored raw.
 pub const RAW_SLOT: u32 = u32::MAX;
+
+/// Entries of a `rans` decode table, one per 12-bit probability slot.
+pub const RANS_LUT_ENTRIES: usize = 4096;
+/// Bytes before a coded `rans` chunk's 16-bit words: the 32 lanes' initial states.
+pub const RANS_HEADER_BYTES: u32 = 128;
+/// Warps (chunks) per block of `rans_decode_chunks`.
+pub const RANS_WARPS: u32 = 4;
 
 /// Largest batch the GEMV kernels take (one FP32 accumulator per batch row per lane).
 pub const GEMV_MAX_M: usize = 8;
@@ -93,10 +102,23 @@ pub const EMBED: &str = "embed_f16_f32";
 pub const SILU_MUL: &str = "silu_mul_f16";
 pub const ROPE_QK_STORE: &str = "rope_qk_store_f16";
 pub const ATTENTION: &str = "attention_f16";
+pub const RANS_DECODE_CHUNKS: &str = "rans_decode_chunks";
 
 /// Every kernel the host launches besides the GEMV and GEMM tables above.
-pub const OTHER_KERNELS: [&str; 11] =
-    [GEMV3_M1, GEMM_REDUCE_SPLITS, DEQUANT_I8_F16, SCATTER_CHUNKS, CHECK_DECODED, RMSNORM, ADD_RMSNORM, EMBED, SILU_MUL, ROPE_QK_STORE, ATTENTION];
+pub const OTHER_KERNELS: [&str; 12] = [
+    GEMV3_M1,
+    GEMM_REDUCE_SPLITS,
+    DEQUANT_I8_F16,
+    SCATTER_CHUNKS,
+    CHECK_DECODED,
+    RMSNORM,
+    ADD_RMSNORM,
+    EMBED,
+    SILU_MUL,
+    ROPE_QK_STORE,
+    ATTENTION,
+    RANS_DECODE_CHUNKS,
+];
 
 /// `a == b`, usable in constant assertions (the kernels check their entry names against
 /// the tables above at compile time).

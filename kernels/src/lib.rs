@@ -21,6 +21,7 @@ mod gemm;
 mod gemv;
 mod llama;
 mod ptx;
+mod rans;
 mod scatter;
 
 #[panic_handler]

@@ -215,3 +215,37 @@ pub fn rsqrt(x: f32) -> f32 {
     unsafe { asm!("rsqrt.approx.ftz.f32 {r}, {x};", r = out(reg32) r, x = in(reg32) x, options(pure, nomem, nostack)) };
     r
 }
+
+/// Bit mask of the lanes whose `pred` is true (`vote.sync.ballot`). Not `pure`, so it is
+/// never sunk under a branch some lanes skip: the full mask needs all 32 lanes.
+#[inline(always)]
+pub fn ballot(pred: bool) -> u32 {
+    let r: u32;
+    unsafe {
+        asm!(
+            "{{ .reg .pred p; setp.ne.u32 p, {v}, 0; vote.sync.ballot.b32 {r}, p, -1; }}",
+            r = out(reg32) r,
+            v = in(reg32) pred as u32,
+            options(nostack),
+        );
+    }
+    r
+}
+
+/// Mask of the lanes below this one (`%lanemask_lt`): with a ballot, a lane's rank among
+/// the lanes that voted.
+#[inline(always)]
+pub fn lanemask_lt() -> u32 {
+    let r: u32;
+    unsafe { asm!("mov.u32 {r}, %lanemask_lt;", r = out(reg32) r, options(pure, nomem, nostack)) };
+    r
+}
+
+/// A 32-bit load through the read-only data cache: decode tables every warp of a launch
+/// reads stay in L1.
+#[inline(always)]
+pub unsafe fn load_nc_u32(p: *const u32) -> u32 {
+    let r: u32;
+    asm!("ld.global.nc.u32 {r}, [{p}];", r = out(reg32) r, p = in(reg64) p, options(pure, readonly, nostack));
+    r
+}

@@ -46,7 +46,7 @@ impl Nvcomp {
         match codec {
             Codec::Zstd => Ok((self.raw.zstd_decompress_temp, self.raw.zstd_decompress)),
             Codec::Ans => Ok((self.raw.ans_decompress_temp, self.raw.ans_decompress)),
-            Codec::Raw => Err(Error::Invalid("raw chunks need no decompressor".into())),
+            Codec::Raw | Codec::Rans => Err(Error::Invalid(format!("{} chunks do not decode with nvCOMP", codec.name()))),
         }
     }
 

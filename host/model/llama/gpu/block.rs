@@ -1,8 +1,8 @@
 //! One transformer block on the default stream (norms, RoPE, attention with the KV cache,
 //! SwiGLU) around the linears, and the final norm.
 use super::weights::{LinRef, DOWN, GATE, K, O, Q, UP, V};
+use crate::abi::{ATT_WARPS, NORM_THREADS};
 use crate::error::Result;
-use crate::gpu::abi::{ATT_WARPS, NORM_THREADS};
 use crate::gpu::Gpu;
 use crate::model::config::LlamaConfig;
 use cudarc::cublas::CudaBlas;
