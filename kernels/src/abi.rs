@@ -88,8 +88,9 @@ pub const fn gemm_tile(name: &str) -> Option<usize> {
 pub const NORM_THREADS: u32 = 256;
 /// Warps per attention block (one block per (row, head)); likewise checked by the kernel.
 pub const ATT_WARPS: u32 = 8;
-/// Largest head dimension the attention kernel holds in registers and shared memory.
-pub const ATT_MAX_HEAD_DIM: usize = 128;
+/// Largest head dimension the attention kernel holds in registers and shared memory
+/// (Gemma 3's 256).
+pub const ATT_MAX_HEAD_DIM: usize = 256;
 
 pub const GEMV3_M1: &str = "gemv3_w8a16_m1";
 pub const GEMM_REDUCE_SPLITS: &str = "gemm_reduce_splits";
@@ -103,9 +104,17 @@ pub const SILU_MUL: &str = "silu_mul_f16";
 pub const ROPE_QK_STORE: &str = "rope_qk_store_f16";
 pub const ATTENTION: &str = "attention_f16";
 pub const RANS_DECODE_CHUNKS: &str = "rans_decode_chunks";
+pub const GELU_MUL: &str = "gelu_mul_f16";
+pub const ADD_BIAS: &str = "add_bias_f16";
+pub const HEAD_RMSNORM: &str = "head_rmsnorm_f16";
+pub const RMSNORM_INPLACE: &str = "rmsnorm_f16_inplace";
 
 /// Every kernel the host launches besides the GEMV and GEMM tables above.
-pub const OTHER_KERNELS: [&str; 12] = [
+pub const OTHER_KERNELS: [&str; 16] = [
+    GELU_MUL,
+    ADD_BIAS,
+    HEAD_RMSNORM,
+    RMSNORM_INPLACE,
     GEMV3_M1,
     GEMM_REDUCE_SPLITS,
     DEQUANT_I8_F16,

@@ -1,7 +1,7 @@
 //! The non-linear parts of a LLaMA block, FP16 activations with FP32 math (the linears are
 //! `gemv.rs` / `gemm.rs`). The residual stream stays in FP32 across layers.
 use crate::ptx::{
-    block_dim_x, block_x, exp2, f16x2_to_f32, fma, load_cached_v4, rsqrt, shared_array, shfl_idx, sync_threads, thread_x, warp_max, warp_sum, WARP,
+    block_dim_x, block_x, exp2, f16x2_to_f32, fma, load_cached_v4, rsqrt, shared_array, shfl_idx, sync_threads, thread_x, unroll, warp_max, warp_sum, WARP,
 };
 
 #[inline(always)]
@@ -83,16 +83,17 @@ pub unsafe extern "ptx-kernel" fn add_rmsnorm_f32_f16(x: *mut f32, add: *const u
     norm_rows(x, add, w, y, rows, d, eps);
 }
 
-/// `x[r, :] = table[ids[r], :]` (FP16 → FP32); ids are checked by the host.
+/// `x[r, :] = table[ids[r], :] · scale` (FP16 → FP32; Gemma scales by √d); ids are checked
+/// by the host.
 #[no_mangle]
-pub unsafe extern "ptx-kernel" fn embed_f16_f32(table: *const u16, ids: *const u32, x: *mut f32, rows: u32, d: u32) {
+pub unsafe extern "ptx-kernel" fn embed_f16_f32(table: *const u16, ids: *const u32, x: *mut f32, rows: u32, d: u32, scale: f32) {
     let i = global_index();
     if i >= rows as usize * d as usize || d == 0 {
         return;
     }
     core::hint::assert_unchecked(d != 0);
     let (r, c) = (i / d as usize, i % d as usize);
-    *x.add(i) = h2f(table.add(*ids.add(r) as usize * d as usize + c));
+    *x.add(i) = h2f(table.add(*ids.add(r) as usize * d as usize + c)) * scale;
 }
 
 /// SwiGLU: `y = silu(g) · u`.
@@ -107,8 +108,96 @@ pub unsafe extern "ptx-kernel" fn silu_mul_f16(g: *const u16, u: *const u16, y: 
     }
 }
 
-/// RoPE on the new query and key rows at positions `*pos0 + row` (adjacent pairs rotated
-/// in place), and the rotated keys and the values stored into the caches at those
+/// GeGLU: `y = gelu(g) · u`, GELU's tanh approximation (Gemma's activation).
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn gelu_mul_f16(g: *const u16, u: *const u16, y: *mut u16, n: u32) {
+    let i = global_index();
+    if i < n as usize {
+        let gv = h2f(g.add(i));
+        // tanh(t) = 1 − 2 / (1 + e^{2t}), e^{2t} = 2^(2t · log2 e); saturates cleanly at ±inf.
+        let t = 0.797_884_6 * (gv + 0.044_715 * gv * gv * gv);
+        let th = 1.0 - 2.0 / (1.0 + exp2(2.0 * t * core::f32::consts::LOG2_E));
+        *y.add(i) = f2h(0.5 * gv * (1.0 + th) * h2f(u.add(i)));
+    }
+}
+
+/// `y[r, c] += b[c]` for `rows` rows of `n` (Qwen2's q/k/v biases).
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn add_bias_f16(y: *mut u16, b: *const f32, rows: u32, n: u32) {
+    let i = global_index();
+    if n == 0 || i >= rows as usize * n as usize {
+        return;
+    }
+    core::hint::assert_unchecked(n != 0);
+    *y.add(i) = f2h(h2f(y.add(i)) + *b.add(i % n as usize));
+}
+
+/// RMSNorm of `vectors` FP16 vectors of `hd` in place, one warp each (the per-head q and
+/// k norms of Qwen3 and Gemma 3): `x = x / √(mean(x²) + eps) · w`, `w` `[hd]`.
+/// Launch: blockDim.x a multiple of 32, one warp per vector.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn head_rmsnorm_f16(x: *mut u16, w: *const f32, vectors: u32, hd: u32, eps: f32) {
+    let v = (block_x() * block_dim_x() + thread_x()) / WARP;
+    let lane = (thread_x() % WARP) as usize;
+    if v >= vectors || hd == 0 {
+        return; // whole warps: the reduction below stays warp-uniform
+    }
+    let row = x.add(v as usize * hd as usize);
+    let mut ss = 0.0f32;
+    let mut i = lane;
+    while i < hd as usize {
+        let a = h2f(row.add(i));
+        ss += a * a;
+        i += WARP as usize;
+    }
+    let r = rsqrt(warp_sum(ss) / hd as f32 + eps);
+    let mut i = lane;
+    while i < hd as usize {
+        *row.add(i) = f2h(h2f(row.add(i)) * r * *w.add(i));
+        i += WARP as usize;
+    }
+}
+
+/// RMSNorm of FP16 rows in place, one block of `NORM_THREADS` per row (Gemma 3's norms of
+/// the attention and MLP outputs before they join the residual).
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn rmsnorm_f16_inplace(x: *mut u16, w: *const f32, rows: u32, d: u32, eps: f32) {
+    let row = block_x() as usize;
+    if row >= rows as usize || d == 0 || block_dim_x() != NORM_THREADS {
+        return;
+    }
+    let (t, d) = (thread_x() as usize, d as usize);
+    let xr = x.add(row * d);
+    let mut ss = 0.0f32;
+    let mut i = t;
+    while i < d {
+        let v = h2f(xr.add(i));
+        ss += v * v;
+        i += NORM_THREADS as usize;
+    }
+    let parts = norm_partials();
+    ss = warp_sum(ss);
+    if t as u32 % WARP == 0 {
+        *parts.add(t / WARP as usize) = ss;
+    }
+    sync_threads();
+    let mut total = 0.0f32;
+    let mut p = 0;
+    while p < (NORM_THREADS / WARP) as usize {
+        total += *parts.add(p);
+        p += 1;
+    }
+    let r = rsqrt(total / d as f32 + eps);
+    let mut i = t;
+    while i < d {
+        *xr.add(i) = f2h(h2f(xr.add(i)) * r * *w.add(i));
+        i += NORM_THREADS as usize;
+    }
+}
+
+/// RoPE on the new query and key rows at positions `*pos0 + row` (rotated in place: pair
+/// `i` of a head is dimensions `2i, 2i + 1` when `split_half` is 0, `i, i + hd/2`
+/// otherwise), and the rotated keys and the values stored into the caches at those
 /// positions: one launch instead of three. `cos_sin` `[positions, hd / 2, 2]` is
 /// precomputed by the host in f64 (the angles reach thousands of radians, beyond
 /// `sin.approx`'s accurate range). The position is read from device memory so that one
@@ -127,6 +216,7 @@ pub unsafe extern "ptx-kernel" fn rope_qk_store_f16(
     kv_heads: u32,
     hd: u32,
     pos0: *const u32,
+    split_half: u32,
 ) {
     let i = global_index();
     let half = hd as usize / 2;
@@ -138,19 +228,24 @@ pub unsafe extern "ptx-kernel" fn rope_qk_store_f16(
     core::hint::assert_unchecked(half != 0 && q_pairs + k_pairs != 0);
     let (row, r) = (i / (q_pairs + k_pairs), i % (q_pairs + k_pairs));
     let pos = *pos0 as usize + row;
-    let (at, p) = if r < q_pairs { (q.add(2 * (row * q_pairs + r)), r % half) } else { (k.add(2 * (row * k_pairs + r - q_pairs)), (r - q_pairs) % half) };
+    // The pair's head-relative index, and the offsets of its two dimensions in the row.
+    let pr = if r < q_pairs { r } else { r - q_pairs };
+    let (head, p) = (pr / half, pr % half);
+    let (ea, eb) = if split_half != 0 { (head * 2 * half + p, head * 2 * half + p + half) } else { (2 * pr, 2 * pr + 1) };
+    let (row_q, row_k) = (row * 2 * q_pairs, row * 2 * k_pairs);
+    let base = if r < q_pairs { q.add(row_q) } else { k.add(row_k) };
     let cs = cos_sin.add((pos * half + p) * 2);
     let (c, s) = (*cs, *cs.add(1));
-    let (a, b) = (h2f(at), h2f(at.add(1)));
+    let (a, b) = (h2f(base.add(ea)), h2f(base.add(eb)));
     let (ra, rb) = (f2h(a * c - b * s), f2h(a * s + b * c));
-    *at = ra;
-    *at.add(1) = rb;
+    *base.add(ea) = ra;
+    *base.add(eb) = rb;
     if r >= q_pairs {
-        let (src, dst) = (2 * (row * k_pairs + r - q_pairs), 2 * (pos * k_pairs + r - q_pairs));
-        *k_cache.add(dst) = ra;
-        *k_cache.add(dst + 1) = rb;
-        *v_cache.add(dst) = *v.add(src);
-        *v_cache.add(dst + 1) = *v.add(src + 1);
+        let (src, dst) = (row_k, pos * 2 * k_pairs);
+        *k_cache.add(dst + ea) = ra;
+        *k_cache.add(dst + eb) = rb;
+        *v_cache.add(dst + ea) = *v.add(src + ea);
+        *v_cache.add(dst + eb) = *v.add(src + eb);
     }
 }
 
@@ -160,14 +255,18 @@ pub unsafe extern "ptx-kernel" fn rope_qk_store_f16(
 // Shared memory holds the scaled query and each warp's accumulator at `ATT_MAX_HD` wide.
 use crate::abi::{ATT_MAX_HEAD_DIM as ATT_MAX_HD, ATT_WARPS};
 shared_array! {
-    /// q[128] | max[8] | sum[8] | acc[8][128], as f32.
-    fn attn_shared() -> *mut f32 = "codecllm_attn"[4672], align 16
+    /// q[256] | max[8] | sum[8] | acc[8][256], as f32.
+    fn attn_shared() -> *mut f32 = "codecllm_attn"[9280], align 16
 }
-const _: () = assert!(4 * (ATT_MAX_HD + 2 * ATT_WARPS as usize + ATT_WARPS as usize * ATT_MAX_HD) == 4672);
+const _: () = assert!(4 * (ATT_MAX_HD + 2 * ATT_WARPS as usize + ATT_WARPS as usize * ATT_MAX_HD) == 9280);
+/// Output dims per lane at the widest head.
+const ATT_DPL: usize = ATT_MAX_HD / WARP as usize;
 
 /// Causal grouped-query attention, one block of `ATT_WARPS` warps per (row, head): query
-/// row `r` sits at position `*pos0 + r` and attends to cached keys `0..=*pos0 + r`. Scores
-/// and the online softmax are FP32; `hd` is a multiple of 32 up to 128.
+/// row `r` sits at position `p = *pos0 + r` and attends to cached keys `0..=p`, or with
+/// `window > 0` (sliding-window layers) to the last `window` of them, `p + 1 - window ..= p`.
+/// Scores and the online softmax are FP32; `hd` is a multiple of 32 up to 256; `scale`
+/// multiplies q·k.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "ptx-kernel" fn attention_f16(
@@ -181,6 +280,7 @@ pub unsafe extern "ptx-kernel" fn attention_f16(
     hd: u32,
     pos0: *const u32,
     scale: f32,
+    window: u32,
 ) {
     let item = block_x() as usize;
     if heads == 0 || kv_heads == 0 || item >= rows as usize * heads as usize || hd % WARP != 0 || hd as usize > ATT_MAX_HD || block_dim_x() != ATT_WARPS * WARP
@@ -196,7 +296,7 @@ pub unsafe extern "ptx-kernel" fn attention_f16(
     let (row, head) = (item / heads as usize, item % heads as usize);
     let kvh = head / (heads / kv_heads) as usize;
     let (hd, kv_dim) = (hd as usize, kv_heads as usize * hd as usize);
-    let dpl = hd / WARP as usize; // output dims per lane, ≤ 4
+    let dpl = hd / WARP as usize; // output dims per lane, ≤ ATT_DPL
     let sh = attn_shared();
     let (qs, maxes, sums, accs) = (sh, sh.add(ATT_MAX_HD), sh.add(ATT_MAX_HD + 8), sh.add(ATT_MAX_HD + 16));
     let qrow = q.add((row * heads as usize + head) * hd);
@@ -207,10 +307,11 @@ pub unsafe extern "ptx-kernel" fn attention_f16(
     }
     sync_threads();
     let positions = *pos0 as usize + row + 1;
+    let first = if window > 0 { positions.saturating_sub(window as usize) } else { 0 };
     let (kbase, vbase) = (k_cache.add(kvh * hd), v_cache.add(kvh * hd + lane as usize * dpl));
     let (mut m, mut l) = (f32::NEG_INFINITY, 0.0f32);
-    let mut acc = [0.0f32; 4];
-    let mut c0 = warp * WARP as usize;
+    let mut acc = [0.0f32; ATT_DPL];
+    let mut c0 = first + warp * WARP as usize;
     while c0 < positions {
         // Scores: lane j of the chunk takes position c0 + j, a full dot product over hd.
         let j = c0 + lane as usize;
@@ -243,24 +344,20 @@ pub unsafe extern "ptx-kernel" fn attention_f16(
         let corr = exp2((m - m_new) * core::f32::consts::LOG2_E);
         let p = if j < positions { exp2((s - m_new) * core::f32::consts::LOG2_E) } else { 0.0 };
         l = l * corr + warp_sum(p);
-        let mut e = 0;
-        while e < 4 {
-            acc[e] *= corr;
-            e += 1;
-        }
+        unroll!(E in [0, 1, 2, 3, 4, 5, 6, 7] {
+            acc[E] *= corr;
+        });
         // Values: lanes split the head dimension; each position's weight is broadcast.
         let n = (positions - c0).min(WARP as usize);
         let mut i = 0;
         while i < n {
             let pi = shfl_idx(p, i as u32);
             let vj = vbase.add((c0 + i) * kv_dim);
-            let mut e = 0;
-            while e < 4 {
-                if e < dpl {
-                    acc[e] = fma(pi, h2f(vj.add(e)), acc[e]);
+            unroll!(E in [0, 1, 2, 3, 4, 5, 6, 7] {
+                if E < dpl {
+                    acc[E] = fma(pi, h2f(vj.add(E)), acc[E]);
                 }
-                e += 1;
-            }
+            });
             i += 1;
         }
         m = m_new;
@@ -270,13 +367,11 @@ pub unsafe extern "ptx-kernel" fn attention_f16(
         *maxes.add(warp) = m;
         *sums.add(warp) = l;
     }
-    let mut e = 0;
-    while e < 4 {
-        if e < dpl {
-            *accs.add(warp * ATT_MAX_HD + lane as usize * dpl + e) = acc[e];
+    unroll!(E in [0, 1, 2, 3, 4, 5, 6, 7] {
+        if E < dpl {
+            *accs.add(warp * ATT_MAX_HD + lane as usize * dpl + E) = acc[E];
         }
-        e += 1;
-    }
+    });
     sync_threads();
     if warp != 0 {
         return;
@@ -289,26 +384,22 @@ pub unsafe extern "ptx-kernel" fn attention_f16(
         mm = if mw > mm { mw } else { mm };
         w += 1;
     }
-    let (mut total, mut o) = (0.0f32, [0.0f32; 4]);
+    let (mut total, mut o) = (0.0f32, [0.0f32; ATT_DPL]);
     let mut w = 0;
     while w < ATT_WARPS as usize {
         let f = exp2((*maxes.add(w) - mm) * core::f32::consts::LOG2_E);
         total += *sums.add(w) * f;
-        let mut e = 0;
-        while e < 4 {
-            if e < dpl {
-                o[e] += *accs.add(w * ATT_MAX_HD + lane as usize * dpl + e) * f;
+        unroll!(E in [0, 1, 2, 3, 4, 5, 6, 7] {
+            if E < dpl {
+                o[E] += *accs.add(w * ATT_MAX_HD + lane as usize * dpl + E) * f;
             }
-            e += 1;
-        }
+        });
         w += 1;
     }
     let orow = out.add((row * heads as usize + head) * hd + lane as usize * dpl);
-    let mut e = 0;
-    while e < 4 {
-        if e < dpl {
-            *orow.add(e) = f2h(o[e] / total);
+    unroll!(E in [0, 1, 2, 3, 4, 5, 6, 7] {
+        if E < dpl {
+            *orow.add(E) = f2h(o[E] / total);
         }
-        e += 1;
-    }
+    });
 }

@@ -1,13 +1,17 @@
 //! The CPU reference forward pass in f32 over a `WeightSource` (a container's INT8
 //! dequantized, lossless tensors as stored; or a checkpoint's original values) — the
-//! oracle for GPU forwards, and a way to run a model on a machine without a GPU.
+//! oracle for GPU forwards, the perplexity command's CPU engine, and a way to run a model
+//! on a machine without a GPU.
 //!
-//! Conventions are llama.cpp's, as GGUF weights are laid out for them: RoPE rotates
-//! adjacent pairs `(x[2i], x[2i+1])` (the converter permuted q and k for that), grouped-query
-//! attention shares KV head `h / (heads / kv_heads)` among query heads, RMSNorm, SwiGLU.
+//! Conventions are llama.cpp's, as GGUF weights are laid out for them, for every family in
+//! `ModelConfig`: RoPE on adjacent pairs or on split halves (`RopeStyle`), grouped-query
+//! attention sharing KV head `h / (heads / kv_heads)` among query heads, optionally over a
+//! sliding window, RMSNorm (also per head on q and k, and after the attention and MLP
+//! branches, where the family has those), a gated MLP with SiLU or tanh-GELU. A batch of
+//! tokens runs as matrix products, so each weight is read once per batch.
 use crate::error::{Error, Result};
 use crate::import::WeightSource;
-use crate::model::config::{block_names, LlamaConfig};
+use crate::model::config::{Activation, BlockNames, ModelConfig, RopeStyle, ROPE_FREQS};
 use rayon::prelude::*;
 
 struct CpuBlock {
@@ -16,6 +20,12 @@ struct CpuBlock {
     k: Vec<f32>,
     v: Vec<f32>,
     o: Vec<f32>,
+    /// q, k, v biases (Qwen2).
+    qkv_bias: Option<[Vec<f32>; 3]>,
+    /// Per-head norms of q and k (Qwen3, Gemma 3).
+    qk_norm: Option<[Vec<f32>; 2]>,
+    /// Norms of the attention and MLP outputs (Gemma 3).
+    post_norms: Option<[Vec<f32>; 2]>,
     ffn_norm: Vec<f32>,
     gate: Vec<f32>,
     up: Vec<f32>,
@@ -24,15 +34,17 @@ struct CpuBlock {
 
 /// The f32 reference model.
 pub struct CpuLlama {
-    pub cfg: LlamaConfig,
+    pub cfg: ModelConfig,
     embed: Vec<f32>,
     blocks: Vec<CpuBlock>,
     out_norm: Vec<f32>,
     /// `output.weight`, or `None` when tied to the embedding.
     lm_head: Option<Vec<f32>>,
+    /// Inverse RoPE frequencies per layer, `head_dim / 2` each.
+    inv_freq: Vec<Vec<f64>>,
 }
 
-/// Keys and values of past positions, per layer: `[pos][kv_heads · head_dim]`.
+/// Keys and values of past positions, per layer: `[pos][kv_heads · head_dim]` flattened.
 #[derive(Default)]
 pub struct KvCache {
     k: Vec<Vec<f32>>,
@@ -48,105 +60,197 @@ fn tensor(c: &dyn WeightSource, name: &str, numel: usize) -> Result<Vec<f32>> {
     Ok(v)
 }
 
-/// `y = W x` for row-major `W` `[rows, x.len()]`, rows in parallel.
-fn matvec(w: &[f32], x: &[f32]) -> Vec<f32> {
-    w.par_chunks(x.len()).map(|row| row.iter().zip(x).map(|(a, b)| a * b).sum()).collect()
-}
-
-pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
-    let ms = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
-    let r = 1.0 / (ms + eps).sqrt();
-    x.iter().zip(w).map(|(v, g)| v * r * g).collect()
-}
-
-/// Rotates adjacent pairs of each `head_dim` slice of `x` by position `pos`.
-pub fn rope(x: &mut [f32], head_dim: usize, pos: usize, base: f32) {
-    for head in x.chunks_mut(head_dim) {
-        for i in 0..head_dim / 2 {
-            let theta = pos as f32 * base.powf(-2.0 * i as f32 / head_dim as f32);
-            let (s, c) = theta.sin_cos();
-            let (a, b) = (head[2 * i], head[2 * i + 1]);
-            head[2 * i] = a * c - b * s;
-            head[2 * i + 1] = a * s + b * c;
+/// `Σ a[i]·b[i]` with eight independent partial sums, so the compiler keeps them in vector
+/// registers instead of one serial chain.
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
+    for (x, y) in ca.zip(cb) {
+        for i in 0..8 {
+            acc[i] += x[i] * y[i];
         }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+/// `Y[m, n] = X[m, k] · W[n, k]ᵀ` (row-major), parallel over weight rows: each weight row
+/// is read once for all `m` rows of `X`.
+fn matmul(x: &[f32], m: usize, w: &[f32]) -> Vec<f32> {
+    let k = x.len() / m.max(1);
+    let n = w.len() / k.max(1);
+    let mut yt = vec![0f32; n * m];
+    yt.par_chunks_mut(m * 16).zip(w.par_chunks(k * 16)).for_each(|(out, rows)| {
+        for (o, row) in out.chunks_mut(m).zip(rows.chunks(k)) {
+            for (v, xr) in o.iter_mut().zip(x.chunks(k)) {
+                *v = dot(row, xr);
+            }
+        }
+    });
+    if m == 1 {
+        return yt;
+    }
+    let mut y = vec![0f32; m * n];
+    y.par_chunks_mut(n).enumerate().for_each(|(r, yr)| yr.iter_mut().enumerate().for_each(|(j, v)| *v = yt[j * m + r]));
+    y
+}
+
+/// `x / √(mean(x²) + eps) · w` for each `w.len()`-wide row of `x`, in place.
+fn rmsnorm_rows(x: &mut [f32], w: &[f32], eps: f32) {
+    for row in x.chunks_mut(w.len()) {
+        let ms = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
+        let r = 1.0 / (ms + eps).sqrt();
+        row.iter_mut().zip(w).for_each(|(v, g)| *v *= r * g);
+    }
+}
+
+/// RMSNorm of one vector into a new one.
+pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
+    let mut y = x.to_vec();
+    rmsnorm_rows(&mut y, w, eps);
+    y
+}
+
+/// Rotates each `head_dim` slice of `x` by position `pos` (`inv_freq` has head_dim / 2
+/// entries), pairing dimensions as `style` says.
+fn rope(x: &mut [f32], head_dim: usize, pos: usize, inv_freq: &[f64], style: RopeStyle) {
+    let half = head_dim / 2;
+    for head in x.chunks_mut(head_dim) {
+        for (i, f) in inv_freq.iter().enumerate() {
+            // Angles reach thousands of radians: computed in f64 as the GPU's table is.
+            let (s, c) = (pos as f64 * f).sin_cos();
+            let (s, c) = (s as f32, c as f32);
+            let (ia, ib) = match style {
+                RopeStyle::Adjacent => (2 * i, 2 * i + 1),
+                RopeStyle::HalfSplit => (i, i + half),
+            };
+            let (a, b) = (head[ia], head[ib]);
+            head[ia] = a * c - b * s;
+            head[ib] = a * s + b * c;
+        }
+    }
+}
+
+fn act(a: Activation, g: f32) -> f32 {
+    match a {
+        Activation::Silu => g / (1.0 + (-g).exp()),
+        Activation::GeluTanh => 0.5 * g * (1.0 + (0.797_884_6 * (g + 0.044_715 * g * g * g)).tanh()),
     }
 }
 
 impl CpuLlama {
     pub fn load(c: &dyn WeightSource) -> Result<Self> {
-        let cfg = LlamaConfig::from_metadata(c.metadata())?;
-        let (d, f, kv) = (cfg.dim, cfg.ffn, cfg.kv_heads * cfg.head_dim);
+        let cfg = ModelConfig::from_metadata(c.metadata())?;
+        let (d, f, qd, kv, hd) = (cfg.dim, cfg.ffn, cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
         let blocks = (0..cfg.layers)
+            .into_par_iter()
             .map(|i| {
-                let n = block_names(i);
+                let n = BlockNames::of(i);
                 Ok(CpuBlock {
-                    attn_norm: tensor(c, &n[0], d)?,
-                    q: tensor(c, &n[1], d * d)?,
-                    k: tensor(c, &n[2], kv * d)?,
-                    v: tensor(c, &n[3], kv * d)?,
-                    o: tensor(c, &n[4], d * d)?,
-                    ffn_norm: tensor(c, &n[5], d)?,
-                    gate: tensor(c, &n[6], f * d)?,
-                    up: tensor(c, &n[7], f * d)?,
-                    down: tensor(c, &n[8], d * f)?,
+                    attn_norm: tensor(c, &n.attn_norm, d)?,
+                    q: tensor(c, &n.q, qd * d)?,
+                    k: tensor(c, &n.k, kv * d)?,
+                    v: tensor(c, &n.v, kv * d)?,
+                    o: tensor(c, &n.o, d * qd)?,
+                    qkv_bias: cfg.qkv_bias.then(|| Ok::<_, Error>([tensor(c, &n.q_bias, qd)?, tensor(c, &n.k_bias, kv)?, tensor(c, &n.v_bias, kv)?])).transpose()?,
+                    qk_norm: cfg.qk_norm.then(|| Ok::<_, Error>([tensor(c, &n.q_norm, hd)?, tensor(c, &n.k_norm, hd)?])).transpose()?,
+                    post_norms: cfg.post_norms.then(|| Ok::<_, Error>([tensor(c, &n.post_attn_norm, d)?, tensor(c, &n.post_ffn_norm, d)?])).transpose()?,
+                    ffn_norm: tensor(c, &n.ffn_norm, d)?,
+                    gate: tensor(c, &n.gate, f * d)?,
+                    up: tensor(c, &n.up, f * d)?,
+                    down: tensor(c, &n.down, d * f)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
         let lm_head = if c.has("output.weight") { Some(tensor(c, "output.weight", cfg.vocab * d)?) } else { None };
-        Ok(CpuLlama { embed: tensor(c, "token_embd.weight", cfg.vocab * d)?, out_norm: tensor(c, "output_norm.weight", d)?, blocks, lm_head, cfg })
+        let factors = if c.has(ROPE_FREQS) { Some(tensor(c, ROPE_FREQS, hd / 2)?) } else { None };
+        let inv_freq = (0..cfg.layers).map(|l| (0..hd / 2).map(|i| cfg.rope_inv_freq(l, i, factors.as_deref())).collect()).collect();
+        Ok(CpuLlama { embed: tensor(c, "token_embd.weight", cfg.vocab * d)?, out_norm: tensor(c, "output_norm.weight", d)?, blocks, lm_head, inv_freq, cfg })
     }
 
     /// Feeds `token` at the next position of `cache`; returns the logits.
     pub fn step(&self, token: u32, cache: &mut KvCache) -> Result<Vec<f32>> {
+        Ok(self.forward(&[token], cache, 0..1)?.remove(0))
+    }
+
+    /// Feeds `tokens` at the next positions of `cache` as one batch; returns the logits of
+    /// the batch rows in `logits_for` (e.g. the scored half of a perplexity window).
+    pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, logits_for: std::ops::Range<usize>) -> Result<Vec<Vec<f32>>> {
         let cfg = &self.cfg;
-        let (d, hd) = (cfg.dim, cfg.head_dim);
-        if token as usize >= cfg.vocab {
-            return Err(Error::Invalid(format!("token {token} is outside the vocabulary of {}", cfg.vocab)));
+        let (d, hd, qd, kvd, m) = (cfg.dim, cfg.head_dim, cfg.q_dim(), cfg.kv_dim(), tokens.len());
+        if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.vocab) {
+            return Err(Error::Invalid(format!("token {bad} is outside the vocabulary of {}", cfg.vocab)));
+        }
+        if logits_for.end > m {
+            return Err(Error::Invalid(format!("logits of rows {logits_for:?} asked of a batch of {m}")));
         }
         if cache.k.is_empty() {
             cache.k = vec![Vec::new(); cfg.layers];
             cache.v = vec![Vec::new(); cfg.layers];
         }
-        let pos = cache.len;
-        let mut x = self.embed[token as usize * d..(token as usize + 1) * d].to_vec();
+        let pos0 = cache.len;
+        let mut x: Vec<f32> = tokens.iter().flat_map(|&t| self.embed[t as usize * d..(t as usize + 1) * d].iter().map(|v| v * cfg.embed_scale)).collect();
         let group = cfg.heads / cfg.kv_heads;
         for (l, b) in self.blocks.iter().enumerate() {
-            let h = rmsnorm(&x, &b.attn_norm, cfg.eps);
-            let mut q = matvec(&b.q, &h);
-            let mut k = matvec(&b.k, &h);
-            let v = matvec(&b.v, &h);
-            rope(&mut q, hd, pos, cfg.rope_base);
-            rope(&mut k, hd, pos, cfg.rope_base);
-            cache.k[l].extend_from_slice(&k);
-            cache.v[l].extend_from_slice(&v);
-            let kv_len = cfg.kv_heads * hd;
-            let mut attn = vec![0f32; d];
-            for head in 0..cfg.heads {
-                let kvh = head / group;
-                let qh = &q[head * hd..(head + 1) * hd];
-                let scores: Vec<f32> = (0..=pos)
-                    .map(|j| {
-                        let kj = &cache.k[l][j * kv_len + kvh * hd..j * kv_len + (kvh + 1) * hd];
-                        qh.iter().zip(kj).map(|(a, b)| a * b).sum::<f32>() / (hd as f32).sqrt()
-                    })
-                    .collect();
-                let max = scores.iter().fold(f32::NEG_INFINITY, |m, &s| m.max(s));
-                let e: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
-                let sum: f32 = e.iter().sum();
-                let out = &mut attn[head * hd..(head + 1) * hd];
-                for (j, w) in e.iter().enumerate() {
-                    let vj = &cache.v[l][j * kv_len + kvh * hd..j * kv_len + (kvh + 1) * hd];
-                    out.iter_mut().zip(vj).for_each(|(o, v)| *o += w / sum * v);
+            let mut h = x.clone();
+            rmsnorm_rows(&mut h, &b.attn_norm, cfg.eps);
+            let (mut q, mut k, mut v) = (matmul(&h, m, &b.q), matmul(&h, m, &b.k), matmul(&h, m, &b.v));
+            if let Some([bq, bk, bv]) = &b.qkv_bias {
+                for (t, bias) in [(&mut q, bq), (&mut k, bk), (&mut v, bv)] {
+                    t.chunks_mut(bias.len()).for_each(|row| row.iter_mut().zip(bias).for_each(|(a, c)| *a += c));
                 }
             }
-            x.iter_mut().zip(matvec(&b.o, &attn)).for_each(|(a, b)| *a += b);
-            let h = rmsnorm(&x, &b.ffn_norm, cfg.eps);
-            let (g, u) = (matvec(&b.gate, &h), matvec(&b.up, &h));
-            let act: Vec<f32> = g.iter().zip(&u).map(|(g, u)| g / (1.0 + (-g).exp()) * u).collect();
-            x.iter_mut().zip(matvec(&b.down, &act)).for_each(|(a, b)| *a += b);
+            if let Some([nq, nk]) = &b.qk_norm {
+                rmsnorm_rows(&mut q, nq, cfg.eps);
+                rmsnorm_rows(&mut k, nk, cfg.eps);
+            }
+            for r in 0..m {
+                rope(&mut q[r * qd..(r + 1) * qd], hd, pos0 + r, &self.inv_freq[l], cfg.rope_style);
+                rope(&mut k[r * kvd..(r + 1) * kvd], hd, pos0 + r, &self.inv_freq[l], cfg.rope_style);
+            }
+            cache.k[l].extend_from_slice(&k);
+            cache.v[l].extend_from_slice(&v);
+            let (kc, vc) = (&cache.k[l], &cache.v[l]);
+            let window = if cfg.is_local(l) { cfg.sliding_window } else { None };
+            let mut att = vec![0f32; m * qd];
+            att.par_chunks_mut(hd).enumerate().for_each(|(item, out)| {
+                let (r, head) = (item / cfg.heads, item % cfg.heads);
+                let p = pos0 + r;
+                let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
+                let kvh = head / group;
+                let qh = &q[r * qd + head * hd..r * qd + (head + 1) * hd];
+                let scores: Vec<f32> = (first..=p).map(|j| dot(qh, &kc[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd]) * cfg.attn_scale).collect();
+                let max = scores.iter().fold(f32::NEG_INFINITY, |a, &s| a.max(s));
+                let e: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+                let sum: f32 = e.iter().sum();
+                for (j, w) in (first..=p).zip(&e) {
+                    let vj = &vc[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd];
+                    out.iter_mut().zip(vj).for_each(|(o, v)| *o += w / sum * v);
+                }
+            });
+            let mut o = matmul(&att, m, &b.o);
+            if let Some([post_attn, _]) = &b.post_norms {
+                rmsnorm_rows(&mut o, post_attn, cfg.eps);
+            }
+            x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
+            let mut h = x.clone();
+            rmsnorm_rows(&mut h, &b.ffn_norm, cfg.eps);
+            let (g, u) = (matmul(&h, m, &b.gate), matmul(&h, m, &b.up));
+            let a: Vec<f32> = g.iter().zip(&u).map(|(&g, &u)| act(cfg.activation, g) * u).collect();
+            let mut down = matmul(&a, m, &b.down);
+            if let Some([_, post_ffn]) = &b.post_norms {
+                rmsnorm_rows(&mut down, post_ffn, cfg.eps);
+            }
+            x.iter_mut().zip(&down).for_each(|(a, b)| *a += b);
         }
-        cache.len += 1;
-        let h = rmsnorm(&x, &self.out_norm, cfg.eps);
-        Ok(matvec(self.lm_head.as_deref().unwrap_or(&self.embed), &h))
+        cache.len += m;
+        let mut h = x[logits_for.start * d..logits_for.end * d].to_vec();
+        rmsnorm_rows(&mut h, &self.out_norm, cfg.eps);
+        let mut logits = matmul(&h, logits_for.len(), self.lm_head.as_deref().unwrap_or(&self.embed));
+        if let Some(c) = cfg.logit_softcap {
+            logits.iter_mut().for_each(|v| *v = (*v / c).tanh() * c);
+        }
+        Ok(logits.chunks(cfg.vocab).map(<[f32]>::to_vec).collect())
     }
 }

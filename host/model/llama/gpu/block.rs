@@ -1,10 +1,12 @@
 //! One transformer block on the default stream (norms, RoPE, attention with the KV cache,
-//! SwiGLU) around the linears, and the final norm.
+//! the gated MLP) around the linears, and the final norm — with each family's extras where
+//! `ModelConfig` asks for them: q/k/v biases, per-head q/k norms, post-norms of both
+//! branches, split-half RoPE, sliding-window layers with their own RoPE table, tanh-GELU.
 use super::weights::{LinRef, DOWN, GATE, K, O, Q, UP, V};
 use crate::abi::{ATT_WARPS, NORM_THREADS};
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::model::config::LlamaConfig;
+use crate::model::config::{Activation, ModelConfig, RopeStyle};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
 use half::f16;
@@ -12,6 +14,12 @@ use half::f16;
 pub(super) struct Block {
     pub(super) attn_norm: CudaSlice<f32>,
     pub(super) ffn_norm: CudaSlice<f32>,
+    /// q, k, v biases (Qwen2).
+    pub(super) qkv_bias: Option<[CudaSlice<f32>; 3]>,
+    /// Per-head norms of q and k (Qwen3, Gemma 3).
+    pub(super) qk_norm: Option<[CudaSlice<f32>; 2]>,
+    /// Norms of the attention and MLP outputs (Gemma 3).
+    pub(super) post_norms: Option<[CudaSlice<f32>; 2]>,
     pub(super) k_cache: CudaSlice<f16>,
     pub(super) v_cache: CudaSlice<f16>,
 }
@@ -46,8 +54,10 @@ pub(super) fn final_norm(gpu: &Gpu, sc: &mut Scratch, w: &CudaSlice<f32>, m: usi
 pub(super) struct BlockCtx<'a> {
     pub(super) gpu: &'a Gpu,
     pub(super) blas: Option<&'a CudaBlas>,
-    pub(super) cfg: &'a LlamaConfig,
-    pub(super) rope: &'a CudaSlice<f32>,
+    pub(super) cfg: &'a ModelConfig,
+    /// cos/sin tables: `[0]` for global layers, `[1]` (when there are any) for
+    /// sliding-window ones.
+    pub(super) rope: &'a [CudaSlice<f32>],
     /// The batch's first position, on the device.
     pub(super) pos: &'a CudaSlice<u32>,
     pub(super) m: usize,
@@ -58,11 +68,11 @@ impl BlockCtx<'_> {
     /// then SwiGLU; both branches go into the FP32 residual `sc.x`, each folded into the
     /// next norm (the MLP's output is left in `sc.o` for the next block or the final
     /// norm; `first` says there is none yet).
-    pub(super) fn block(&self, b: &mut Block, sc: &mut Scratch, lin: &[LinRef], first: bool) -> Result<()> {
+    pub(super) fn block(&self, layer: usize, b: &mut Block, sc: &mut Scratch, lin: &[LinRef], first: bool) -> Result<()> {
         let (gpu, cfg, m) = (self.gpu, self.cfg, self.m);
         let st = &gpu.stream;
         let k = &gpu.kernels;
-        let (d, hd) = (cfg.dim, cfg.head_dim);
+        let (d, hd, local) = (cfg.dim, cfg.head_dim, cfg.is_local(layer));
         let mu = m as u32;
         let pending = (!first).then(|| sc.o.slice(..m * d));
         norm(gpu, &mut sc.x.slice_mut(..m * d), pending.as_ref(), &b.attn_norm, &mut sc.h, m, d, cfg.eps)?;
@@ -75,20 +85,35 @@ impl BlockCtx<'_> {
             lin[K].apply(gpu, self.blas, &sc.h, m, &mut sc.k)?;
             lin[V].apply(gpu, self.blas, &sc.h, m, &mut sc.v)?;
         }
+        let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
+        if let Some([bq, bk, bv]) = &b.qkv_bias {
+            for (y, bias, n) in [(&mut sc.q, bq, qd), (&mut sc.k, bk, kvd), (&mut sc.v, bv, kvd)] {
+                add_bias(gpu, y, bias, m, n)?;
+            }
+        }
+        if let Some([nq, nk]) = &b.qk_norm {
+            head_norm(gpu, &mut sc.q, nq, m * cfg.heads, hd, cfg.eps)?;
+            head_norm(gpu, &mut sc.k, nk, m * cfg.kv_heads, hd, cfg.eps)?;
+        }
         // Kernel safety below: `forward` checked that positions *pos .. *pos + m lie within
-        // max_context, which the RoPE table and the caches cover.
+        // max_context, which the RoPE tables and the caches cover.
         let (h, kvh, hdu) = (cfg.heads as u32, cfg.kv_heads as u32, hd as u32);
+        let split_half = (cfg.rope_style == RopeStyle::HalfSplit) as u32;
+        let rope = &self.rope[local as usize];
         let mut l = st.launch_builder(&k.rope_qk_store);
-        l.arg(&mut sc.q).arg(&mut sc.k).arg(&sc.v).arg(&mut b.k_cache).arg(&mut b.v_cache).arg(self.rope).arg(&mu).arg(&h).arg(&kvh).arg(&hdu).arg(self.pos);
+        l.arg(&mut sc.q).arg(&mut sc.k).arg(&sc.v).arg(&mut b.k_cache).arg(&mut b.v_cache).arg(rope).arg(&mu).arg(&h).arg(&kvh).arg(&hdu).arg(self.pos).arg(&split_half);
         // SAFETY: q holds m·heads·hd, k and v m·kv_heads·hd; one thread per rotated pair.
         unsafe { l.launch(launch_1d(m * (cfg.heads + cfg.kv_heads) * hd / 2)) }?;
-        let scale = 1.0 / (hd as f32).sqrt();
+        let window = if local { cfg.sliding_window.unwrap_or(0) as u32 } else { 0 };
         let mut l = st.launch_builder(&k.attention);
-        l.arg(&sc.q).arg(&b.k_cache).arg(&b.v_cache).arg(&mut sc.att).arg(&mu).arg(&h).arg(&kvh).arg(&hdu).arg(self.pos).arg(&scale);
+        l.arg(&sc.q).arg(&b.k_cache).arg(&b.v_cache).arg(&mut sc.att).arg(&mu).arg(&h).arg(&kvh).arg(&hdu).arg(self.pos).arg(&cfg.attn_scale).arg(&window);
         let cfg_att = LaunchConfig { grid_dim: ((m * cfg.heads) as u32, 1, 1), block_dim: (ATT_THREADS, 1, 1), shared_mem_bytes: 0 };
         // SAFETY: one block per (row, head); caches hold positions ≤ *pos + m - 1.
         unsafe { l.launch(cfg_att) }?;
         lin[O].apply(gpu, self.blas, &sc.att, m, &mut sc.o)?;
+        if let Some([post_attn, _]) = &b.post_norms {
+            norm_in_place(gpu, &mut sc.o, post_attn, m, d, cfg.eps)?;
+        }
         norm(gpu, &mut sc.x.slice_mut(..m * d), Some(&sc.o.slice(..m * d)), &b.ffn_norm, &mut sc.h, m, d, cfg.eps)?;
         if let Some(w) = fused(&[GATE, UP]) {
             gpu.linear_m1_fused(&sc.h, &mut [(&w[0], &mut sc.g.slice_mut(..)), (&w[1], &mut sc.u.slice_mut(..))], st)?;
@@ -97,16 +122,58 @@ impl BlockCtx<'_> {
             lin[UP].apply(gpu, self.blas, &sc.h, m, &mut sc.u)?;
         }
         let n = (m * cfg.ffn) as u32;
-        let mut l = st.launch_builder(&k.silu_mul);
+        let mut l = st.launch_builder(match cfg.activation {
+            Activation::Silu => &k.silu_mul,
+            Activation::GeluTanh => &k.gelu_mul,
+        });
         l.arg(&sc.g).arg(&sc.u).arg(&mut sc.h).arg(&n);
         // SAFETY: g, u, h hold m·ffn.
         unsafe { l.launch(launch_1d(m * cfg.ffn)) }?;
-        lin[DOWN].apply(gpu, self.blas, &sc.h, m, &mut sc.o)
+        lin[DOWN].apply(gpu, self.blas, &sc.h, m, &mut sc.o)?;
+        if let Some([_, post_ffn]) = &b.post_norms {
+            norm_in_place(gpu, &mut sc.o, post_ffn, m, d, cfg.eps)?;
+        }
+        Ok(())
     }
 }
 
 /// Threads of an attention block (the kernel returns without writing on any other size).
 const ATT_THREADS: u32 = ATT_WARPS * 32;
+
+/// `y[r, :] += bias` for `rows` rows of `n`.
+fn add_bias(gpu: &Gpu, y: &mut CudaSlice<f16>, bias: &CudaSlice<f32>, rows: usize, n: usize) -> Result<()> {
+    let (r, nu) = (rows as u32, n as u32);
+    let mut l = gpu.stream.launch_builder(&gpu.kernels.add_bias);
+    l.arg(y).arg(bias).arg(&r).arg(&nu);
+    // SAFETY: y holds rows·n, bias n.
+    unsafe { l.launch(launch_1d(rows * n)) }?;
+    Ok(())
+}
+
+/// RMSNorm of `vectors` head vectors of `hd` in `x`, in place, one warp each.
+fn head_norm(gpu: &Gpu, x: &mut CudaSlice<f16>, w: &CudaSlice<f32>, vectors: usize, hd: usize, eps: f32) -> Result<()> {
+    let (v, hdu) = (vectors as u32, hd as u32);
+    let cfg = LaunchConfig { grid_dim: (v.div_ceil(HEAD_NORM_WARPS), 1, 1), block_dim: (32 * HEAD_NORM_WARPS, 1, 1), shared_mem_bytes: 0 };
+    let mut l = gpu.stream.launch_builder(&gpu.kernels.head_rmsnorm);
+    l.arg(x).arg(w).arg(&v).arg(&hdu).arg(&eps);
+    // SAFETY: x holds vectors·hd, w hd; whole warps per vector.
+    unsafe { l.launch(cfg) }?;
+    Ok(())
+}
+
+/// Head vectors per block of `head_rmsnorm_f16`: a warp each.
+const HEAD_NORM_WARPS: u32 = 8;
+
+/// `x = x / rms(x) · w` on FP16 rows in place, one block per row.
+fn norm_in_place(gpu: &Gpu, x: &mut CudaSlice<f16>, w: &CudaSlice<f32>, rows: usize, d: usize, eps: f32) -> Result<()> {
+    let (r, du) = (rows as u32, d as u32);
+    let cfg = LaunchConfig { grid_dim: (r, 1, 1), block_dim: (NORM_THREADS, 1, 1), shared_mem_bytes: 0 };
+    let mut l = gpu.stream.launch_builder(&gpu.kernels.rmsnorm_inplace);
+    l.arg(x).arg(w).arg(&r).arg(&du).arg(&eps);
+    // SAFETY: x holds rows·d, w d.
+    unsafe { l.launch(cfg) }?;
+    Ok(())
+}
 
 /// `x += add` when given, then `h = x / rms(x) · w`, for `rows` rows of `d` (one block per row).
 #[allow(clippy::too_many_arguments)]

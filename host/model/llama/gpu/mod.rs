@@ -17,7 +17,7 @@ use crate::container::Container;
 use crate::error::{Error, Result};
 use crate::gpu::{Decoder, DeviceChunkTable, DeviceCompressedTensor, Gpu, Int8Weights, PinnedBuffer};
 use crate::import::WeightSource;
-use crate::model::config::{block_names, LlamaConfig};
+use crate::model::config::{BlockNames, ModelConfig, ROPE_FREQS};
 use crate::stream::{HostStore, UnitPart, WeightStream};
 use block::{final_norm, Block, BlockCtx, Scratch};
 use cudarc::cublas::CudaBlas;
@@ -25,13 +25,13 @@ use cudarc::driver::{CudaSlice, DevicePtr};
 use half::f16;
 use std::sync::Arc;
 use step::{Pending, StepGraph, StepIo};
-use weights::{lm_head_name, Embedding, LinRef, Linear, Weights, LINEARS, LM_PIECE_BYTES};
+use weights::{lm_head_name, Embedding, LinRef, Linear, Weights, LM_PIECE_BYTES};
 
 pub struct GpuLlama<'g> {
     gpu: &'g Gpu,
     /// Only the FP16 mode uses cuBLAS; the others do not pay for its handle and kernels.
     blas: Option<CudaBlas>,
-    pub cfg: LlamaConfig,
+    pub cfg: ModelConfig,
     pub mode: WeightMode,
     embed: Embedding,
     out_norm: CudaSlice<f32>,
@@ -39,7 +39,8 @@ pub struct GpuLlama<'g> {
     lm_head: Option<Linear>,
     blocks: Vec<Block>,
     weights: Weights<'g>,
-    rope: CudaSlice<f32>,
+    /// cos/sin tables: global layers, then (sliding-window models) local layers.
+    rope: Vec<CudaSlice<f32>>,
     /// The first position the current batch writes, read by the kernels on the device.
     pos: CudaSlice<u32>,
     s: Scratch,
@@ -102,12 +103,11 @@ impl<'g> GpuLlama<'g> {
         if !matches!(mode, WeightMode::Fp16Resident | WeightMode::Int8Resident) {
             return Err(Error::Invalid(format!("{mode:?} weights come from a container: use load_compressed / load_streamed")));
         }
-        let cfg = LlamaConfig::from_metadata(src.metadata())?;
+        let cfg = ModelConfig::from_metadata(src.metadata())?;
         let free_before = Self::baseline(gpu)?;
         let layers = (0..cfg.layers)
             .map(|i| {
-                let n = block_names(i);
-                LINEARS.iter().map(|&j| Linear::load(gpu, src, &n[j], mode)).collect::<Result<Vec<_>>>()
+                BlockNames::of(i).linears().iter().map(|n| Linear::load(gpu, src, n, mode)).collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
         let bytes = layers.iter().flatten().map(Linear::bytes).sum();
@@ -118,12 +118,11 @@ impl<'g> GpuLlama<'g> {
     /// Compressed chunks of every block resident in VRAM (checksums verified on upload),
     /// decoded layer by layer into one reused buffer.
     pub fn load_compressed(gpu: &'g Gpu, c: &Container, max_m: usize, max_context: usize) -> Result<Self> {
-        let cfg = LlamaConfig::from_metadata(&c.index.metadata)?;
+        let cfg = ModelConfig::from_metadata(&c.index.metadata)?;
         let free_before = Self::baseline(gpu)?;
         let layers = (0..cfg.layers)
             .map(|i| {
-                let n = block_names(i);
-                LINEARS.iter().map(|&j| DeviceCompressedTensor::upload(gpu, c, &n[j])).collect::<Result<Vec<_>>>()
+                BlockNames::of(i).linears().iter().map(|n| DeviceCompressedTensor::upload(gpu, c, n)).collect::<Result<Vec<_>>>()
             })
             .collect::<Result<Vec<_>>>()?;
         let tables: Vec<&DeviceChunkTable> = layers.iter().flatten().map(|t| &t.table).collect();
@@ -150,7 +149,7 @@ impl<'g> GpuLlama<'g> {
     /// `stream_units` lists them) through `slots` device slots; the embedding stays in
     /// host RAM.
     pub fn load_streamed(gpu: &'g Gpu, c: &Container, store: Arc<HostStore>, slots: usize, max_m: usize, max_context: usize) -> Result<Self> {
-        let cfg = LlamaConfig::from_metadata(&c.index.metadata)?;
+        let cfg = ModelConfig::from_metadata(&c.index.metadata)?;
         let want = Self::stream_units(c)?;
         let matches = store.units.len() == want.len()
             && store.units.iter().zip(&want).all(|(u, w)| {
@@ -175,11 +174,10 @@ impl<'g> GpuLlama<'g> {
     /// The units `load_streamed` expects in its store: each block's seven projections,
     /// then the LM head in row bands of about `LM_PIECE_BYTES`, whole chunks each.
     pub fn stream_units(c: &Container) -> Result<Vec<Vec<UnitPart>>> {
-        let cfg = LlamaConfig::from_metadata(&c.index.metadata)?;
+        let cfg = ModelConfig::from_metadata(&c.index.metadata)?;
         let mut units: Vec<Vec<UnitPart>> = (0..cfg.layers)
             .map(|i| {
-                let n = block_names(i);
-                LINEARS.iter().map(|&j| n[j].clone().into()).collect()
+                BlockNames::of(i).linears().iter().map(|&n| n.into()).collect()
             })
             .collect();
         let name = lm_head_name(c);
@@ -205,7 +203,7 @@ impl<'g> GpuLlama<'g> {
     fn assemble(
         gpu: &'g Gpu,
         src: &dyn WeightSource,
-        cfg: LlamaConfig,
+        cfg: ModelConfig,
         mode: WeightMode,
         weights: Weights<'g>,
         block_bytes: usize,
@@ -214,19 +212,20 @@ impl<'g> GpuLlama<'g> {
         max_context: usize,
         free_before: usize,
     ) -> Result<Self> {
-        if cfg.head_dim % 32 != 0 || cfg.head_dim > 128 {
-            return Err(Error::Invalid(format!("head dimension {} is not supported by the attention kernel (32, 64, 96 or 128)", cfg.head_dim)));
-        }
+        gpu_supports(&cfg)?;
         let max_context = max_context.min(cfg.context).max(1);
         let st = &gpu.stream;
         let norm = |name: &str| -> Result<CudaSlice<f32>> { Ok(st.clone_htod(&src.f32(name)?)?) };
-        let kv_dim = cfg.kv_heads * cfg.head_dim;
+        let (kv_dim, q_dim) = (cfg.kv_dim(), cfg.q_dim());
         let blocks = (0..cfg.layers)
             .map(|i| {
-                let n = block_names(i);
+                let n = BlockNames::of(i);
                 Ok(Block {
-                    attn_norm: norm(&n[0])?,
-                    ffn_norm: norm(&n[5])?,
+                    attn_norm: norm(&n.attn_norm)?,
+                    ffn_norm: norm(&n.ffn_norm)?,
+                    qkv_bias: cfg.qkv_bias.then(|| Ok::<_, Error>([norm(&n.q_bias)?, norm(&n.k_bias)?, norm(&n.v_bias)?])).transpose()?,
+                    qk_norm: cfg.qk_norm.then(|| Ok::<_, Error>([norm(&n.q_norm)?, norm(&n.k_norm)?])).transpose()?,
+                    post_norms: cfg.post_norms.then(|| Ok::<_, Error>([norm(&n.post_attn_norm)?, norm(&n.post_ffn_norm)?])).transpose()?,
                     k_cache: st.alloc_zeros(max_context * kv_dim)?,
                     v_cache: st.alloc_zeros(max_context * kv_dim)?,
                 })
@@ -237,25 +236,37 @@ impl<'g> GpuLlama<'g> {
             WeightMode::Fp16Resident => Some(Linear::load(gpu, src, lm_head_name(src), mode)?),
             _ => Some(Linear::load(gpu, src, lm_head_name(src), WeightMode::Int8Resident)?),
         };
-        // cos/sin of every (position, pair), in f64: angles reach thousands of radians.
+        // cos/sin of every (position, pair), in f64: angles reach thousands of radians. One
+        // table for global layers, one for sliding-window layers (their own base).
         let half = cfg.head_dim / 2;
-        let mut rope = Vec::with_capacity(max_context * half * 2);
-        for p in 0..max_context {
-            for i in 0..half {
-                let theta = p as f64 * (cfg.rope_base as f64).powf(-2.0 * i as f64 / cfg.head_dim as f64);
-                rope.push(theta.cos() as f32);
-                rope.push(theta.sin() as f32);
+        let factors = if src.has(ROPE_FREQS) {
+            Some(Some(src.f32(ROPE_FREQS)?).filter(|f| f.len() == half).ok_or_else(|| Error::Invalid(format!("{ROPE_FREQS} must hold {half} factors")))?)
+        } else {
+            None
+        };
+        let table = |layer: usize| {
+            let inv_freq: Vec<f64> = (0..half).map(|i| cfg.rope_inv_freq(layer, i, factors.as_deref())).collect();
+            let mut t = Vec::with_capacity(max_context * half * 2);
+            for p in 0..max_context {
+                for f in &inv_freq {
+                    let theta = p as f64 * f;
+                    t.push(theta.cos() as f32);
+                    t.push(theta.sin() as f32);
+                }
             }
-        }
+            t
+        };
+        // Layer 0 is local whenever the model has sliding-window layers; the last is global.
+        let (global, local) = (table(cfg.layers - 1), table(0));
         let (d, f) = (cfg.dim, cfg.ffn);
         let s = Scratch {
             ids: st.alloc_zeros(max_m)?,
             x: st.alloc_zeros(max_m * d)?,
             h: st.alloc_zeros(max_m * f.max(d))?,
-            q: st.alloc_zeros(max_m * d)?,
+            q: st.alloc_zeros(max_m * q_dim)?,
             k: st.alloc_zeros(max_m * kv_dim)?,
             v: st.alloc_zeros(max_m * kv_dim)?,
-            att: st.alloc_zeros(max_m * d)?,
+            att: st.alloc_zeros(max_m * q_dim)?,
             o: st.alloc_zeros(max_m * d)?,
             g: st.alloc_zeros(max_m * f)?,
             u: st.alloc_zeros(max_m * f)?,
@@ -268,8 +279,13 @@ impl<'g> GpuLlama<'g> {
         let weight_bytes = block_bytes + lm_head.as_ref().map_or(0, Linear::bytes) + embed_bytes;
         let scratch = 4 * (s.x.len() + s.ids.len())
             + 2 * (s.h.len() + s.q.len() + s.k.len() + s.v.len() + s.att.len() + s.o.len() + s.g.len() + s.u.len() + s.logits.len());
-        let per_block: usize = blocks.iter().map(|b| 4 * (b.attn_norm.len() + b.ffn_norm.len()) + 2 * (b.k_cache.len() + b.v_cache.len())).sum();
-        let vram_accounted = weight_bytes + scratch + per_block + 4 * (rope.len() + d + 1);
+        let extras = |b: &Block| -> usize {
+            let sum = |v: &[CudaSlice<f32>]| v.iter().map(|t| t.len()).sum::<usize>();
+            b.qkv_bias.as_ref().map_or(0, |t| sum(t)) + b.qk_norm.as_ref().map_or(0, |t| sum(t)) + b.post_norms.as_ref().map_or(0, |t| sum(t))
+        };
+        let per_block: usize = blocks.iter().map(|b| 4 * (b.attn_norm.len() + b.ffn_norm.len() + extras(b)) + 2 * (b.k_cache.len() + b.v_cache.len())).sum();
+        let rope_tables = if cfg.sliding_window.is_some() { 2 } else { 1 };
+        let vram_accounted = weight_bytes + scratch + per_block + 4 * (rope_tables * global.len() + d + 1);
         let host_rows = if matches!(embed, Embedding::Host(_)) { max_m * d } else { 0 };
         let prefetch_next = matches!(&weights, Weights::Streamed(ws) if ws.can_prefetch_next_pass());
         let mut model = GpuLlama {
@@ -280,7 +296,7 @@ impl<'g> GpuLlama<'g> {
             lm_head,
             blocks,
             weights,
-            rope: st.clone_htod(&rope)?,
+            rope: if cfg.sliding_window.is_some() { vec![st.clone_htod(&global)?, st.clone_htod(&local)?] } else { vec![st.clone_htod(&global)?] },
             pos: st.alloc_zeros(1)?,
             s,
             max_m,
@@ -334,7 +350,7 @@ impl<'g> GpuLlama<'g> {
             Weights::Resident(layers) => {
                 for (i, (b, lin)) in blocks.iter_mut().zip(layers.iter()).enumerate() {
                     let refs: Vec<LinRef> = lin.iter().map(LinRef::Owned).collect();
-                    ctx.block(b, sc, &refs, i == 0)?;
+                    ctx.block(i, b, sc, &refs, i == 0)?;
                 }
             }
             Weights::Compressed { layers, decoder, buf } => {
@@ -347,7 +363,7 @@ impl<'g> GpuLlama<'g> {
                     unsafe { decoder.decode_batch(&items, st)? };
                     let views: Vec<Int8Weights> = lin.iter().zip(&offsets).map(|(t, &o)| t.table.weights_at(buf.slice(o..o + t.len()))).collect();
                     let refs: Vec<LinRef> = views.iter().map(LinRef::Int8).collect();
-                    ctx.block(b, sc, &refs, i == 0)?;
+                    ctx.block(i, b, sc, &refs, i == 0)?;
                 }
             }
             Weights::Streamed(ws) => {
@@ -356,7 +372,7 @@ impl<'g> GpuLlama<'g> {
                 ws.for_each_unit(|u, w, _stream| {
                     if u < layers {
                         let refs: Vec<LinRef> = w.iter().map(LinRef::Int8).collect();
-                        return ctx.block(&mut blocks[u], sc, &refs, u == 0);
+                        return ctx.block(u, &mut blocks[u], sc, &refs, u == 0);
                     }
                     if u == layers {
                         final_norm(gpu, sc, out_norm, m, d, cfg.eps)?;
@@ -372,6 +388,21 @@ impl<'g> GpuLlama<'g> {
         final_norm(gpu, sc, out_norm, m, d, cfg.eps)?;
         lm_head.as_ref().expect("resident modes hold the LM head").apply(gpu, blas, &sc.h, 1, &mut sc.logits)
     }
+}
+
+/// What the GPU forward does not run, as one clear error naming it.
+fn gpu_supports(cfg: &ModelConfig) -> Result<()> {
+    let missing: Vec<&str> = [
+        (cfg.logit_softcap.is_some(), "logit soft-capping"),
+        (cfg.head_dim % 32 != 0 || cfg.head_dim > crate::abi::ATT_MAX_HEAD_DIM, "this head dimension (the attention kernel takes multiples of 32 up to 256)"),
+    ]
+    .into_iter()
+    .filter_map(|(needed, what)| needed.then_some(what))
+    .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    Err(Error::Invalid(format!("{:?} models need {} on the GPU, which this build does not have yet; run them on the CPU (without --weights)", cfg.arch, missing.join(", "))))
 }
 
 fn gcd(a: usize, b: usize) -> usize {

@@ -79,9 +79,10 @@ impl GpuLlama<'_> {
         match &self.embed {
             Embedding::Device(_) => self.io.ids.as_mut_slice()[..m].copy_from_slice(ids),
             Embedding::Host(table) => {
-                let d = self.cfg.dim;
+                let (d, scale) = (self.cfg.dim, self.cfg.embed_scale);
                 for (row, &t) in self.io.rows.as_mut_slice().chunks_exact_mut(d).zip(ids) {
-                    row.copy_from_slice(&table[t as usize * d..(t as usize + 1) * d]);
+                    // The device path scales in f32 after widening the FP16 row: the same.
+                    row.iter_mut().zip(&table[t as usize * d..(t as usize + 1) * d]).for_each(|(r, &v)| *r = v * scale);
                 }
             }
         }
@@ -171,7 +172,7 @@ impl GpuLlama<'_> {
                 st.memcpy_htod(&self.io.ids.as_slice()[..m], &mut sc.ids.slice_mut(..m))?;
                 let (mu, du) = (m as u32, d as u32);
                 let mut l = st.launch_builder(&gpu.kernels.embed);
-                l.arg(table).arg(&sc.ids).arg(&mut sc.x).arg(&mu).arg(&du);
+                l.arg(table).arg(&sc.ids).arg(&mut sc.x).arg(&mu).arg(&du).arg(&self.cfg.embed_scale);
                 // SAFETY: ids < vocab (checked by submit), x holds m·d.
                 unsafe { l.launch(launch_1d(m * d)) }?;
             }

@@ -108,8 +108,7 @@ impl Linear {
     }
 }
 
-/// The seven projections of a block, in this order (indices into `block_names`).
-pub(super) const LINEARS: [usize; 7] = [1, 2, 3, 4, 6, 7, 8];
+/// Indices of the seven projections in `BlockNames::linears` order.
 pub(super) const Q: usize = 0;
 pub(super) const K: usize = 1;
 pub(super) const V: usize = 2;

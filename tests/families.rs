@@ -1,0 +1,348 @@
+//! Every model family from both checkpoint layouts: a tiny random model written as a GGUF
+//! (llama.cpp's names and conventions) and as a Hugging Face checkpoint (HF's names, q/k
+//! rows in rotate-half order for LLaMA, norms without Gemma's +1, llama3 scaling as a
+//! config entry) must give bit-identical CPU logits — and a batch must give the same bits
+//! as the same tokens fed one by one.
+mod common;
+use codecllm::import::SourceModel;
+use codecllm::model::config::{Arch, ModelConfig};
+use codecllm::model::llama::{CpuLlama, KvCache};
+use common::gguf::{write_gguf, Kv};
+use common::*;
+use rand::Rng;
+use safetensors::Dtype;
+
+const D: usize = 128;
+const F: usize = 192;
+const HEADS: usize = 4;
+const KV_HEADS: usize = 2;
+const VOCAB: usize = 20;
+const LAYERS: usize = 2;
+
+/// HF row order from llama.cpp's: HF row `h·d + j·d/2 + i` is llama.cpp row `h·d + 2i + j`.
+fn to_hf_rows(w: &[f32], heads: usize, cols: usize) -> Vec<f32> {
+    let d = w.len() / cols / heads;
+    let mut out = vec![0f32; w.len()];
+    for h in 0..heads {
+        for i in 0..d / 2 {
+            for j in 0..2 {
+                let (hf, cpp) = (h * d + j * (d / 2) + i, h * d + 2 * i + j);
+                out[hf * cols..(hf + 1) * cols].copy_from_slice(&w[cpp * cols..(cpp + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
+/// How one tensor differs between the layouts.
+#[derive(Clone, Copy)]
+enum Hf {
+    Same,
+    /// q/k of a LLaMA model: rows regrouped per head.
+    Rows(usize),
+    /// A Gemma norm: HF stores `w − 1`.
+    MinusOne,
+}
+
+struct Model {
+    gguf: Vec<(String, Vec<u64>, u32, Vec<u8>)>,
+    hf: Vec<RawTensor>,
+}
+
+impl Model {
+    fn add(&mut self, rng: &mut impl Rng, gguf: &str, hf: &str, rows: usize, cols: usize, how: Hf) {
+        let scale = if rows == 1 { 1.0 } else { 1.0 / (cols as f32).sqrt() };
+        let w: Vec<f32> = (0..rows * cols).map(|_| rng.gen_range(-1.0f32..1.0) * scale + if matches!(how, Hf::MinusOne) { 1.0 } else { 0.0 }).collect();
+        let dims = if rows == 1 { vec![cols as u64] } else { vec![cols as u64, rows as u64] };
+        self.gguf.push((gguf.to_string(), dims, 0, w.iter().flat_map(|x| x.to_le_bytes()).collect()));
+        let hf_w: Vec<f32> = match how {
+            Hf::Same => w,
+            Hf::Rows(h) => to_hf_rows(&w, h, cols),
+            // Exact in f32 for values in [0, 2): `(w − 1) + 1 == w`.
+            Hf::MinusOne => w.iter().map(|x| x - 1.0).collect(),
+        };
+        let shape: Vec<usize> = if rows == 1 { vec![cols] } else { vec![rows, cols] };
+        self.hf.push(RawTensor::float(hf, Dtype::F32, &shape, &hf_w));
+    }
+}
+
+/// The llama3 factors llama.cpp's converter writes for this test's config (factor 8,
+/// low 1, high 4, original context 16, base 10000, head_dim 32), as its Python computes
+/// them (conversion/llama.py): float32 frequencies, the blend in Python floats.
+fn converter_llama3_factors() -> Vec<f32> {
+    (0..16)
+        .map(|i| {
+            let freq = 1.0f32 / 10000f32.powf((2 * i) as f32 / 32.0);
+            let wavelen = 2.0 * std::f64::consts::PI / freq as f64;
+            let (low, high, factor, old) = (1.0, 4.0, 8.0, 16.0);
+            (if wavelen < old / high {
+                1.0
+            } else if wavelen > old / low {
+                factor
+            } else {
+                let smooth = (old / wavelen - low) / (high - low);
+                1.0 / ((1.0 - smooth) / factor + smooth)
+            }) as f32
+        })
+        .collect()
+}
+
+/// Writes the family's tiny model into `dir` both ways; returns (GGUF, HF safetensors,
+/// the llama3 factors the GGUF holds).
+fn write_family(arch: Arch, dir: &std::path::Path) -> (std::path::PathBuf, std::path::PathBuf, Vec<f32>) {
+    let mut rng = rng(fresh_seed());
+    let (name, model_type) = match arch {
+        Arch::Llama => ("llama", "llama"),
+        Arch::Qwen2 => ("qwen2", "qwen2"),
+        Arch::Qwen3 => ("qwen3", "qwen3"),
+        Arch::Gemma3 => ("gemma3", "gemma3_text"),
+    };
+    let gemma = arch == Arch::Gemma3;
+    // Qwen3 and Gemma 3 have q wider than the model (head_dim set explicitly).
+    let hd = if matches!(arch, Arch::Qwen3 | Arch::Gemma3) { 64 } else { D / HEADS };
+    let norm = if gemma { Hf::MinusOne } else { Hf::Same };
+    let rows = |heads| if arch == Arch::Llama { Hf::Rows(heads) } else { Hf::Same };
+    let mut m = Model { gguf: Vec::new(), hf: Vec::new() };
+    m.add(&mut rng, "token_embd.weight", "model.embed_tokens.weight", VOCAB, D, Hf::Same);
+    m.add(&mut rng, "output_norm.weight", "model.norm.weight", 1, D, norm);
+    if !gemma {
+        m.add(&mut rng, "output.weight", "lm_head.weight", VOCAB, D, Hf::Same);
+    }
+    for l in 0..LAYERS {
+        let (c, h) = (|n: &str| format!("blk.{l}.{n}"), |n: &str| format!("model.layers.{l}.{n}"));
+        m.add(&mut rng, &c("attn_norm.weight"), &h("input_layernorm.weight"), 1, D, norm);
+        m.add(&mut rng, &c("attn_q.weight"), &h("self_attn.q_proj.weight"), HEADS * hd, D, rows(HEADS));
+        m.add(&mut rng, &c("attn_k.weight"), &h("self_attn.k_proj.weight"), KV_HEADS * hd, D, rows(KV_HEADS));
+        m.add(&mut rng, &c("attn_v.weight"), &h("self_attn.v_proj.weight"), KV_HEADS * hd, D, Hf::Same);
+        m.add(&mut rng, &c("attn_output.weight"), &h("self_attn.o_proj.weight"), D, HEADS * hd, Hf::Same);
+        if arch == Arch::Qwen2 {
+            m.add(&mut rng, &c("attn_q.bias"), &h("self_attn.q_proj.bias"), 1, HEADS * hd, Hf::Same);
+            m.add(&mut rng, &c("attn_k.bias"), &h("self_attn.k_proj.bias"), 1, KV_HEADS * hd, Hf::Same);
+            m.add(&mut rng, &c("attn_v.bias"), &h("self_attn.v_proj.bias"), 1, KV_HEADS * hd, Hf::Same);
+        }
+        if matches!(arch, Arch::Qwen3 | Arch::Gemma3) {
+            m.add(&mut rng, &c("attn_q_norm.weight"), &h("self_attn.q_norm.weight"), 1, hd, norm);
+            m.add(&mut rng, &c("attn_k_norm.weight"), &h("self_attn.k_norm.weight"), 1, hd, norm);
+        }
+        if gemma {
+            m.add(&mut rng, &c("post_attention_norm.weight"), &h("post_attention_layernorm.weight"), 1, D, norm);
+            m.add(&mut rng, &c("ffn_norm.weight"), &h("pre_feedforward_layernorm.weight"), 1, D, norm);
+            m.add(&mut rng, &c("post_ffw_norm.weight"), &h("post_feedforward_layernorm.weight"), 1, D, norm);
+        } else {
+            m.add(&mut rng, &c("ffn_norm.weight"), &h("post_attention_layernorm.weight"), 1, D, Hf::Same);
+        }
+        m.add(&mut rng, &c("ffn_gate.weight"), &h("mlp.gate_proj.weight"), F, D, Hf::Same);
+        m.add(&mut rng, &c("ffn_up.weight"), &h("mlp.up_proj.weight"), F, D, Hf::Same);
+        m.add(&mut rng, &c("ffn_down.weight"), &h("mlp.down_proj.weight"), D, F, Hf::Same);
+    }
+    let rope_base: f32 = if arch == Arch::Llama { 10_000.0 } else { 1_000_000.0 };
+    let k = |s: &str| format!("{name}.{s}");
+    let keys: Vec<String> = [
+        "block_count",
+        "embedding_length",
+        "feed_forward_length",
+        "attention.head_count",
+        "attention.head_count_kv",
+        "attention.key_length",
+        "vocab_size",
+        "rope.freq_base",
+        "attention.layer_norm_rms_epsilon",
+        "attention.sliding_window",
+        "attention.sliding_window_pattern",
+        "rope.freq_base_swa",
+        "attention.scale",
+    ]
+    .iter()
+    .map(|s| k(s))
+    .collect();
+    let mut kvs: Vec<(&str, Kv)> = vec![
+        ("general.architecture", Kv::Str(name)),
+        (&keys[0], Kv::U32(LAYERS as u32)),
+        (&keys[1], Kv::U32(D as u32)),
+        (&keys[2], Kv::U32(F as u32)),
+        (&keys[3], Kv::U32(HEADS as u32)),
+        (&keys[4], Kv::U32(KV_HEADS as u32)),
+        (&keys[5], Kv::U32(hd as u32)),
+        (&keys[6], Kv::U32(VOCAB as u32)),
+        (&keys[7], Kv::F32(rope_base)),
+        (&keys[8], Kv::F32(1e-6)),
+    ];
+    let mut config = serde_json::json!({
+        "model_type": model_type, "hidden_size": D, "intermediate_size": F, "num_attention_heads": HEADS,
+        "num_key_value_heads": KV_HEADS, "head_dim": hd, "num_hidden_layers": LAYERS, "vocab_size": VOCAB,
+        "rms_norm_eps": 1e-6, "rope_theta": rope_base, "eos_token_id": 1,
+    });
+    let factors = converter_llama3_factors();
+    match arch {
+        Arch::Llama => {
+            config["rope_scaling"] = serde_json::json!({"rope_type": "llama3", "factor": 8.0, "low_freq_factor": 1.0, "high_freq_factor": 4.0, "original_max_position_embeddings": 16});
+            m.gguf.push(("rope_freqs.weight".into(), vec![factors.len() as u64], 0, factors.iter().flat_map(|x| x.to_le_bytes()).collect()));
+        }
+        Arch::Gemma3 => {
+            // Layer 0 attends to a window of 3, layer 1 (every second) globally, with its
+            // own RoPE base; q·k scaled by query_pre_attn_scalar^-0.5, not head_dim^-0.5.
+            config["sliding_window"] = 3.into();
+            config["sliding_window_pattern"] = 2.into();
+            config["rope_local_base_freq"] = 10_000.0.into();
+            config["query_pre_attn_scalar"] = 24.into();
+            kvs.push((&keys[9], Kv::U32(3)));
+            kvs.push((&keys[10], Kv::U32(2)));
+            kvs.push((&keys[11], Kv::F32(10_000.0)));
+            kvs.push((&keys[12], Kv::F32((1.0 / 24f64.sqrt()) as f32)));
+        }
+        _ => {}
+    }
+    let gguf = dir.join("m.gguf");
+    let refs: Vec<(&str, Vec<u64>, u32, Vec<u8>)> = m.gguf.iter().map(|(n, d, t, b)| (n.as_str(), d.clone(), *t, b.clone())).collect();
+    write_gguf(&gguf, &kvs, &refs);
+    let hf_dir = dir.join("hf");
+    std::fs::create_dir(&hf_dir).unwrap();
+    write_safetensors(&hf_dir.join("model.safetensors"), &m.hf);
+    std::fs::write(hf_dir.join("config.json"), config.to_string()).unwrap();
+    (gguf, hf_dir.join("model.safetensors"), factors)
+}
+
+fn check_family(arch: Arch) {
+    let dir = tempfile::tempdir().unwrap();
+    let (gguf, hf, factors) = write_family(arch, dir.path());
+    let name = format!("{arch:?}");
+    let from_gguf = SourceModel::open(&gguf).unwrap();
+    let from_hf = SourceModel::open(&hf).unwrap();
+    let cfg = ModelConfig::from_metadata(&from_hf.metadata).unwrap();
+    assert_eq!(cfg, ModelConfig::from_metadata(&from_gguf.metadata).unwrap(), "{name}: the two layouts describe the same model");
+    assert_eq!(cfg.arch, arch);
+    if arch == Arch::Llama {
+        let made = from_hf.to_f32(from_hf.tensor("rope_freqs.weight").expect("llama3 factors made from the config"));
+        assert_eq!(made.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), factors.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), "llama3 factors as the converter writes them");
+        assert!(factors.iter().any(|&f| f > 1.0 && f < 8.0) && factors.contains(&8.0), "the config reaches the blend and the low band: {factors:?}");
+    }
+    let (a, b) = (CpuLlama::load(&from_gguf).unwrap(), CpuLlama::load(&from_hf).unwrap());
+    let tokens = [2u32, 5, 6, 3, 4, 2, 19];
+    let (mut ca, mut cb) = (KvCache::default(), KvCache::default());
+    let mut stepped = Vec::new();
+    for &t in &tokens {
+        let (la, lb) = (a.step(t, &mut ca).unwrap(), b.step(t, &mut cb).unwrap());
+        assert!(la.iter().all(|x| x.is_finite()));
+        assert!(la.iter().zip(&lb).all(|(x, y)| x.to_bits() == y.to_bits()), "{name}, token {t}: HF and GGUF logits differ");
+        stepped.push(la);
+    }
+    let batched = a.forward(&tokens, &mut KvCache::default(), 0..tokens.len()).unwrap();
+    for (i, (s, bt)) in stepped.iter().zip(&batched).enumerate() {
+        assert!(s.iter().zip(bt).all(|(x, y)| x.to_bits() == y.to_bits()), "{name}, position {i}: a batch differs from one token at a time");
+    }
+}
+
+/// The GPU forward in every weight mode against the CPU reference on the same weights:
+/// FP16 from the GGUF, the INT8 modes from its container (which must agree bit for bit).
+fn check_family_gpu(arch: Arch, test: &str) {
+    use codecllm::container::Container;
+    use codecllm::import::WeightSource;
+    use codecllm::model::llama::{GpuLlama, WeightMode};
+    let Some(gpu) = gpu_or_skip(test) else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let (gguf, _, _) = write_family(arch, dir.path());
+    let source = SourceModel::open(&gguf).unwrap();
+    let clm = dir.path().join("m.clm");
+    compress_model(&source, &clm, &codecllm::pipeline::compress::CompressOptions { chunk_size: 4096, ..Default::default() }).unwrap();
+    let container = Container::open(&clm).unwrap();
+    let tokens = [2u32, 5, 6, 3, 4, 2, 19, 7, 1];
+    let cpu = |src: &dyn WeightSource| CpuLlama::load(src).unwrap().forward(&tokens, &mut KvCache::default(), 0..tokens.len()).unwrap();
+    let rel = |a: &[f32], b: &[f32]| {
+        let (n, d) = a.iter().zip(b).fold((0f64, 0f64), |(n, d), (&x, &y)| (n + (x as f64 - y as f64).powi(2), d + (y as f64).powi(2)));
+        (n / d).sqrt()
+    };
+    let mut int8 = Vec::new();
+    for (mode, src) in [(WeightMode::Fp16Resident, &source as &dyn WeightSource), (WeightMode::Int8Resident, &container), (WeightMode::CompressedResident, &container), (WeightMode::Stream, &container)] {
+        let want = cpu(src);
+        let mut llm = GpuLlama::load_mode(&gpu, src, mode, 2, 4, 64).unwrap();
+        // A prompt of 4 (one batch), then single-token steps (graph replays).
+        let mut got = vec![llm.forward(&tokens[..4]).unwrap()];
+        for &t in &tokens[4..] {
+            got.push(llm.forward(&[t]).unwrap());
+        }
+        for (i, g) in got.iter().enumerate() {
+            let w = &want[if i == 0 { 3 } else { 3 + i }];
+            let e = rel(g, w);
+            assert!(e < 1e-2, "{arch:?} {mode:?} step {i}: relative error {e} against the CPU");
+        }
+        if mode != WeightMode::Fp16Resident {
+            int8.push((mode, got));
+        }
+    }
+    let bits = |v: &Vec<Vec<f32>>| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
+    for (mode, got) in &int8[1..] {
+        assert!(bits(got) == bits(&int8[0].1), "{arch:?}: {mode:?} differs from int8-resident");
+    }
+}
+
+#[test]
+fn gpu_llama() {
+    check_family_gpu(Arch::Llama, "gpu_llama");
+}
+
+#[test]
+fn gpu_qwen2() {
+    check_family_gpu(Arch::Qwen2, "gpu_qwen2");
+}
+
+#[test]
+fn gpu_qwen3() {
+    check_family_gpu(Arch::Qwen3, "gpu_qwen3");
+}
+
+#[test]
+fn gpu_gemma3() {
+    check_family_gpu(Arch::Gemma3, "gpu_gemma3");
+}
+
+#[test]
+fn llama_with_llama3_rope_scaling() {
+    check_family(Arch::Llama);
+}
+
+#[test]
+fn qwen2_with_qkv_biases() {
+    check_family(Arch::Qwen2);
+}
+
+#[test]
+fn qwen3_with_per_head_qk_norms() {
+    check_family(Arch::Qwen3);
+}
+
+#[test]
+fn gemma3_with_post_norms_gelu_and_sliding_window() {
+    check_family(Arch::Gemma3);
+}
+
+/// The sliding window changes what a local layer sees, and the flags that set the families
+/// apart are read from the metadata, not the family name.
+#[test]
+fn configs_carry_each_familys_traits() {
+    let meta = |arch: &str, extra: &[(&str, &str)]| {
+        let mut m: std::collections::BTreeMap<String, String> = [
+            ("general.architecture", format!("\"{arch}\"")),
+            ("block_count", "12".into()),
+            ("embedding_length", "64".into()),
+            ("feed_forward_length", "96".into()),
+            ("attention.head_count", "4".into()),
+        ]
+        .into_iter()
+        .map(|(k, v)| (if k.starts_with("general") { format!("gguf.{k}") } else { format!("gguf.{arch}.{k}") }, v))
+        .collect();
+        m.insert("gguf.tokenizer.ggml.tokens".into(), "[\"a\",\"b\"]".into());
+        for (k, v) in extra {
+            m.insert(format!("gguf.{arch}.{k}"), v.to_string());
+        }
+        ModelConfig::from_metadata(&m).unwrap()
+    };
+    let g = meta("gemma3", &[("attention.sliding_window", "512")]);
+    assert!(g.qk_norm && g.post_norms && g.embed_scale == 8.0 && g.sliding_window == Some(512));
+    let locals: Vec<bool> = (0..12).map(|l| g.is_local(l)).collect();
+    assert_eq!(locals, [true, true, true, true, true, false, true, true, true, true, true, false], "every sixth layer is global");
+    assert_eq!(g.rope_base_local, 10_000.0, "Gemma's default local base");
+    let q = meta("qwen2", &[]);
+    assert!(q.qkv_bias && !q.qk_norm && !q.is_local(0));
+    let err = ModelConfig::from_metadata(&[("gguf.general.architecture".to_string(), "\"mamba\"".to_string())].into_iter().collect()).unwrap_err().to_string();
+    assert!(err.contains("'mamba' is not supported") && err.contains("qwen3") && err.contains("gemma3"), "{err}");
+}
