@@ -213,7 +213,11 @@ fn check_family(arch: Arch) {
     assert_eq!(cfg.arch, arch);
     if arch == Arch::Llama {
         let made = from_hf.to_f32(from_hf.tensor("rope_freqs.weight").expect("llama3 factors made from the config"));
-        assert_eq!(made.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), factors.iter().map(|x| x.to_bits()).collect::<Vec<_>>(), "llama3 factors as the converter writes them");
+        assert_eq!(
+            made.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            factors.iter().map(|x| x.to_bits()).collect::<Vec<_>>(),
+            "llama3 factors as the converter writes them"
+        );
         assert!(factors.iter().any(|&f| f > 1.0 && f < 8.0) && factors.contains(&8.0), "the config reaches the blend and the low band: {factors:?}");
     }
     let (a, b) = (CpuLlama::load(&from_gguf).unwrap(), CpuLlama::load(&from_hf).unwrap());
@@ -252,7 +256,12 @@ fn check_family_gpu(arch: Arch, test: &str) {
         (n / d).sqrt()
     };
     let mut int8 = Vec::new();
-    for (mode, src) in [(WeightMode::Fp16Resident, &source as &dyn WeightSource), (WeightMode::Int8Resident, &container), (WeightMode::CompressedResident, &container), (WeightMode::Stream, &container)] {
+    for (mode, src) in [
+        (WeightMode::Fp16Resident, &source as &dyn WeightSource),
+        (WeightMode::Int8Resident, &container),
+        (WeightMode::CompressedResident, &container),
+        (WeightMode::Stream, &container),
+    ] {
         let want = cpu(src);
         let mut llm = GpuLlama::load_mode(&gpu, src, mode, 2, 4, 64).unwrap();
         // A prompt of 4 (one batch), then single-token steps (graph replays).

@@ -133,15 +133,7 @@ impl SourceModel {
                 GgmlType::BF16 => DType::BF16,
                 _ => DType::F16,
             };
-            self.tensors.push(SourceTensor {
-                name: t.name,
-                dtype,
-                shape: t.shape,
-                file: 0,
-                start: t.start,
-                end: t.end,
-                view: View::Ggml(t.ggml_type),
-            });
+            self.tensors.push(SourceTensor { name: t.name, dtype, shape: t.shape, file: 0, start: t.start, end: t.end, view: View::Ggml(t.ggml_type) });
         }
         self.files.push((path.to_owned(), map));
         Ok(())

@@ -49,7 +49,8 @@ const MODEL_TYPES: [(&str, &str); 4] = [("llama", "llama"), ("qwen2", "qwen2"), 
 /// frequencies, `factor` for low ones, a smooth blend between.
 pub fn llama3_rope_factors(rope_scaling: &Value, base: f64, head_dim: usize) -> Vec<f32> {
     let get = |k: &str, default: f64| rope_scaling[k].as_f64().unwrap_or(default);
-    let (factor, low, high, old_ctx) = (get("factor", 8.0), get("low_freq_factor", 1.0), get("high_freq_factor", 4.0), get("original_max_position_embeddings", 8192.0));
+    let (factor, low, high, old_ctx) =
+        (get("factor", 8.0), get("low_freq_factor", 1.0), get("high_freq_factor", 4.0), get("original_max_position_embeddings", 8192.0));
     let (low_wavelen, high_wavelen) = (old_ctx / low, old_ctx / high);
     (0..head_dim / 2)
         .map(|i| {

@@ -53,10 +53,50 @@ struct Family {
 }
 
 const FAMILIES: [Family; 4] = [
-    Family { arch: Arch::Llama, name: "llama", rope: RopeStyle::Adjacent, qkv_bias: false, qk_norm: false, post_norms: false, activation: Activation::Silu, scale_embeddings: false, default_local_rope_base: 0.0 },
-    Family { arch: Arch::Qwen2, name: "qwen2", rope: RopeStyle::HalfSplit, qkv_bias: true, qk_norm: false, post_norms: false, activation: Activation::Silu, scale_embeddings: false, default_local_rope_base: 0.0 },
-    Family { arch: Arch::Qwen3, name: "qwen3", rope: RopeStyle::HalfSplit, qkv_bias: false, qk_norm: true, post_norms: false, activation: Activation::Silu, scale_embeddings: false, default_local_rope_base: 0.0 },
-    Family { arch: Arch::Gemma3, name: "gemma3", rope: RopeStyle::HalfSplit, qkv_bias: false, qk_norm: true, post_norms: true, activation: Activation::GeluTanh, scale_embeddings: true, default_local_rope_base: 10_000.0 },
+    Family {
+        arch: Arch::Llama,
+        name: "llama",
+        rope: RopeStyle::Adjacent,
+        qkv_bias: false,
+        qk_norm: false,
+        post_norms: false,
+        activation: Activation::Silu,
+        scale_embeddings: false,
+        default_local_rope_base: 0.0,
+    },
+    Family {
+        arch: Arch::Qwen2,
+        name: "qwen2",
+        rope: RopeStyle::HalfSplit,
+        qkv_bias: true,
+        qk_norm: false,
+        post_norms: false,
+        activation: Activation::Silu,
+        scale_embeddings: false,
+        default_local_rope_base: 0.0,
+    },
+    Family {
+        arch: Arch::Qwen3,
+        name: "qwen3",
+        rope: RopeStyle::HalfSplit,
+        qkv_bias: false,
+        qk_norm: true,
+        post_norms: false,
+        activation: Activation::Silu,
+        scale_embeddings: false,
+        default_local_rope_base: 0.0,
+    },
+    Family {
+        arch: Arch::Gemma3,
+        name: "gemma3",
+        rope: RopeStyle::HalfSplit,
+        qkv_bias: false,
+        qk_norm: true,
+        post_norms: true,
+        activation: Activation::GeluTanh,
+        scale_embeddings: true,
+        default_local_rope_base: 10_000.0,
+    },
 ];
 
 /// The `general.architecture` values this build runs, for error messages.
@@ -122,9 +162,10 @@ fn meta_value(m: &BTreeMap<String, String>, key: &str) -> Option<serde_json::Val
 impl ModelConfig {
     pub fn from_metadata(m: &BTreeMap<String, String>) -> Result<Self> {
         let arch_name = meta_value(m, "general.architecture").and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
-        let family = FAMILIES.iter().find(|f| f.name == arch_name).ok_or_else(|| {
-            Error::Invalid(format!("architecture '{arch_name}' is not supported (supported: {})", supported_architectures()))
-        })?;
+        let family = FAMILIES
+            .iter()
+            .find(|f| f.name == arch_name)
+            .ok_or_else(|| Error::Invalid(format!("architecture '{arch_name}' is not supported (supported: {})", supported_architectures())))?;
         let num = |k: &str| meta_value(m, &format!("{arch_name}.{k}")).and_then(|v| v.as_f64());
         let need = |k: &str| num(k).ok_or_else(|| Error::Invalid(format!("the model's metadata lacks a numeric gguf.{arch_name}.{k}")));
         let (dim, heads, layers) = (need("embedding_length")? as usize, need("attention.head_count")? as usize, need("block_count")? as usize);
@@ -162,7 +203,8 @@ impl ModelConfig {
             eps: num("attention.layer_norm_rms_epsilon").unwrap_or(1e-5) as f32,
             rope_style: family.rope,
             rope_base,
-            rope_base_local: num("rope.freq_base_swa").map_or(if family.default_local_rope_base > 0.0 { family.default_local_rope_base } else { rope_base }, |v| v as f32),
+            rope_base_local: num("rope.freq_base_swa")
+                .map_or(if family.default_local_rope_base > 0.0 { family.default_local_rope_base } else { rope_base }, |v| v as f32),
             rope_scale,
             sliding_window,
             swa_period,

@@ -153,7 +153,10 @@ impl CpuLlama {
                     k: tensor(c, &n.k, kv * d)?,
                     v: tensor(c, &n.v, kv * d)?,
                     o: tensor(c, &n.o, d * qd)?,
-                    qkv_bias: cfg.qkv_bias.then(|| Ok::<_, Error>([tensor(c, &n.q_bias, qd)?, tensor(c, &n.k_bias, kv)?, tensor(c, &n.v_bias, kv)?])).transpose()?,
+                    qkv_bias: cfg
+                        .qkv_bias
+                        .then(|| Ok::<_, Error>([tensor(c, &n.q_bias, qd)?, tensor(c, &n.k_bias, kv)?, tensor(c, &n.v_bias, kv)?]))
+                        .transpose()?,
                     qk_norm: cfg.qk_norm.then(|| Ok::<_, Error>([tensor(c, &n.q_norm, hd)?, tensor(c, &n.k_norm, hd)?])).transpose()?,
                     post_norms: cfg.post_norms.then(|| Ok::<_, Error>([tensor(c, &n.post_attn_norm, d)?, tensor(c, &n.post_ffn_norm, d)?])).transpose()?,
                     ffn_norm: tensor(c, &n.ffn_norm, d)?,

@@ -101,7 +101,18 @@ impl BlockCtx<'_> {
         let split_half = (cfg.rope_style == RopeStyle::HalfSplit) as u32;
         let rope = &self.rope[local as usize];
         let mut l = st.launch_builder(&k.rope_qk_store);
-        l.arg(&mut sc.q).arg(&mut sc.k).arg(&sc.v).arg(&mut b.k_cache).arg(&mut b.v_cache).arg(rope).arg(&mu).arg(&h).arg(&kvh).arg(&hdu).arg(self.pos).arg(&split_half);
+        l.arg(&mut sc.q)
+            .arg(&mut sc.k)
+            .arg(&sc.v)
+            .arg(&mut b.k_cache)
+            .arg(&mut b.v_cache)
+            .arg(rope)
+            .arg(&mu)
+            .arg(&h)
+            .arg(&kvh)
+            .arg(&hdu)
+            .arg(self.pos)
+            .arg(&split_half);
         // SAFETY: q holds m·heads·hd, k and v m·kv_heads·hd; one thread per rotated pair.
         unsafe { l.launch(launch_1d(m * (cfg.heads + cfg.kv_heads) * hd / 2)) }?;
         let window = if local { cfg.sliding_window.unwrap_or(0) as u32 } else { 0 };

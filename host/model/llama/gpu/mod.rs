@@ -106,9 +106,7 @@ impl<'g> GpuLlama<'g> {
         let cfg = ModelConfig::from_metadata(src.metadata())?;
         let free_before = Self::baseline(gpu)?;
         let layers = (0..cfg.layers)
-            .map(|i| {
-                BlockNames::of(i).linears().iter().map(|n| Linear::load(gpu, src, n, mode)).collect::<Result<Vec<_>>>()
-            })
+            .map(|i| BlockNames::of(i).linears().iter().map(|n| Linear::load(gpu, src, n, mode)).collect::<Result<Vec<_>>>())
             .collect::<Result<Vec<_>>>()?;
         let bytes = layers.iter().flatten().map(Linear::bytes).sum();
         let embed = Embedding::Device(gpu.stream.clone_htod(&src.f32("token_embd.weight")?.into_iter().map(f16::from_f32).collect::<Vec<_>>())?);
@@ -121,9 +119,7 @@ impl<'g> GpuLlama<'g> {
         let cfg = ModelConfig::from_metadata(&c.index.metadata)?;
         let free_before = Self::baseline(gpu)?;
         let layers = (0..cfg.layers)
-            .map(|i| {
-                BlockNames::of(i).linears().iter().map(|n| DeviceCompressedTensor::upload(gpu, c, n)).collect::<Result<Vec<_>>>()
-            })
+            .map(|i| BlockNames::of(i).linears().iter().map(|n| DeviceCompressedTensor::upload(gpu, c, n)).collect::<Result<Vec<_>>>())
             .collect::<Result<Vec<_>>>()?;
         let tables: Vec<&DeviceChunkTable> = layers.iter().flatten().map(|t| &t.table).collect();
         let decoder = Decoder::new(gpu, &tables)?;
@@ -175,11 +171,7 @@ impl<'g> GpuLlama<'g> {
     /// then the LM head in row bands of about `LM_PIECE_BYTES`, whole chunks each.
     pub fn stream_units(c: &Container) -> Result<Vec<Vec<UnitPart>>> {
         let cfg = ModelConfig::from_metadata(&c.index.metadata)?;
-        let mut units: Vec<Vec<UnitPart>> = (0..cfg.layers)
-            .map(|i| {
-                BlockNames::of(i).linears().iter().map(|&n| n.into()).collect()
-            })
-            .collect();
+        let mut units: Vec<Vec<UnitPart>> = (0..cfg.layers).map(|i| BlockNames::of(i).linears().iter().map(|&n| n.into()).collect()).collect();
         let name = lm_head_name(c);
         let t = c.tensor(name).ok_or_else(|| Error::format(c.path(), format!("no tensor named '{name}'")))?;
         let [rows, cols] = t.shape[..] else { return Err(Error::format(c.path(), format!("'{name}' is not a matrix"))) };
@@ -402,7 +394,11 @@ fn gpu_supports(cfg: &ModelConfig) -> Result<()> {
     if missing.is_empty() {
         return Ok(());
     }
-    Err(Error::Invalid(format!("{:?} models need {} on the GPU, which this build does not have yet; run them on the CPU (without --weights)", cfg.arch, missing.join(", "))))
+    Err(Error::Invalid(format!(
+        "{:?} models need {} on the GPU, which this build does not have yet; run them on the CPU (without --weights)",
+        cfg.arch,
+        missing.join(", ")
+    )))
 }
 
 fn gcd(a: usize, b: usize) -> usize {
