@@ -224,7 +224,8 @@ impl ModelConfig {
             || cfg.layers == 0
             || cfg.vocab == 0
             || cfg.swa_period == 0
-            || !(cfg.rope_scale > 0.0)
+            || cfg.rope_scale.is_nan()
+            || cfg.rope_scale <= 0.0
         {
             return Err(Error::Invalid(format!("inconsistent {arch_name} configuration: {cfg:?}")));
         }
