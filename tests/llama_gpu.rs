@@ -231,3 +231,44 @@ fn smollm2_gpu_matches_cpu_and_int8_agrees_with_fp16() {
     // Both containers, not the better of the two: each is a product users run.
     assert!(rates.iter().all(|&r| r >= 0.98), "INT8 top-1 agreement (per-channel, group 32): {rates:?}");
 }
+
+/// Hybrid placement on SmolLM2 under shrinking VRAM budgets: each plan keeps the most
+/// blocks resident that fit, its logits equal int8-resident's bit for bit (the same INT8
+/// values through the same kernels), and the measured peak VRAM stays within the budget.
+#[test]
+fn hybrid_placements_equal_int8_resident_and_stay_within_budget() {
+    let Some(gpu) = gpu_or_skip("hybrid_placements_equal_int8_resident_and_stay_within_budget") else { return };
+    let Some(path) = fetch_model("fetch-smollm2.sh", "hybrid_placements_equal_int8_resident_and_stay_within_budget") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let source = SourceModel::open(path.as_ref()).unwrap();
+    let clm = dir.path().join("smollm2.clm");
+    compress_model(&source, &clm, &CompressOptions { codec: codecllm::container::Codec::Rans, ..Default::default() }).unwrap();
+    let c = Container::open(&clm).unwrap();
+    let prompt: Vec<u32> = (0..12).map(|i| 100 + 7 * i).collect();
+    let steps: Vec<u32> = (0..6).map(|i| 300 + 11 * i).collect();
+    let bits = |v: &Vec<Vec<f32>>| v.iter().flatten().map(|x| x.to_bits()).collect::<Vec<_>>();
+    let mut int8 = GpuLlama::load(&gpu, &c, WeightMode::Int8Resident, 16, 64).unwrap();
+    let want = bits(&gpu_logits(&mut int8, &prompt, &steps));
+    let all = int8.vram_accounted;
+    drop(int8);
+    let mut last_resident = usize::MAX;
+    for budget in [all * 3 / 4, all / 2, all / 4, all / 8] {
+        let (mut llm, p) = GpuLlama::load_auto(&gpu, &c, Some(budget), 2, 16, 64).unwrap();
+        assert!(p.streams() && p.predicted_vram <= budget, "{budget}: {p:?}");
+        assert!(p.resident_blocks <= last_resident, "a smaller budget keeps fewer blocks resident: {p:?}");
+        last_resident = p.resident_blocks;
+        assert!(
+            bits(&gpu_logits(&mut llm, &prompt, &steps)) == want,
+            "budget {budget}: hybrid ({} blocks resident) differs from int8-resident",
+            p.resident_blocks
+        );
+        assert!(llm.peak_vram_net <= budget, "budget {budget}: measured peak {} (without the pool's reserve) exceeds it; plan {p:?}", llm.peak_vram_net);
+        note(&format!(
+            "hybrid at {:.1} MB: {} of 30 blocks resident, LM head {}, peak {:.1} MB",
+            budget as f64 / 1e6,
+            p.resident_blocks,
+            p.lm_head_resident,
+            llm.peak_vram_net as f64 / 1e6
+        ));
+    }
+}

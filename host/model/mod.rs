@@ -4,5 +4,6 @@ pub mod config;
 pub mod engine;
 pub mod llama;
 pub mod perplexity;
+pub mod placement;
 pub mod sampling;
 pub mod tokenizer;

@@ -62,7 +62,9 @@ pub fn run(a: Args) -> Result<bool> {
             println!("\nNo GPU here ({}): running the CPU reference on a short prompt instead.", e.detail());
             super::run::run(super::run::Args {
                 model: a.output,
-                weights: None,
+                weights: super::run::Weights::Cpu,
+                vram_budget: None,
+                json: false,
                 prompt: "What is the capital of France?".into(),
                 max_tokens: 16,
                 chat: true,

@@ -11,12 +11,46 @@ use rand::SeedableRng;
 use std::io::Write;
 use std::path::PathBuf;
 
+/// Where the weights go: `auto` picks the GPU when there is one (all INT8-resident if it
+/// fits the budget, else hybrid), else the CPU reference.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Weights {
+    Auto,
+    /// The f32 CPU reference forward.
+    Cpu,
+    #[value(name = "fp16-resident")]
+    Fp16Resident,
+    #[value(name = "int8-resident")]
+    Int8Resident,
+    #[value(name = "compressed-resident")]
+    CompressedResident,
+    Stream,
+    Hybrid,
+}
+
+impl Weights {
+    fn mode(self) -> Option<WeightMode> {
+        Some(match self {
+            Weights::Auto | Weights::Cpu => return None,
+            Weights::Fp16Resident => WeightMode::Fp16Resident,
+            Weights::Int8Resident => WeightMode::Int8Resident,
+            Weights::CompressedResident => WeightMode::CompressedResident,
+            Weights::Stream => WeightMode::Stream,
+            Weights::Hybrid => WeightMode::Hybrid,
+        })
+    }
+}
+
 #[derive(clap::Args)]
 pub struct Args {
     pub model: PathBuf,
-    /// GPU weight mode; without it (or without a GPU) the CPU reference runs.
-    #[arg(long, value_enum)]
-    pub weights: Option<WeightMode>,
+    /// Where the weights go (see `Weights`).
+    #[arg(long, value_enum, default_value = "auto")]
+    pub weights: Weights,
+    /// VRAM the model may take (e.g. 1.5GB) for `auto` and `hybrid` (default: the free
+    /// VRAM less a margin).
+    #[arg(long, value_parser = parse_budget)]
+    pub vram_budget: Option<usize>,
     #[arg(long)]
     pub prompt: String,
     #[arg(long, default_value_t = 64)]
@@ -35,6 +69,13 @@ pub struct Args {
     /// CUDA graph (to measure what the graph saves).
     #[arg(long)]
     pub no_graph: bool,
+    /// Print a JSON report (text, speeds, placement, VRAM) at the end instead of the text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_budget(s: &str) -> std::result::Result<usize, String> {
+    codecllm::model::placement::parse_size(s)
 }
 
 /// Device slots the streamed mode cycles through: two, so one unit computes while the
@@ -54,24 +95,48 @@ pub fn run(a: Args) -> Result<bool> {
     let text = if a.chat { tok.chat_prompt(&a.prompt)? } else { a.prompt.clone() };
     let ids = tok.encode(&text)?;
     let started = std::time::Instant::now();
-    let gpu = a.weights.map(|_| Gpu::new(0)).transpose()?;
-    let mut engine: Box<dyn Engine + '_> = match (&gpu, a.weights) {
-        (Some(gpu), Some(mode)) => {
+    let gpu = match a.weights {
+        Weights::Cpu => None,
+        // No GPU here: the CPU reference, said once.
+        Weights::Auto => Gpu::new(0).map_err(|e| eprintln!("codecllm: no GPU ({}); running the CPU reference", e.detail())).ok(),
+        _ => Some(Gpu::new(0)?),
+    };
+    let mut placement = None;
+    let mut engine: Box<dyn Engine + '_> = match &gpu {
+        Some(gpu) => {
             let (m, ctx) = (ids.len().max(1), ids.len() + a.max_tokens);
-            let mut llm = GpuLlama::load_mode(gpu, src, mode, STREAM_SLOTS, m, ctx)?;
+            let mut llm = match a.weights.mode() {
+                Some(mode) if mode != WeightMode::Hybrid => GpuLlama::load_mode(gpu, src, mode, STREAM_SLOTS, m, ctx)?,
+                _ => {
+                    let (llm, p) = GpuLlama::load_auto(gpu, src, a.vram_budget, STREAM_SLOTS, m, ctx)?;
+                    eprintln!(
+                        "placement: {}/{} blocks resident, LM head {}, {} ring slots; predicted {:.2} GB VRAM, {:.2} ms per token ({:.2} GB over the link)",
+                        p.resident_blocks,
+                        llm.cfg.layers,
+                        if p.lm_head_resident { "resident" } else { "streamed" },
+                        p.slots,
+                        p.predicted_vram as f64 / 1e9,
+                        p.predicted_seconds * 1e3,
+                        p.streamed_bytes as f64 / 1e9
+                    );
+                    placement = Some(p);
+                    llm
+                }
+            };
             llm.use_graph = !a.no_graph;
             eprintln!(
-                "{}: {} layers, d={} on {} ({mode:?}, {:.1} MB of weights in VRAM, loaded in {:.1} s)",
+                "{}: {} layers, d={} on {} ({}, {:.1} MB of weights in VRAM, loaded in {:.1} s)",
                 a.model.display(),
                 llm.cfg.layers,
                 llm.cfg.dim,
                 gpu.name,
+                llm.mode.name(),
                 llm.weight_bytes as f64 / 1e6,
                 started.elapsed().as_secs_f64()
             );
             Box::new(llm)
         }
-        _ => {
+        None => {
             let llm = CpuLlama::load(src)?;
             eprintln!(
                 "{}: {} layers, d={} (CPU f32 reference, loaded in {:.1} s)",
@@ -104,15 +169,28 @@ pub fn run(a: Args) -> Result<bool> {
         // Printed while the engine computes the next logits. Only whole characters: a
         // multi-byte one may span tokens.
         let s = tok.decode(&out)?;
-        if !s.ends_with('\u{fffd}') {
+        if !a.json && !s.ends_with('\u{fffd}') {
             print!("{}", &s[shown..]);
             let _ = std::io::stdout().flush();
             shown = s.len();
         }
         logits = engine.finish()?;
     }
-    println!();
     let decode = t1.elapsed().as_secs_f64();
+    if a.json {
+        super::json_out(&serde_json::json!({
+            "text": tok.decode(&out)?,
+            "prompt_tokens": ids.len(),
+            "new_tokens": out.len(),
+            "prefill_s": prefill,
+            "decode_s": decode,
+            "tokens_per_s": out.len() as f64 / decode.max(1e-9),
+            "placement": placement,
+            "gpu": engine.gpu_report(),
+        }));
+        return Ok(true);
+    }
+    println!();
     eprintln!(
         "prefill {} tokens in {prefill:.3} s; {} new tokens in {decode:.3} s ({:.1} tokens/s)",
         ids.len(),

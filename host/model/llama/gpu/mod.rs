@@ -18,6 +18,7 @@ use crate::error::{Error, Result};
 use crate::gpu::{Decoder, DeviceChunkTable, DeviceCompressedTensor, Gpu, Int8Weights, PinnedBuffer};
 use crate::import::WeightSource;
 use crate::model::config::{BlockNames, ModelConfig, ROPE_FREQS};
+use crate::model::placement::{plan, Placement, PlacementInput};
 use crate::stream::{HostStore, UnitPart, WeightStream};
 use block::{final_norm, Block, BlockCtx, Scratch};
 use cudarc::cublas::CudaBlas;
@@ -25,7 +26,7 @@ use cudarc::driver::{CudaSlice, DevicePtr};
 use half::f16;
 use std::sync::Arc;
 use step::{Pending, StepGraph, StepIo};
-use weights::{lm_head_name, Embedding, LinRef, Linear, Weights, LM_PIECE_BYTES};
+use weights::{lm_head_name, Embedding, LinRef, Linear, Weights};
 
 pub struct GpuLlama<'g> {
     gpu: &'g Gpu,
@@ -85,6 +86,7 @@ impl<'g> GpuLlama<'g> {
     pub fn load_mode(gpu: &'g Gpu, src: &dyn WeightSource, mode: WeightMode, slots: usize, max_m: usize, max_context: usize) -> Result<Self> {
         match mode {
             WeightMode::Fp16Resident | WeightMode::Int8Resident => GpuLlama::load(gpu, src, mode, max_m, max_context),
+            WeightMode::Hybrid => GpuLlama::load_auto(gpu, src, None, slots, max_m, max_context).map(|(m, _)| m),
             _ => {
                 let c = src.container().ok_or_else(|| Error::Invalid(format!("--weights {} needs a .clm container (compress the GGUF first)", mode.name())))?;
                 if mode == WeightMode::CompressedResident {
@@ -145,45 +147,124 @@ impl<'g> GpuLlama<'g> {
     /// `stream_units` lists them) through `slots` device slots; the embedding stays in
     /// host RAM.
     pub fn load_streamed(gpu: &'g Gpu, c: &Container, store: Arc<HostStore>, slots: usize, max_m: usize, max_context: usize) -> Result<Self> {
+        Self::load_placed(gpu, c, store, &Placement::all_streamed(slots), None, max_m, max_context)
+    }
+
+    /// Hybrid placement: blocks `0..placement.resident_blocks` (and the LM head, when the
+    /// placement says so) INT8-resident, the rest streamed from `store`, which must hold
+    /// `stream_units_for(c, placement)`. `ring_budget` caps the streaming engine's VRAM.
+    pub fn load_placed(
+        gpu: &'g Gpu,
+        c: &Container,
+        store: Arc<HostStore>,
+        placement: &Placement,
+        ring_budget: Option<usize>,
+        max_m: usize,
+        max_context: usize,
+    ) -> Result<Self> {
         let cfg = ModelConfig::from_metadata(&c.index.metadata)?;
-        let want = Self::stream_units(c)?;
+        let want = Self::stream_units_for(c, placement)?;
         let matches = store.units.len() == want.len()
             && store.units.iter().zip(&want).all(|(u, w)| {
                 u.tensors.len() == w.len()
                     && u.tensors.iter().zip(w).all(|(t, p)| t.table.name == p.name && p.rows.as_ref().is_none_or(|r| r.len() == t.table.rows))
             });
         if !matches {
-            return Err(Error::Invalid("the host store was not loaded with GpuLlama::stream_units of this container".into()));
+            return Err(Error::Invalid("the host store was not loaded with GpuLlama::stream_units_for this container and placement".into()));
         }
         // Measured from before the store's device tables, which belong to this mode too.
         let free_before = store.vram_baseline;
-        let mut ws = WeightStream::new(gpu, store, slots, None, 1)?;
+        let resident = (0..placement.resident_blocks)
+            .map(|i| BlockNames::of(i).linears().iter().map(|n| Linear::load(gpu, c, n, WeightMode::Int8Resident)).collect::<Result<Vec<_>>>())
+            .collect::<Result<Vec<_>>>()?;
+        let resident_bytes: usize = resident.iter().flatten().map(Linear::bytes).sum();
+        let mut ws = WeightStream::new(gpu, store, placement.slots, ring_budget, 1)?;
         ws.set_compute_stream(gpu.stream.clone());
         // The ring, the decoder and the store's tables and scales (in the plan's fixed part).
-        let bytes = ws.plan.total();
+        let bytes = ws.plan.total() + resident_bytes;
         // FP16-rounded like the device table of the other modes, so all INT8 modes agree
         // bit for bit.
         let embed = Embedding::Host(c.f32("token_embd.weight")?.into_iter().map(|v| f16::from_f32(v).to_f32()).collect());
-        Self::assemble(gpu, c, cfg, WeightMode::Stream, Weights::Streamed(Box::new(ws)), bytes, embed, max_m, max_context, free_before)
+        let mode = if placement.resident_blocks > 0 || placement.lm_head_resident { WeightMode::Hybrid } else { WeightMode::Stream };
+        let weights = Weights::Streamed { resident, ws: Box::new(ws) };
+        let mut model = Self::assemble(gpu, c, cfg, mode, weights, bytes, embed, max_m, max_context, free_before)?;
+        if placement.lm_head_resident {
+            let head = Linear::load(gpu, c, lm_head_name(c), WeightMode::Int8Resident)?;
+            model.weight_bytes += head.bytes();
+            model.vram_accounted += head.bytes();
+            model.lm_head = Some(head);
+        }
+        Ok(model)
     }
 
     /// The units `load_streamed` expects in its store: each block's seven projections,
-    /// then the LM head in row bands of about `LM_PIECE_BYTES`, whole chunks each.
+    /// then the LM head in row bands (see `stream_units_for`).
     pub fn stream_units(c: &Container) -> Result<Vec<Vec<UnitPart>>> {
+        Self::stream_units_for(c, &Placement::all_streamed(0))
+    }
+
+    /// The units a placement streams: the projections of each block it does not keep
+    /// resident, then (unless resident) the LM head in row bands about as large as a block
+    /// — whole chunks each — so its pieces fit the blocks' slots.
+    pub fn stream_units_for(c: &Container, placement: &Placement) -> Result<Vec<Vec<UnitPart>>> {
         let cfg = ModelConfig::from_metadata(&c.index.metadata)?;
-        let mut units: Vec<Vec<UnitPart>> = (0..cfg.layers).map(|i| BlockNames::of(i).linears().iter().map(|&n| n.into()).collect()).collect();
+        let mut units: Vec<Vec<UnitPart>> =
+            (placement.resident_blocks..cfg.layers).map(|i| BlockNames::of(i).linears().iter().map(|&n| n.into()).collect()).collect();
+        if placement.lm_head_resident {
+            return Ok(units);
+        }
         let name = lm_head_name(c);
         let t = c.tensor(name).ok_or_else(|| Error::format(c.path(), format!("no tensor named '{name}'")))?;
         let [rows, cols] = t.shape[..] else { return Err(Error::format(c.path(), format!("'{name}' is not a matrix"))) };
         let (rows, cols, chunk) = (rows as usize, cols.max(1) as usize, t.data.chunk_size as usize);
+        let block_bytes = (0..cfg.layers).map(|i| block_int8_bytes(c, i)).max().unwrap_or(0);
         // Bands of a tensor stored as INT8 start on chunk boundaries (a multiple of
         // lcm(cols, chunk) / cols rows); one quantized at load (`HostStore::load`) may
         // start anywhere.
         let stored_int8 = matches!(t.encoding, crate::container::Encoding::Int8 { .. });
         let step = if stored_int8 { chunk / gcd(cols, chunk) } else { 1 };
-        let band = (LM_PIECE_BYTES / cols / step).max(1) * step;
+        let band = (block_bytes / cols / step).max(1) * step;
         units.extend((0..rows).step_by(band).map(|r0| vec![UnitPart { name: name.into(), rows: Some(r0..(r0 + band).min(rows)) }]));
         Ok(units)
+    }
+
+    /// `--weights auto` (and `hybrid`): everything INT8-resident when it fits `budget`
+    /// (default: the free VRAM less a margin), else the placement with the most resident
+    /// bytes that fits, the rest streamed. A checkpoint that is not a container can only be
+    /// resident.
+    pub fn load_auto(gpu: &'g Gpu, src: &dyn WeightSource, budget: Option<usize>, slots: usize, max_m: usize, max_context: usize) -> Result<(Self, Placement)> {
+        let cfg = ModelConfig::from_metadata(src.metadata())?;
+        let budget = match budget {
+            Some(b) => b,
+            None => {
+                gpu.release_cached_memory()?;
+                // What the driver, cuBLAS and the pool's blocks take besides the model.
+                gpu.mem_info()?.0.saturating_sub(AUTO_MARGIN)
+            }
+        };
+        let Some(c) = src.container() else {
+            let model = GpuLlama::load(gpu, src, WeightMode::Int8Resident, max_m, max_context)?;
+            let p = Placement {
+                resident_blocks: cfg.layers,
+                lm_head_resident: true,
+                slots: 0,
+                resident_bytes: model.weight_bytes,
+                streamed_bytes: 0,
+                predicted_vram: model.vram_accounted,
+                predicted_seconds: 0.0,
+            };
+            return Ok((model, p));
+        };
+        let input = placement_input(c, &cfg, slots, max_m, max_context)?;
+        let placement = plan(&input, budget).map_err(Error::Invalid)?;
+        if !placement.streams() {
+            return Ok((GpuLlama::load(gpu, c, WeightMode::Int8Resident, max_m, max_context)?, placement));
+        }
+        let store = HostStore::load(gpu, c, &Self::stream_units_for(c, &placement)?, true)?;
+        let resident_and_fixed = placement.resident_bytes + input.fixed;
+        let model =
+            Self::load_placed(gpu, c, Arc::new(store), &placement, Some(budget.saturating_sub(resident_and_fixed - input.engine_fixed)), max_m, max_context)?;
+        Ok((model, placement))
     }
 
     fn baseline(gpu: &Gpu) -> Result<usize> {
@@ -224,7 +305,8 @@ impl<'g> GpuLlama<'g> {
             })
             .collect::<Result<Vec<_>>>()?;
         let lm_head = match mode {
-            WeightMode::Stream => None,
+            // Streaming modes: streamed, or (hybrid) loaded by `load_placed`.
+            WeightMode::Stream | WeightMode::Hybrid => None,
             WeightMode::Fp16Resident => Some(Linear::load(gpu, src, lm_head_name(src), mode)?),
             _ => Some(Linear::load(gpu, src, lm_head_name(src), WeightMode::Int8Resident)?),
         };
@@ -279,7 +361,7 @@ impl<'g> GpuLlama<'g> {
         let rope_tables = if cfg.sliding_window.is_some() { 2 } else { 1 };
         let vram_accounted = weight_bytes + scratch + per_block + 4 * (rope_tables * global.len() + d + 1);
         let host_rows = if matches!(embed, Embedding::Host(_)) { max_m * d } else { 0 };
-        let prefetch_next = matches!(&weights, Weights::Streamed(ws) if ws.can_prefetch_next_pass());
+        let prefetch_next = matches!(&weights, Weights::Streamed { ws, .. } if ws.can_prefetch_next_pass());
         let mut model = GpuLlama {
             blas: if mode == WeightMode::Fp16Resident { Some(CudaBlas::new(st.clone())?) } else { None },
             gpu,
@@ -358,15 +440,23 @@ impl<'g> GpuLlama<'g> {
                     ctx.block(i, b, sc, &refs, i == 0)?;
                 }
             }
-            Weights::Streamed(ws) => {
-                // Units: the blocks, then the LM head in row bands (`stream_units`).
+            Weights::Streamed { resident, ws } => {
+                // The resident blocks first (the ring's first units were prefetched at the
+                // end of the previous step), then the streamed units: the other blocks,
+                // then — unless resident — the LM head in row bands (`stream_units_for`).
+                let k = resident.len();
+                for (i, lin) in resident.iter().enumerate() {
+                    let refs: Vec<LinRef> = lin.iter().map(LinRef::Owned).collect();
+                    ctx.block(i, &mut blocks[i], sc, &refs, i == 0)?;
+                }
                 let (layers, mut row) = (blocks.len(), 0);
                 ws.for_each_unit(|u, w, _stream| {
-                    if u < layers {
+                    let layer = k + u;
+                    if layer < layers {
                         let refs: Vec<LinRef> = w.iter().map(LinRef::Int8).collect();
-                        return ctx.block(u, &mut blocks[u], sc, &refs, u == 0);
+                        return ctx.block(layer, &mut blocks[layer], sc, &refs, layer == 0);
                     }
-                    if u == layers {
+                    if layer == layers {
                         final_norm(gpu, sc, out_norm, m, d, cfg.eps)?;
                     }
                     let n = w[0].rows;
@@ -374,7 +464,9 @@ impl<'g> GpuLlama<'g> {
                     row += n;
                     Ok(())
                 })?;
-                return Ok(());
+                if lm_head.is_none() {
+                    return Ok(());
+                }
             }
         }
         final_norm(gpu, sc, out_norm, m, d, cfg.eps)?;
@@ -400,6 +492,65 @@ fn gpu_supports(cfg: &ModelConfig) -> Result<()> {
         missing.join(", ")
     )))
 }
+
+/// VRAM `--weights auto` leaves free when it sizes the model from the free memory: the
+/// driver pool's growth blocks, cuBLAS and nvCOMP workspaces, graph executables.
+const AUTO_MARGIN: usize = 512 << 20;
+
+/// INT8 bytes (values and f32 scales) of block `i`'s projections as the container holds
+/// them (a projection stored losslessly is quantized at load with 32-column groups).
+fn block_int8_bytes(c: &Container, i: usize) -> usize {
+    BlockNames::of(i).linears().iter().filter_map(|n| c.tensor(n)).map(|t| int8_bytes(t)).sum()
+}
+
+fn int8_bytes(t: &crate::container::TensorEntry) -> usize {
+    let numel = t.numel() as usize;
+    let cols = t.shape.last().copied().unwrap_or(1).max(1) as usize;
+    let groups = match &t.encoding {
+        crate::container::Encoding::Int8 { group_size, .. } => cols.div_ceil(*group_size as usize),
+        crate::container::Encoding::Lossless => cols.div_ceil(crate::import::LOAD_TIME_GROUP),
+    };
+    numel + 4 * (numel / cols) * groups
+}
+
+/// What `model::placement::plan` needs, from the container's index and the config: sizes
+/// per block and of the LM head, the ring's unit, and what the model allocates whatever
+/// the placement (KV cache, activations, norms, RoPE tables, the decoder workspace).
+fn placement_input(c: &Container, cfg: &ModelConfig, slots: usize, max_m: usize, max_context: usize) -> Result<PlacementInput> {
+    let stored = |n: &str| c.tensor(n).map_or(0, |t| t.data.stored_extent() as usize);
+    let block_int8: Vec<usize> = (0..cfg.layers).map(|i| block_int8_bytes(c, i)).collect();
+    let block_stored: Vec<usize> = (0..cfg.layers).map(|i| BlockNames::of(i).linears().iter().map(|n| stored(n)).sum()).collect();
+    let head = c.tensor(lm_head_name(c)).ok_or_else(|| Error::format(c.path(), "no LM head"))?;
+    let slot_bytes = block_int8.iter().max().copied().unwrap_or(0) + block_stored.iter().max().copied().unwrap_or(0);
+    let (d, f, kv) = (cfg.dim, cfg.ffn, cfg.kv_dim());
+    let kv_cache = 2 * 2 * cfg.layers * max_context.min(cfg.context) * kv;
+    let activations = 4 * max_m * d + 2 * max_m * (3 * f.max(d) + 2 * cfg.q_dim() + 2 * kv + d) + 2 * cfg.vocab;
+    let norms_and_rope = 4 * cfg.layers * 6 * d + 4 * 2 * max_context * cfg.head_dim;
+    // The streaming engine's decoder workspace (nvCOMP's Zstd needs one; rANS and raw none)
+    // and the chunk tables and scales of the streamed tensors, bounded by all of them.
+    let zstd = c.index.tensors.iter().any(|t| t.data.codec == crate::container::Codec::Zstd && t.matrix_dims().is_some());
+    let engine_fixed = if zstd { slot_bytes } else { 0 }
+        + c.index.tensors.iter().filter(|t| t.matrix_dims().is_some()).map(|t| 32 * t.data.chunks.len() + (int8_bytes(t) - t.numel() as usize)).sum::<usize>();
+    Ok(PlacementInput {
+        block_int8,
+        block_stored,
+        lm_head_int8: int8_bytes(head),
+        lm_head_stored: head.data.stored_extent() as usize,
+        slot_bytes,
+        slots,
+        fixed: kv_cache + activations + norms_and_rope + engine_fixed,
+        engine_fixed,
+        link_gbps: LINK_GBPS_ESTIMATE,
+        hbm_gbps: HBM_GBPS_ESTIMATE,
+    })
+}
+
+/// Bandwidths the prediction assumes before anything is measured: pinned PCIe 5 ×16 host
+/// to device and H200-class HBM, as measured on the machines here (../shared/NOTES-GPU.md
+/// §6). Only the printed prediction uses them, never the placement, which maximizes
+/// resident bytes whatever the bandwidths.
+const LINK_GBPS_ESTIMATE: f64 = 55.0;
+const HBM_GBPS_ESTIMATE: f64 = 4_000.0;
 
 fn gcd(a: usize, b: usize) -> usize {
     if b == 0 {

@@ -109,7 +109,7 @@ impl GpuLlama<'_> {
         let log = step.decodes.as_ref().or(self.step_graph.as_ref().map(|g| &g.decodes)).expect("a graph when no log");
         match &mut self.weights {
             Weights::Compressed { decoder, .. } => decoder.staged_result(flag, log, &self.gpu.stream)?,
-            Weights::Streamed(ws) => ws.decode_result(flag, log)?,
+            Weights::Streamed { ws, .. } => ws.decode_result(flag, log)?,
             Weights::Resident(_) => {}
         }
         self.len += step.m;
@@ -126,7 +126,7 @@ impl GpuLlama<'_> {
     fn take_decode_log(&mut self) -> DecodeLog {
         match &mut self.weights {
             Weights::Compressed { decoder, .. } => decoder.take_log(),
-            Weights::Streamed(ws) => ws.take_decode_log(),
+            Weights::Streamed { ws, .. } => ws.take_decode_log(),
             Weights::Resident(_) => Default::default(),
         }
     }
@@ -182,11 +182,11 @@ impl GpuLlama<'_> {
         st.memcpy_dtoh(&self.s.logits, self.io.logits.as_mut_slice())?;
         match &self.weights {
             Weights::Compressed { decoder, .. } => decoder.stage_status(&mut self.io.decode_status, st)?,
-            Weights::Streamed(ws) => ws.stage_decode_status(&mut self.io.decode_status)?,
+            Weights::Streamed { ws, .. } => ws.stage_decode_status(&mut self.io.decode_status)?,
             Weights::Resident(_) => {}
         }
         record_external(&self.io.ready, st)?;
-        if let (true, Weights::Streamed(ws)) = (self.prefetch_next, &mut self.weights) {
+        if let (true, Weights::Streamed { ws, .. }) = (self.prefetch_next, &mut self.weights) {
             ws.prefetch_next_pass()?;
         }
         Ok(())

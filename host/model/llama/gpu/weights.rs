@@ -23,6 +23,10 @@ pub enum WeightMode {
     /// Compressed chunks in pinned host RAM, streamed layer by layer (`stream::WeightStream`).
     #[value(name = "stream")]
     Stream,
+    /// Under a VRAM budget: as many blocks (and the LM head) INT8-resident as fit, the rest
+    /// streamed (`model::placement`).
+    #[value(name = "hybrid")]
+    Hybrid,
 }
 
 impl WeightMode {
@@ -33,6 +37,7 @@ impl WeightMode {
             WeightMode::Int8Resident => "int8-resident",
             WeightMode::CompressedResident => "compressed-resident",
             WeightMode::Stream => "stream",
+            WeightMode::Hybrid => "hybrid",
         }
     }
 }
@@ -46,7 +51,7 @@ impl Linear {
     pub(super) fn load(gpu: &Gpu, src: &dyn WeightSource, name: &str, mode: WeightMode) -> Result<Self> {
         let st = &gpu.stream;
         Ok(match mode {
-            WeightMode::CompressedResident | WeightMode::Stream => {
+            WeightMode::CompressedResident | WeightMode::Stream | WeightMode::Hybrid => {
                 return Err(Error::Invalid(format!("{mode:?} weights come from a container: use load_compressed / load_streamed")))
             }
             _ if gpu_only(src, name) => {
@@ -125,8 +130,17 @@ pub(super) fn gpu_only(src: &dyn WeightSource, name: &str) -> bool {
 /// Where the blocks' linear weights live.
 pub(super) enum Weights<'g> {
     Resident(Vec<Vec<Linear>>),
-    Compressed { layers: Vec<Vec<DeviceCompressedTensor>>, decoder: Box<Decoder>, buf: CudaSlice<u8> },
-    Streamed(Box<WeightStream<'g>>),
+    Compressed {
+        layers: Vec<Vec<DeviceCompressedTensor>>,
+        decoder: Box<Decoder>,
+        buf: CudaSlice<u8>,
+    },
+    /// Blocks `0..resident.len()` resident (hybrid placement; none when all stream), the
+    /// others and, unless it is resident, the LM head streamed.
+    Streamed {
+        resident: Vec<Vec<Linear>>,
+        ws: Box<WeightStream<'g>>,
+    },
 }
 
 /// A linear's weights for one use: owned resident ones, or INT8 views of decoded bytes.
@@ -163,11 +177,6 @@ pub(super) fn lm_head_name(src: &dyn WeightSource) -> &'static str {
         "token_embd.weight"
     }
 }
-
-/// Rows of the LM head per streamed unit: 6144 × 576 INT8 is 3.5 MB, the size of one
-/// SmolLM2 block, so the LM head's pieces fit the blocks' slots. A piece is rounded down to
-/// whole chunks of the container (see `stream_units`).
-pub(super) const LM_PIECE_BYTES: usize = 6144 * 576;
 
 /// The token embedding: on the device, or (streaming) in host RAM, rows gathered per step.
 pub(super) enum Embedding {

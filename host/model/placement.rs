@@ -1,0 +1,179 @@
+//! Where a model's weights go under a VRAM budget: as many blocks (and the LM head) as fit
+//! resident as INT8, the rest streamed through the slot ring from pinned host RAM. Every
+//! resident byte is a byte the link does not carry each token, so the planner maximizes
+//! resident bytes; the time per token it predicts is max(resident compute, streamed
+//! bytes / link), the two overlapping (the ring prefetches the streamed units while the
+//! resident ones compute). Plain arithmetic on sizes, so it is tested without a GPU.
+
+/// What the planner needs to know about the model and the machine.
+#[derive(Clone, Debug)]
+pub struct PlacementInput {
+    /// INT8 bytes (values + scales) of each block's seven projections, resident.
+    pub block_int8: Vec<usize>,
+    /// Bytes of each block as stored (what streaming it copies per token).
+    pub block_stored: Vec<usize>,
+    pub lm_head_int8: usize,
+    pub lm_head_stored: usize,
+    /// Bytes of a streamed unit's largest slot (stored + decoded halves) — the ring's unit.
+    pub slot_bytes: usize,
+    pub slots: usize,
+    /// Everything else the model allocates whatever the placement: KV cache, activations,
+    /// norms, the RoPE tables, the token embedding when it is on the device, the streaming
+    /// engine's decoder workspace and chunk tables.
+    pub fixed: usize,
+    /// The part of `fixed` the streaming engine itself allocates (decoder workspace,
+    /// tables), which its own budget check counts.
+    pub engine_fixed: usize,
+    pub link_gbps: f64,
+    pub hbm_gbps: f64,
+}
+
+/// The plan: blocks `0..resident_blocks` resident, the others streamed, the LM head
+/// resident or streamed in bands.
+#[derive(Clone, Debug, PartialEq, serde::Serialize)]
+pub struct Placement {
+    pub resident_blocks: usize,
+    pub lm_head_resident: bool,
+    /// Slots of the ring (0 when nothing streams).
+    pub slots: usize,
+    pub resident_bytes: usize,
+    /// Bytes copied over the link per token.
+    pub streamed_bytes: usize,
+    /// Predicted device memory: resident weights + ring + fixed.
+    pub predicted_vram: usize,
+    /// Predicted seconds per decode step: max(resident bytes / HBM, streamed / link).
+    pub predicted_seconds: f64,
+}
+
+impl Placement {
+    /// Every block and the LM head streamed through `slots` slots (sizes not predicted).
+    pub fn all_streamed(slots: usize) -> Self {
+        Placement { resident_blocks: 0, lm_head_resident: false, slots, resident_bytes: 0, streamed_bytes: 0, predicted_vram: 0, predicted_seconds: 0.0 }
+    }
+
+    pub fn streams(&self) -> bool {
+        self.streamed_bytes > 0
+    }
+}
+
+/// The placement with the most resident bytes that fits `budget`, or the reason none does.
+pub fn plan(input: &PlacementInput, budget: usize) -> Result<Placement, String> {
+    let layers = input.block_int8.len();
+    let predict = |resident_blocks: usize, lm_head_resident: bool| {
+        let resident = input.block_int8[..resident_blocks].iter().sum::<usize>() + if lm_head_resident { input.lm_head_int8 } else { 0 };
+        let streamed = input.block_stored[resident_blocks..].iter().sum::<usize>() + if lm_head_resident { 0 } else { input.lm_head_stored };
+        let slots = if streamed > 0 { input.slots } else { 0 };
+        let vram = resident + slots * input.slot_bytes + input.fixed;
+        let seconds = (resident as f64 / (input.hbm_gbps * 1e9)).max(streamed as f64 / (input.link_gbps * 1e9));
+        Placement {
+            resident_blocks,
+            lm_head_resident,
+            slots,
+            resident_bytes: resident,
+            streamed_bytes: streamed,
+            predicted_vram: vram,
+            predicted_seconds: seconds,
+        }
+    };
+    let fitting = (0..=layers).flat_map(|k| [(k, true), (k, false)]).map(|(k, lm)| predict(k, lm)).filter(|p| p.predicted_vram <= budget);
+    fitting.max_by_key(|p| (p.resident_bytes, std::cmp::Reverse(p.slots))).ok_or_else(|| {
+        let least = predict(0, false);
+        format!(
+            "a VRAM budget of {:.2} GB cannot hold even the streaming ring: it needs {:.2} GB ({:.2} GB for {} slots of {:.1} MB, {:.2} GB for the KV cache, activations, tables and the rest)",
+            budget as f64 / 1e9,
+            least.predicted_vram as f64 / 1e9,
+            (least.slots * input.slot_bytes) as f64 / 1e9,
+            least.slots,
+            input.slot_bytes as f64 / 1e6,
+            input.fixed as f64 / 1e9
+        )
+    })
+}
+
+/// Parses a size as users write it: `1.5GB`, `1500MB`, `800M`, `2G`, `123456` (bytes).
+/// Units are decimal (GB = 10⁹ bytes), `GiB`/`MiB` binary.
+pub fn parse_size(s: &str) -> Result<usize, String> {
+    let t = s.trim();
+    let split = t.find(|c: char| c.is_ascii_alphabetic()).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let value: f64 = num.trim().parse().map_err(|_| format!("'{s}' is not a size (e.g. 1.5GB, 800MB)"))?;
+    let scale = match unit.trim().to_ascii_lowercase().as_str() {
+        "" | "b" => 1.0,
+        "k" | "kb" => 1e3,
+        "m" | "mb" => 1e6,
+        "g" | "gb" => 1e9,
+        "kib" => 1024.0,
+        "mib" => 1024.0 * 1024.0,
+        "gib" => 1024.0 * 1024.0 * 1024.0,
+        other => return Err(format!("'{s}': unknown size unit '{other}' (B, KB, MB, GB, KiB, MiB, GiB)")),
+    };
+    if !(value.is_finite() && value >= 0.0) {
+        return Err(format!("'{s}' is not a size"));
+    }
+    Ok((value * scale) as usize)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An 8B-shaped model: 32 blocks of 218 MB INT8 (0.9 of it stored), a 525 MB LM head.
+    fn eight_b() -> PlacementInput {
+        PlacementInput {
+            block_int8: vec![218_000_000; 32],
+            block_stored: vec![196_000_000; 32],
+            lm_head_int8: 525_000_000,
+            lm_head_stored: 472_000_000,
+            slot_bytes: 218_000_000 + 196_000_000,
+            slots: 2,
+            fixed: 300_000_000,
+            engine_fixed: 20_000_000,
+            link_gbps: 55.0,
+            hbm_gbps: 4_000.0,
+        }
+    }
+
+    #[test]
+    fn everything_resident_when_it_fits_and_no_ring() {
+        let p = plan(&eight_b(), 20_000_000_000).unwrap();
+        assert_eq!((p.resident_blocks, p.lm_head_resident, p.slots, p.streamed_bytes), (32, true, 0, 0));
+        assert_eq!(p.predicted_vram, 32 * 218_000_000 + 525_000_000 + 300_000_000);
+    }
+
+    #[test]
+    fn the_plan_fits_the_budget_and_keeps_the_most_bytes_resident() {
+        let input = eight_b();
+        for budget in [1_200_000_000usize, 1_500_000_000, 3_000_000_000, 4_500_000_000, 8_000_000_000] {
+            let p = plan(&input, budget).unwrap();
+            assert!(p.predicted_vram <= budget, "{budget}: {p:?}");
+            // No other split fits with more resident bytes (exhaustive check).
+            for k in 0..=32 {
+                for lm in [true, false] {
+                    let resident = k * 218_000_000 + if lm { 525_000_000 } else { 0 };
+                    let streams = k < 32 || !lm;
+                    let vram = resident + if streams { 2 * input.slot_bytes } else { 0 } + input.fixed;
+                    assert!(vram > budget || resident <= p.resident_bytes, "{budget}: {k} blocks, LM head {lm} fits with more resident bytes than {p:?}");
+                }
+            }
+            let streamed = (32 - p.resident_blocks) * 196_000_000 + if p.lm_head_resident { 0 } else { 472_000_000 };
+            assert_eq!(p.streamed_bytes, streamed);
+            let want = if streamed > 0 { streamed as f64 / 55e9 } else { p.resident_bytes as f64 / 4_000e9 };
+            assert!((p.predicted_seconds - want).abs() < 1e-12, "the slower of HBM and link: {p:?}");
+        }
+    }
+
+    #[test]
+    fn a_budget_below_the_ring_is_a_clear_error() {
+        let err = plan(&eight_b(), 900_000_000).unwrap_err();
+        assert!(err.contains("cannot hold even the streaming ring") && err.contains("2 slots"), "{err}");
+    }
+
+    #[test]
+    fn sizes_parse_as_written() {
+        assert_eq!(parse_size("1.5GB").unwrap(), 1_500_000_000);
+        assert_eq!(parse_size("800M").unwrap(), 800_000_000);
+        assert_eq!(parse_size("2 GiB").unwrap(), 2 << 30);
+        assert_eq!(parse_size("4096").unwrap(), 4096);
+        assert!(parse_size("lots").is_err() && parse_size("1.5 parsecs").is_err() && parse_size("-1GB").is_err());
+    }
+}
