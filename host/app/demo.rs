@@ -52,7 +52,7 @@ fn rel_err(a: &[f32], b: &[f32]) -> f64 {
 type Generated = (Vec<u32>, Vec<Vec<f32>>, f64, f64);
 
 /// Greedy free-running generation.
-fn generate(llm: &mut GpuLlama, prompt: &[u32], n: usize, eos: u32) -> Result<Generated> {
+fn generate(llm: &mut GpuLlama, prompt: &[u32], n: usize, tok: &ModelTokenizer) -> Result<Generated> {
     llm.reset();
     let t0 = std::time::Instant::now();
     let mut logits = llm.forward(prompt)?;
@@ -61,7 +61,7 @@ fn generate(llm: &mut GpuLlama, prompt: &[u32], n: usize, eos: u32) -> Result<Ge
     let t1 = std::time::Instant::now();
     for _ in 0..n {
         let next = argmax(&logits);
-        if next == eos {
+        if tok.is_end_of_generation(next) {
             break;
         }
         out.push(next);
@@ -99,8 +99,8 @@ pub fn run(gpu: &Gpu, gguf: &std::path::Path, clm: &std::path::Path, question: &
     // The link's bandwidth in this run, for the streaming row's share of the PCIe bound.
     let h2d_gbps = super::bench::Bench::new(gpu, 5)?.pinned_h2d_gbps()?;
     let mut base = GpuLlama::load(gpu, &source, WeightMode::Fp16Resident, prompt.len(), ctx)?;
-    generate(&mut base, &prompt, 4, tok.eos)?; // warm-up: cuBLAS and module loading
-    let (tokens, logits, prefill, decode) = generate(&mut base, &prompt, n, tok.eos)?;
+    generate(&mut base, &prompt, 4, &tok)?; // warm-up: cuBLAS and module loading
+    let (tokens, logits, prefill, decode) = generate(&mut base, &prompt, n, &tok)?;
     let row = |mode: String, llm: &GpuLlama, t: &[u32], p: f64, d: f64, disk_bytes, ram, agree, err, prefix, text| DemoRow {
         mode,
         prefill_s: p,
@@ -129,8 +129,8 @@ pub fn run(gpu: &Gpu, gguf: &std::path::Path, clm: &std::path::Path, question: &
             WeightMode::CompressedResident => GpuLlama::load_compressed(gpu, &container, prompt.len(), ctx)?,
             _ => GpuLlama::load_streamed(gpu, &container, store.clone(), 2, prompt.len(), ctx)?,
         };
-        generate(&mut llm, &prompt, 4, tok.eos)?;
-        let (t, _, p, d) = generate(&mut llm, &prompt, n, tok.eos)?;
+        generate(&mut llm, &prompt, 4, &tok)?;
+        let (t, _, p, d) = generate(&mut llm, &prompt, n, &tok)?;
         let (agree, err) = teacher_forced(&mut llm, &prompt, &tokens, &logits)?;
         let prefix = t.iter().zip(&tokens).take_while(|(a, b)| a == b).count();
         let ram = if mode == WeightMode::Stream { store.pinned_bytes } else { 0 };

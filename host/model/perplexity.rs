@@ -7,7 +7,7 @@
 //! PPL·√(var(NLL) / (N − 1)). Against a reference run of the same windows (another file or
 //! weight mode) it also reports what `--kl-divergence` does: mean KL(reference ‖ model),
 //! its percentiles, the worst token, and how often both pick the same top-1.
-use super::llama::{CpuLlama, KvCache};
+use super::llama::{CpuLlama, GpuLlama, KvCache};
 use crate::error::{Error, Result};
 
 /// Runs one window from an empty cache and returns the logits of rows `rows` of it.
@@ -18,6 +18,17 @@ pub trait WindowScorer {
 impl WindowScorer for CpuLlama {
     fn window_logits(&mut self, window: &[u32], rows: std::ops::Range<usize>) -> Result<Vec<Vec<f32>>> {
         self.forward(window, &mut KvCache::default(), rows)
+    }
+}
+
+/// On the GPU a window is one batched prefill (`M = ctx` through the GEMM plans), its
+/// scored rows' logits computed together. Load the model with `max_m` and `max_context`
+/// of at least the window.
+impl WindowScorer for GpuLlama<'_> {
+    fn window_logits(&mut self, window: &[u32], rows: std::ops::Range<usize>) -> Result<Vec<Vec<f32>>> {
+        self.reset();
+        self.reserve_logit_rows(rows.len())?;
+        self.forward_rows(window, rows)
     }
 }
 
@@ -104,9 +115,9 @@ fn percentile(sorted: &[f64], fraction: f64) -> f64 {
 
 /// Scores `windows` with `model` (and `reference`, for KL), reporting progress after each
 /// window through `progress(done, running_ppl)`.
-pub fn perplexity(
-    model: &mut dyn WindowScorer,
-    mut reference: Option<&mut dyn WindowScorer>,
+pub fn perplexity<'a, 'b>(
+    model: &mut (dyn WindowScorer + 'a),
+    mut reference: Option<&mut (dyn WindowScorer + 'b)>,
     windows: &[Vec<u32>],
     progress: &mut dyn FnMut(usize, f64),
 ) -> Result<PerplexityReport> {

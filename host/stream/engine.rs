@@ -140,6 +140,12 @@ impl<'a> WeightStream<'a> {
         })
     }
 
+    /// Output rows of each unit (its tensors' rows summed): for a unit that is one band of
+    /// a matrix, the band's rows.
+    pub fn unit_rows(&self) -> Vec<usize> {
+        self.store.units.iter().map(|u| u.tensors.iter().map(|t| t.table.rows).sum()).collect()
+    }
+
     /// Width of the first unit's input (`cols` of its first tensor).
     pub fn input_width(&self) -> usize {
         self.store.units[0].tensors[0].table.cols

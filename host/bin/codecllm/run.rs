@@ -4,6 +4,7 @@ use codecllm::gpu::Gpu;
 use codecllm::import::{SourceModel, WeightSource};
 use codecllm::model::engine::{CpuEngine, Engine, GpuReport};
 use codecllm::model::llama::{CpuLlama, GpuLlama, WeightMode};
+use codecllm::model::placement::Placement;
 use codecllm::model::sampling::sample;
 use codecllm::model::tokenizer::ModelTokenizer;
 use codecllm::{Error, Result};
@@ -74,13 +75,50 @@ pub struct Args {
     pub json: bool,
 }
 
-fn parse_budget(s: &str) -> std::result::Result<usize, String> {
+pub fn parse_budget(s: &str) -> std::result::Result<usize, String> {
     codecllm::model::placement::parse_size(s)
 }
 
 /// Device slots the streamed mode cycles through: two, so one unit computes while the
 /// next one is copied and decoded.
 const STREAM_SLOTS: usize = 2;
+
+/// The GPU `weights` asks for: none for `cpu`, GPU 0 for the GPU modes (an error without
+/// one), and for `auto` GPU 0 when there is one (else the CPU reference, said once).
+pub fn gpu_for(weights: Weights) -> Result<Option<Gpu>> {
+    Ok(match weights {
+        Weights::Cpu => None,
+        Weights::Auto => Gpu::new(0).map_err(|e| eprintln!("codecllm: no GPU ({}); running the CPU reference", e.detail())).ok(),
+        _ => Some(Gpu::new(0)?),
+    })
+}
+
+/// `src` on `gpu` as `weights` says; `auto` and `hybrid` plan a placement under `budget`
+/// (printed, and returned).
+pub fn open_gpu<'g>(
+    gpu: &'g Gpu,
+    src: &dyn WeightSource,
+    weights: Weights,
+    budget: Option<usize>,
+    max_m: usize,
+    ctx: usize,
+) -> Result<(GpuLlama<'g>, Option<Placement>)> {
+    if let Some(mode) = weights.mode().filter(|&m| m != WeightMode::Hybrid) {
+        return Ok((GpuLlama::load_mode(gpu, src, mode, STREAM_SLOTS, max_m, ctx)?, None));
+    }
+    let (llm, p) = GpuLlama::load_auto(gpu, src, budget, STREAM_SLOTS, max_m, ctx)?;
+    eprintln!(
+        "placement: {}/{} blocks resident, LM head {}, {} ring slots; predicted {:.2} GB VRAM, {:.2} ms per token ({:.2} GB over the link)",
+        p.resident_blocks,
+        llm.cfg.layers,
+        if p.lm_head_resident { "resident" } else { "streamed" },
+        p.slots,
+        p.predicted_vram as f64 / 1e9,
+        p.predicted_seconds * 1e3,
+        p.streamed_bytes as f64 / 1e9
+    );
+    Ok((llm, Some(p)))
+}
 
 pub fn run(a: Args) -> Result<bool> {
     let (container, source);
@@ -95,34 +133,13 @@ pub fn run(a: Args) -> Result<bool> {
     let text = if a.chat { tok.chat_prompt(&a.prompt)? } else { a.prompt.clone() };
     let ids = tok.encode(&text)?;
     let started = std::time::Instant::now();
-    let gpu = match a.weights {
-        Weights::Cpu => None,
-        // No GPU here: the CPU reference, said once.
-        Weights::Auto => Gpu::new(0).map_err(|e| eprintln!("codecllm: no GPU ({}); running the CPU reference", e.detail())).ok(),
-        _ => Some(Gpu::new(0)?),
-    };
+    let gpu = gpu_for(a.weights)?;
     let mut placement = None;
     let mut engine: Box<dyn Engine + '_> = match &gpu {
         Some(gpu) => {
             let (m, ctx) = (ids.len().max(1), ids.len() + a.max_tokens);
-            let mut llm = match a.weights.mode() {
-                Some(mode) if mode != WeightMode::Hybrid => GpuLlama::load_mode(gpu, src, mode, STREAM_SLOTS, m, ctx)?,
-                _ => {
-                    let (llm, p) = GpuLlama::load_auto(gpu, src, a.vram_budget, STREAM_SLOTS, m, ctx)?;
-                    eprintln!(
-                        "placement: {}/{} blocks resident, LM head {}, {} ring slots; predicted {:.2} GB VRAM, {:.2} ms per token ({:.2} GB over the link)",
-                        p.resident_blocks,
-                        llm.cfg.layers,
-                        if p.lm_head_resident { "resident" } else { "streamed" },
-                        p.slots,
-                        p.predicted_vram as f64 / 1e9,
-                        p.predicted_seconds * 1e3,
-                        p.streamed_bytes as f64 / 1e9
-                    );
-                    placement = Some(p);
-                    llm
-                }
-            };
+            let (mut llm, p) = open_gpu(gpu, src, a.weights, a.vram_budget, m, ctx)?;
+            placement = p;
             llm.use_graph = !a.no_graph;
             eprintln!(
                 "{}: {} layers, d={} on {} ({}, {:.1} MB of weights in VRAM, loaded in {:.1} s)",
@@ -161,7 +178,7 @@ pub fn run(a: Args) -> Result<bool> {
     let t1 = std::time::Instant::now();
     for _ in 0..a.max_tokens {
         let next = sample(&logits, a.temperature, a.top_p, &mut rng);
-        if next == tok.eos {
+        if tok.is_end_of_generation(next) {
             break;
         }
         out.push(next);

@@ -36,18 +36,22 @@ pub(super) struct Scratch {
     pub(super) o: CudaSlice<f16>,
     pub(super) g: CudaSlice<f16>,
     pub(super) u: CudaSlice<f16>,
+    /// `[logit rows, vocab]`; a streamed LM head writes it band by band: each band's
+    /// `[rows, band rows]` block after the previous one (row-major only for one row).
     pub(super) logits: CudaSlice<f16>,
+    /// One streamed LM-head band's output for several rows, before it joins `logits`.
+    pub(super) band: CudaSlice<f16>,
 }
 
 pub(super) fn launch_1d(n: usize) -> LaunchConfig {
     LaunchConfig::for_num_elems(n as u32)
 }
 
-/// The last block's MLP output added in and the final norm, on the last row only (the
-/// only one whose logits are computed): `sc.h[0..d]`.
-pub(super) fn final_norm(gpu: &Gpu, sc: &mut Scratch, w: &CudaSlice<f32>, m: usize, d: usize, eps: f32) -> Result<()> {
-    let last = (m - 1) * d..m * d;
-    norm(gpu, &mut sc.x.slice_mut(last.clone()), Some(&sc.o.slice(last)), w, &mut sc.h, 1, d, eps)
+/// The last block's MLP output added in and the final norm, on the rows whose logits are
+/// computed (`rows` of the batch): into `sc.h[0..rows.len() · d]`.
+pub(super) fn final_norm(gpu: &Gpu, sc: &mut Scratch, w: &CudaSlice<f32>, rows: std::ops::Range<usize>, d: usize, eps: f32) -> Result<()> {
+    let span = rows.start * d..rows.end * d;
+    norm(gpu, &mut sc.x.slice_mut(span.clone()), Some(&sc.o.slice(span)), w, &mut sc.h, rows.len(), d, eps)
 }
 
 /// What a block's computation needs besides its weights.

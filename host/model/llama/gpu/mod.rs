@@ -49,6 +49,10 @@ pub struct GpuLlama<'g> {
     /// Whether single-token steps replay a captured CUDA graph (on by default): at this
     /// size a step is hundreds of small launches, and the graph issues them from the GPU.
     pub use_graph: bool,
+    /// Rows whose logits one forward can return (`reserve_logit_rows`).
+    max_logit_rows: usize,
+    /// Rows of each streamed LM-head band, in order (empty when the LM head is resident).
+    lm_band_rows: Vec<usize>,
     step_graph: Option<StepGraph>,
     pending: Option<Pending>,
     io: StepIo,
@@ -345,6 +349,7 @@ impl<'g> GpuLlama<'g> {
             g: st.alloc_zeros(max_m * f)?,
             u: st.alloc_zeros(max_m * f)?,
             logits: st.alloc_zeros(cfg.vocab)?,
+            band: st.alloc_zeros(1)?,
         };
         let embed_bytes = match &embed {
             Embedding::Device(e) => 2 * e.len(),
@@ -362,6 +367,10 @@ impl<'g> GpuLlama<'g> {
         let vram_accounted = weight_bytes + scratch + per_block + 4 * (rope_tables * global.len() + d + 1);
         let host_rows = if matches!(embed, Embedding::Host(_)) { max_m * d } else { 0 };
         let prefetch_next = matches!(&weights, Weights::Streamed { ws, .. } if ws.can_prefetch_next_pass());
+        let lm_band_rows = match &weights {
+            Weights::Streamed { ws, resident } => ws.unit_rows().into_iter().skip(cfg.layers - resident.len()).collect(),
+            _ => Vec::new(),
+        };
         let mut model = GpuLlama {
             blas: if mode == WeightMode::Fp16Resident { Some(CudaBlas::new(st.clone())?) } else { None },
             gpu,
@@ -387,6 +396,8 @@ impl<'g> GpuLlama<'g> {
                 ready: timed_event(gpu)?,
             },
             prefetch_next,
+            max_logit_rows: 1,
+            lm_band_rows,
             device_seconds: 0.0,
             max_context,
             len: 0,
@@ -411,9 +422,9 @@ impl<'g> GpuLlama<'g> {
     }
 
     /// Enqueues the blocks, the final norm and the LM head for a batch of `m` rows whose
-    /// embeddings are in `sc.x`; logits of the last row land in `sc.logits`. Waits on the
+    /// embeddings are in `sc.x`; logits of rows `rows` land in `sc.logits`. Waits on the
     /// host for nothing, so that it can be captured.
-    fn enqueue_layers(&mut self, m: usize) -> Result<()> {
+    fn enqueue_layers(&mut self, m: usize, rows: std::ops::Range<usize>) -> Result<()> {
         let (gpu, st) = (self.gpu, &self.gpu.stream);
         let cfg = &self.cfg;
         let d = cfg.dim;
@@ -449,7 +460,7 @@ impl<'g> GpuLlama<'g> {
                     let refs: Vec<LinRef> = lin.iter().map(LinRef::Owned).collect();
                     ctx.block(i, &mut blocks[i], sc, &refs, i == 0)?;
                 }
-                let (layers, mut row) = (blocks.len(), 0);
+                let (layers, n, mut at) = (blocks.len(), rows.len(), 0);
                 ws.for_each_unit(|u, w, _stream| {
                     let layer = k + u;
                     if layer < layers {
@@ -457,11 +468,16 @@ impl<'g> GpuLlama<'g> {
                         return ctx.block(layer, &mut blocks[layer], sc, &refs, layer == 0);
                     }
                     if layer == layers {
-                        final_norm(gpu, sc, out_norm, m, d, cfg.eps)?;
+                        final_norm(gpu, sc, out_norm, rows.clone(), d, cfg.eps)?;
                     }
-                    let n = w[0].rows;
-                    gpu.linear_m1_fused(&sc.h, &mut [(&w[0], &mut sc.logits.slice_mut(row..row + n))], st)?;
-                    row += n;
+                    let b = w[0].rows;
+                    if n == 1 {
+                        gpu.linear_m1_fused(&sc.h, &mut [(&w[0], &mut sc.logits.slice_mut(at..at + b))], st)?;
+                    } else {
+                        gpu.linear(&sc.h, n, &w[0], &mut sc.band, st)?;
+                        st.memcpy_dtod(&sc.band.slice(..n * b), &mut sc.logits.slice_mut(at..at + n * b))?;
+                    }
+                    at += n * b;
                     Ok(())
                 })?;
                 if lm_head.is_none() {
@@ -469,8 +485,9 @@ impl<'g> GpuLlama<'g> {
                 }
             }
         }
-        final_norm(gpu, sc, out_norm, m, d, cfg.eps)?;
-        lm_head.as_ref().expect("resident modes hold the LM head").apply(gpu, blas, &sc.h, 1, &mut sc.logits)
+        let n = rows.len();
+        final_norm(gpu, sc, out_norm, rows, d, cfg.eps)?;
+        lm_head.as_ref().expect("resident modes hold the LM head").apply(gpu, blas, &sc.h, n, &mut sc.logits)
     }
 }
 

@@ -27,6 +27,8 @@ pub(super) struct StepIo {
 /// A forward submitted and not yet finished.
 pub(super) struct Pending {
     pub(super) m: usize,
+    /// Batch rows whose logits it computes.
+    pub(super) rows: std::ops::Range<usize>,
     /// The decodes it enqueued (`None`: a graph replay, whose log the graph keeps).
     pub(super) decodes: Option<DecodeLog>,
     pub(super) sample_vram: bool,
@@ -57,11 +59,44 @@ impl GpuLlama<'_> {
         self.finish()
     }
 
+    /// Feeds `ids` as one batch and returns the logits of batch rows `rows` (e.g. the
+    /// scored half of a perplexity window): `reserve_logit_rows` first.
+    pub fn forward_rows(&mut self, ids: &[u32], rows: std::ops::Range<usize>) -> Result<Vec<Vec<f32>>> {
+        self.submit_rows(ids, rows)?;
+        self.finish_rows()
+    }
+
+    /// Lets forwards return the logits of up to `n` rows (buffers grow; a captured step
+    /// graph, which holds their old addresses, is dropped and captured again).
+    pub fn reserve_logit_rows(&mut self, n: usize) -> Result<()> {
+        if n <= self.max_logit_rows {
+            return Ok(());
+        }
+        if self.pending.is_some() {
+            return Err(Error::Invalid("a forward is in flight: finish it first".into()));
+        }
+        let (st, v) = (&self.gpu.stream, self.cfg.vocab);
+        self.s.logits = st.alloc_zeros(n * v)?;
+        self.s.band = st.alloc_zeros(n * self.lm_band_rows.iter().max().copied().unwrap_or(0).max(1))?;
+        self.io.logits = PinnedBuffer::new(self.gpu, n * v)?;
+        self.step_graph = None;
+        self.max_logit_rows = n;
+        Ok(())
+    }
+
     /// Starts a forward of `ids` at the next positions and returns without waiting; the
     /// host can work (print the previous token) while the device runs it. `finish`
     /// collects the logits; nothing else may be submitted before.
     pub fn submit(&mut self, ids: &[u32]) -> Result<()> {
+        self.submit_rows(ids, ids.len().saturating_sub(1)..ids.len())
+    }
+
+    /// `submit`, computing the logits of batch rows `rows`.
+    fn submit_rows(&mut self, ids: &[u32], rows: std::ops::Range<usize>) -> Result<()> {
         let m = ids.len();
+        if rows.is_empty() || rows.end > m || rows.len() > self.max_logit_rows {
+            return Err(Error::Invalid(format!("logits of rows {rows:?} of a batch of {m}; this model returns up to {} rows", self.max_logit_rows)));
+        }
         if self.pending.is_some() {
             return Err(Error::Invalid("a forward is in flight: finish it before submitting another".into()));
         }
@@ -91,10 +126,10 @@ impl GpuLlama<'_> {
         let step = if m == 1 && self.use_graph && self.capture_step()? {
             let graph = self.step_graph.as_mut().expect("captured above");
             graph.graph.launch()?;
-            Pending { m, decodes: None, sample_vram: !std::mem::replace(&mut graph.launched, true) }
+            Pending { m, rows, decodes: None, sample_vram: !std::mem::replace(&mut graph.launched, true) }
         } else {
-            self.enqueue_step(m)?;
-            Pending { m, decodes: Some(self.take_decode_log()), sample_vram: true }
+            self.enqueue_step(m, rows.clone())?;
+            Pending { m, rows, decodes: Some(self.take_decode_log()), sample_vram: true }
         };
         self.pending = Some(step);
         Ok(())
@@ -102,6 +137,11 @@ impl GpuLlama<'_> {
 
     /// Waits for the submitted forward and returns its logits (those of its last row).
     pub fn finish(&mut self) -> Result<Vec<f32>> {
+        Ok(self.finish_rows()?.pop().expect("one row at least"))
+    }
+
+    /// Waits for the submitted forward and returns the logits of its rows.
+    fn finish_rows(&mut self) -> Result<Vec<Vec<f32>>> {
         let step = self.pending.take().ok_or_else(|| Error::Invalid("no forward was submitted".into()))?;
         self.io.ready.synchronize()?;
         self.device_seconds += self.io.started.elapsed_ms(&self.io.ready)? as f64 / 1e3;
@@ -116,10 +156,23 @@ impl GpuLlama<'_> {
         if step.sample_vram {
             self.sample_vram()?;
         }
-        let mut out = vec![0f32; self.io.logits.as_slice().len()];
+        let (n, v) = (step.rows.len(), self.cfg.vocab);
+        let mut flat = vec![0f32; n * v];
         // In bulk (F16C where the CPU has it): per element, 49,152 logits cost ~0.1 ms a step.
-        half::slice::HalfFloatSliceExt::convert_to_f32_slice(self.io.logits.as_slice(), &mut out);
-        Ok(out)
+        half::slice::HalfFloatSliceExt::convert_to_f32_slice(&self.io.logits.as_slice()[..n * v], &mut flat);
+        if n == 1 || self.lm_head.is_some() {
+            return Ok(flat.chunks(v).map(<[f32]>::to_vec).collect());
+        }
+        // A streamed LM head wrote band after band, each `[n, band rows]`.
+        let mut rows = vec![vec![0f32; v]; n];
+        let (mut at, mut col) = (0, 0);
+        for &b in &self.lm_band_rows {
+            for (r, row) in rows.iter_mut().enumerate() {
+                row[col..col + b].copy_from_slice(&flat[at + r * b..at + (r + 1) * b]);
+            }
+            (at, col) = (at + n * b, col + b);
+        }
+        Ok(rows)
     }
 
     /// The decodes enqueued since the last take (empty for resident weights).
@@ -140,7 +193,7 @@ impl GpuLlama<'_> {
         let st = self.gpu.stream.clone();
         // Relaxed: cuBLAS and nvCOMP may query or set up state while being captured.
         st.begin_capture(cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)?;
-        let enqueued = self.enqueue_step(1);
+        let enqueued = self.enqueue_step(1, 0..1);
         let captured = st.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0));
         let decodes = self.take_decode_log();
         match (enqueued, captured) {
@@ -162,7 +215,7 @@ impl GpuLlama<'_> {
     /// layers, logits and decode status back into `io`, `io.ready`; then (streaming) the
     /// next step's first weights. Waits on the host for nothing, so that it can be
     /// captured.
-    fn enqueue_step(&mut self, m: usize) -> Result<()> {
+    fn enqueue_step(&mut self, m: usize, rows: std::ops::Range<usize>) -> Result<()> {
         let (gpu, st, d) = (self.gpu, &self.gpu.stream, self.cfg.dim);
         record_external(&self.io.started, st)?;
         st.memcpy_htod(self.io.pos.as_slice(), &mut self.pos)?;
@@ -178,8 +231,9 @@ impl GpuLlama<'_> {
             }
             Embedding::Host(_) => st.memcpy_htod(&self.io.rows.as_slice()[..m * d], &mut sc.x.slice_mut(..m * d))?,
         }
-        self.enqueue_layers(m)?;
-        st.memcpy_dtoh(&self.s.logits, self.io.logits.as_mut_slice())?;
+        let n = rows.len() * self.cfg.vocab;
+        self.enqueue_layers(m, rows)?;
+        st.memcpy_dtoh(&self.s.logits.slice(..n), &mut self.io.logits.as_mut_slice()[..n])?;
         match &self.weights {
             Weights::Compressed { decoder, .. } => decoder.stage_status(&mut self.io.decode_status, st)?,
             Weights::Streamed { ws, .. } => ws.stage_decode_status(&mut self.io.decode_status)?,
