@@ -10,7 +10,7 @@ out=.device-bundle
 rm -rf "$out" && mkdir -p "$out"
 cargo build --release --locked
 cp target/release/codecllm "$out/"
-tests=(gpu stream llama_gpu families smoke bad_input faults run)
+tests=(gpu stream llama_gpu families perplexity smoke bad_input faults run)
 cargo test --release --locked --no-run "${tests[@]/#/--test=}" --message-format=json 2>/dev/null \
   | python3 -c 'import sys,json,shutil
 names=set(sys.argv[2:])

