@@ -1,6 +1,6 @@
 //! Replays the vectors that scripts/ggml-vectors.py made with gguf-py 0.19.0's `gguf.quants.dequantize`.
 
-use codecllm::import::ggml::{dequantize, GgmlType};
+use codecllm::codec::ggml::{dequantize, GgmlType};
 use std::path::PathBuf;
 
 const VECTORS: &str = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/data/ggml");

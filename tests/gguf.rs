@@ -148,3 +148,54 @@ fn smollm2_gguf_compresses_and_verifies() {
     assert_eq!(c.tensor("blk.0.attn_k.weight").unwrap().shape, [192, 576], "[out, in]: 3 KV heads × 64");
     assert!(matches!(c.tensor("token_embd.weight").unwrap().encoding, codecllm::container::Encoding::Lossless));
 }
+
+/// `compress --keep-quant` stores GGUF blocks verbatim (one encoding per block type, chunks
+/// of whole blocks), decodes them to exactly the values ggml's dequantizers give, verifies
+/// against the source byte for byte, and without the flag requantizes to INT8 as before.
+#[test]
+fn keep_quant_stores_gguf_blocks_verbatim() {
+    use codecllm::codec::ggml::{dequantize, GgmlType};
+    use codecllm::container::Encoding;
+    let dir = tempfile::tempdir().unwrap();
+    let mut tensors = Vec::new();
+    for name in ["Q4_K", "Q6_K", "Q5_K", "Q5_0", "Q8_0", "Q4_1", "IQ4_NL"] {
+        let data = std::fs::read(format!("{}/tests/data/ggml/{name}.bin", env!("CARGO_MANIFEST_DIR"))).unwrap();
+        let (id, n) = (u32::from_le_bytes(data[0..4].try_into().unwrap()), u32::from_le_bytes(data[4..8].try_into().unwrap()) as usize);
+        let (elems, bytes) = GgmlType::from_id(id).unwrap().block();
+        // One block per row: rows hold whole blocks.
+        tensors.push((format!("blk.0.{name}.weight"), vec![elems, n as u64], id, data[8..8 + n * bytes as usize].to_vec()));
+    }
+    let gguf = dir.path().join("q.gguf");
+    let refs: Vec<(&str, Vec<u64>, u32, Vec<u8>)> = tensors.iter().map(|(n, d, t, b)| (n.as_str(), d.clone(), *t, b.clone())).collect();
+    write_gguf(&gguf, &LLAMA, &refs);
+    let kept = dir.path().join("kept.clm");
+    cli_ok(&["compress", gguf.to_str().unwrap(), "-o", kept.to_str().unwrap(), "--keep-quant"]);
+    let verified = cli_ok(&["verify", kept.to_str().unwrap(), "--against", gguf.to_str().unwrap()]);
+    assert!(String::from_utf8_lossy(&verified.stdout).ends_with("OK\n"));
+    let info = String::from_utf8_lossy(&cli_ok(&["info", kept.to_str().unwrap()]).stdout).into_owned();
+    let c = Container::open(&kept).unwrap();
+    for (name, _, id, raw) in &tensors {
+        let t = c.tensor(name).unwrap();
+        let ty = GgmlType::from_id(*id).unwrap();
+        assert!(matches!(t.encoding, Encoding::Ggml { ggml_type, .. } if ggml_type == *id), "{name}: {:?}", t.encoding);
+        assert_eq!(t.data.chunk_size % ty.block().1 as u32, 0, "{name}: chunks of whole blocks");
+        assert_eq!(&codecllm::codec::decode_bytes(&c, name).unwrap(), raw, "{name}: the blocks as stored");
+        let mut want = Vec::new();
+        dequantize(ty, raw, &mut want);
+        let got = codecllm::codec::decode_f32(&c, name).unwrap();
+        assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()) && got.len() == want.len(), "{name}: dequantized values");
+        assert!(info.contains(ty.name()), "info names {}", ty.name());
+    }
+    // Without the flag, blocks are requantized to INT8 as before (moderate values here: the
+    // vectors above include scales at f16's limits, whose values F16 cannot hold).
+    let (raw, _) = blocks(&mut rng(fresh_seed()), 8, 64 * 32);
+    let mild = dir.path().join("mild.gguf");
+    write_gguf(&mild, &LLAMA, &[("w.weight", vec![64, 32], 8, raw)]);
+    let requantized = dir.path().join("int8.clm");
+    cli_ok(&["compress", mild.to_str().unwrap(), "-o", requantized.to_str().unwrap()]);
+    assert!(matches!(Container::open(&requantized).unwrap().tensor("w.weight").unwrap().encoding, Encoding::Int8 { .. }), "INT8 without --keep-quant");
+    // A lie about the block geometry in the index is refused, not decoded to a wrong length.
+    rewrite_index(&kept, |i| i["tensors"][0]["encoding"]["block_elems"] = serde_json::json!(32));
+    let err = String::from_utf8_lossy(&cli(&["verify", kept.to_str().unwrap()]).stderr).into_owned();
+    assert!(err.contains("blocks are") || err.contains("do not hold whole blocks") || err.contains("its shape needs"), "{err}");
+}

@@ -3,10 +3,11 @@
 //! and order-0 entropy.
 mod chunk;
 pub mod entropy;
+pub mod ggml;
 mod quant;
 pub mod rans;
 mod tensor;
 
 pub use chunk::{decode_blob, encode_blob, ChunkDecoder};
 pub use quant::{Int8Matrix, QuantStats};
-pub use tensor::{decode_bytes, decode_f16, decode_f32, decode_int8};
+pub use tensor::{decode_bytes, decode_f16, decode_f32, decode_int8, ggml_blocks};

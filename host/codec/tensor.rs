@@ -1,6 +1,7 @@
 //! CPU decode of a container's tensors, checksums verified: INT8 values and scales,
-//! stored bytes, or floating-point values (quantized ones dequantized).
+//! stored bytes, or floating-point values (quantized ones dequantized, INT8 or GGUF blocks).
 use super::chunk::decode_blob;
+use super::ggml::{dequantize, GgmlType};
 use super::quant::Int8Matrix;
 use crate::container::{Container, DType, Encoding, TensorEntry};
 use crate::error::{Error, Result};
@@ -13,7 +14,7 @@ fn entry<'a>(c: &'a Container, name: &str) -> Result<&'a TensorEntry> {
 pub fn decode_int8(c: &Container, name: &str) -> Result<Int8Matrix> {
     let t = entry(c, name)?;
     let Encoding::Int8 { group_size, scales, .. } = &t.encoding else {
-        return Err(Error::format(c.path(), format!("tensor '{name}' is stored lossless, not as INT8")));
+        return Err(Error::format(c.path(), format!("tensor '{name}' is not stored as INT8")));
     };
     let (rows, cols) = t.matrix_dims().expect("validated: INT8 tensors are 2-D");
     let q = decode_blob(c, name, &t.data)?;
@@ -36,11 +37,31 @@ pub fn decode_bytes(c: &Container, name: &str) -> Result<Vec<u8>> {
 /// Any floating-point tensor as f32 (quantized ones dequantized).
 pub fn decode_f32(c: &Container, name: &str) -> Result<Vec<f32>> {
     let t = entry(c, name)?;
-    if let Encoding::Int8 { .. } = t.encoding {
-        return Ok(decode_int8(c, name)?.dequantize());
+    match t.encoding {
+        Encoding::Int8 { .. } => return Ok(decode_int8(c, name)?.dequantize()),
+        Encoding::Ggml { ggml_type, block_elems, block_bytes } => {
+            let ty = ggml_blocks(c, name, ggml_type, block_elems, block_bytes)?;
+            let mut v = Vec::new();
+            dequantize(ty, &decode_blob(c, name, &t.data)?, &mut v);
+            return Ok(v);
+        }
+        Encoding::Lossless => {}
     }
     let b = decode_blob(c, name, &t.data)?;
     t.dtype.widen(&b).ok_or_else(|| Error::format(c.path(), format!("tensor '{name}' is {:?}, not floating point", t.dtype)))
+}
+
+/// The block type of a `Ggml` tensor, known to this build and with the geometry the index
+/// recorded (a lie there would make the dequantized tensor the wrong length).
+pub fn ggml_blocks(c: &Container, name: &str, id: u32, elems: u32, bytes: u32) -> Result<GgmlType> {
+    let ty = GgmlType::from_id(id).ok_or_else(|| Error::format(c.path(), format!("tensor '{name}': ggml type {id} is not one this build dequantizes")))?;
+    if ty.block() != (elems as u64, bytes as u64) {
+        return Err(Error::format(
+            c.path(),
+            format!("tensor '{name}': {} blocks are {:?} (values, bytes), the index says ({elems}, {bytes})", ty.name(), ty.block()),
+        ));
+    }
+    Ok(ty)
 }
 
 /// Any floating-point tensor as FP16.

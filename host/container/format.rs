@@ -224,6 +224,11 @@ pub enum Encoding {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         entropy_bits: Option<f64>,
     },
+    /// llama.cpp's quantized blocks kept as the GGUF stored them (`data` holds the blocks
+    /// of the row-major `[rows, cols]` matrix verbatim): the source's exact values at its
+    /// own size. `ggml_type` is ggml's type id; a block holds `block_elems` values in
+    /// `block_bytes` bytes, and rows hold whole blocks.
+    Ggml { ggml_type: u32, block_elems: u32, block_bytes: u32 },
 }
 
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq)]
@@ -250,7 +255,7 @@ impl TensorEntry {
     }
     pub fn blobs(&self) -> Vec<(&'static str, &Blob)> {
         match &self.encoding {
-            Encoding::Lossless => vec![("data", &self.data)],
+            Encoding::Lossless | Encoding::Ggml { .. } => vec![("data", &self.data)],
             Encoding::Int8 { scales, .. } => vec![("data", &self.data), ("scales", scales)],
         }
     }

@@ -124,6 +124,18 @@ pub(super) fn validate(index: &Index, payload_end: u64) -> std::result::Result<(
             .ok_or_else(|| format!("tensor '{name}': shape {:?} is too large", t.shape))?;
         match &t.encoding {
             Encoding::Lossless => expect_len(name, "data", &t.data, numel * t.dtype.size())?,
+            &Encoding::Ggml { block_elems, block_bytes, .. } => {
+                let [_, cols] = t.shape[..] else {
+                    return Err(format!("tensor '{name}': quantized blocks need a 2-D shape, found {:?}", t.shape));
+                };
+                if !t.dtype.is_float() || block_elems == 0 || block_bytes == 0 || cols % block_elems as u64 != 0 {
+                    return Err(format!("tensor '{name}': rows of {cols} do not hold whole blocks of {block_elems} values ({block_bytes} bytes)"));
+                }
+                expect_len(name, "data", &t.data, numel / block_elems as u64 * block_bytes as u64)?;
+                if t.data.chunk_size % block_bytes != 0 {
+                    return Err(format!("tensor '{name}': chunks of {} bytes cut its {block_bytes}-byte blocks", t.data.chunk_size));
+                }
+            }
             Encoding::Int8 { group_size, scales, .. } => {
                 let [rows, cols] = t.shape[..] else {
                     return Err(format!("tensor '{name}': INT8 needs a 2-D shape, found {:?}", t.shape));

@@ -3,8 +3,8 @@
 //! quantized tensors are presented dequantized (F16; F32 and BF16 tensors as they are).
 //! A tensor is presented through a `View`: its bytes as stored, or transformed on access
 //! (dequantized, rows regrouped, norms shifted, or made by the importer).
-use super::ggml::{dequantize, GgmlType};
 use super::gguf::GgufFile;
+use crate::codec::ggml::{dequantize, GgmlType};
 use crate::container::DType;
 use crate::error::{Error, Result};
 use memmap2::Mmap;
@@ -159,6 +159,15 @@ impl SourceModel {
         }
         self.files.push((path.to_owned(), map));
         Ok(())
+    }
+
+    /// A GGUF tensor's quantized blocks as stored (not F32/F16/BF16 ones, which are plain
+    /// values): what `compress --keep-quant` stores verbatim.
+    pub fn ggml_blocks<'a>(&'a self, t: &'a SourceTensor) -> Option<(GgmlType, &'a [u8])> {
+        match t.view {
+            View::Ggml(ty) if !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) => Some((ty, &self.files[t.file].1[t.start..t.end])),
+            _ => None,
+        }
     }
 
     pub fn tensor(&self, name: &str) -> Option<&SourceTensor> {

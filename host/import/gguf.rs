@@ -5,7 +5,7 @@
 //! (candle-core, llama-cpp bindings), far more than this file's parsing needs, and none
 //! bounds-checks every count against the file the way a fuzzed parser must. Every
 //! length, count and offset below is checked before it is used.
-use super::ggml::GgmlType;
+use crate::codec::ggml::GgmlType;
 use crate::error::{Error, Result};
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

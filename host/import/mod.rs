@@ -2,7 +2,6 @@
 //! directories adopted to GGUF's conventions; `WeightSource`, the one interface through
 //! which model code reads weights from a checkpoint or a container.
 mod checkpoint;
-pub mod ggml;
 pub mod gguf;
 pub mod hf;
 mod weights;

@@ -1,7 +1,7 @@
 //! Checkpoint → container: decide per tensor (INT8 or lossless), quantize, cut into
 //! chunks, entropy-code in parallel, stream to an atomically written `.clm`.
 use crate::codec::{entropy, Int8Matrix, QuantStats};
-use crate::container::{check_chunk_size, check_group_size, Codec, ContainerWriter, EncodedBlob, Encoding, TensorEntry, DEFAULT_CHUNK_SIZE};
+use crate::container::{check_chunk_size, check_group_size, Codec, ContainerWriter, EncodedBlob, Encoding, TensorEntry, DEFAULT_CHUNK_SIZE, MIN_CHUNK_SIZE};
 use crate::error::{Error, Result};
 use crate::import::{SourceModel, SourceTensor};
 use std::path::Path;
@@ -19,11 +19,21 @@ pub struct CompressOptions {
     /// Columns per scale; `None` for one scale per output channel.
     pub group_size: Option<u32>,
     pub quantize_embeddings: bool,
+    /// GGUF sources: store quantized-block weights (Q4_K, Q8_0, …) as their blocks, not
+    /// requantized to INT8: the source's exact values at its own size.
+    pub keep_quant: bool,
 }
 
 impl Default for CompressOptions {
     fn default() -> Self {
-        CompressOptions { codec: Codec::Zstd, chunk_size: DEFAULT_CHUNK_SIZE, level: DEFAULT_LEVEL, group_size: None, quantize_embeddings: false }
+        CompressOptions {
+            codec: Codec::Zstd,
+            chunk_size: DEFAULT_CHUNK_SIZE,
+            level: DEFAULT_LEVEL,
+            group_size: None,
+            quantize_embeddings: false,
+            keep_quant: false,
+        }
     }
 }
 
@@ -42,7 +52,8 @@ pub struct TensorReport {
     pub source_bytes: u64,
     /// Float tensors at 2 bytes per element; others at their source size.
     pub fp16_bytes: u64,
-    /// INT8 values + f32 scales for quantized tensors; source size for the rest.
+    /// INT8 values + f32 scales for quantized tensors, the blocks for kept GGUF blocks;
+    /// source size for the rest.
     pub int8_bytes: u64,
     /// Chunk bytes in the container (padding excluded).
     pub stored_bytes: u64,
@@ -112,6 +123,14 @@ impl CompressOptions {
     }
 }
 
+fn gcd(a: u32, b: u32) -> u32 {
+    if b == 0 {
+        a
+    } else {
+        gcd(b, a % b)
+    }
+}
+
 /// `codec::encode_blob`, with ANS (which has no CPU encoder) encoded on GPU 0.
 fn encode_blob(bytes: &[u8], codec: Codec, chunk_size: u32, level: i32) -> Result<EncodedBlob> {
     if codec != Codec::Ans {
@@ -139,7 +158,17 @@ pub fn compress(src: &SourceModel, out: &Path, opts: &CompressOptions, progress:
         }
         let source_bytes = t.byte_len();
         let fp16_bytes = if t.dtype.is_float() { t.numel() * 2 } else { source_bytes };
-        let (entry, int8_bytes, stats) = if should_quantize(t, opts) {
+        let kept = if opts.keep_quant && should_quantize(t, opts) { src.ggml_blocks(t) } else { None };
+        let (entry, int8_bytes, stats) = if let Some((ty, blocks)) = kept {
+            let (elems, bytes) = ty.block();
+            // Chunks of whole blocks, 16-aligned: a multiple of lcm(block bytes, 16) near
+            // the requested chunk size.
+            let unit = (bytes as u32 / gcd(bytes as u32, 16)) * 16;
+            let chunk_size = (opts.chunk_size / unit).max(MIN_CHUNK_SIZE.div_ceil(unit)) * unit;
+            let data = writer.write_blob(encode_blob(blocks, opts.codec, chunk_size, opts.level)?)?;
+            let encoding = Encoding::Ggml { ggml_type: ty.id(), block_elems: elems as u32, block_bytes: bytes as u32 };
+            (TensorEntry { name: t.name.clone(), dtype: t.dtype, shape: t.shape.clone(), encoding, data }, blocks.len() as u64, None)
+        } else if should_quantize(t, opts) {
             let (rows, cols) = (t.shape[0], t.shape[1]);
             if cols > u32::MAX as u64 {
                 return Err(Error::input(&src.path, format!("tensor '{}' has rows of {cols} elements, more than INT8 rows may hold", t.name)));
@@ -165,7 +194,7 @@ pub fn compress(src: &SourceModel, out: &Path, opts: &CompressOptions, progress:
         };
         reports.push(TensorReport {
             name: t.name.clone(),
-            quantized: stats.is_some(),
+            quantized: !matches!(entry.encoding, Encoding::Lossless),
             source_bytes,
             fp16_bytes,
             int8_bytes,
@@ -174,7 +203,7 @@ pub fn compress(src: &SourceModel, out: &Path, opts: &CompressOptions, progress:
             rms_rel_err: stats.map(|s| s.rms_rel_err),
             entropy_bits: match &entry.encoding {
                 Encoding::Int8 { entropy_bits, .. } => *entropy_bits,
-                Encoding::Lossless => None,
+                Encoding::Lossless | Encoding::Ggml { .. } => None,
             },
         });
         writer.add_tensor(entry);
@@ -187,6 +216,7 @@ pub fn compress(src: &SourceModel, out: &Path, opts: &CompressOptions, progress:
     metadata.insert("codec".into(), opts.codec.name().into());
     metadata.insert("level".into(), opts.level.to_string());
     metadata.insert("group_size".into(), opts.group_size.map_or("per-channel".into(), |g| g.to_string()));
+    metadata.insert("keep_quant".into(), opts.keep_quant.to_string());
     let file_bytes = writer.finish(metadata)?;
     Ok(Summary { tensors: reports, file_bytes, seconds: started.elapsed().as_secs_f64() })
 }

@@ -72,6 +72,11 @@ pub fn verify(c: &Container, against: Option<&SourceModel>, progress: &dyn Fn(us
                 r.problems.push(e.to_string());
             }
         }
+        if let &Encoding::Ggml { ggml_type, block_elems, block_bytes } = &t.encoding {
+            if let Err(e) = crate::codec::ggml_blocks(c, &t.name, ggml_type, block_elems, block_bytes) {
+                r.problems.push(e.to_string());
+            }
+        }
         if let Encoding::Int8 { max_rel_err, rms_rel_err, .. } = &t.encoding {
             worse(&mut r.worst_max_rel_err, &t.name, *max_rel_err);
             worse(&mut r.worst_rms_rel_err, &t.name, *rms_rel_err);
@@ -109,6 +114,15 @@ fn compare(c: &Container, src: &SourceModel, t: &TensorEntry) -> std::result::Re
             let b = decode_blob(c, &t.name, &t.data).map_err(|e| e.to_string())?;
             if b[..] != src.bytes(s)[..] {
                 return Err("decoded bytes differ from the source".into());
+            }
+        }
+        Encoding::Ggml { .. } => {
+            if t.data.codec == Codec::Ans {
+                return Ok(());
+            }
+            let b = decode_blob(c, &t.name, &t.data).map_err(|e| e.to_string())?;
+            if src.ggml_blocks(s).is_none_or(|(_, blocks)| b[..] != blocks[..]) {
+                return Err("the stored blocks differ from the source's".into());
             }
         }
         Encoding::Int8 { max_rel_err, rms_rel_err, .. } => {

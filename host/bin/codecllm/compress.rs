@@ -29,14 +29,25 @@ pub struct Args {
     /// Quantize embedding tables too (kept lossless by default).
     #[arg(long)]
     quantize_embeddings: bool,
+    /// GGUF sources: keep quantized-block weights (Q4_K, Q6_K, Q8_0, Q5_0, …) as their
+    /// blocks — the file's exact values at its own size — instead of requantizing them to
+    /// INT8. The GPU modes still compute from INT8 (made at load) in this build.
+    #[arg(long)]
+    keep_quant: bool,
     /// Worker threads (default: all cores).
     #[arg(long)]
     threads: Option<usize>,
 }
 
 pub fn run(a: Args) -> Result<bool> {
-    let opts =
-        CompressOptions { codec: a.codec, chunk_size: a.chunk_size, level: a.level, group_size: a.group_size, quantize_embeddings: a.quantize_embeddings };
+    let opts = CompressOptions {
+        codec: a.codec,
+        chunk_size: a.chunk_size,
+        level: a.level,
+        group_size: a.group_size,
+        quantize_embeddings: a.quantize_embeddings,
+        keep_quant: a.keep_quant,
+    };
     opts.validate()?;
     if let Some(n) = a.threads {
         rayon::ThreadPoolBuilder::new().num_threads(n.max(1)).build_global().map_err(|e| Error::Invalid(format!("--threads: {e}")))?;

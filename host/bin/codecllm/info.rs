@@ -37,6 +37,10 @@ pub fn run(a: Args) -> Result<bool> {
     for t in &c.index.tensors {
         let (enc, stored, decoded, entropy) = match &t.encoding {
             Encoding::Lossless => ("lossless".to_string(), t.data.stored_bytes(), t.data.len, None),
+            Encoding::Ggml { ggml_type, .. } => {
+                let name = codecllm::codec::ggml::GgmlType::from_id(*ggml_type).map_or(format!("ggml/{ggml_type}"), |t| t.name().to_string());
+                (name, t.data.stored_bytes(), t.data.len, None)
+            }
             Encoding::Int8 { group_size, scales, entropy_bits, .. } => {
                 let g = if Some(*group_size as u64) == t.shape.last().copied() { "int8/row".to_string() } else { format!("int8/g{group_size}") };
                 (g, t.data.stored_bytes() + scales.stored_bytes(), t.data.len + scales.len, *entropy_bits)

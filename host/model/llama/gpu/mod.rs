@@ -525,7 +525,8 @@ fn int8_bytes(t: &crate::container::TensorEntry) -> usize {
     let cols = t.shape.last().copied().unwrap_or(1).max(1) as usize;
     let groups = match &t.encoding {
         crate::container::Encoding::Int8 { group_size, .. } => cols.div_ceil(*group_size as usize),
-        crate::container::Encoding::Lossless => cols.div_ceil(crate::import::LOAD_TIME_GROUP),
+        // Quantized at load (`WeightSource::int8`), 32 columns a group.
+        crate::container::Encoding::Lossless | crate::container::Encoding::Ggml { .. } => cols.div_ceil(crate::import::LOAD_TIME_GROUP),
     };
     numel + 4 * (numel / cols) * groups
 }
