@@ -58,6 +58,19 @@ fn every_gemm_variant_and_split_matches_reference() {
     }
 }
 
+/// The dequantize-then-cuBLAS plan, on the batches `plan` gives it, odd shapes, groups,
+/// and a matrix of two bands (4100 × 4112 > the 2^24-element band) whose second band is
+/// 20 rows: every column of y written (poisoned first) and within FP16 tolerance.
+#[test]
+fn dequant_cublas_plan_matches_reference() {
+    let Some(gpu) = gpu_or_skip("dequant_cublas_plan_matches_reference") else { return };
+    let mut rng = rng(fresh_seed());
+    assert_eq!(Gpu::plan(300, 4096, 4096), LinearPlan::DequantCublas);
+    for (n, k, m, group) in [(4100, 4112, 3, 4112), (333, 1000, 300, 128), (7, 33, 257, 33), (576, 1536, 512, 32), (1, 16, 1, 16)] {
+        check_plan(&gpu, &mut rng, n, k, m, group, LinearPlan::DequantCublas);
+    }
+}
+
 #[test]
 fn fused_linear_matches_reference_on_odd_shapes_batches_and_groups() {
     let Some(gpu) = gpu_or_skip("fused_linear_matches_reference_on_odd_shapes_batches_and_groups") else { return };
@@ -132,7 +145,7 @@ fn dequantize_is_bit_exact() {
         let sc = s.clone_htod(&w.scales).unwrap();
         let mut out = s.clone_htod(&vec![POISON; n * k]).unwrap();
         let weights = Int8Weights { q: q.slice(..), scales: sc.slice(..), rows: n, cols: k, group_size: group };
-        gpu.dequantize(&weights, &mut out, s).unwrap();
+        gpu.dequantize(&weights, &mut out.slice_mut(..), s).unwrap();
         let got = s.clone_dtoh(&out).unwrap();
         let want: Vec<f16> = w.dequantize().into_iter().map(f16::from_f32).collect();
         assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{n}x{k} g{group}");

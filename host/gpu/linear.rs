@@ -11,6 +11,15 @@ use std::sync::Arc;
 /// Blocks a GEMM launch should reach before splitting K: 4 per SM on a 132-SM H100 keeps
 /// enough weight loads in flight to cover DRAM latency.
 const GEMM_TARGET_BLOCKS: usize = 528;
+/// Batches from which `plan` dequantizes to FP16 and calls cuBLAS: at M = 256 our GEMM
+/// ran at 0.21–0.31× cuBLAS FP16 on H200 (BENCHMARKS.md), so even a dequantization costing
+/// as much as the product itself leaves this path ≥ 1.5× faster; between 64 and 256 the
+/// measured margins are too thin to decide without `bench kernels --tune`.
+const DEQUANT_CUBLAS_MIN_M: usize = 256;
+/// Weight elements one dequantized band holds (32 MiB of FP16 scratch): ≥ 4096 rows of a
+/// 4096-column matrix, so each band's cuBLAS call is a full-size GEMM, and the band stays
+/// in a Hopper L2 (50 MiB) between the dequantization writing it and cuBLAS reading it.
+const DEQUANT_BAND_ELEMS: usize = 1 << 24;
 /// Warps per GEMV block: 8 rows per block keeps 64 KiB of weight loads in flight per SM
 /// at full occupancy while the grid (n / 8 blocks) still covers every SM for n ≥ 1056.
 const GEMV_WARPS: u32 = 8;
@@ -31,6 +40,9 @@ pub enum LinearPlan {
     Gemv,
     /// Tensor cores: `GEMM_TILES[tile]`, K split `splits` ways (0: chosen from the shape).
     Gemm { tile: usize, splits: usize },
+    /// Dequantize bands of rows to FP16 scratch and multiply each with cuBLAS: large
+    /// batches, where cuBLAS's tensor-core GEMM outruns our fused one.
+    DequantCublas,
 }
 
 /// A quantized weight matrix resident on the device: INT8 `[rows, cols]` row-major and
@@ -82,13 +94,15 @@ impl Gpu {
         if k % 16 != 0 || m <= 2 || (m <= GEMV_MAX_M && small) {
             return LinearPlan::Gemv;
         }
+        if m >= DEQUANT_CUBLAS_MIN_M {
+            return LinearPlan::DequantCublas;
+        }
         let gemm = |tile, splits| LinearPlan::Gemm { tile, splits };
         match m {
             _ if small && m <= 256 => gemm(REG_MT1, 0),
             3..=16 => gemm(if big { SMEM_MT1 } else { REG_MT1 }, 0),
             17..=64 => gemm(if big { SMEM_MT2 } else { REG_MT2 }, 0),
-            65..=256 => gemm(SMEM_MT2, 1),
-            _ => gemm(if small { REG_MT1 } else { REG_MT4 }, 1),
+            _ => gemm(SMEM_MT2, 1),
         }
     }
 
@@ -110,7 +124,64 @@ impl Gpu {
             LinearPlan::Gemm { tile, splits } if w.cols % 16 == 0 && tile < GEMM_TILES.len() => self.gemm(x, m, w, y, stream, tile, splits),
             LinearPlan::Gemm { .. } => Err(Error::Invalid(format!("linear: no GEMM plan {plan:?} for k = {}", w.cols))),
             LinearPlan::Gemv => self.gemv(x, m, w, y, stream),
+            LinearPlan::DequantCublas => self.dequant_cublas(x, m, w, y, stream),
         }
+    }
+
+    /// Large batches: each band of `DEQUANT_BAND_ELEMS` weights is dequantized into one
+    /// FP16 scratch buffer and multiplied by cuBLAS into its columns of `y` (`ldc` = n), so
+    /// the scratch stays small whatever the matrix (a streamed model has little VRAM).
+    fn dequant_cublas(&self, x: &CudaSlice<f16>, m: usize, w: &Int8Weights, y: &mut CudaSlice<f16>, stream: &Arc<CudaStream>) -> Result<()> {
+        use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
+        let (n, k, groups) = (w.rows, w.cols, w.groups());
+        if m > i32::MAX as usize || k > i32::MAX as usize {
+            return Err(Error::Invalid(format!("linear: [{m}, {k}] is too large for cuBLAS")));
+        }
+        let band_rows = (DEQUANT_BAND_ELEMS / k.max(1)).clamp(1, n.max(1));
+        let mut scratch = self.dequant_scratch.lock().unwrap_or_else(|p| p.into_inner());
+        if scratch.as_ref().is_none_or(|b| b.len() < band_rows * k) {
+            // Grows once to the largest band seen; never in steady state.
+            *scratch = Some(stream.alloc_zeros::<f16>(band_rows * k)?);
+        }
+        let scratch = scratch.as_mut().unwrap();
+        let mut blas = self.blas.lock().unwrap_or_else(|p| p.into_inner());
+        let blas = match &mut *blas {
+            Some(b) => b,
+            none => none.insert(CudaBlas::new(stream.clone())?),
+        };
+        // SAFETY: the handle is only used under this lock, for work ordered on `stream`.
+        unsafe { blas.set_stream(stream.clone()) }?;
+        let mut r0 = 0;
+        while r0 < n {
+            let rb = band_rows.min(n - r0);
+            let band = Int8Weights {
+                q: w.q.slice(r0 * k..(r0 + rb) * k),
+                scales: w.scales.slice(r0 * groups..(r0 + rb) * groups),
+                rows: rb,
+                cols: k,
+                group_size: w.group_size,
+            };
+            self.dequantize(&band, &mut scratch.slice_mut(..rb * k), stream)?;
+            // Row-major band [rb, k] is column-major k×rb (op Aᵀ); x [m, k] is k×m; y's
+            // columns r0.. are column-major rb×m with leading dimension n.
+            let cfg = GemmConfig {
+                transa: cublasOperation_t::CUBLAS_OP_T,
+                transb: cublasOperation_t::CUBLAS_OP_N,
+                m: rb as i32,
+                n: m as i32,
+                k: k as i32,
+                alpha: f16::ONE,
+                lda: k as i32,
+                ldb: k as i32,
+                beta: f16::ZERO,
+                ldc: n as i32,
+            };
+            // SAFETY: `linear` checked x [m, k] and y [m, n]; the band holds rb·k values and
+            // the last element written, r0 + (m-1)·n + rb-1, is inside y.
+            unsafe { blas.gemm(cfg, &scratch.slice(..rb * k), x, &mut y.slice_mut(r0..)) }?;
+            r0 += rb;
+        }
+        Ok(())
     }
 
     /// Small batches: one warp per output row, `GEMV_MAX_M` batch rows per launch.
@@ -224,7 +295,7 @@ impl Gpu {
     }
 
     /// Materializes `q · s` as FP16 `[rows, cols]`.
-    pub fn dequantize(&self, w: &Int8Weights, out: &mut CudaSlice<f16>, stream: &Arc<CudaStream>) -> Result<()> {
+    pub fn dequantize(&self, w: &Int8Weights, out: &mut CudaViewMut<f16>, stream: &Arc<CudaStream>) -> Result<()> {
         w.check()?;
         let total = w.rows * w.cols;
         if out.len() < total {

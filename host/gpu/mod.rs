@@ -50,6 +50,10 @@ pub struct Gpu {
     pub compute_capability: (i32, i32),
     /// FP32 partial sums of split-K GEMMs; grows to the largest one seen.
     split_workspace: std::sync::Mutex<Option<cudarc::driver::CudaSlice<f32>>>,
+    /// FP16 band of the dequantize-then-cuBLAS plan; grows to the largest band seen.
+    dequant_scratch: std::sync::Mutex<Option<cudarc::driver::CudaSlice<half::f16>>>,
+    /// cuBLAS for that plan, created on first use.
+    blas: std::sync::Mutex<Option<cudarc::cublas::CudaBlas>>,
 }
 
 impl Gpu {
@@ -76,7 +80,17 @@ impl Gpu {
         // A stream of our own, not the legacy default one: only created streams can be
         // captured into CUDA graphs.
         let stream = ctx.new_stream()?;
-        Ok(Gpu { ctx, stream, kernels, name, ordinal, compute_capability, split_workspace: Default::default() })
+        Ok(Gpu {
+            ctx,
+            stream,
+            kernels,
+            name,
+            ordinal,
+            compute_capability,
+            split_workspace: Default::default(),
+            dequant_scratch: Default::default(),
+            blas: Default::default(),
+        })
     }
 
     /// GPU 0, opened once per process, for work with no GPU of its own (ANS encoding

@@ -26,7 +26,7 @@ impl Bench<'_> {
     /// Every plan that can serve each case, for choosing `Gpu::plan`'s thresholds.
     pub fn tune(&mut self, shapes: &[(usize, usize)], batches: &[usize]) -> Result<Vec<Row>> {
         self.linear_plans(shapes, batches, &|m, _, _| {
-            let mut plans = if m <= 16 { vec![LinearPlan::Gemv] } else { vec![] };
+            let mut plans = if m <= 16 { vec![LinearPlan::Gemv] } else { vec![LinearPlan::DequantCublas] };
             for tile in 0..GEMM_TILES.len() {
                 plans.push(LinearPlan::Gemm { tile, splits: 0 });
                 plans.push(LinearPlan::Gemm { tile, splits: 1 });
@@ -61,6 +61,7 @@ impl Bench<'_> {
                     let gbps = bytes / ours / 1e3;
                     let plan_name = match plan {
                         LinearPlan::Gemv => "GEMV".to_string(),
+                        LinearPlan::DequantCublas => "dequant+cuBLAS".to_string(),
                         LinearPlan::Gemm { tile, splits } => format!(
                             "{} splits={}",
                             GEMM_TILES[tile].name.trim_start_matches("gemm_"),

@@ -66,7 +66,11 @@ impl Linear {
                 let s = st.clone_dtod(t.table.scales())?;
                 if mode == WeightMode::Fp16Resident {
                     let mut w = st.alloc_zeros::<f16>(rows * cols)?;
-                    gpu.dequantize(&Int8Weights { q: q.data.slice(..rows * cols), scales: s.slice(..), rows, cols, group_size: group }, &mut w, st)?;
+                    gpu.dequantize(
+                        &Int8Weights { q: q.data.slice(..rows * cols), scales: s.slice(..), rows, cols, group_size: group },
+                        &mut w.slice_mut(..),
+                        st,
+                    )?;
                     Linear::Fp16 { w, rows, cols }
                 } else {
                     Linear::Int8 { q: q.data, s, rows, cols, group }
