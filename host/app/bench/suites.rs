@@ -90,12 +90,15 @@ pub fn stream(gpu: &Gpu, o: &StreamOptions) -> Result<StreamReport> {
 }
 
 /// `bench compress`: CPU compression of `size_mb` MB of synthetic FP16 (4096 × 4096
-/// matrices, 32 MiB each) at Zstd `level`, vs a plain copy of the same file.
+/// matrices, 32 MiB each) with each CPU codec — Zstd at `level`, and rANS — vs a plain
+/// copy of the same file.
 pub fn compress(size_mb: usize, level: i32, scratch: &Path) -> Result<Report> {
     scratch_dir(scratch)?;
     let shapes = vec![(4096, 4096); (size_mb << 20).div_ceil(32 << 20).max(1)];
-    let opts = CompressOptions { level, ..Default::default() };
     let seed = rand::random();
-    let row = compress_throughput(scratch, &shapes, &opts, seed)?;
-    Ok(Report { provenance: Provenance::new(seed, None), d2d_gbps: None, pinned_h2d_gbps: None, rows: vec![row] })
+    let rows = [Codec::Zstd, Codec::Rans]
+        .into_iter()
+        .map(|codec| compress_throughput(scratch, &shapes, &CompressOptions { level, codec, ..Default::default() }, seed))
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Report { provenance: Provenance::new(seed, None), d2d_gbps: None, pinned_h2d_gbps: None, rows })
 }

@@ -29,7 +29,7 @@ pub enum What {
         #[arg(long, default_value = "/tmp/codecllm-bench")]
         scratch: PathBuf,
     },
-    /// CPU compression throughput on a synthetic FP16 checkpoint vs a plain file copy.
+    /// CPU compression throughput (Zstd, rANS) on a synthetic FP16 checkpoint vs a plain file copy.
     Compress {
         #[arg(long)]
         json: bool,
