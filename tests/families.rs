@@ -19,21 +19,6 @@ const KV_HEADS: usize = 2;
 const VOCAB: usize = 20;
 const LAYERS: usize = 2;
 
-/// HF row order from llama.cpp's: HF row `h·d + j·d/2 + i` is llama.cpp row `h·d + 2i + j`.
-fn to_hf_rows(w: &[f32], heads: usize, cols: usize) -> Vec<f32> {
-    let d = w.len() / cols / heads;
-    let mut out = vec![0f32; w.len()];
-    for h in 0..heads {
-        for i in 0..d / 2 {
-            for j in 0..2 {
-                let (hf, cpp) = (h * d + j * (d / 2) + i, h * d + 2 * i + j);
-                out[hf * cols..(hf + 1) * cols].copy_from_slice(&w[cpp * cols..(cpp + 1) * cols]);
-            }
-        }
-    }
-    out
-}
-
 /// How one tensor differs between the layouts.
 #[derive(Clone, Copy)]
 enum Hf {

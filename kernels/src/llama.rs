@@ -30,6 +30,25 @@ shared_array! {
 }
 const _: () = assert!(4 * (NORM_THREADS / WARP) as usize == 32);
 
+/// The sum of every thread's `v` over a `NORM_THREADS` block: warp shuffles, then one
+/// shared slot per warp. Every thread of the block must call it (it synchronizes).
+#[inline(always)]
+unsafe fn block_sum(v: f32, t: usize) -> f32 {
+    let parts = norm_partials();
+    let v = warp_sum(v);
+    if t as u32 % WARP == 0 {
+        *parts.add(t / WARP as usize) = v;
+    }
+    sync_threads();
+    let mut total = 0.0f32;
+    let mut p = 0;
+    while p < (NORM_THREADS / WARP) as usize {
+        total += *parts.add(p);
+        p += 1;
+    }
+    total
+}
+
 /// One block of `NORM_THREADS` per row: optionally `x += add` (the FP16 output of the
 /// branch before, folded in here to save a launch), then `y = x / √(mean(x²) + eps) · w`.
 #[inline(always)]
@@ -51,19 +70,7 @@ unsafe fn norm_rows(x: *mut f32, add: *const u16, w: *const f32, y: *mut u16, ro
         ss += v * v;
         i += NORM_THREADS as usize;
     }
-    let parts = norm_partials();
-    ss = warp_sum(ss);
-    if t as u32 % WARP == 0 {
-        *parts.add(t / WARP as usize) = ss;
-    }
-    sync_threads();
-    let mut total = 0.0f32;
-    let mut p = 0;
-    while p < (NORM_THREADS / WARP) as usize {
-        total += *parts.add(p);
-        p += 1;
-    }
-    let r = rsqrt(total / d as f32 + eps);
+    let r = rsqrt(block_sum(ss, t) / d as f32 + eps);
     let mut i = t;
     while i < d {
         *y.add(row * d + i) = f2h(*xr.add(i) * r * *w.add(i));
@@ -175,19 +182,7 @@ pub unsafe extern "ptx-kernel" fn rmsnorm_f16_inplace(x: *mut u16, w: *const f32
         ss += v * v;
         i += NORM_THREADS as usize;
     }
-    let parts = norm_partials();
-    ss = warp_sum(ss);
-    if t as u32 % WARP == 0 {
-        *parts.add(t / WARP as usize) = ss;
-    }
-    sync_threads();
-    let mut total = 0.0f32;
-    let mut p = 0;
-    while p < (NORM_THREADS / WARP) as usize {
-        total += *parts.add(p);
-        p += 1;
-    }
-    let r = rsqrt(total / d as f32 + eps);
+    let r = rsqrt(block_sum(ss, t) / d as f32 + eps);
     let mut i = t;
     while i < d {
         *xr.add(i) = f2h(h2f(xr.add(i)) * r * *w.add(i));

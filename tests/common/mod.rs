@@ -12,6 +12,22 @@ pub fn rng(seed: u64) -> rand::rngs::StdRng {
     rand::rngs::StdRng::seed_from_u64(seed)
 }
 
+/// Hugging Face's q/k row order from llama.cpp's (the inverse of the permutation HF
+/// adoption applies): HF row `h·d + j·d/2 + i` is llama.cpp row `h·d + 2i + j`.
+pub fn to_hf_rows(w: &[f32], heads: usize, cols: usize) -> Vec<f32> {
+    let d = w.len() / cols / heads;
+    let mut out = vec![0f32; w.len()];
+    for h in 0..heads {
+        for i in 0..d / 2 {
+            for j in 0..2 {
+                let (hf, cpp) = (h * d + j * (d / 2) + i, h * d + 2 * i + j);
+                out[hf * cols..(hf + 1) * cols].copy_from_slice(&w[cpp * cols..(cpp + 1) * cols]);
+            }
+        }
+    }
+    out
+}
+
 /// Fresh seed per run: kernels and codecs must work on any input, not one we tuned for.
 pub fn fresh_seed() -> u64 {
     let s = rand::random::<u64>();
