@@ -246,7 +246,7 @@ pub fn encode_chunk(table: &FreqTable, chunk: &[u8]) -> Option<Vec<u8>> {
 
     // The encoder runs backwards: partial tail step first.
     let full = n / STEP_BYTES;
-    if n % STEP_BYTES != 0 {
+    if !n.is_multiple_of(STEP_BYTES) {
         let base = full * STEP_BYTES;
         for i in (0..SYMS_PER_LANE).rev() {
             for j in (0..LANES).rev() {
@@ -353,7 +353,7 @@ pub fn decode_chunk(lut: &[u32], coded: &[u8], out: &mut [u8]) -> Result<(), Str
             decode_step_checked(lut, &mut x, body, &mut wp, step, t * STEP_BYTES, STEP_BYTES)?;
         }
     }
-    if n % STEP_BYTES != 0 {
+    if !n.is_multiple_of(STEP_BYTES) {
         let base = full * STEP_BYTES;
         decode_step_checked(lut, &mut x, body, &mut wp, &mut out[base..], base, n - base)?;
     }

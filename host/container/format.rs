@@ -276,14 +276,14 @@ pub fn groups(cols: u64, group_size: u32) -> u64 {
 /// A group size the kernels handle: the whole row, or a multiple of 16 (so a 16-byte
 /// weight vector never straddles two groups).
 pub fn check_group_size(cols: u64, group_size: u32) -> std::result::Result<(), String> {
-    if group_size == 0 || (group_size as u64 != cols && group_size % 16 != 0) {
+    if group_size == 0 || (group_size as u64 != cols && !group_size.is_multiple_of(16)) {
         return Err(format!("group size {group_size} is neither the row length {cols} nor a positive multiple of 16"));
     }
     Ok(())
 }
 
 pub fn check_chunk_size(chunk_size: u32) -> std::result::Result<(), String> {
-    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) || chunk_size % 16 != 0 {
+    if !(MIN_CHUNK_SIZE..=MAX_CHUNK_SIZE).contains(&chunk_size) || !chunk_size.is_multiple_of(16) {
         return Err(format!("chunk size {chunk_size} must be a multiple of 16 between {MIN_CHUNK_SIZE} and {MAX_CHUNK_SIZE}"));
     }
     Ok(())

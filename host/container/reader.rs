@@ -177,7 +177,7 @@ fn check_blob(blob: &Blob) -> std::result::Result<(), String> {
     if blob.chunks.len() as u64 != expected {
         return Err(format!("{} chunks recorded, {} bytes in chunks of {} need {expected}", blob.chunks.len(), blob.len, blob.chunk_size));
     }
-    if blob.offset % ALIGN != 0 {
+    if !blob.offset.is_multiple_of(ALIGN) {
         return Err(format!("chunks start at {}, not a multiple of {ALIGN}", blob.offset));
     }
     if blob.offset.checked_add(blob.stored_extent()).is_none() {

@@ -206,7 +206,7 @@ pub fn adopt(model: &mut SourceModel) -> Result<()> {
         };
         let view = if let Some(h) = rope_heads {
             let rows = t.shape.first().copied().unwrap_or(0) as usize;
-            if t.shape.len() != 2 || h == 0 || rows % h != 0 || (rows / h) % 2 != 0 {
+            if t.shape.len() != 2 || h == 0 || !rows.is_multiple_of(h) || !(rows / h).is_multiple_of(2) {
                 return Err(Error::input(&model.path, format!("tensor '{}' of shape {:?} does not split into {h} heads", t.name, t.shape)));
             }
             View::RopeRows(h)

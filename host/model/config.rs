@@ -218,9 +218,9 @@ impl ModelConfig {
         };
         if cfg.heads == 0
             || cfg.kv_heads == 0
-            || cfg.heads % cfg.kv_heads != 0
+            || !cfg.heads.is_multiple_of(cfg.kv_heads)
             || cfg.head_dim == 0
-            || cfg.head_dim % 2 != 0
+            || !cfg.head_dim.is_multiple_of(2)
             || cfg.layers == 0
             || cfg.vocab == 0
             || cfg.swa_period == 0

@@ -35,7 +35,7 @@ impl WindowScorer for GpuLlama<'_> {
 /// The windows llama.cpp's perplexity scores: `tokens.len() / ctx` of them (at most
 /// `max_chunks`), each `ctx` tokens with its first one replaced by `bos` when given.
 pub fn windows(tokens: &[u32], ctx: usize, max_chunks: Option<usize>, bos: Option<u32>) -> Result<Vec<Vec<u32>>> {
-    if ctx < 4 || ctx % 2 != 0 {
+    if ctx < 4 || !ctx.is_multiple_of(2) {
         return Err(Error::Invalid(format!("--ctx {ctx}: an even context of at least 4 tokens")));
     }
     let n = (tokens.len() / ctx).min(max_chunks.unwrap_or(usize::MAX));

@@ -292,7 +292,7 @@ impl<'a> WeightStream<'a> {
     /// Whether `prefetch_next_pass` can work: the ring must end a pass with unit 0's slot
     /// next, so the unit count must be a multiple of the slot count.
     pub fn can_prefetch_next_pass(&self) -> bool {
-        self.store.units.len() % self.slots.len() == 0
+        self.store.units.len().is_multiple_of(self.slots.len())
     }
 
     /// After a pass: copies and decodes the first `slots` units for the next pass into
