@@ -26,6 +26,7 @@
 //! println!("{} bytes over the link in {:.3} s", run.h2d_bytes, run.seconds);
 //! # Ok(()) }
 mod chain;
+pub mod cpu_gemv;
 mod engine;
 mod plan;
 mod store;

@@ -58,12 +58,12 @@ pub fn write_gguf(path: &Path, kvs: &[(&str, Kv)], tensors: &[(&str, Vec<u64>, u
         out.extend_from_slice(&offset.to_le_bytes());
         offset += (data.len() as u64).div_ceil(32) * 32;
     }
-    while out.len() % 32 != 0 {
+    while !out.len().is_multiple_of(32) {
         out.push(0);
     }
     for (_, _, _, data) in tensors {
         out.extend_from_slice(data);
-        while out.len() % 32 != 0 {
+        while !out.len().is_multiple_of(32) {
             out.push(0);
         }
     }

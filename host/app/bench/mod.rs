@@ -7,6 +7,7 @@
 //! enough rotated weight copies that the working set exceeds L2 (so DRAM is measured, not
 //! cache); per-call time = region / calls; the median of `reps` regions is reported.
 mod compress;
+pub mod cpu_gemv;
 pub mod data;
 mod kernels;
 pub mod provenance;
