@@ -1,4 +1,4 @@
-//! Compiles the `kernels/` crate to PTX (sm_80 and sm_90) with rustc's own
+//! Compiles the `kernels/` crate to PTX (sm_80, sm_90, and sm_90a with the Hopper-only kernels) with rustc's own
 //! `nvptx64-nvidia-cuda` target and the nightly pinned in `kernels/rust-toolchain.toml`,
 //! then embeds the PTX through `OUT_DIR/kernels_<arch>.ptx` (see host/gpu/module.rs).
 //! Fails when the PTX lacks a kernel the host launches (the names in kernels/src/abi.rs)
@@ -12,8 +12,11 @@ use std::process::{exit, Command};
 mod abi;
 
 /// Architectures we emit PTX for: Ampere (the oldest with the instructions we use) and
-/// Hopper (H100/H200). The driver JIT-compiles the closest one for newer cards.
-const ARCHS: [&str; 2] = ["sm_80", "sm_90"];
+/// Hopper (H100/H200). The driver JIT-compiles the closest one for newer cards. Plus
+/// `sm_90a`, Hopper's arch-specific target, the only one whose PTX may hold `wgmma`: its
+/// build alone compiles kernels/src/wgmma.rs (`cfg(target_feature = "sm_90a")`), and the
+/// host loads it for those kernels on compute capability 9.0 only.
+const ARCHS: [&str; 3] = ["sm_80", "sm_90", "sm_90a"];
 
 fn fail(msg: &str) -> ! {
     eprintln!("\nerror: {msg}\n");
@@ -156,9 +159,17 @@ fn check_ptx(ptx: &str, arch: &str) {
             panics.into_iter().collect::<Vec<_>>().join(", ")
         ));
     }
+    if !ptx.lines().any(|l| l.trim() == format!(".target {arch}")) {
+        fail(&format!("the {arch} PTX does not name its target (.target {arch})"));
+    }
+    let hopper = arch == "sm_90a";
+    if !hopper && ptx.contains("wgmma") {
+        fail(&format!("the {arch} PTX holds wgmma code, which only sm_90a accepts (kernels/src/wgmma.rs must be compiled for sm_90a alone)"));
+    }
     let entries: std::collections::HashSet<&str> =
         ptx.split(".entry").skip(1).filter_map(|rest| rest.trim_start().split(|c: char| !(c.is_alphanumeric() || c == '_')).next()).collect();
-    let launched = abi::GEMV_KERNELS.iter().chain(abi::OTHER_KERNELS.iter()).copied().chain(abi::GEMM_TILES.iter().map(|t| t.name));
+    let wgmma = abi::WGMMA_TILES.iter().map(|t| t.name).filter(|_| hopper);
+    let launched = abi::GEMV_KERNELS.iter().chain(abi::OTHER_KERNELS.iter()).copied().chain(abi::GEMM_TILES.iter().map(|t| t.name)).chain(wgmma);
     let absent: Vec<&str> = launched.filter(|n| !entries.contains(n)).collect();
     if !absent.is_empty() {
         fail(&format!("the {arch} PTX lacks kernels the host launches (named in kernels/src/abi.rs): {}", absent.join(", ")));

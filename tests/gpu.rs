@@ -1,6 +1,7 @@
 //! GPU kernels and decode against the CPU reference. Each test prints why it skips on a
 //! machine without a GPU; `CODECLLM_REQUIRE_GPU=1` makes that a failure.
 mod common;
+use codecllm::abi::WGMMA_TILES;
 use codecllm::codec::decode_bytes;
 use codecllm::codec::Int8Matrix;
 use codecllm::container::{Codec, Container};
@@ -55,6 +56,60 @@ fn every_gemm_variant_and_split_matches_reference() {
                 check_plan(&gpu, &mut rng, n, k, m, group, LinearPlan::Gemm { tile, splits });
             }
         }
+    }
+}
+
+/// The Hopper `wgmma` GEMM (not yet picked by `Gpu::plan`): every variant and split
+/// against the f64 reference on odd shapes — n and k off the tiles (k only a multiple of
+/// 16), batches from 9 to 4096 — with per-channel and per-group scales (groups of 16, 32,
+/// 48 — straddling the 64-column k blocks — and 128), every output poisoned first; and the
+/// cases the plan refuses. Skips unless the GPU is compute capability 9.0 (sm_90a).
+#[test]
+fn every_wgmma_variant_and_split_matches_reference() {
+    let test = "every_wgmma_variant_and_split_matches_reference";
+    let Some(gpu) = gpu_or_skip(test) else { return };
+    if let Err(why) = gpu.kernels.wgmma() {
+        assert!(gpu.compute_capability != (9, 0), "{test}: the wgmma kernels do not load on this compute capability 9.0 GPU: {why}");
+        return skip(test, &why);
+    }
+    let mut rng = rng(fresh_seed());
+    let shapes = [
+        (333, 4112, 9, 4112),
+        (100, 80, 17, 32),
+        (200, 576, 130, 48),
+        (72, 1536, 64, 128),
+        (129, 1008, 257, 1008),
+        (136, 272, 4096, 16),
+        (64, 64, 16, 64),
+        (1, 16, 300, 16),
+    ];
+    for (n, k, m, group) in shapes {
+        let w = Int8Matrix::quantize(&heavy_tailed(&mut rng, n * k), n, k, group).unwrap().0;
+        let x: Vec<f16> = (0..m * k).map(|_| f16::from_f32(rng.gen_range(-1.0..1.0))).collect();
+        let want = linear(&x.iter().map(|v| v.to_f32()).collect::<Vec<_>>(), m, &w);
+        for tile in 0..WGMMA_TILES.len() {
+            for splits in [0, 1, 3] {
+                let plan = LinearPlan::Wgmma { tile, splits };
+                let y = run_linear(&gpu, &w, &x, m, plan);
+                assert!(y.iter().all(|v| v.is_finite()), "n={n} k={k} m={m} g={group} {plan:?}: unwritten (poisoned) or non-finite outputs");
+                let e = rel_err(&y.iter().map(|v| v.to_f64()).collect::<Vec<_>>(), &want);
+                assert!(e < LINEAR_TOL, "n={n} k={k} m={m} g={group} {plan:?}: relative error {e}");
+            }
+        }
+    }
+    // Refused with an error, not computed wrongly: k not a multiple of 16, groups that are
+    // not multiples of 16, a variant that does not exist.
+    let s = &gpu.stream;
+    for (n, k, group, tile) in [(8, 40, 40, 0), (8, 96, 24, 0), (8, 64, 64, WGMMA_TILES.len())] {
+        let w = Int8Matrix::quantize(&heavy_tailed(&mut rng, n * k), n, k, group).unwrap().0;
+        let q = s.clone_htod(bytemuck::cast_slice::<i8, u8>(&w.q)).unwrap();
+        let sc = s.clone_htod(&w.scales).unwrap();
+        let xd = s.clone_htod(&vec![f16::ONE; 16 * k]).unwrap();
+        let mut y = s.alloc_zeros::<f16>(16 * n).unwrap();
+        let weights = Int8Weights { q: q.slice(..), scales: sc.slice(..), rows: n, cols: k, group_size: group };
+        let plan = LinearPlan::Wgmma { tile, splits: 0 };
+        let r = gpu.linear_planned(&xd, 16, &weights, &mut y, s, plan);
+        assert!(matches!(r, Err(codecllm::Error::Invalid(_))), "k={k} g={group} {plan:?}: expected a refusal, got {r:?}");
     }
 }
 

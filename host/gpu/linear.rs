@@ -2,7 +2,7 @@
 //! activations and INT8 weights dequantized in registers (`kernels/src/gemv.rs`, `gemm.rs`),
 //! and the cuBLAS FP16 product every benchmark and the FP16 mode compare against.
 use super::Gpu;
-use crate::abi::{GEMM_TILES, GEMV_MAX_M};
+use crate::abi::{GEMM_TILES, GEMV_MAX_M, WGMMA_BK, WGMMA_TILES};
 use crate::error::{Error, Result};
 use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 use half::f16;
@@ -11,6 +11,9 @@ use std::sync::Arc;
 /// Blocks a GEMM launch should reach before splitting K: 4 per SM on a 132-SM H100 keeps
 /// enough weight loads in flight to cover DRAM latency.
 const GEMM_TARGET_BLOCKS: usize = 528;
+/// The same for the Hopper GEMM, whose blocks (256 threads, 128 channels, ≥ 96 KiB of
+/// shared memory) fit at most two to an SM: two waves' worth on 132 SMs.
+const WGMMA_TARGET_BLOCKS: usize = 264;
 /// Batches from which `plan` dequantizes to FP16 and calls cuBLAS: at M = 256 our GEMM
 /// ran at 0.21–0.31× cuBLAS FP16 on H200 (BENCHMARKS.md), so even a dequantization costing
 /// as much as the product itself leaves this path ≥ 1.5× faster; between 64 and 256 the
@@ -43,6 +46,11 @@ pub enum LinearPlan {
     /// Dequantize bands of rows to FP16 scratch and multiply each with cuBLAS: large
     /// batches, where cuBLAS's tensor-core GEMM outruns our fused one.
     DequantCublas,
+    /// Hopper tensor cores (`wgmma`, sm_90a PTX, compute capability 9.0 only):
+    /// `WGMMA_TILES[tile]`, K split `splits` ways (0: chosen from the shape). Needs
+    /// k % 16 == 0 and per-channel scales or groups that are multiples of 16. Not picked by
+    /// `plan` (not yet run on a GPU); `bench kernels --tune` measures it.
+    Wgmma { tile: usize, splits: usize },
 }
 
 /// A quantized weight matrix resident on the device: INT8 `[rows, cols]` row-major and
@@ -91,7 +99,7 @@ impl Gpu {
     pub fn plan(m: usize, n: usize, k: usize) -> LinearPlan {
         let weights = n * k;
         let (small, big) = (weights < 1 << 22, weights >= 1 << 25);
-        if k % 16 != 0 || m <= 2 || (m <= GEMV_MAX_M && small) {
+        if !k.is_multiple_of(16) || m <= 2 || (m <= GEMV_MAX_M && small) {
             return LinearPlan::Gemv;
         }
         if m >= DEQUANT_CUBLAS_MIN_M {
@@ -121,10 +129,11 @@ impl Gpu {
             return Err(Error::Invalid(format!("linear: x needs {} and y {} elements, got {} and {}", m * w.cols, m * w.rows, x.len(), y.len())));
         }
         match plan {
-            LinearPlan::Gemm { tile, splits } if w.cols % 16 == 0 && tile < GEMM_TILES.len() => self.gemm(x, m, w, y, stream, tile, splits),
+            LinearPlan::Gemm { tile, splits } if w.cols.is_multiple_of(16) && tile < GEMM_TILES.len() => self.gemm(x, m, w, y, stream, tile, splits),
             LinearPlan::Gemm { .. } => Err(Error::Invalid(format!("linear: no GEMM plan {plan:?} for k = {}", w.cols))),
             LinearPlan::Gemv => self.gemv(x, m, w, y, stream),
             LinearPlan::DequantCublas => self.dequant_cublas(x, m, w, y, stream),
+            LinearPlan::Wgmma { tile, splits } => self.wgmma(x, m, w, y, stream, tile, splits),
         }
     }
 
@@ -269,29 +278,87 @@ impl Gpu {
         let cfg = LaunchConfig { grid_dim: (tiles_n as u32, tiles_m as u32, splits as u32), block_dim: (32 * tile.warps as u32, 1, 1), shared_mem_bytes: 0 };
         let (mu, nu, ku, group, groups, kps) = (m as u32, n as u32, k as u32, w.group_size as u32, w.groups() as u32, k_per_split as u32);
         let mut workspace = self.split_workspace.lock().unwrap_or_else(|p| p.into_inner());
-        let partial_ptr: u64 = if splits > 1 {
-            let need = splits * m * n;
-            if workspace.as_ref().is_none_or(|ws| ws.len() < need) {
-                // Grows once to the largest split GEMM seen; never in steady state.
-                *workspace = Some(stream.alloc_zeros::<f32>(need)?);
-            }
-            workspace.as_ref().unwrap().device_ptr(stream).0
-        } else {
-            0
-        };
+        let partial_ptr = split_partials(&mut workspace, splits, m, n, stream)?;
         let mut launch = stream.launch_builder(&self.kernels.gemm[variant]);
         launch.arg(x).arg(&w.q).arg(&w.scales).arg(&mut *y).arg(&partial_ptr).arg(&mu).arg(&nu).arg(&ku).arg(&group).arg(&groups).arg(&kps);
         // SAFETY: sizes checked by `linear`; k % 16 == 0 as the kernel requires; with
         // splits > 1 the workspace holds splits·m·n floats.
         unsafe { launch.launch(cfg) }?;
-        if splits > 1 {
-            let splits_u = splits as u32;
-            let mut launch = stream.launch_builder(&self.kernels.reduce_splits);
-            launch.arg(&partial_ptr).arg(&w.scales).arg(&mut *y).arg(&mu).arg(&nu).arg(&splits_u).arg(&groups);
-            // SAFETY: reads splits·m·n partials, writes m·n outputs.
-            unsafe { launch.launch(LaunchConfig::for_num_elems((m * n) as u32)) }?;
+        self.reduce_splits(partial_ptr, splits, m, w, y, stream)
+    }
+
+    /// `y = Σ_split partial[split] (· per-channel s)` after a split-K launch; nothing for one split.
+    fn reduce_splits(&self, partial_ptr: u64, splits: usize, m: usize, w: &Int8Weights, y: &mut CudaSlice<f16>, stream: &Arc<CudaStream>) -> Result<()> {
+        if splits <= 1 {
+            return Ok(());
         }
+        let (mu, nu, splits_u, groups) = (m as u32, w.rows as u32, splits as u32, w.groups() as u32);
+        let mut launch = stream.launch_builder(&self.kernels.reduce_splits);
+        launch.arg(&partial_ptr).arg(&w.scales).arg(&mut *y).arg(&mu).arg(&nu).arg(&splits_u).arg(&groups);
+        // SAFETY: reads splits·m·n partials (the caller's split launch wrote them all), writes m·n outputs.
+        unsafe { launch.launch(LaunchConfig::for_num_elems((m * w.rows) as u32)) }?;
         Ok(())
+    }
+
+    /// Hopper tensor cores (`kernels/src/wgmma.rs`): blocks of `bn` channels × `bm` batch
+    /// rows, K split when the tiles alone would leave SMs idle (as `gemm`).
+    #[allow(clippy::too_many_arguments)]
+    fn wgmma(
+        &self,
+        x: &CudaSlice<f16>,
+        m: usize,
+        w: &Int8Weights,
+        y: &mut CudaSlice<f16>,
+        stream: &Arc<CudaStream>,
+        variant: usize,
+        splits: usize,
+    ) -> Result<()> {
+        let plan = LinearPlan::Wgmma { tile: variant, splits };
+        let Some(tile) = WGMMA_TILES.get(variant) else { return Err(Error::Invalid(format!("linear: no Hopper GEMM variant {plan:?}"))) };
+        let kernels = self.kernels.wgmma().map_err(|why| Error::Invalid(format!("linear: {plan:?} is unavailable here: {why}")))?;
+        let (n, k, group, groups) = (w.rows, w.cols, w.group_size, w.groups());
+        if !k.is_multiple_of(16) {
+            return Err(Error::Invalid(format!("linear: {plan:?} needs k % 16 == 0 (16-byte rows for cp.async), got k = {k}")));
+        }
+        if groups > 1 && !group.is_multiple_of(16) {
+            return Err(Error::Invalid(format!("linear: {plan:?} needs per-channel scales or groups that are multiples of 16, got group {group} of k = {k}")));
+        }
+        // cp.async moves 16-byte pieces: every row of x and q starts 16-aligned (k % 16 == 0),
+        // so the bases must be too (views into larger buffers may not be).
+        let (x_ptr, q_ptr) = (x.device_ptr(stream).0, w.q.device_ptr(stream).0);
+        if !x_ptr.is_multiple_of(16) || !q_ptr.is_multiple_of(16) {
+            return Err(Error::Invalid(format!("linear: {plan:?} needs 16-byte aligned x and weights")));
+        }
+        if m == 0 || n == 0 {
+            return Ok(());
+        }
+        let tiles_n = n.div_ceil(tile.bn());
+        let tiles_m = m.div_ceil(tile.bm);
+        let k_blocks = k.div_ceil(WGMMA_BK);
+        // Each split keeps at least 256 columns of k so the split overhead stays small.
+        let max_splits = (k / 256).max(1);
+        let splits = if splits > 0 { splits.min(k_blocks) } else { WGMMA_TARGET_BLOCKS.div_ceil(tiles_n * tiles_m).clamp(1, max_splits) };
+        let k_per_split = k_blocks.div_ceil(splits) * WGMMA_BK;
+        let splits = k.div_ceil(k_per_split);
+        if tiles_m > 65_535 || splits > 65_535 || tiles_n > u32::MAX as usize {
+            return Err(Error::Invalid(format!("linear: batch {m} is too large for one launch")));
+        }
+        let cfg = LaunchConfig {
+            grid_dim: (tiles_n as u32, tiles_m as u32, splits as u32),
+            block_dim: (tile.threads() as u32, 1, 1),
+            shared_mem_bytes: tile.smem_bytes() as u32,
+        };
+        let (mu, nu, ku, group, groups, kps) = (m as u32, n as u32, k as u32, group as u32, groups as u32, k_per_split as u32);
+        let mut workspace = self.split_workspace.lock().unwrap_or_else(|p| p.into_inner());
+        let partial_ptr = split_partials(&mut workspace, splits, m, n, stream)?;
+        let mut launch = stream.launch_builder(&kernels[variant]);
+        launch.arg(x).arg(&w.q).arg(&w.scales).arg(&mut *y).arg(&partial_ptr).arg(&mu).arg(&nu).arg(&ku).arg(&group).arg(&groups).arg(&kps);
+        // SAFETY: sizes checked by `linear`; k % 16 == 0, groups of 16s and 16-byte aligned
+        // bases as the kernel requires; the function's dynamic shared-memory limit was raised
+        // to `smem_bytes` when it was loaded; with splits > 1 the workspace holds splits·m·n
+        // floats.
+        unsafe { launch.launch(cfg) }?;
+        self.reduce_splits(partial_ptr, splits, m, w, y, stream)
     }
 
     /// Materializes `q · s` as FP16 `[rows, cols]`.
@@ -313,6 +380,20 @@ impl Gpu {
         unsafe { launch.launch(cfg) }?;
         Ok(())
     }
+}
+
+/// The FP32 partial sums of a `splits`-way split-K product into `workspace` (grown once to
+/// the largest seen, never in steady state): its device address, or 0 (null: the kernel
+/// writes `y` itself) for one split.
+fn split_partials(workspace: &mut Option<CudaSlice<f32>>, splits: usize, m: usize, n: usize, stream: &Arc<CudaStream>) -> Result<u64> {
+    if splits <= 1 {
+        return Ok(0);
+    }
+    let need = splits * m * n;
+    if workspace.as_ref().is_none_or(|ws| ws.len() < need) {
+        *workspace = Some(stream.alloc_zeros::<f32>(need)?);
+    }
+    Ok(workspace.as_ref().map_or(0, |ws| ws.device_ptr(stream).0))
 }
 
 /// `y[m, n] = x[m, k] · Wᵀ` with cuBLAS in FP16 (FP32 accumulation) for a row-major `[n, k]`

@@ -1,12 +1,15 @@
 //! The PTX that build.rs compiled from `kernels/`, loaded once per device, with a handle
-//! for every kernel the host launches (named in `abi`).
+//! for every kernel the host launches (named in `abi`). On compute capability 9.0 the
+//! sm_90a PTX, the only one with the Hopper GEMM (`abi::WGMMA_TILES`), is loaded too, on
+//! the first use of those kernels (`Kernels::wgmma`).
 use crate::abi;
 use crate::error::{GpuError, Result};
 use cudarc::driver::{CudaContext, CudaFunction};
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 
 const PTX_SM80: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels_sm_80.ptx"));
 const PTX_SM90: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels_sm_90.ptx"));
+const PTX_SM90A: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels_sm_90a.ptx"));
 
 /// The loaded kernels, one field per entry point.
 pub struct Kernels {
@@ -28,6 +31,12 @@ pub struct Kernels {
     pub(crate) add_bias: CudaFunction,
     pub(crate) head_rmsnorm: CudaFunction,
     pub(crate) rmsnorm_inplace: CudaFunction,
+    /// The Hopper GEMM entries (`abi::WGMMA_TILES` order) or why there are none. Loaded on
+    /// first use: the sm_90a module holds every other kernel too, and JIT-compiling it
+    /// doubles the driver's work at start for a plan `Gpu::plan` does not pick yet.
+    wgmma: OnceLock<std::result::Result<Vec<CudaFunction>, String>>,
+    ctx: Arc<CudaContext>,
+    compute_capability: (i32, i32),
 }
 
 impl Kernels {
@@ -59,6 +68,36 @@ impl Kernels {
             add_bias: f(abi::ADD_BIAS)?,
             head_rmsnorm: f(abi::HEAD_RMSNORM)?,
             rmsnorm_inplace: f(abi::RMSNORM_INPLACE)?,
+            wgmma: OnceLock::new(),
+            ctx: ctx.clone(),
+            compute_capability: (major, minor),
         })
+    }
+
+    /// The Hopper GEMM kernels (`abi::WGMMA_TILES` order), from the sm_90a PTX, loaded with
+    /// their dynamic shared-memory limit raised to each tile's ring on the first call; or why
+    /// not: a device other than compute capability 9.0 (sm_90a code runs on no other), or a
+    /// module or attribute the driver refuses. Call it once before capturing a CUDA graph
+    /// that uses them: loading a module is not a stream operation.
+    pub fn wgmma(&self) -> std::result::Result<&[CudaFunction], String> {
+        self.wgmma.get_or_init(|| self.load_wgmma()).as_deref().map_err(Clone::clone)
+    }
+
+    fn load_wgmma(&self) -> std::result::Result<Vec<CudaFunction>, String> {
+        use cudarc::driver::sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES;
+        let (major, minor) = self.compute_capability;
+        if (major, minor) != (9, 0) {
+            return Err(format!("the wgmma kernels need compute capability 9.0 (sm_90a); this device is {major}.{minor}"));
+        }
+        let module = self.ctx.load_module(cudarc::nvrtc::Ptx::from_src(PTX_SM90A)).map_err(|e| format!("the sm_90a PTX does not load: {e}"))?;
+        abi::WGMMA_TILES
+            .iter()
+            .map(|t| {
+                let f = module.load_function(t.name).map_err(|e| format!("kernel {}: {e}", t.name))?;
+                f.set_attribute(CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES, t.smem_bytes() as i32)
+                    .map_err(|e| format!("kernel {}: {} bytes of dynamic shared memory refused: {e}", t.name, t.smem_bytes()))?;
+                Ok(f)
+            })
+            .collect()
     }
 }

@@ -83,6 +83,68 @@ pub const fn gemm_tile(name: &str) -> Option<usize> {
     None
 }
 
+/// Columns of k per pipeline stage of the Hopper GEMM (`wgmma.rs`): four k16 wgmma steps.
+pub const WGMMA_BK: usize = 64;
+/// Bytes per weight row in a stage's INT8 tile: `WGMMA_BK` plus 16 of padding, so the
+/// 32-bit fragment loads of a warp's 8 rows fall in distinct banks (80 / 4 = 20 ≡ 20 mod 32,
+/// and 20·g mod 32 differs for g = 0..8 by multiples of 4).
+pub const WGMMA_A_PITCH: usize = WGMMA_BK + 16;
+
+/// A Hopper GEMM variant (`wgmma.rs`, in the sm_90a PTX only): weights are the wgmma A
+/// operand (64 output channels per warpgroup, FP16 fragments converted in registers),
+/// `bm` batch rows the B operand (from shared memory), `stages` k blocks in a `cp.async`
+/// ring.
+#[derive(Clone, Copy, Debug)]
+pub struct WgmmaTile {
+    pub name: &'static str,
+    /// Batch rows per block: the wgmma N (a multiple of 8 up to 256).
+    pub bm: usize,
+    /// Warpgroups per block, 64 weight rows each.
+    pub warpgroups: usize,
+    /// Depth of the shared-memory ring, in `WGMMA_BK`-column blocks (at least 3).
+    pub stages: usize,
+}
+
+impl WgmmaTile {
+    /// Weight rows (output channels) per block.
+    pub const fn bn(&self) -> usize {
+        64 * self.warpgroups
+    }
+    pub const fn threads(&self) -> usize {
+        128 * self.warpgroups
+    }
+    /// One stage: the INT8 weight tile (`bn` rows of `WGMMA_A_PITCH` bytes), then the FP16
+    /// activation tile (`bm × WGMMA_BK`, wgmma's no-swizzle K-major layout).
+    pub const fn stage_bytes(&self) -> usize {
+        self.bn() * WGMMA_A_PITCH + self.bm * WGMMA_BK * 2
+    }
+    /// Dynamic shared memory per block (the host raises the function's limit to this).
+    pub const fn smem_bytes(&self) -> usize {
+        self.stages * self.stage_bytes()
+    }
+}
+
+const fn wg_tile(name: &'static str, bm: usize, stages: usize) -> WgmmaTile {
+    WgmmaTile { name, bm, warpgroups: 2, stages }
+}
+
+/// The Hopper GEMM variants `bench kernels --tune` measures (`Gpu::plan` does not pick them
+/// yet: not yet run on a GPU). Shared memory: 96, 108, 104 and 168 KiB per block.
+pub const WGMMA_TILES: [WgmmaTile; 4] =
+    [wg_tile("wgmma_w8a16_m16", 16, 8), wg_tile("wgmma_w8a16_m64", 64, 6), wg_tile("wgmma_w8a16_m128", 128, 4), wg_tile("wgmma_w8a16_m256", 256, 4)];
+
+/// Index of the Hopper GEMM variant `name` in `WGMMA_TILES` (for the kernels' checks).
+pub const fn wgmma_tile(name: &str) -> Option<usize> {
+    let mut i = 0;
+    while i < WGMMA_TILES.len() {
+        if same_name(WGMMA_TILES[i].name, name) {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
 /// Threads per RMSNorm block (one block per row); the kernel returns without writing on
 /// any other block size.
 pub const NORM_THREADS: u32 = 256;

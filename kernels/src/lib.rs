@@ -23,6 +23,9 @@ mod llama;
 mod ptx;
 mod rans;
 mod scatter;
+// The Hopper GEMM: `wgmma` assembles for sm_90a only, so only that PTX holds it.
+#[cfg(target_feature = "sm_90a")]
+mod wgmma;
 
 #[panic_handler]
 fn panic(_: &core::panic::PanicInfo) -> ! {

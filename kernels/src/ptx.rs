@@ -249,3 +249,55 @@ pub unsafe fn load_nc_u32(p: *const u32) -> u32 {
     asm!("ld.global.nc.u32 {r}, [{p}];", r = out(reg32) r, p = in(reg64) p, options(pure, readonly, nostack));
     r
 }
+
+// Asynchronous copies, proxy fences and 32-bit shared-memory addresses, for the Hopper GEMM
+// (`wgmma.rs`, compiled into the sm_90a PTX only, hence the `allow`s elsewhere).
+
+/// 16 bytes global → shared without a register round trip (`cp.async.cg`, cached in L2
+/// only: weights are read once); `src_bytes` < 16 zero-fills the rest and 0 reads nothing,
+/// which is how the tiles' tails are padded. `dst` is a shared-window address.
+#[cfg_attr(not(target_feature = "sm_90a"), allow(dead_code))]
+#[inline(always)]
+pub unsafe fn cp_async_16(dst: u32, src: *const u8, src_bytes: u32) {
+    asm!(
+        "cp.async.cg.shared.global [{d}], [{s}], 16, {n};",
+        d = in(reg32) dst,
+        s = in(reg64) src,
+        n = in(reg32) src_bytes,
+        options(nostack),
+    );
+}
+
+/// Closes this thread's group of `cp.async` copies (`cp_async_wait` counts groups).
+#[cfg_attr(not(target_feature = "sm_90a"), allow(dead_code))]
+#[inline(always)]
+pub fn cp_async_commit() {
+    unsafe { asm!("cp.async.commit_group;", options(nostack)) };
+}
+
+/// Waits until at most `N` of this thread's committed `cp.async` groups are in flight; the
+/// data of the others is then visible to this thread (to others after a barrier).
+#[cfg_attr(not(target_feature = "sm_90a"), allow(dead_code))]
+#[inline(always)]
+pub fn cp_async_wait<const N: u32>() {
+    unsafe { asm!("cp.async.wait_group {n};", n = const N, options(nostack)) };
+}
+
+/// Orders this thread's earlier shared-memory writes in the generic proxy (plain stores,
+/// `cp.async`) before later accesses by the async proxy (`wgmma` operand reads): Hopper's
+/// tensor cores do not snoop generic writes without it.
+#[cfg_attr(not(target_feature = "sm_90a"), allow(dead_code))]
+#[inline(always)]
+pub fn fence_proxy_async_shared() {
+    unsafe { asm!("fence.proxy.async.shared::cta;", options(nostack)) };
+}
+
+/// A 32-bit load from a shared-window address (`ld.shared`): the tiles are addressed with
+/// the 32-bit offsets that `cp.async` and the wgmma descriptors take, not generic pointers.
+#[cfg_attr(not(target_feature = "sm_90a"), allow(dead_code))]
+#[inline(always)]
+pub unsafe fn ld_shared_u32(addr: u32) -> u32 {
+    let r: u32;
+    asm!("ld.shared.u32 {r}, [{a}];", r = out(reg32) r, a = in(reg32) addr, options(pure, readonly, nostack));
+    r
+}

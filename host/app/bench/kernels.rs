@@ -1,6 +1,7 @@
 //! `bench kernels`: the fused linears against cuBLAS FP16, GPU decode against a
 //! device-to-device copy, and decode + GEMV per layer against the resident GEMV.
 use super::{data, Bench, Row, WORKING_SET};
+use crate::abi::WGMMA_TILES;
 use crate::codec::{entropy, Int8Matrix};
 use crate::container::{Codec, Container};
 use crate::error::Result;
@@ -23,13 +24,29 @@ impl Bench<'_> {
         self.linear_plans(shapes, batches, &|m, n, k| vec![Gpu::plan(m, n, k)])
     }
 
-    /// Every plan that can serve each case, for choosing `Gpu::plan`'s thresholds.
+    /// Every plan that can serve each case, for choosing `Gpu::plan`'s thresholds: on
+    /// compute capability 9.0 the Hopper `wgmma` GEMMs too (loaded here, before any timing).
     pub fn tune(&mut self, shapes: &[(usize, usize)], batches: &[usize]) -> Result<Vec<Row>> {
+        let hopper = match self.gpu.kernels.wgmma() {
+            Ok(_) => true,
+            Err(why) => {
+                eprintln!("bench kernels --tune: no wgmma plans: {why}");
+                false
+            }
+        };
         self.linear_plans(shapes, batches, &|m, _, _| {
             let mut plans = if m <= 16 { vec![LinearPlan::Gemv] } else { vec![LinearPlan::DequantCublas] };
             for tile in 0..GEMM_TILES.len() {
                 plans.push(LinearPlan::Gemm { tile, splits: 0 });
                 plans.push(LinearPlan::Gemm { tile, splits: 1 });
+            }
+            // Hopper tiles whose batch rows the batch fills more than half of (bm / 2 < m),
+            // and the smallest whatever the batch.
+            for (tile, t) in WGMMA_TILES.iter().enumerate() {
+                if hopper && (tile == 0 || t.bm / 2 < m) {
+                    plans.push(LinearPlan::Wgmma { tile, splits: 0 });
+                    plans.push(LinearPlan::Wgmma { tile, splits: 1 });
+                }
             }
             plans
         })
@@ -67,6 +84,9 @@ impl Bench<'_> {
                             GEMM_TILES[tile].name.trim_start_matches("gemm_"),
                             if splits == 0 { "auto".into() } else { splits.to_string() }
                         ),
+                        LinearPlan::Wgmma { tile, splits } => {
+                            format!("{} splits={}", WGMMA_TILES[tile].name, if splits == 0 { "auto".into() } else { splits.to_string() })
+                        }
                     };
                     rows.push(Row {
                         section: "linear",
