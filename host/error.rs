@@ -50,6 +50,12 @@ pub enum GpuError {
     NvcompUnavailable(String),
     #[error("nvCOMP {call}: {text} (status {status})")]
     Nvcomp { call: &'static str, status: i32, text: String },
+    /// NCCL is missing or too old, or the GPUs asked for cannot form a communicator (the
+    /// message says how to fix it).
+    #[error("{0}")]
+    NcclUnavailable(String),
+    #[error("NCCL {call}: {text}")]
+    Nccl { call: &'static str, text: String },
     /// A chunk failed to decode on the GPU (nvCOMP status or size check) or decoded to
     /// bytes other than the CPU decoder's.
     #[error("tensor '{tensor}'{}: {msg}", chunk.map(|c| format!(", chunk {c}")).unwrap_or_default())]

@@ -12,6 +12,16 @@ b=.device-bundle
 # No test may skip here (a skip is a failure), and every skip would be logged anyway.
 export NVCOMP_LIB="$PWD/$b/libnvcomp.so.6" CODECLLM_REQUIRE_GPU=1 CODECLLM_BIN="$PWD/$b/codecllm" CODECLLM_SKIP_LOG=/tmp/codecllm-skips.log
 rm -f "$CODECLLM_SKIP_LOG"
+# NCCL: the GPU machines have no internet and NCCL is too large to carry (250 MB), but
+# their PyTorch ships it; cudarc asks the loader for libnccl.so, so link that name to it.
+nccl_dir=$(python3 -c 'import nvidia.nccl, os; print(os.path.join(list(nvidia.nccl.__path__)[0], "lib"))' 2>/dev/null || true)
+if [ -n "$nccl_dir" ] && [ -e "$nccl_dir/libnccl.so.2" ]; then
+  mkdir -p /tmp/codecllm-nccl && ln -sfn "$nccl_dir/libnccl.so.2" /tmp/codecllm-nccl/libnccl.so
+  export LD_LIBRARY_PATH="/tmp/codecllm-nccl:$nccl_dir${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
+else
+  echo "device-check: no NCCL in this machine's Python (nvidia.nccl); multi-GPU tests will fail" >&2
+fi
+export NCCL_NVLS_ENABLE=0
 out="${OUT:-/tmp}"
 steps=("$@"); [ ${#steps[@]} -eq 0 ] && steps=(ptxas tests sanitize soak bench stream)
 status=0
@@ -19,8 +29,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm 
 for step in "${steps[@]}"; do
   case "$step" in
     ptxas)
-      echo "== ptxas resource usage (sm_90)"
-      ptxas -arch=sm_90 -v "$b/kernels_sm_90.ptx" -o /tmp/k.cubin 2>&1 | grep -E "Compiling|registers|spill" | paste - - - | sed -E 's/ptxas info *: //g' ;;
+      for arch in sm_90 sm_90a; do
+        echo "== ptxas resource usage ($arch)"
+        ptxas -arch=$arch -v "$b/kernels_$arch.ptx" -o /tmp/k.cubin 2>&1 | grep -E "Compiling|registers|spill" | paste - - - | sed -E 's/ptxas info *: //g'
+      done ;;
     tests)
       echo "== GPU tests"; "$b/gpu-tests" --test-threads=1 || status=1
       echo "== streaming tests"; "$b/stream-tests" --test-threads=1 || status=1

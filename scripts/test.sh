@@ -6,6 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
+# cudarc finds NCCL by name through the loader (setup.sh put it, and the libnccl.so name
+# cudarc asks for, in .cache/nccl).
+export LD_LIBRARY_PATH="$PWD/.cache/nccl${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 export CODECLLM_SKIP_LOG="$PWD/target/test-skips.log"
 mkdir -p target && rm -f "$CODECLLM_SKIP_LOG"
 cargo test --locked "$@"

@@ -25,6 +25,7 @@ mod ans;
 mod decode;
 mod linear;
 mod module;
+pub mod nccl;
 pub mod nvcomp;
 mod pinned;
 

@@ -13,6 +13,10 @@ pub struct PinnedBuffer<T> {
     len: usize,
 }
 
+// SAFETY: `ptr` addresses memory that `_mem` owns (itself `Send`) and moves with it, as a
+// `Vec`'s buffer does; tensor-parallel ranks run on threads of their own.
+unsafe impl<T: Send> Send for PinnedBuffer<T> {}
+
 impl<T: bytemuck::Pod + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits> PinnedBuffer<T> {
     pub fn new(gpu: &Gpu, len: usize) -> Result<Self> {
         // SAFETY: zero-filled right below, before any read; zero is a valid `Pod` value.

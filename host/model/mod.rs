@@ -6,4 +6,5 @@ pub mod llama;
 pub mod perplexity;
 pub mod placement;
 pub mod sampling;
+pub mod shard;
 pub mod tokenizer;

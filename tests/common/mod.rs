@@ -99,6 +99,11 @@ pub fn skip(test: &str, why: &str) {
     if skips_forbidden() {
         panic!("{test}: CODECLLM_REQUIRE_GPU=1 forbids skipping, but: {why}");
     }
+    log_skip(test, why);
+}
+
+/// `skip` without the failure: printed and logged only.
+fn log_skip(test: &str, why: &str) {
     let line = format!("SKIPPED {test}: {why}");
     note(&line);
     if let Some(log) = std::env::var_os("CODECLLM_SKIP_LOG") {
@@ -119,6 +124,31 @@ pub fn gpu_or_skip(test: &str) -> Option<codecllm::gpu::Gpu> {
             None
         }
     }
+}
+
+/// GPUs `0..n`, or `None` after recording the skip when fewer are present. No GPU at all
+/// fails under `CODECLLM_REQUIRE_GPU=1` (`skip`); some but fewer than `n` fails only where
+/// `CODECLLM_REQUIRE_GPUS` says the machine has `n` or more (one-GPU machines run the GPU
+/// tests too).
+pub fn gpus_or_skip(test: &str, n: usize) -> Option<Vec<codecllm::gpu::Gpu>> {
+    let present = match codecllm::gpu::nccl::visible_gpus() {
+        Ok(0) => {
+            skip(test, &format!("needs {n} GPUs, none present"));
+            return None;
+        }
+        Ok(present) => present,
+        Err(why) => {
+            skip(test, &format!("needs {n} GPUs: {}", why.detail()));
+            return None;
+        }
+    };
+    if present < n {
+        let stated: usize = std::env::var("CODECLLM_REQUIRE_GPUS").ok().and_then(|v| v.parse().ok()).unwrap_or(0);
+        assert!(stated < n, "{test}: CODECLLM_REQUIRE_GPUS={stated}, but {present} GPUs are present and the test needs {n}");
+        log_skip(test, &format!("needs {n} GPUs, {present} present"));
+        return None;
+    }
+    Some((0..n).map(|i| codecllm::gpu::Gpu::new(i).unwrap_or_else(|e| panic!("{test}: GPU {i}: {e}"))).collect())
 }
 
 /// ‖got − want‖₂ / ‖want‖₂.

@@ -1,11 +1,14 @@
 //! `codecllm run`.
 use codecllm::container::Container;
-use codecllm::gpu::Gpu;
+use codecllm::gpu::{nccl, Gpu};
 use codecllm::import::{SourceModel, WeightSource};
+use codecllm::model::config::ModelConfig;
 use codecllm::model::engine::{CpuEngine, Engine, GpuReport};
+use codecllm::model::llama::gpu::tp::TpLlama;
 use codecllm::model::llama::{CpuLlama, GpuLlama, WeightMode};
 use codecllm::model::placement::Placement;
 use codecllm::model::sampling::sample;
+use codecllm::model::shard::ShardPlan;
 use codecllm::model::tokenizer::ModelTokenizer;
 use codecllm::{Error, Result};
 use rand::SeedableRng;
@@ -73,6 +76,39 @@ pub struct Args {
     /// Print a JSON report (text, speeds, placement, VRAM) at the end instead of the text.
     #[arg(long)]
     pub json: bool,
+    /// GPUs to shard the model over (tensor parallel, NCCL): a count, or `auto` for all
+    /// visible ones (as many as divide the model's heads). More than one takes `--weights
+    /// int8-resident` (what `auto` becomes) or `fp16-resident`.
+    #[arg(long, default_value = "1", value_parser = parse_gpus)]
+    pub gpus: Gpus,
+}
+
+/// What `--gpus` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Gpus {
+    /// The GPUs the driver shows (one where there is none), or the most of them that the
+    /// model's heads divide among.
+    Auto,
+    Count(usize),
+}
+
+impl Gpus {
+    fn resolve(self, src: &dyn WeightSource) -> Result<usize> {
+        Ok(match self {
+            Gpus::Count(n) => n,
+            Gpus::Auto => {
+                let cfg = ModelConfig::from_metadata(src.metadata())?;
+                (1..=nccl::visible_gpus().unwrap_or(1)).rev().find(|&n| ShardPlan::new(&cfg, n).is_ok()).unwrap_or(1)
+            }
+        })
+    }
+}
+
+fn parse_gpus(s: &str) -> std::result::Result<Gpus, String> {
+    match s {
+        "auto" => Ok(Gpus::Auto),
+        _ => s.parse().ok().filter(|&n| n > 0).map(Gpus::Count).ok_or_else(|| format!("'{s}' is neither a number of GPUs (1 or more) nor 'auto'")),
+    }
 }
 
 pub fn parse_budget(s: &str) -> std::result::Result<usize, String> {
@@ -120,6 +156,19 @@ pub fn open_gpu<'g>(
     Ok((llm, Some(p)))
 }
 
+/// The weight mode of a model sharded over several GPUs (`auto`: INT8-resident). Modes the
+/// shards cannot take yet are refused by `TpLlama::load`, saying so.
+fn tp_mode(weights: Weights, budget: Option<usize>) -> Result<WeightMode> {
+    if budget.is_some() {
+        return Err(Error::Invalid("--vram-budget plans one GPU's placement; with --gpus N > 1 every shard is resident".into()));
+    }
+    match weights.mode() {
+        Some(mode) => Ok(mode),
+        None if weights == Weights::Auto => Ok(WeightMode::Int8Resident),
+        None => Err(Error::Invalid("--gpus N > 1 shards the model over GPUs: it does not combine with --weights cpu".into())),
+    }
+}
+
 pub fn run(a: Args) -> Result<bool> {
     let (container, source);
     let src: &dyn WeightSource = if a.model.to_string_lossy().ends_with(".gguf") {
@@ -133,11 +182,30 @@ pub fn run(a: Args) -> Result<bool> {
     let text = if a.chat { tok.chat_prompt(&a.prompt)? } else { a.prompt.clone() };
     let ids = tok.encode(&text)?;
     let started = std::time::Instant::now();
-    let gpu = gpu_for(a.weights)?;
+    let (m, ctx) = (ids.len().max(1), ids.len() + a.max_tokens);
+    let n_gpus = a.gpus.resolve(src)?;
+    let tp_mode = if n_gpus > 1 { Some(tp_mode(a.weights, a.vram_budget)?) } else { None };
+    let tp_gpus = if tp_mode.is_some() { (0..n_gpus).map(Gpu::new).collect::<Result<Vec<_>>>()? } else { Vec::new() };
+    let gpu = if tp_mode.is_some() { None } else { gpu_for(a.weights)? };
     let mut placement = None;
-    let mut engine: Box<dyn Engine + '_> = match &gpu {
-        Some(gpu) => {
-            let (m, ctx) = (ids.len().max(1), ids.len() + a.max_tokens);
+    let (mut tp_slot, mut gpu_slot, mut cpu_slot) = (None, None, None);
+    let engine: &mut dyn Engine = match (&gpu, tp_mode) {
+        (_, Some(mode)) => {
+            let tp = TpLlama::load(&tp_gpus, src, mode, m, ctx)?;
+            let mb: Vec<String> = tp.weight_bytes().iter().map(|b| format!("{:.1}", *b as f64 / 1e6)).collect();
+            eprintln!(
+                "{}: {} layers, d={} over {n_gpus} GPUs ({} ×{n_gpus}, tensor parallel, {}, kernels launched one by one; {} MB of weights in VRAM per GPU, loaded in {:.1} s)",
+                a.model.display(),
+                tp.cfg.layers,
+                tp.cfg.dim,
+                tp_gpus[0].name,
+                tp.ranks[0].mode.name(),
+                mb.join(" / "),
+                started.elapsed().as_secs_f64()
+            );
+            tp_slot.insert(tp)
+        }
+        (Some(gpu), None) => {
             let (mut llm, p) = open_gpu(gpu, src, a.weights, a.vram_budget, m, ctx)?;
             placement = p;
             llm.use_graph = !a.no_graph;
@@ -151,9 +219,9 @@ pub fn run(a: Args) -> Result<bool> {
                 llm.weight_bytes as f64 / 1e6,
                 started.elapsed().as_secs_f64()
             );
-            Box::new(llm)
+            gpu_slot.insert(llm)
         }
-        None => {
+        (None, None) => {
             let llm = CpuLlama::load(src)?;
             eprintln!(
                 "{}: {} layers, d={} (CPU f32 reference, loaded in {:.1} s)",
@@ -165,7 +233,7 @@ pub fn run(a: Args) -> Result<bool> {
             if ids.len() + a.max_tokens > llm.cfg.context {
                 return Err(Error::Invalid(format!("{} prompt tokens + {} new exceed the context of {}", ids.len(), a.max_tokens, llm.cfg.context)));
             }
-            Box::new(CpuEngine::new(llm))
+            cpu_slot.insert(CpuEngine::new(llm))
         }
     };
     let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
@@ -194,6 +262,9 @@ pub fn run(a: Args) -> Result<bool> {
         logits = engine.finish()?;
     }
     let decode = t1.elapsed().as_secs_f64();
+    let report = engine.gpu_report();
+    // Tensor parallel: each GPU's own figures (`report` is the busiest GPU's).
+    let per_gpu = tp_slot.as_ref().map(TpLlama::reports);
     if a.json {
         super::json_out(&serde_json::json!({
             "text": tok.decode(&out)?,
@@ -203,7 +274,8 @@ pub fn run(a: Args) -> Result<bool> {
             "decode_s": decode,
             "tokens_per_s": out.len() as f64 / decode.max(1e-9),
             "placement": placement,
-            "gpu": engine.gpu_report(),
+            "gpu": report,
+            "per_gpu": per_gpu,
         }));
         return Ok(true);
     }
@@ -214,7 +286,7 @@ pub fn run(a: Args) -> Result<bool> {
         out.len(),
         out.len() as f64 / decode.max(1e-9)
     );
-    if let Some(GpuReport { peak, net, allocated, device_seconds }) = engine.gpu_report() {
+    if let Some(GpuReport { peak, net, allocated, device_seconds }) = report {
         let steps = out.len().max(1) as f64;
         eprintln!(
             "device time per new token {:.3} ms of {:.3} ms; VRAM: peak {:.1} MB measured ({:.1} MB without the driver pool's unallocated reserve), {:.1} MB allocated by the model",
@@ -223,6 +295,15 @@ pub fn run(a: Args) -> Result<bool> {
             peak as f64 / 1e6,
             net as f64 / 1e6,
             allocated as f64 / 1e6
+        );
+    }
+    for (i, r) in per_gpu.iter().flatten().enumerate() {
+        eprintln!(
+            "GPU {i}: peak {:.1} MB measured ({:.1} MB without the pool's reserve), {:.1} MB allocated, {:.3} s of device time",
+            r.peak as f64 / 1e6,
+            r.net as f64 / 1e6,
+            r.allocated as f64 / 1e6,
+            r.device_seconds
         );
     }
     Ok(true)

@@ -52,7 +52,7 @@ pub struct KvCache {
     pub len: usize,
 }
 
-fn tensor(c: &dyn WeightSource, name: &str, numel: usize) -> Result<Vec<f32>> {
+pub(crate) fn tensor(c: &dyn WeightSource, name: &str, numel: usize) -> Result<Vec<f32>> {
     let v = c.f32(name)?;
     if v.len() != numel {
         return Err(Error::Invalid(format!("tensor '{name}' has {} elements, the configuration needs {numel}", v.len())));
@@ -63,7 +63,7 @@ fn tensor(c: &dyn WeightSource, name: &str, numel: usize) -> Result<Vec<f32>> {
 /// `Σ a[i]·b[i]` with eight independent partial sums, so the compiler keeps them in vector
 /// registers instead of one serial chain.
 #[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
+pub(crate) fn dot(a: &[f32], b: &[f32]) -> f32 {
     let mut acc = [0f32; 8];
     let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
     let tail: f32 = ca.remainder().iter().zip(cb.remainder()).map(|(x, y)| x * y).sum();
@@ -77,7 +77,7 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
 
 /// `Y[m, n] = X[m, k] · W[n, k]ᵀ` (row-major), parallel over weight rows: each weight row
 /// is read once for all `m` rows of `X`.
-fn matmul(x: &[f32], m: usize, w: &[f32]) -> Vec<f32> {
+pub(crate) fn matmul(x: &[f32], m: usize, w: &[f32]) -> Vec<f32> {
     let k = x.len() / m.max(1);
     let n = w.len() / k.max(1);
     let mut yt = vec![0f32; n * m];
@@ -97,7 +97,7 @@ fn matmul(x: &[f32], m: usize, w: &[f32]) -> Vec<f32> {
 }
 
 /// `x / √(mean(x²) + eps) · w` for each `w.len()`-wide row of `x`, in place.
-fn rmsnorm_rows(x: &mut [f32], w: &[f32], eps: f32) {
+pub(crate) fn rmsnorm_rows(x: &mut [f32], w: &[f32], eps: f32) {
     for row in x.chunks_mut(w.len()) {
         let ms = row.iter().map(|v| v * v).sum::<f32>() / row.len() as f32;
         let r = 1.0 / (ms + eps).sqrt();
@@ -114,7 +114,7 @@ pub fn rmsnorm(x: &[f32], w: &[f32], eps: f32) -> Vec<f32> {
 
 /// Rotates each `head_dim` slice of `x` by position `pos` (`inv_freq` has head_dim / 2
 /// entries), pairing dimensions as `style` says.
-fn rope(x: &mut [f32], head_dim: usize, pos: usize, inv_freq: &[f64], style: RopeStyle) {
+pub(crate) fn rope(x: &mut [f32], head_dim: usize, pos: usize, inv_freq: &[f64], style: RopeStyle) {
     let half = head_dim / 2;
     for head in x.chunks_mut(head_dim) {
         for (i, f) in inv_freq.iter().enumerate() {
@@ -132,7 +132,7 @@ fn rope(x: &mut [f32], head_dim: usize, pos: usize, inv_freq: &[f64], style: Rop
     }
 }
 
-fn act(a: Activation, g: f32) -> f32 {
+pub(crate) fn act(a: Activation, g: f32) -> f32 {
     match a {
         Activation::Silu => g / (1.0 + (-g).exp()),
         Activation::GeluTanh => 0.5 * g * (1.0 + (0.797_884_6 * (g + 0.044_715 * g * g * g)).tanh()),

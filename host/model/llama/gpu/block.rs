@@ -5,6 +5,7 @@
 use super::weights::{LinRef, DOWN, GATE, K, O, Q, UP, V};
 use crate::abi::{ATT_WARPS, NORM_THREADS};
 use crate::error::Result;
+use crate::gpu::nccl::Communicator;
 use crate::gpu::Gpu;
 use crate::model::config::{Activation, ModelConfig, RopeStyle};
 use cudarc::cublas::CudaBlas;
@@ -65,6 +66,9 @@ pub(super) struct BlockCtx<'a> {
     /// The batch's first position, on the device.
     pub(super) pos: &'a CudaSlice<u32>,
     pub(super) m: usize,
+    /// A tensor-parallel rank's communicator: the o and down products are partial sums
+    /// over its shard, completed by an all-reduce over the ranks.
+    pub(super) comm: Option<&'a Communicator>,
 }
 
 impl BlockCtx<'_> {
@@ -126,6 +130,7 @@ impl BlockCtx<'_> {
         // SAFETY: one block per (row, head); caches hold positions ≤ *pos + m - 1.
         unsafe { l.launch(cfg_att) }?;
         lin[O].apply(gpu, self.blas, &sc.att, m, &mut sc.o)?;
+        self.all_reduce(&mut sc.o, m * d)?;
         if let Some([post_attn, _]) = &b.post_norms {
             norm_in_place(gpu, &mut sc.o, post_attn, m, d, cfg.eps)?;
         }
@@ -145,10 +150,20 @@ impl BlockCtx<'_> {
         // SAFETY: g, u, h hold m·ffn.
         unsafe { l.launch(launch_1d(m * cfg.ffn)) }?;
         lin[DOWN].apply(gpu, self.blas, &sc.h, m, &mut sc.o)?;
+        self.all_reduce(&mut sc.o, m * d)?;
         if let Some([_, post_ffn]) = &b.post_norms {
             norm_in_place(gpu, &mut sc.o, post_ffn, m, d, cfg.eps)?;
         }
         Ok(())
+    }
+
+    /// Sums the first `n` values of `y` over the tensor-parallel ranks (before any norm:
+    /// the sum of the partial products is the whole product).
+    fn all_reduce(&self, y: &mut CudaSlice<f16>, n: usize) -> Result<()> {
+        match self.comm {
+            Some(c) => c.all_reduce_sum(&mut y.slice_mut(..n)),
+            None => Ok(()),
+        }
     }
 }
 

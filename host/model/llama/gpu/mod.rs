@@ -9,12 +9,14 @@
 //! memory so that the graph's addresses never change.
 mod block;
 mod step;
+pub mod tp;
 mod weights;
 
 pub use weights::WeightMode;
 
 use crate::container::Container;
 use crate::error::{Error, Result};
+use crate::gpu::nccl::Communicator;
 use crate::gpu::{Decoder, DeviceChunkTable, DeviceCompressedTensor, Gpu, Int8Weights, PinnedBuffer};
 use crate::import::WeightSource;
 use crate::model::config::{BlockNames, ModelConfig, ROPE_FREQS};
@@ -51,6 +53,11 @@ pub struct GpuLlama<'g> {
     pub use_graph: bool,
     /// Rows whose logits one forward can return (`reserve_logit_rows`).
     max_logit_rows: usize,
+    /// Logits per row: the LM head's rows — the vocabulary, or a tensor-parallel rank's
+    /// share of it.
+    logit_width: usize,
+    /// A tensor-parallel rank's communicator (`tp`): each block's all-reduces through it.
+    comm: Option<Communicator>,
     /// Rows of each streamed LM-head band, in order (empty when the LM head is resident).
     lm_band_rows: Vec<usize>,
     step_graph: Option<StepGraph>,
@@ -337,6 +344,7 @@ impl<'g> GpuLlama<'g> {
         // Layer 0 is local whenever the model has sliding-window layers; the last is global.
         let (global, local) = (table(cfg.layers - 1), table(0));
         let (d, f) = (cfg.dim, cfg.ffn);
+        let logit_width = src.shape(lm_head_name(src)).and_then(|s| s.first().copied()).unwrap_or(cfg.vocab);
         let s = Scratch {
             ids: st.alloc_zeros(max_m)?,
             x: st.alloc_zeros(max_m * d)?,
@@ -348,7 +356,7 @@ impl<'g> GpuLlama<'g> {
             o: st.alloc_zeros(max_m * d)?,
             g: st.alloc_zeros(max_m * f)?,
             u: st.alloc_zeros(max_m * f)?,
-            logits: st.alloc_zeros(cfg.vocab)?,
+            logits: st.alloc_zeros(logit_width)?,
             band: st.alloc_zeros(1)?,
         };
         let embed_bytes = match &embed {
@@ -390,13 +398,15 @@ impl<'g> GpuLlama<'g> {
                 pos: PinnedBuffer::new(gpu, 1)?,
                 ids: PinnedBuffer::new(gpu, max_m)?,
                 rows: PinnedBuffer::new(gpu, host_rows)?,
-                logits: PinnedBuffer::new(gpu, cfg.vocab)?,
+                logits: PinnedBuffer::new(gpu, logit_width)?,
                 decode_status: PinnedBuffer::new(gpu, 1)?,
                 started: timed_event(gpu)?,
                 ready: timed_event(gpu)?,
             },
             prefetch_next,
             max_logit_rows: 1,
+            logit_width,
+            comm: None,
             lm_band_rows,
             device_seconds: 0.0,
             max_context,
@@ -428,9 +438,9 @@ impl<'g> GpuLlama<'g> {
         let (gpu, st) = (self.gpu, &self.gpu.stream);
         let cfg = &self.cfg;
         let d = cfg.dim;
-        let GpuLlama { blas, blocks, weights, rope, pos, s: sc, out_norm, lm_head, .. } = self;
+        let GpuLlama { blas, blocks, weights, rope, pos, s: sc, out_norm, lm_head, comm, .. } = self;
         let blas = blas.as_ref();
-        let ctx = BlockCtx { gpu, blas, cfg, rope, pos, m };
+        let ctx = BlockCtx { gpu, blas, cfg, rope, pos, m, comm: comm.as_ref() };
         match weights {
             Weights::Resident(layers) => {
                 for (i, (b, lin)) in blocks.iter_mut().zip(layers.iter()).enumerate() {
@@ -495,7 +505,10 @@ impl<'g> GpuLlama<'g> {
 fn gpu_supports(cfg: &ModelConfig) -> Result<()> {
     let missing: Vec<&str> = [
         (cfg.logit_softcap.is_some(), "logit soft-capping"),
-        (cfg.head_dim % 32 != 0 || cfg.head_dim > crate::abi::ATT_MAX_HEAD_DIM, "this head dimension (the attention kernel takes multiples of 32 up to 256)"),
+        (
+            !cfg.head_dim.is_multiple_of(32) || cfg.head_dim > crate::abi::ATT_MAX_HEAD_DIM,
+            "this head dimension (the attention kernel takes multiples of 32 up to 256)",
+        ),
     ]
     .into_iter()
     .filter_map(|(needed, what)| needed.then_some(what))
@@ -517,7 +530,7 @@ const AUTO_MARGIN: usize = 512 << 20;
 /// INT8 bytes (values and f32 scales) of block `i`'s projections as the container holds
 /// them (a projection stored losslessly is quantized at load with 32-column groups).
 fn block_int8_bytes(c: &Container, i: usize) -> usize {
-    BlockNames::of(i).linears().iter().filter_map(|n| c.tensor(n)).map(|t| int8_bytes(t)).sum()
+    BlockNames::of(i).linears().iter().filter_map(|n| c.tensor(n)).map(int8_bytes).sum()
 }
 
 fn int8_bytes(t: &crate::container::TensorEntry) -> usize {

@@ -42,6 +42,12 @@ pub(super) struct StepGraph {
     pub(super) launched: bool,
 }
 
+// SAFETY: cudarc's graph is not `Send` because CUDA graph objects must not be used from two
+// threads at once; this one belongs to one model, which one thread at a time drives (a
+// tensor-parallel rank, on a thread of its own), and cudarc makes the context current
+// before each call.
+unsafe impl Send for StepGraph {}
+
 impl GpuLlama<'_> {
     /// Forgets the KV cache. A forward still in flight is waited for and its logits dropped
     /// (a device error it hit shows at the next call).
@@ -75,7 +81,7 @@ impl GpuLlama<'_> {
         if self.pending.is_some() {
             return Err(Error::Invalid("a forward is in flight: finish it first".into()));
         }
-        let (st, v) = (&self.gpu.stream, self.cfg.vocab);
+        let (st, v) = (&self.gpu.stream, self.logit_width);
         self.s.logits = st.alloc_zeros(n * v)?;
         self.s.band = st.alloc_zeros(n * self.lm_band_rows.iter().max().copied().unwrap_or(0).max(1))?;
         self.io.logits = PinnedBuffer::new(self.gpu, n * v)?;
@@ -91,8 +97,8 @@ impl GpuLlama<'_> {
         self.submit_rows(ids, ids.len().saturating_sub(1)..ids.len())
     }
 
-    /// `submit`, computing the logits of batch rows `rows`.
-    fn submit_rows(&mut self, ids: &[u32], rows: std::ops::Range<usize>) -> Result<()> {
+    /// Whether a forward of `ids` returning the logits of `rows` can be submitted now.
+    pub(super) fn check_submit(&self, ids: &[u32], rows: &std::ops::Range<usize>) -> Result<()> {
         let m = ids.len();
         if rows.is_empty() || rows.end > m || rows.len() > self.max_logit_rows {
             return Err(Error::Invalid(format!("logits of rows {rows:?} of a batch of {m}; this model returns up to {} rows", self.max_logit_rows)));
@@ -109,6 +115,13 @@ impl GpuLlama<'_> {
         if let Some(&bad) = ids.iter().find(|&&t| t as usize >= self.cfg.vocab) {
             return Err(Error::Invalid(format!("token {bad} is outside the vocabulary of {}", self.cfg.vocab)));
         }
+        Ok(())
+    }
+
+    /// `submit`, computing the logits of batch rows `rows`.
+    fn submit_rows(&mut self, ids: &[u32], rows: std::ops::Range<usize>) -> Result<()> {
+        self.check_submit(ids, &rows)?;
+        let m = ids.len();
         // The previous step's copies from these buffers were done before its `ready`.
         self.io.pos.as_mut_slice()[0] = self.len as u32;
         match &self.embed {
@@ -156,7 +169,7 @@ impl GpuLlama<'_> {
         if step.sample_vram {
             self.sample_vram()?;
         }
-        let (n, v) = (step.rows.len(), self.cfg.vocab);
+        let (n, v) = (step.rows.len(), self.logit_width);
         let mut flat = vec![0f32; n * v];
         // In bulk (F16C where the CPU has it): per element, 49,152 logits cost ~0.1 ms a step.
         half::slice::HalfFloatSliceExt::convert_to_f32_slice(&self.io.logits.as_slice()[..n * v], &mut flat);
@@ -231,7 +244,7 @@ impl GpuLlama<'_> {
             }
             Embedding::Host(_) => st.memcpy_htod(&self.io.rows.as_slice()[..m * d], &mut sc.x.slice_mut(..m * d))?,
         }
-        let n = rows.len() * self.cfg.vocab;
+        let n = rows.len() * self.logit_width;
         self.enqueue_layers(m, rows)?;
         st.memcpy_dtoh(&self.s.logits.slice(..n), &mut self.io.logits.as_mut_slice()[..n])?;
         match &self.weights {
