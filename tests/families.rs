@@ -340,3 +340,47 @@ fn configs_carry_each_familys_traits() {
     let err = ModelConfig::from_metadata(&[("gguf.general.architecture".to_string(), "\"mamba\"".to_string())].into_iter().collect()).unwrap_err().to_string();
     assert!(err.contains("'mamba' is not supported") && err.contains("qwen3") && err.contains("gemma3"), "{err}");
 }
+
+/// A container's INT8 linears stay INT8 on the CPU (the INT8 GEMV); the forward must equal
+/// the one over the same weights dequantized to f32, up to f32 rounding, in every family.
+#[test]
+fn cpu_int8_linears_equal_their_dequantized_values() {
+    use codecllm::codec::Int8Matrix;
+    use codecllm::container::Container;
+    use codecllm::import::WeightSource;
+    use std::collections::BTreeMap;
+    /// The container with its INT8 hidden: every tensor comes out as f32.
+    struct Dequantized<'a>(&'a Container);
+    impl WeightSource for Dequantized<'_> {
+        fn metadata(&self) -> &BTreeMap<String, String> {
+            self.0.metadata()
+        }
+        fn has(&self, name: &str) -> bool {
+            self.0.has(name)
+        }
+        fn shape(&self, name: &str) -> Option<Vec<usize>> {
+            self.0.shape(name)
+        }
+        fn f32(&self, name: &str) -> codecllm::error::Result<Vec<f32>> {
+            self.0.f32(name)
+        }
+        fn int8(&self, name: &str) -> codecllm::error::Result<Int8Matrix> {
+            self.0.int8(name)
+        }
+    }
+    for arch in [Arch::Llama, Arch::Qwen2, Arch::Qwen3, Arch::Gemma3] {
+        let dir = tempfile::tempdir().unwrap();
+        let (gguf, _, _) = write_family(arch, dir.path());
+        let clm = dir.path().join("m.clm");
+        let opts = codecllm::pipeline::compress::CompressOptions { chunk_size: 4096, group_size: Some(32), ..Default::default() };
+        compress_model(&SourceModel::open(&gguf).unwrap(), &clm, &opts).unwrap();
+        let c = Container::open(&clm).unwrap();
+        let tokens = [2u32, 5, 6, 3, 4, 2, 19, 7, 1];
+        let run = |src: &dyn WeightSource| CpuLlama::load(src).unwrap().forward(&tokens, &mut KvCache::default(), 0..tokens.len()).unwrap();
+        let (int8, f32) = (run(&c), run(&Dequantized(&c)));
+        for (i, (a, b)) in int8.iter().zip(&f32).enumerate() {
+            let (n, d) = a.iter().zip(b).fold((0f64, 0f64), |(n, d), (&x, &y)| (n + (x as f64 - y as f64).powi(2), d + (y as f64).powi(2)));
+            assert!((n / d).sqrt() < 1e-5, "{arch:?} position {i}: INT8 GEMV forward off the dequantized one by {}", (n / d).sqrt());
+        }
+    }
+}

@@ -1,7 +1,9 @@
 //! The CPU reference forward pass in f32 over a `WeightSource` (a container's INT8
-//! dequantized, lossless tensors as stored; or a checkpoint's original values) — the
-//! oracle for GPU forwards, the perplexity command's CPU engine, and a way to run a model
-//! on a machine without a GPU.
+//! weights, lossless tensors as stored; or a checkpoint's original values) — the oracle
+//! for GPU forwards, the perplexity command's CPU engine, and a way to run a model on a
+//! machine without a GPU. Linears a container stores as INT8 stay INT8 in RAM and are
+//! computed from the codes by `stream::cpu_gemv` (f32 arithmetic: the values of the
+//! dequantized product up to f32 rounding, from a quarter of the bytes); the rest are f32.
 //!
 //! Conventions are llama.cpp's, as GGUF weights are laid out for them, for every family in
 //! `ModelConfig`: RoPE on adjacent pairs or on split halves (`RopeStyle`), grouped-query
@@ -9,17 +11,54 @@
 //! sliding window, RMSNorm (also per head on q and k, and after the attention and MLP
 //! branches, where the family has those), a gated MLP with SiLU or tanh-GELU. A batch of
 //! tokens runs as matrix products, so each weight is read once per batch.
+use crate::codec::Int8Matrix;
+use crate::container::Encoding;
 use crate::error::{Error, Result};
 use crate::import::WeightSource;
 use crate::model::config::{Activation, BlockNames, ModelConfig, RopeStyle, ROPE_FREQS};
+use crate::stream::cpu_gemv::{gemv_int8, Int8View};
 use rayon::prelude::*;
+
+/// A linear layer's weights `[rows, cols]` as the CPU computes with them.
+enum CpuLinear {
+    F32(Vec<f32>),
+    /// Stored as INT8 in the container: kept so (a byte per weight), multiplied by the
+    /// INT8 GEMV.
+    Int8(Int8Matrix),
+}
+
+impl CpuLinear {
+    fn load(c: &dyn WeightSource, name: &str, rows: usize, cols: usize) -> Result<Self> {
+        let stored_int8 = c.container().and_then(|k| k.tensor(name)).is_some_and(|t| matches!(t.encoding, Encoding::Int8 { .. }));
+        if !stored_int8 {
+            return Ok(CpuLinear::F32(tensor(c, name, rows * cols)?));
+        }
+        let w = c.int8(name)?;
+        if (w.rows, w.cols) != (rows, cols) {
+            return Err(Error::Invalid(format!("tensor '{name}' is {}×{}, the configuration needs {rows}×{cols}", w.rows, w.cols)));
+        }
+        Ok(CpuLinear::Int8(w))
+    }
+
+    /// `Y[m, rows] = X[m, cols] · Wᵀ`.
+    fn apply(&self, x: &[f32], m: usize) -> Result<Vec<f32>> {
+        match self {
+            CpuLinear::F32(w) => Ok(matmul(x, m, w)),
+            CpuLinear::Int8(w) => {
+                let mut y = vec![0f32; m * w.rows];
+                gemv_int8(&Int8View::try_from(w)?, 0..w.rows, x, m, &mut y, None)?;
+                Ok(y)
+            }
+        }
+    }
+}
 
 struct CpuBlock {
     attn_norm: Vec<f32>,
-    q: Vec<f32>,
-    k: Vec<f32>,
-    v: Vec<f32>,
-    o: Vec<f32>,
+    q: CpuLinear,
+    k: CpuLinear,
+    v: CpuLinear,
+    o: CpuLinear,
     /// q, k, v biases (Qwen2).
     qkv_bias: Option<[Vec<f32>; 3]>,
     /// Per-head norms of q and k (Qwen3, Gemma 3).
@@ -27,9 +66,9 @@ struct CpuBlock {
     /// Norms of the attention and MLP outputs (Gemma 3).
     post_norms: Option<[Vec<f32>; 2]>,
     ffn_norm: Vec<f32>,
-    gate: Vec<f32>,
-    up: Vec<f32>,
-    down: Vec<f32>,
+    gate: CpuLinear,
+    up: CpuLinear,
+    down: CpuLinear,
 }
 
 /// The f32 reference model.
@@ -39,7 +78,7 @@ pub struct CpuLlama {
     blocks: Vec<CpuBlock>,
     out_norm: Vec<f32>,
     /// `output.weight`, or `None` when tied to the embedding.
-    lm_head: Option<Vec<f32>>,
+    lm_head: Option<CpuLinear>,
     /// Inverse RoPE frequencies per layer, `head_dim / 2` each.
     inv_freq: Vec<Vec<f64>>,
 }
@@ -149,10 +188,10 @@ impl CpuLlama {
                 let n = BlockNames::of(i);
                 Ok(CpuBlock {
                     attn_norm: tensor(c, &n.attn_norm, d)?,
-                    q: tensor(c, &n.q, qd * d)?,
-                    k: tensor(c, &n.k, kv * d)?,
-                    v: tensor(c, &n.v, kv * d)?,
-                    o: tensor(c, &n.o, d * qd)?,
+                    q: CpuLinear::load(c, &n.q, qd, d)?,
+                    k: CpuLinear::load(c, &n.k, kv, d)?,
+                    v: CpuLinear::load(c, &n.v, kv, d)?,
+                    o: CpuLinear::load(c, &n.o, d, qd)?,
                     qkv_bias: cfg
                         .qkv_bias
                         .then(|| Ok::<_, Error>([tensor(c, &n.q_bias, qd)?, tensor(c, &n.k_bias, kv)?, tensor(c, &n.v_bias, kv)?]))
@@ -160,13 +199,13 @@ impl CpuLlama {
                     qk_norm: cfg.qk_norm.then(|| Ok::<_, Error>([tensor(c, &n.q_norm, hd)?, tensor(c, &n.k_norm, hd)?])).transpose()?,
                     post_norms: cfg.post_norms.then(|| Ok::<_, Error>([tensor(c, &n.post_attn_norm, d)?, tensor(c, &n.post_ffn_norm, d)?])).transpose()?,
                     ffn_norm: tensor(c, &n.ffn_norm, d)?,
-                    gate: tensor(c, &n.gate, f * d)?,
-                    up: tensor(c, &n.up, f * d)?,
-                    down: tensor(c, &n.down, d * f)?,
+                    gate: CpuLinear::load(c, &n.gate, f, d)?,
+                    up: CpuLinear::load(c, &n.up, f, d)?,
+                    down: CpuLinear::load(c, &n.down, d, f)?,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let lm_head = if c.has("output.weight") { Some(tensor(c, "output.weight", cfg.vocab * d)?) } else { None };
+        let lm_head = if c.has("output.weight") { Some(CpuLinear::load(c, "output.weight", cfg.vocab, d)?) } else { None };
         let factors = if c.has(ROPE_FREQS) { Some(tensor(c, ROPE_FREQS, hd / 2)?) } else { None };
         let inv_freq = (0..cfg.layers).map(|l| (0..hd / 2).map(|i| cfg.rope_inv_freq(l, i, factors.as_deref())).collect()).collect();
         Ok(CpuLlama { embed: tensor(c, "token_embd.weight", cfg.vocab * d)?, out_norm: tensor(c, "output_norm.weight", d)?, blocks, lm_head, inv_freq, cfg })
@@ -198,7 +237,7 @@ impl CpuLlama {
         for (l, b) in self.blocks.iter().enumerate() {
             let mut h = x.clone();
             rmsnorm_rows(&mut h, &b.attn_norm, cfg.eps);
-            let (mut q, mut k, mut v) = (matmul(&h, m, &b.q), matmul(&h, m, &b.k), matmul(&h, m, &b.v));
+            let (mut q, mut k, mut v) = (b.q.apply(&h, m)?, b.k.apply(&h, m)?, b.v.apply(&h, m)?);
             if let Some([bq, bk, bv]) = &b.qkv_bias {
                 for (t, bias) in [(&mut q, bq), (&mut k, bk), (&mut v, bv)] {
                     t.chunks_mut(bias.len()).for_each(|row| row.iter_mut().zip(bias).for_each(|(a, c)| *a += c));
@@ -232,16 +271,16 @@ impl CpuLlama {
                     out.iter_mut().zip(vj).for_each(|(o, v)| *o += w / sum * v);
                 }
             });
-            let mut o = matmul(&att, m, &b.o);
+            let mut o = b.o.apply(&att, m)?;
             if let Some([post_attn, _]) = &b.post_norms {
                 rmsnorm_rows(&mut o, post_attn, cfg.eps);
             }
             x.iter_mut().zip(&o).for_each(|(a, b)| *a += b);
             let mut h = x.clone();
             rmsnorm_rows(&mut h, &b.ffn_norm, cfg.eps);
-            let (g, u) = (matmul(&h, m, &b.gate), matmul(&h, m, &b.up));
+            let (g, u) = (b.gate.apply(&h, m)?, b.up.apply(&h, m)?);
             let a: Vec<f32> = g.iter().zip(&u).map(|(&g, &u)| act(cfg.activation, g) * u).collect();
-            let mut down = matmul(&a, m, &b.down);
+            let mut down = b.down.apply(&a, m)?;
             if let Some([_, post_ffn]) = &b.post_norms {
                 rmsnorm_rows(&mut down, post_ffn, cfg.eps);
             }
@@ -250,7 +289,11 @@ impl CpuLlama {
         cache.len += m;
         let mut h = x[logits_for.start * d..logits_for.end * d].to_vec();
         rmsnorm_rows(&mut h, &self.out_norm, cfg.eps);
-        let mut logits = matmul(&h, logits_for.len(), self.lm_head.as_deref().unwrap_or(&self.embed));
+        let n = logits_for.len();
+        let mut logits = match &self.lm_head {
+            Some(w) => w.apply(&h, n)?,
+            None => matmul(&h, n, &self.embed),
+        };
         if let Some(c) = cfg.logit_softcap {
             logits.iter_mut().for_each(|v| *v = (*v / c).tanh() * c);
         }
