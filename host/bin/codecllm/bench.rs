@@ -63,10 +63,24 @@ pub enum What {
         #[arg(long, default_value = "/tmp/codecllm-bench")]
         scratch: PathBuf,
     },
+    /// The peer benchmark's results (scripts/peer-bench.sh) as an SVG: decode tokens/s
+    /// against VRAM for codecllm and llama.cpp, one panel per model.
+    Plot {
+        /// The peer-results.json to read.
+        #[arg(long)]
+        json: PathBuf,
+        /// The SVG to write.
+        #[arg(long)]
+        svg: PathBuf,
+    },
 }
 
 pub fn run(what: What) -> Result<bool> {
     match what {
+        What::Plot { json, svg } => {
+            let n = codecllm::app::bench::plot::plot_file(&json, &svg)?;
+            eprintln!("wrote {} ({n} series from {})", svg.display(), json.display());
+        }
         What::Stream { json, layers, batches, slots, vram_budget, scratch } => {
             let gpu = Gpu::new(0)?;
             let report = suites::stream(&gpu, &StreamOptions { layers, batches, slots, vram_budget: vram_budget.map(|mb| mb << 20), scratch })?;
