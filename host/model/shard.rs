@@ -20,7 +20,7 @@ use crate::codec::Int8Matrix;
 use crate::error::{Error, Result};
 use crate::import::WeightSource;
 use crate::model::config::{BlockNames, ModelConfig, ROPE_FREQS};
-use crate::model::llama::cpu::{act, dot, matmul, rmsnorm_rows, rope, tensor};
+use crate::model::llama::cpu::{act, attention, matmul, rmsnorm_rows, rope, tensor};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
@@ -447,23 +447,7 @@ impl ShardedCpuLlama {
         let (kc, vc) = (&cache.k[r][l], &cache.v[r][l]);
         let window = if cfg.is_local(l) { cfg.sliding_window } else { None };
         // Local query head j reads local KV head j / group: the rank holds whole groups.
-        let group = rc.heads / rc.kv_heads;
-        let mut att = vec![0f32; m * qd];
-        for (item, out) in att.chunks_mut(hd).enumerate() {
-            let (i, head) = (item / rc.heads, item % rc.heads);
-            let p = pos0 + i;
-            let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
-            let kvh = head / group;
-            let qh = &q[i * qd + head * hd..i * qd + (head + 1) * hd];
-            let scores: Vec<f32> = (first..=p).map(|j| dot(qh, &kc[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd]) * cfg.attn_scale).collect();
-            let max = scores.iter().fold(f32::NEG_INFINITY, |a, &s| a.max(s));
-            let e: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
-            let sum: f32 = e.iter().sum();
-            for (j, w) in (first..=p).zip(&e) {
-                let vj = &vc[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd];
-                out.iter_mut().zip(vj).for_each(|(o, v)| *o += w / sum * v);
-            }
-        }
+        let att = attention(&q, pos0, kc, vc, rc.heads, rc.kv_heads, hd, window, cfg.attn_scale);
         matmul(&att, m, &b.o)
     }
 }

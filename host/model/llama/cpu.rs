@@ -171,6 +171,42 @@ pub(crate) fn rope(x: &mut [f32], head_dim: usize, pos: usize, inv_freq: &[f64],
     }
 }
 
+/// Causal softmax attention of the `m = q.len() / (heads · hd)` new rows at positions
+/// `pos0..`, over the cached keys and values `[pos][kv_heads · hd]` (the new rows' already
+/// in), each query head reading KV head `head / (heads / kv_heads)`, over the last `window`
+/// positions when given. Returns `[m, heads · hd]`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn attention(
+    q: &[f32],
+    pos0: usize,
+    kc: &[f32],
+    vc: &[f32],
+    heads: usize,
+    kv_heads: usize,
+    hd: usize,
+    window: Option<usize>,
+    scale: f32,
+) -> Vec<f32> {
+    let (qd, kvd, group) = (heads * hd, kv_heads * hd, heads / kv_heads);
+    let mut att = vec![0f32; q.len()];
+    att.par_chunks_mut(hd).enumerate().for_each(|(item, out)| {
+        let (r, head) = (item / heads, item % heads);
+        let p = pos0 + r;
+        let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
+        let kvh = head / group;
+        let qh = &q[r * qd + head * hd..r * qd + (head + 1) * hd];
+        let scores: Vec<f32> = (first..=p).map(|j| dot(qh, &kc[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd]) * scale).collect();
+        let max = scores.iter().fold(f32::NEG_INFINITY, |a, &s| a.max(s));
+        let e: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
+        let sum: f32 = e.iter().sum();
+        for (j, w) in (first..=p).zip(&e) {
+            let vj = &vc[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd];
+            out.iter_mut().zip(vj).for_each(|(o, v)| *o += w / sum * v);
+        }
+    });
+    att
+}
+
 pub(crate) fn act(a: Activation, g: f32) -> f32 {
     match a {
         Activation::Silu => g / (1.0 + (-g).exp()),
@@ -233,7 +269,6 @@ impl CpuLlama {
         }
         let pos0 = cache.len;
         let mut x: Vec<f32> = tokens.iter().flat_map(|&t| self.embed[t as usize * d..(t as usize + 1) * d].iter().map(|v| v * cfg.embed_scale)).collect();
-        let group = cfg.heads / cfg.kv_heads;
         for (l, b) in self.blocks.iter().enumerate() {
             let mut h = x.clone();
             rmsnorm_rows(&mut h, &b.attn_norm, cfg.eps);
@@ -255,22 +290,7 @@ impl CpuLlama {
             cache.v[l].extend_from_slice(&v);
             let (kc, vc) = (&cache.k[l], &cache.v[l]);
             let window = if cfg.is_local(l) { cfg.sliding_window } else { None };
-            let mut att = vec![0f32; m * qd];
-            att.par_chunks_mut(hd).enumerate().for_each(|(item, out)| {
-                let (r, head) = (item / cfg.heads, item % cfg.heads);
-                let p = pos0 + r;
-                let first = window.map_or(0, |w| (p + 1).saturating_sub(w));
-                let kvh = head / group;
-                let qh = &q[r * qd + head * hd..r * qd + (head + 1) * hd];
-                let scores: Vec<f32> = (first..=p).map(|j| dot(qh, &kc[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd]) * cfg.attn_scale).collect();
-                let max = scores.iter().fold(f32::NEG_INFINITY, |a, &s| a.max(s));
-                let e: Vec<f32> = scores.iter().map(|s| (s - max).exp()).collect();
-                let sum: f32 = e.iter().sum();
-                for (j, w) in (first..=p).zip(&e) {
-                    let vj = &vc[j * kvd + kvh * hd..j * kvd + (kvh + 1) * hd];
-                    out.iter_mut().zip(vj).for_each(|(o, v)| *o += w / sum * v);
-                }
-            });
+            let att = attention(&q, pos0, kc, vc, cfg.heads, cfg.kv_heads, hd, window, cfg.attn_scale);
             let mut o = b.o.apply(&att, m)?;
             if let Some([post_attn, _]) = &b.post_norms {
                 rmsnorm_rows(&mut o, post_attn, cfg.eps);
