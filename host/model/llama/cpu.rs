@@ -19,55 +19,6 @@ use crate::model::config::{Activation, BlockNames, ModelConfig, RopeStyle, ROPE_
 use crate::stream::cpu_gemv::{gemv_int8, Int8View};
 use rayon::prelude::*;
 
-/// The token embedding in the narrowest type that holds its values exactly: FP16 when
-/// every value is one (an F16 checkpoint's), which halves the bytes a tied LM head reads
-/// per token, else f32.
-enum Embedding {
-    F32(Vec<f32>),
-    F16(Vec<half::f16>),
-}
-
-impl Embedding {
-    fn new(v: Vec<f32>) -> Self {
-        let narrow: Vec<half::f16> = v.iter().map(|&x| half::f16::from_f32(x)).collect();
-        if narrow.iter().zip(&v).all(|(h, &x)| h.to_f32().to_bits() == x.to_bits()) {
-            Embedding::F16(narrow)
-        } else {
-            Embedding::F32(v)
-        }
-    }
-
-    /// Row `t` times `scale`, appended to `out`.
-    fn push_row(&self, t: usize, d: usize, scale: f32, out: &mut Vec<f32>) {
-        match self {
-            Embedding::F32(e) => out.extend(e[t * d..(t + 1) * d].iter().map(|v| v * scale)),
-            Embedding::F16(e) => out.extend(e[t * d..(t + 1) * d].iter().map(|v| v.to_f32() * scale)),
-        }
-    }
-
-    /// `Y[m, vocab] = X[m, d] · Eᵀ`: the tied LM head.
-    fn logits(&self, x: &[f32], m: usize, d: usize) -> Vec<f32> {
-        let e = match self {
-            Embedding::F32(e) => return matmul(x, m, e),
-            Embedding::F16(e) => e,
-        };
-        let n = e.len() / d.max(1);
-        let mut yt = vec![0f32; n * m];
-        // Blocks of 16 rows widened once into f32 (F16C where the CPU has it), then each
-        // row of x against them: the same products as the f32 table's.
-        yt.par_chunks_mut(m * 16).zip(e.par_chunks(d * 16)).for_each(|(out, rows)| {
-            let mut wide = vec![0f32; rows.len()];
-            half::slice::HalfFloatSliceExt::convert_to_f32_slice(rows, &mut wide);
-            for (o, row) in out.chunks_mut(m).zip(wide.chunks(d)) {
-                for (v, xr) in o.iter_mut().zip(x.chunks(d)) {
-                    *v = dot(row, xr);
-                }
-            }
-        });
-        transpose_rows(yt, m, n)
-    }
-}
-
 /// A linear layer's weights `[rows, cols]` as the CPU computes with them.
 enum CpuLinear {
     F32(Vec<f32>),
@@ -123,8 +74,7 @@ struct CpuBlock {
 /// The f32 reference model.
 pub struct CpuLlama {
     pub cfg: ModelConfig,
-    /// The token embedding, `[vocab, dim]`; also the LM head when that is tied to it.
-    embed: Embedding,
+    embed: Vec<f32>,
     blocks: Vec<CpuBlock>,
     out_norm: Vec<f32>,
     /// `output.weight`, or `None` when tied to the embedding.
@@ -177,11 +127,6 @@ pub(crate) fn matmul(x: &[f32], m: usize, w: &[f32]) -> Vec<f32> {
             }
         }
     });
-    transpose_rows(yt, m, n)
-}
-
-/// `[n, m]` column-per-row results back to row-major `[m, n]`.
-fn transpose_rows(yt: Vec<f32>, m: usize, n: usize) -> Vec<f32> {
     if m == 1 {
         return yt;
     }
@@ -299,14 +244,7 @@ impl CpuLlama {
         let lm_head = if c.has("output.weight") { Some(CpuLinear::load(c, "output.weight", cfg.vocab, d)?) } else { None };
         let factors = if c.has(ROPE_FREQS) { Some(tensor(c, ROPE_FREQS, hd / 2)?) } else { None };
         let inv_freq = (0..cfg.layers).map(|l| (0..hd / 2).map(|i| cfg.rope_inv_freq(l, i, factors.as_deref())).collect()).collect();
-        Ok(CpuLlama {
-            embed: Embedding::new(tensor(c, "token_embd.weight", cfg.vocab * d)?),
-            out_norm: tensor(c, "output_norm.weight", d)?,
-            blocks,
-            lm_head,
-            inv_freq,
-            cfg,
-        })
+        Ok(CpuLlama { embed: tensor(c, "token_embd.weight", cfg.vocab * d)?, out_norm: tensor(c, "output_norm.weight", d)?, blocks, lm_head, inv_freq, cfg })
     }
 
     /// Feeds `token` at the next position of `cache`; returns the logits.
@@ -330,8 +268,7 @@ impl CpuLlama {
             cache.v = vec![Vec::new(); cfg.layers];
         }
         let pos0 = cache.len;
-        let mut x = Vec::with_capacity(m * d);
-        tokens.iter().for_each(|&t| self.embed.push_row(t as usize, d, cfg.embed_scale, &mut x));
+        let mut x: Vec<f32> = tokens.iter().flat_map(|&t| self.embed[t as usize * d..(t as usize + 1) * d].iter().map(|v| v * cfg.embed_scale)).collect();
         for (l, b) in self.blocks.iter().enumerate() {
             let mut h = x.clone();
             rmsnorm_rows(&mut h, &b.attn_norm, cfg.eps);
@@ -375,7 +312,7 @@ impl CpuLlama {
         let n = logits_for.len();
         let mut logits = match &self.lm_head {
             Some(w) => w.apply(&h, n)?,
-            None => self.embed.logits(&h, n, d),
+            None => matmul(&h, n, &self.embed),
         };
         if let Some(c) = cfg.logit_softcap {
             logits.iter_mut().for_each(|v| *v = (*v / c).tanh() * c);
