@@ -34,7 +34,7 @@ fn bench_compress_reports_throughput_entropy_and_provenance() {
     assert_provenance(&v, false);
     let rows = v["rows"].as_array().unwrap();
     let cases: Vec<&str> = rows.iter().map(|r| r["case"].as_str().unwrap()).collect();
-    assert!(cases.len() == 2 && cases[0].starts_with("zstd") && cases[1].starts_with("rans"), "{cases:?}");
+    assert!(cases.len() == 3 && cases[0].starts_with("zstd") && cases[1].starts_with("rans") && cases[2].starts_with("rans one core"), "{cases:?}");
     for row in rows {
         assert!(row["ours_us"].as_f64().unwrap() > 0.0 && row["baseline_us"].as_f64().unwrap() > 0.0, "{row}");
         let note = row["note"].as_str().unwrap();

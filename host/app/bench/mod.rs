@@ -15,7 +15,7 @@ pub mod provenance;
 mod stream;
 pub mod suites;
 
-pub use compress::compress_throughput;
+pub use compress::{compress_throughput, rans_per_core};
 pub use kernels::{BATCHES, SHAPES};
 pub use provenance::Provenance;
 pub use stream::{print_stream_table, StreamRow, LLAMA7B_BLOCK};

@@ -1,6 +1,6 @@
 //! The three benchmark runs, each a report with its provenance: what `codecllm bench …`
 //! prints and `cargo bench` (benches/) runs, one implementation for both.
-use super::{compress_throughput, Bench, Provenance, Row, StreamRow, BATCHES, SHAPES};
+use super::{compress_throughput, rans_per_core, Bench, Provenance, Row, StreamRow, BATCHES, SHAPES};
 use crate::container::{Codec, Container};
 use crate::error::{Error, Result};
 use crate::gpu::Gpu;
@@ -91,7 +91,7 @@ pub fn stream(gpu: &Gpu, o: &StreamOptions) -> Result<StreamReport> {
 
 /// `bench compress`: CPU compression of `size_mb` MB of synthetic FP16 (4096 × 4096
 /// matrices, 32 MiB each) with each CPU codec — Zstd at `level`, and rANS — vs a plain
-/// copy of the same file.
+/// copy of the same file; then the rANS coder alone on one core.
 pub fn compress(size_mb: usize, level: i32, scratch: &Path) -> Result<Report> {
     scratch_dir(scratch)?;
     let shapes = vec![(4096, 4096); (size_mb << 20).div_ceil(32 << 20).max(1)];
@@ -99,6 +99,7 @@ pub fn compress(size_mb: usize, level: i32, scratch: &Path) -> Result<Report> {
     let rows = [Codec::Zstd, Codec::Rans]
         .into_iter()
         .map(|codec| compress_throughput(scratch, &shapes, &CompressOptions { level, codec, ..Default::default() }, seed))
+        .chain(std::iter::once(rans_per_core(size_mb.min(256), seed)))
         .collect::<Result<Vec<_>>>()?;
     Ok(Report { provenance: Provenance::new(seed, None), d2d_gbps: None, pinned_h2d_gbps: None, rows })
 }
