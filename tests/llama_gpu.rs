@@ -13,8 +13,8 @@ use common::*;
 use rand::Rng;
 
 /// A 2-layer LLaMA (d = 128, 4 query / 2 KV heads of 32, FFN 256, vocab 64) with random
-/// F32 weights, as GGUF and as a compressed container.
-fn tiny_model(dir: &std::path::Path, rng: &mut impl Rng) -> (SourceModel, Container) {
+/// F32 weights and a context of `context` positions, as GGUF and as a compressed container.
+fn tiny_model(dir: &std::path::Path, rng: &mut impl Rng, context: u32) -> (SourceModel, Container) {
     let (d, f, v, kv) = (128usize, 256usize, 64usize, 64usize);
     let mut tensors: Vec<(String, Vec<u64>, u32, Vec<u8>)> = Vec::new();
     let mut mat = |name: String, rows: usize, cols: usize, scale: f32, rng: &mut dyn rand::RngCore| {
@@ -44,7 +44,7 @@ fn tiny_model(dir: &std::path::Path, rng: &mut impl Rng) -> (SourceModel, Contai
         ("llama.attention.head_count", Kv::U32(4)),
         ("llama.attention.head_count_kv", Kv::U32(2)),
         ("llama.vocab_size", Kv::U32(v as u32)),
-        ("llama.context_length", Kv::U32(64)),
+        ("llama.context_length", Kv::U32(context)),
         ("llama.rope.freq_base", Kv::F32(10000.0)),
         ("llama.attention.layer_norm_rms_epsilon", Kv::F32(1e-5)),
     ];
@@ -91,7 +91,7 @@ fn tiny_llama_gpu_forward_matches_cpu_reference() {
     let Some(gpu) = gpu_or_skip("tiny_llama_gpu_forward_matches_cpu_reference") else { return };
     let mut rng = rng(fresh_seed());
     let dir = tempfile::tempdir().unwrap();
-    let (source, container) = tiny_model(dir.path(), &mut rng);
+    let (source, container) = tiny_model(dir.path(), &mut rng, 64);
     let prompt: Vec<u32> = (0..9).map(|_| rng.gen_range(0..64)).collect();
     let decode: Vec<u32> = (0..5).map(|_| rng.gen_range(0..64)).collect();
     let mut int8_runs = Vec::new();
@@ -230,6 +230,39 @@ fn smollm2_gpu_matches_cpu_and_int8_agrees_with_fp16() {
     }
     // Both containers, not the better of the two: each is a product users run.
     assert!(rates.iter().all(|&r| r >= 0.98), "INT8 top-1 agreement (per-channel, group 32): {rates:?}");
+}
+
+/// Long contexts: a 1500-token prompt fed in batches of 16, then decode steps, where the
+/// attention splits each head's positions over many blocks (decode: 4 heads, 32 splits of
+/// ~47 positions; batches of 16 rows: 64 items, 5 splits) and merges them — against the
+/// CPU reference, which attends in one pass. The tiny tests above stay below one split's
+/// reach; this one crosses every split boundary.
+#[test]
+fn long_context_split_attention_matches_cpu_reference() {
+    let Some(gpu) = gpu_or_skip("long_context_split_attention_matches_cpu_reference") else { return };
+    let mut rng = rng(fresh_seed());
+    let dir = tempfile::tempdir().unwrap();
+    let (source, _) = tiny_model(dir.path(), &mut rng, 2048);
+    let prompt: Vec<u32> = (0..1500).map(|_| rng.gen_range(0..64)).collect();
+    let decode: Vec<u32> = (0..6).map(|_| rng.gen_range(0..64)).collect();
+    let want = cpu_logits(&source, &prompt, &decode);
+    let mut llm = GpuLlama::load(&gpu, &source, WeightMode::Fp16Resident, 16, 2048).unwrap();
+    for graph in [true, false] {
+        llm.use_graph = graph;
+        llm.reset();
+        let mut last = Vec::new();
+        for batch in prompt.chunks(16) {
+            last = llm.forward(batch).unwrap();
+        }
+        let mut got = vec![last];
+        for &t in &decode {
+            got.push(llm.forward(&[t]).unwrap());
+        }
+        for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+            let e = rel(g, w);
+            assert!(g.iter().all(|x| x.is_finite()) && e < 1e-2, "graph {graph}, step {i} after 1500 positions: logits relative error {e}");
+        }
+    }
 }
 
 /// Hybrid placement on SmolLM2 under shrinking VRAM budgets: each plan keeps the most

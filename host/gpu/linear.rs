@@ -18,11 +18,11 @@ const WGMMA_TARGET_BLOCKS: usize = 264;
 /// ran at 0.21–0.31× cuBLAS FP16 on H200 (BENCHMARKS.md), so even a dequantization costing
 /// as much as the product itself leaves this path ≥ 1.5× faster; between 64 and 256 the
 /// measured margins are too thin to decide without `bench kernels --tune`.
-const DEQUANT_CUBLAS_MIN_M: usize = 256;
+pub const DEQUANT_CUBLAS_MIN_M: usize = 256;
 /// Weight elements one dequantized band holds (32 MiB of FP16 scratch): ≥ 4096 rows of a
 /// 4096-column matrix, so each band's cuBLAS call is a full-size GEMM, and the band stays
 /// in a Hopper L2 (50 MiB) between the dequantization writing it and cuBLAS reading it.
-const DEQUANT_BAND_ELEMS: usize = 1 << 24;
+pub const DEQUANT_BAND_ELEMS: usize = 1 << 24;
 /// Warps per GEMV block: 8 rows per block keeps 64 KiB of weight loads in flight per SM
 /// at full occupancy while the grid (n / 8 blocks) still covers every SM for n ≥ 1056.
 const GEMV_WARPS: u32 = 8;

@@ -32,7 +32,7 @@ mod pinned;
 pub use crate::abi::{GemmTile, GEMM_TILES, GEMV_MAX_M};
 pub use ans::ans_encode_chunks;
 pub use decode::{ChunkBatch, DecodeLog, Decoder, DeviceChunkTable, DeviceCompressedTensor, DeviceInt8Buffer};
-pub use linear::{cublas_fp16_linear, Int8Weights, LinearPlan};
+pub use linear::{cublas_fp16_linear, Int8Weights, LinearPlan, DEQUANT_BAND_ELEMS, DEQUANT_CUBLAS_MIN_M};
 pub use module::Kernels;
 pub use pinned::{record_external, PinnedBuffer};
 

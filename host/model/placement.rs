@@ -18,12 +18,14 @@ pub struct PlacementInput {
     pub slot_bytes: usize,
     pub slots: usize,
     /// Everything else the model allocates whatever the placement: KV cache, activations,
-    /// norms, the RoPE tables, the token embedding when it is on the device, the streaming
-    /// engine's decoder workspace and chunk tables.
+    /// norms, the RoPE tables, the streaming engine's decoder workspace and chunk tables.
     pub fixed: usize,
     /// The part of `fixed` the streaming engine itself allocates (decoder workspace,
     /// tables), which its own budget check counts.
     pub engine_fixed: usize,
+    /// The token embedding's device table, allocated only when nothing streams (a model
+    /// that streams keeps it in host RAM).
+    pub resident_embedding: usize,
     pub link_gbps: f64,
     pub hbm_gbps: f64,
 }
@@ -59,11 +61,11 @@ impl Placement {
 /// The placement with the most resident bytes that fits `budget`, or the reason none does.
 pub fn plan(input: &PlacementInput, budget: usize) -> Result<Placement, String> {
     let layers = input.block_int8.len();
-    let predict = |resident_blocks: usize, lm_head_resident: bool| {
+    let predict = |resident_blocks: usize, lm_head_resident: bool, ring: usize| {
         let resident = input.block_int8[..resident_blocks].iter().sum::<usize>() + if lm_head_resident { input.lm_head_int8 } else { 0 };
         let streamed = input.block_stored[resident_blocks..].iter().sum::<usize>() + if lm_head_resident { 0 } else { input.lm_head_stored };
-        let slots = if streamed > 0 { input.slots } else { 0 };
-        let vram = resident + slots * input.slot_bytes + input.fixed;
+        let slots = if streamed > 0 { ring } else { 0 };
+        let vram = resident + slots * input.slot_bytes + input.fixed + if streamed > 0 { 0 } else { input.resident_embedding };
         let seconds = (resident as f64 / (input.hbm_gbps * 1e9)).max(streamed as f64 / (input.link_gbps * 1e9));
         Placement {
             resident_blocks,
@@ -75,15 +77,19 @@ pub fn plan(input: &PlacementInput, budget: usize) -> Result<Placement, String> 
             predicted_seconds: seconds,
         }
     };
-    let fitting = (0..=layers).flat_map(|k| [(k, true), (k, false)]).map(|(k, lm)| predict(k, lm)).filter(|p| p.predicted_vram <= budget);
-    fitting.max_by_key(|p| (p.resident_bytes, std::cmp::Reverse(p.slots))).ok_or_else(|| {
-        let least = predict(0, false);
+    let best = |ring: usize| {
+        let fitting = (0..=layers).flat_map(|k| [(k, true), (k, false)]).map(|(k, lm)| predict(k, lm, ring)).filter(|p| p.predicted_vram <= budget);
+        fitting.max_by_key(|p| p.resident_bytes)
+    };
+    // The ring asked for, else one slot (each unit's copy then waits for the previous
+    // unit's compute) when that is all the budget holds.
+    best(input.slots).or_else(|| (input.slots > 1).then(|| best(1)).flatten()).ok_or_else(|| {
+        let least = predict(0, false, 1);
         format!(
-            "a VRAM budget of {:.2} GB cannot hold even the streaming ring: it needs {:.2} GB ({:.2} GB for {} slots of {:.1} MB, {:.2} GB for the KV cache, activations, tables and the rest)",
+            "a VRAM budget of {:.2} GB cannot hold even the streaming ring: it needs {:.2} GB ({:.2} GB for 1 slot of {:.1} MB, {:.2} GB for the KV cache, activations, tables and the rest)",
             budget as f64 / 1e9,
             least.predicted_vram as f64 / 1e9,
-            (least.slots * input.slot_bytes) as f64 / 1e9,
-            least.slots,
+            input.slot_bytes as f64 / 1e9,
             input.slot_bytes as f64 / 1e6,
             input.fixed as f64 / 1e9
         )
@@ -128,6 +134,7 @@ mod tests {
             slots: 2,
             fixed: 300_000_000,
             engine_fixed: 20_000_000,
+            resident_embedding: 1_000_000_000,
             link_gbps: 55.0,
             hbm_gbps: 4_000.0,
         }
@@ -137,7 +144,7 @@ mod tests {
     fn everything_resident_when_it_fits_and_no_ring() {
         let p = plan(&eight_b(), 20_000_000_000).unwrap();
         assert_eq!((p.resident_blocks, p.lm_head_resident, p.slots, p.streamed_bytes), (32, true, 0, 0));
-        assert_eq!(p.predicted_vram, 32 * 218_000_000 + 525_000_000 + 300_000_000);
+        assert_eq!(p.predicted_vram, 32 * 218_000_000 + 525_000_000 + 300_000_000 + 1_000_000_000);
     }
 
     #[test]
@@ -151,7 +158,7 @@ mod tests {
                 for lm in [true, false] {
                     let resident = k * 218_000_000 + if lm { 525_000_000 } else { 0 };
                     let streams = k < 32 || !lm;
-                    let vram = resident + if streams { 2 * input.slot_bytes } else { 0 } + input.fixed;
+                    let vram = resident + if streams { 2 * input.slot_bytes } else { input.resident_embedding } + input.fixed;
                     assert!(vram > budget || resident <= p.resident_bytes, "{budget}: {k} blocks, LM head {lm} fits with more resident bytes than {p:?}");
                 }
             }
@@ -163,9 +170,16 @@ mod tests {
     }
 
     #[test]
+    fn a_budget_below_two_slots_streams_through_one() {
+        let p = plan(&eight_b(), 900_000_000).unwrap();
+        assert_eq!((p.resident_blocks, p.lm_head_resident, p.slots), (0, false, 1));
+        assert_eq!(p.predicted_vram, 218_000_000 + 196_000_000 + 300_000_000);
+    }
+
+    #[test]
     fn a_budget_below_the_ring_is_a_clear_error() {
-        let err = plan(&eight_b(), 900_000_000).unwrap_err();
-        assert!(err.contains("cannot hold even the streaming ring") && err.contains("2 slots"), "{err}");
+        let err = plan(&eight_b(), 700_000_000).unwrap_err();
+        assert!(err.contains("cannot hold even the streaming ring") && err.contains("1 slot of"), "{err}");
     }
 
     #[test]

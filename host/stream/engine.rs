@@ -73,6 +73,15 @@ pub struct WeightStream<'a> {
 }
 
 impl<'a> WeightStream<'a> {
+    /// The device bytes `new` checks against its budget for `store` through `slots` slots
+    /// and batches up to `max_m` rows (slots, decoder workspace, the store's tables,
+    /// activations), allocating only the decoder to size its workspace.
+    pub fn required_bytes(gpu: &Gpu, store: &HostStore, slots: usize, max_m: usize) -> Result<usize> {
+        let max_width = store.units.iter().flat_map(|u| &u.tensors).map(|t| t.table.rows.max(t.table.cols)).max().unwrap_or(1);
+        let fixed = store.decoder(gpu)?.temp_bytes() + store.table_bytes() + 3 * 2 * max_m.max(1) * max_width;
+        Ok(SlotPlan::new(&store.sizes(), slots, fixed, None)?.total())
+    }
+
     /// Allocates `slots` slots, the decoder and activation buffers for batches up to
     /// `max_m` rows — or fails, before allocating, when `vram_budget` cannot hold them.
     pub fn new(gpu: &'a Gpu, store: Arc<HostStore>, slots: usize, vram_budget: Option<usize>, max_m: usize) -> Result<Self> {
@@ -86,8 +95,7 @@ impl<'a> WeightStream<'a> {
         }
         let decoder = store.decoder(gpu)?;
         let act_bytes = 3 * 2 * max_m.max(1) * max_width;
-        let fixed = decoder.temp_bytes() + store.table_bytes() + act_bytes;
-        let plan = SlotPlan::new(&store.sizes(), slots, fixed, vram_budget)?;
+        let plan = SlotPlan::new(&store.sizes(), slots, decoder.temp_bytes() + store.table_bytes() + act_bytes, vram_budget)?;
         let s = &gpu.stream;
         let ev = || gpu.ctx.new_event(None);
         let slots = (0..plan.slots)

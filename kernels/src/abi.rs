@@ -153,6 +153,34 @@ pub const ATT_WARPS: u32 = 8;
 /// Largest head dimension the attention kernel holds in registers and shared memory
 /// (Gemma 3's 256).
 pub const ATT_MAX_HEAD_DIM: usize = 256;
+/// Blocks a split attention launch aims for: two per SM on a 132-SM Hopper. A decode
+/// step has one block per head (32 for an 8B model, 9 for SmolLM2), which leaves most SMs
+/// idle while each block walks the whole context; splitting the positions over
+/// `attention_splits` blocks per head puts them all to work.
+pub const ATT_SPLIT_BLOCKS: usize = 264;
+/// Most splits of one (row, head): 32 × 8 warps × 32 positions covers 8192 cached
+/// positions in one pass of each warp.
+pub const ATT_MAX_SPLITS: usize = 32;
+/// f32 values of one split's partial result: its running max, its softmax sum, then the
+/// unnormalized output of `ATT_MAX_HEAD_DIM` dims.
+pub const ATT_PARTIAL: usize = ATT_MAX_HEAD_DIM + 2;
+
+/// How many blocks share the positions of each of `items` (row, head) pairs: 1 when the
+/// items alone fill the GPU (prefill), else enough to reach `ATT_SPLIT_BLOCKS`.
+pub const fn attention_splits(items: usize) -> usize {
+    if items == 0 || items >= ATT_SPLIT_BLOCKS {
+        return 1;
+    }
+    let s = ATT_SPLIT_BLOCKS.div_ceil(items);
+    if s > ATT_MAX_SPLITS {
+        ATT_MAX_SPLITS
+    } else {
+        s
+    }
+}
+/// Partial results a split launch writes at most: `items · attention_splits(items)` is
+/// below `ATT_SPLIT_BLOCKS + items` ≤ 2 · `ATT_SPLIT_BLOCKS` whenever it splits.
+pub const ATT_MAX_PARTIALS: usize = 2 * ATT_SPLIT_BLOCKS;
 
 pub const GEMV3_M1: &str = "gemv3_w8a16_m1";
 pub const GEMM_REDUCE_SPLITS: &str = "gemm_reduce_splits";
@@ -165,6 +193,7 @@ pub const EMBED: &str = "embed_f16_f32";
 pub const SILU_MUL: &str = "silu_mul_f16";
 pub const ROPE_QK_STORE: &str = "rope_qk_store_f16";
 pub const ATTENTION: &str = "attention_f16";
+pub const ATTENTION_MERGE: &str = "attention_merge_f16";
 pub const RANS_DECODE_CHUNKS: &str = "rans_decode_chunks";
 pub const GELU_MUL: &str = "gelu_mul_f16";
 pub const ADD_BIAS: &str = "add_bias_f16";
@@ -172,7 +201,7 @@ pub const HEAD_RMSNORM: &str = "head_rmsnorm_f16";
 pub const RMSNORM_INPLACE: &str = "rmsnorm_f16_inplace";
 
 /// Every kernel the host launches besides the GEMV and GEMM tables above.
-pub const OTHER_KERNELS: [&str; 16] = [
+pub const OTHER_KERNELS: [&str; 17] = [
     GELU_MUL,
     ADD_BIAS,
     HEAD_RMSNORM,
@@ -188,6 +217,7 @@ pub const OTHER_KERNELS: [&str; 16] = [
     SILU_MUL,
     ROPE_QK_STORE,
     ATTENTION,
+    ATTENTION_MERGE,
     RANS_DECODE_CHUNKS,
 ];
 

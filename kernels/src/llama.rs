@@ -1,7 +1,8 @@
 //! The non-linear parts of a LLaMA block, FP16 activations with FP32 math (the linears are
 //! `gemv.rs` / `gemm.rs`). The residual stream stays in FP32 across layers.
 use crate::ptx::{
-    block_dim_x, block_x, exp2, f16x2_to_f32, fma, load_cached_v4, rsqrt, shared_array, shfl_idx, sync_threads, thread_x, unroll, warp_max, warp_sum, WARP,
+    block_dim_x, block_x, block_y, exp2, f16x2_to_f32, fma, grid_dim_y, load_cached_v4, rsqrt, shared_array, shfl_idx, sync_threads, thread_x, unroll,
+    warp_max, warp_sum, WARP,
 };
 
 #[inline(always)]
@@ -248,7 +249,7 @@ pub unsafe extern "ptx-kernel" fn rope_qk_store_f16(
 // takes chunks of 32 cached positions, one position per lane, so a decode step with up to
 // 256 positions is one chunk per warp; the warps' partial softmax states merge at the end.
 // Shared memory holds the scaled query and each warp's accumulator at `ATT_MAX_HD` wide.
-use crate::abi::{ATT_MAX_HEAD_DIM as ATT_MAX_HD, ATT_WARPS};
+use crate::abi::{ATT_MAX_HEAD_DIM as ATT_MAX_HD, ATT_MAX_SPLITS, ATT_PARTIAL, ATT_WARPS};
 shared_array! {
     /// q[256] | max[8] | sum[8] | acc[8][256], as f32.
     fn attn_shared() -> *mut f32 = "codecllm_attn"[9280], align 16
@@ -257,11 +258,14 @@ const _: () = assert!(4 * (ATT_MAX_HD + 2 * ATT_WARPS as usize + ATT_WARPS as us
 /// Output dims per lane at the widest head.
 const ATT_DPL: usize = ATT_MAX_HD / WARP as usize;
 
-/// Causal grouped-query attention, one block of `ATT_WARPS` warps per (row, head): query
-/// row `r` sits at position `p = *pos0 + r` and attends to cached keys `0..=p`, or with
-/// `window > 0` (sliding-window layers) to the last `window` of them, `p + 1 - window ..= p`.
-/// Scores and the online softmax are FP32; `hd` is a multiple of 32 up to 256; `scale`
-/// multiplies q·k.
+/// Causal grouped-query attention, `gridDim.y` blocks of `ATT_WARPS` warps per (row,
+/// head): query row `r` sits at position `p = *pos0 + r` and attends to cached keys
+/// `0..=p`, or with `window > 0` (sliding-window layers) to the last `window` of them,
+/// `p + 1 - window ..= p`. Scores and the online softmax are FP32; `hd` is a multiple of 32
+/// up to 256; `scale` multiplies q·k. With one block per (row, head) it writes `out`; with
+/// more, block `y` takes the `y`-th of `gridDim.y` equal runs of those positions and
+/// writes its partial result (max, sum, unnormalized output) to `partial` for
+/// `attention_merge_f16` — how a decode step, one row of a few heads, fills the GPU.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "ptx-kernel" fn attention_f16(
@@ -276,6 +280,7 @@ pub unsafe extern "ptx-kernel" fn attention_f16(
     pos0: *const u32,
     scale: f32,
     window: u32,
+    partial: *mut f32,
 ) {
     let item = block_x() as usize;
     if heads == 0 || kv_heads == 0 || item >= rows as usize * heads as usize || hd % WARP != 0 || hd as usize > ATT_MAX_HD || block_dim_x() != ATT_WARPS * WARP
@@ -303,15 +308,20 @@ pub unsafe extern "ptx-kernel" fn attention_f16(
     sync_threads();
     let positions = *pos0 as usize + row + 1;
     let first = if window > 0 { positions.saturating_sub(window as usize) } else { 0 };
+    // This block's run of positions: all of them, or the `split`-th of `splits` runs.
+    let (split, splits) = (block_y() as usize, grid_dim_y() as usize);
+    let per = (positions - first).div_ceil(splits);
+    let lo = first + split * per;
+    let hi = (lo + per).min(positions);
     let (kbase, vbase) = (k_cache.add(kvh * hd), v_cache.add(kvh * hd + lane as usize * dpl));
     let (mut m, mut l) = (f32::NEG_INFINITY, 0.0f32);
     let mut acc = [0.0f32; ATT_DPL];
-    let mut c0 = first + warp * WARP as usize;
-    while c0 < positions {
+    let mut c0 = lo + warp * WARP as usize;
+    while c0 < hi {
         // Scores: lane j of the chunk takes position c0 + j, a full dot product over hd.
         let j = c0 + lane as usize;
         let mut s = f32::NEG_INFINITY;
-        if j < positions {
+        if j < hi {
             let kj = kbase.add(j * kv_dim) as *const u32;
             let mut dot = 0.0f32;
             let mut e = 0;
@@ -337,13 +347,13 @@ pub unsafe extern "ptx-kernel" fn attention_f16(
             }
         };
         let corr = exp2((m - m_new) * core::f32::consts::LOG2_E);
-        let p = if j < positions { exp2((s - m_new) * core::f32::consts::LOG2_E) } else { 0.0 };
+        let p = if j < hi { exp2((s - m_new) * core::f32::consts::LOG2_E) } else { 0.0 };
         l = l * corr + warp_sum(p);
         unroll!(E in [0, 1, 2, 3, 4, 5, 6, 7] {
             acc[E] *= corr;
         });
         // Values: lanes split the head dimension; each position's weight is broadcast.
-        let n = (positions - c0).min(WARP as usize);
+        let n = (hi - c0).min(WARP as usize);
         let mut i = 0;
         while i < n {
             let pi = shfl_idx(p, i as u32);
@@ -379,6 +389,17 @@ pub unsafe extern "ptx-kernel" fn attention_f16(
         mm = if mw > mm { mw } else { mm };
         w += 1;
     }
+    // Only a split launch (splits > 1, which passes the buffer) gets an empty run.
+    let part = || partial.add((item * splits + split) * ATT_PARTIAL);
+    if mm == f32::NEG_INFINITY {
+        // A split past the last position (short contexts): nothing for the merge to weigh.
+        if lane == 0 {
+            let part = part();
+            *part = mm;
+            *part.add(1) = 0.0;
+        }
+        return;
+    }
     let (mut total, mut o) = (0.0f32, [0.0f32; ATT_DPL]);
     let mut w = 0;
     while w < ATT_WARPS as usize {
@@ -391,10 +412,68 @@ pub unsafe extern "ptx-kernel" fn attention_f16(
         });
         w += 1;
     }
+    if splits > 1 {
+        let part = part();
+        if lane == 0 {
+            *part = mm;
+            *part.add(1) = total;
+        }
+        unroll!(E in [0, 1, 2, 3, 4, 5, 6, 7] {
+            if E < dpl {
+                *part.add(2 + lane as usize * dpl + E) = o[E];
+            }
+        });
+        return;
+    }
     let orow = out.add((row * heads as usize + head) * hd + lane as usize * dpl);
     unroll!(E in [0, 1, 2, 3, 4, 5, 6, 7] {
         if E < dpl {
             *orow.add(E) = f2h(o[E] / total);
+        }
+    });
+}
+
+/// Combines the `splits` partial results of each (row, head) that `attention_f16` wrote
+/// with `gridDim.y = splits`, one warp per item: out = Σ o_s·e^(m_s−M) / Σ l_s·e^(m_s−M)
+/// over the splits that saw a position (M: their largest max).
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn attention_merge_f16(partial: *const f32, out: *mut u16, items: u32, splits: u32, hd: u32) {
+    let item = block_x() as usize;
+    let lane = thread_x();
+    if item >= items as usize || splits as usize > ATT_MAX_SPLITS || splits == 0 || hd % WARP != 0 || hd as usize > ATT_MAX_HD || block_dim_x() != WARP {
+        return;
+    }
+    let (splits, hd) = (splits as usize, hd as usize);
+    let base = partial.add(item * splits * ATT_PARTIAL);
+    // Lane s holds split s's max and sum (splits ≤ 32 = lanes).
+    let (ms, ls) = if (lane as usize) < splits {
+        let p = base.add(lane as usize * ATT_PARTIAL);
+        (*p, *p.add(1))
+    } else {
+        (f32::NEG_INFINITY, 0.0)
+    };
+    // Split 0 starts at the first position, which always exists: M is finite.
+    let big = warp_max(ms);
+    let f = if ms == f32::NEG_INFINITY { 0.0 } else { exp2((ms - big) * core::f32::consts::LOG2_E) };
+    let total = warp_sum(ls * f);
+    let mut o = [0.0f32; ATT_DPL];
+    let mut sp = 0;
+    while sp < splits {
+        let fs = shfl_idx(f, sp as u32);
+        if fs != 0.0 {
+            let p = base.add(sp * ATT_PARTIAL + 2);
+            unroll!(E in [0, 1, 2, 3, 4, 5, 6, 7] {
+                if E * (WARP as usize) < hd {
+                    o[E] = fma(fs, *p.add(E * WARP as usize + lane as usize), o[E]);
+                }
+            });
+        }
+        sp += 1;
+    }
+    let orow = out.add(item * hd);
+    unroll!(E in [0, 1, 2, 3, 4, 5, 6, 7] {
+        if E * (WARP as usize) < hd {
+            *orow.add(E * WARP as usize + lane as usize) = f2h(o[E] / total);
         }
     });
 }

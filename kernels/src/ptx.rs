@@ -1,6 +1,6 @@
 //! Small inline-PTX helpers, each for something core does not expose on nvptx.
 use core::arch::asm;
-use core::arch::nvptx::{_block_dim_x, _block_idx_x, _thread_idx_x};
+use core::arch::nvptx::{_block_dim_x, _block_idx_x, _block_idx_y, _grid_dim_y, _thread_idx_x};
 
 pub const WARP: u32 = 32;
 
@@ -36,6 +36,16 @@ pub fn thread_x() -> u32 {
 #[inline(always)]
 pub fn block_x() -> u32 {
     unsafe { _block_idx_x() }
+}
+
+#[inline(always)]
+pub fn block_y() -> u32 {
+    unsafe { _block_idx_y() }
+}
+
+#[inline(always)]
+pub fn grid_dim_y() -> u32 {
+    unsafe { _grid_dim_y() }
 }
 
 #[inline(always)]

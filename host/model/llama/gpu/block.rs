@@ -3,7 +3,7 @@
 //! `ModelConfig` asks for them: q/k/v biases, per-head q/k norms, post-norms of both
 //! branches, split-half RoPE, sliding-window layers with their own RoPE table, tanh-GELU.
 use super::weights::{LinRef, DOWN, GATE, K, O, Q, UP, V};
-use crate::abi::{ATT_WARPS, NORM_THREADS};
+use crate::abi::{attention_splits, ATT_WARPS, NORM_THREADS};
 use crate::error::Result;
 use crate::gpu::nccl::Communicator;
 use crate::gpu::Gpu;
@@ -34,6 +34,8 @@ pub(super) struct Scratch {
     pub(super) k: CudaSlice<f16>,
     pub(super) v: CudaSlice<f16>,
     pub(super) att: CudaSlice<f16>,
+    /// Split attention's partial results (`abi::ATT_MAX_PARTIALS` of `abi::ATT_PARTIAL`).
+    pub(super) att_part: CudaSlice<f32>,
     pub(super) o: CudaSlice<f16>,
     pub(super) g: CudaSlice<f16>,
     pub(super) u: CudaSlice<f16>,
@@ -124,11 +126,25 @@ impl BlockCtx<'_> {
         // SAFETY: q holds m·heads·hd, k and v m·kv_heads·hd; one thread per rotated pair.
         unsafe { l.launch(launch_1d(m * (cfg.heads + cfg.kv_heads) * hd / 2)) }?;
         let window = if local { cfg.sliding_window.unwrap_or(0) as u32 } else { 0 };
+        // Few (row, head) items (a decode step): their positions split over several blocks
+        // each, merged after. The split count depends on the shape only, so a captured
+        // step replays at every position (the kernel divides the positions it reads).
+        let items = m * cfg.heads;
+        let splits = attention_splits(items);
         let mut l = st.launch_builder(&k.attention);
         l.arg(&sc.q).arg(&b.k_cache).arg(&b.v_cache).arg(&mut sc.att).arg(&mu).arg(&h).arg(&kvh).arg(&hdu).arg(self.pos).arg(&cfg.attn_scale).arg(&window);
-        let cfg_att = LaunchConfig { grid_dim: ((m * cfg.heads) as u32, 1, 1), block_dim: (ATT_THREADS, 1, 1), shared_mem_bytes: 0 };
-        // SAFETY: one block per (row, head); caches hold positions ≤ *pos + m - 1.
+        l.arg(&mut sc.att_part);
+        let cfg_att = LaunchConfig { grid_dim: (items as u32, splits as u32, 1), block_dim: (ATT_THREADS, 1, 1), shared_mem_bytes: 0 };
+        // SAFETY: one block per (row, head, split); caches hold positions ≤ *pos + m - 1;
+        // a split launch writes items · splits ≤ ATT_MAX_PARTIALS partials of att_part.
         unsafe { l.launch(cfg_att) }?;
+        if splits > 1 {
+            let (iu, su) = (items as u32, splits as u32);
+            let mut l = st.launch_builder(&k.attention_merge);
+            l.arg(&sc.att_part).arg(&mut sc.att).arg(&iu).arg(&su).arg(&hdu);
+            // SAFETY: att holds items · hd; the partials were written just above.
+            unsafe { l.launch(LaunchConfig { grid_dim: (iu, 1, 1), block_dim: (32, 1, 1), shared_mem_bytes: 0 }) }?;
+        }
         lin[O].apply(gpu, self.blas, &sc.att, m, &mut sc.o)?;
         self.all_reduce(&mut sc.o, m * d)?;
         if let Some([post_attn, _]) = &b.post_norms {

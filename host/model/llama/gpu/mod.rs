@@ -14,6 +14,7 @@ mod weights;
 
 pub use weights::WeightMode;
 
+use crate::abi::{ATT_MAX_PARTIALS, ATT_PARTIAL};
 use crate::container::Container;
 use crate::error::{Error, Result};
 use crate::gpu::nccl::Communicator;
@@ -266,12 +267,30 @@ impl<'g> GpuLlama<'g> {
             };
             return Ok((model, p));
         };
-        let input = placement_input(c, &cfg, slots, max_m, max_context)?;
-        let placement = plan(&input, budget).map_err(Error::Invalid)?;
-        if !placement.streams() {
-            return Ok((GpuLlama::load(gpu, c, WeightMode::Int8Resident, max_m, max_context)?, placement));
-        }
-        let store = HostStore::load(gpu, c, &Self::stream_units_for(c, &placement)?, true)?;
+        let mut input = placement_input(c, &cfg, slots, max_m, max_context)?;
+        let mut placement = plan(&input, budget).map_err(Error::Invalid)?;
+        // The ring's size is predicted from the index; the loaded store says what the
+        // streaming engine will really take. Where that is more, plan again with it (at
+        // most a block's difference, so a second load settles it).
+        let store = loop {
+            if !placement.streams() {
+                return Ok((GpuLlama::load(gpu, c, WeightMode::Int8Resident, max_m, max_context)?, placement));
+            }
+            let store = HostStore::load(gpu, c, &Self::stream_units_for(c, &placement)?, true)?;
+            let ring = WeightStream::required_bytes(gpu, &store, placement.slots, 1)?;
+            let predicted = placement.slots * input.slot_bytes + input.engine_fixed;
+            if ring <= predicted {
+                break store;
+            }
+            input.fixed += ring - predicted;
+            input.engine_fixed += ring - predicted;
+            let again = plan(&input, budget).map_err(Error::Invalid)?;
+            let same = (again.resident_blocks, again.lm_head_resident, again.slots) == (placement.resident_blocks, placement.lm_head_resident, placement.slots);
+            placement = again;
+            if same {
+                break store;
+            }
+        };
         let resident_and_fixed = placement.resident_bytes + input.fixed;
         let model =
             Self::load_placed(gpu, c, Arc::new(store), &placement, Some(budget.saturating_sub(resident_and_fixed - input.engine_fixed)), max_m, max_context)?;
@@ -353,6 +372,7 @@ impl<'g> GpuLlama<'g> {
             k: st.alloc_zeros(max_m * kv_dim)?,
             v: st.alloc_zeros(max_m * kv_dim)?,
             att: st.alloc_zeros(max_m * q_dim)?,
+            att_part: st.alloc_zeros(ATT_MAX_PARTIALS * ATT_PARTIAL)?,
             o: st.alloc_zeros(max_m * d)?,
             g: st.alloc_zeros(max_m * f)?,
             u: st.alloc_zeros(max_m * f)?,
@@ -365,6 +385,7 @@ impl<'g> GpuLlama<'g> {
         };
         let weight_bytes = block_bytes + lm_head.as_ref().map_or(0, Linear::bytes) + embed_bytes;
         let scratch = 4 * (s.x.len() + s.ids.len())
+            + 4 * s.att_part.len()
             + 2 * (s.h.len() + s.q.len() + s.k.len() + s.v.len() + s.att.len() + s.o.len() + s.g.len() + s.u.len() + s.logits.len());
         let extras = |b: &Block| -> usize {
             let sum = |v: &[CudaSlice<f32>]| v.iter().map(|t| t.len()).sum::<usize>();
@@ -546,35 +567,82 @@ fn int8_bytes(t: &crate::container::TensorEntry) -> usize {
 
 /// What `model::placement::plan` needs, from the container's index and the config: sizes
 /// per block and of the LM head, the ring's unit, and what the model allocates whatever
-/// the placement (KV cache, activations, norms, RoPE tables, the decoder workspace).
+/// the placement (KV cache, activations, norms, RoPE tables, the decoder workspace). The
+/// ring's numbers follow `HostStore::load` and `WeightStream::new`, so that a plan that fits
+/// also passes the engine's own budget check.
 fn placement_input(c: &Container, cfg: &ModelConfig, slots: usize, max_m: usize, max_context: usize) -> Result<PlacementInput> {
-    let stored = |n: &str| c.tensor(n).map_or(0, |t| t.data.stored_extent() as usize);
+    use crate::container::{Codec, Encoding};
+    let align = |x: usize| x.div_ceil(256) * 256;
+    let entry = |n: &str| c.tensor(n).ok_or_else(|| Error::format(c.path(), format!("no tensor named '{n}'")));
+    // What streaming a tensor copies: its stored chunks, or its INT8 values when it is
+    // quantized at load (`HostStore::load`).
+    let stored_of = |t: &crate::container::TensorEntry| match t.encoding {
+        Encoding::Int8 { .. } => t.data.stored_extent() as usize,
+        _ => t.numel() as usize,
+    };
     let block_int8: Vec<usize> = (0..cfg.layers).map(|i| block_int8_bytes(c, i)).collect();
-    let block_stored: Vec<usize> = (0..cfg.layers).map(|i| BlockNames::of(i).linears().iter().map(|n| stored(n)).sum()).collect();
-    let head = c.tensor(lm_head_name(c)).ok_or_else(|| Error::format(c.path(), "no LM head"))?;
-    let slot_bytes = block_int8.iter().max().copied().unwrap_or(0) + block_stored.iter().max().copied().unwrap_or(0);
+    let (mut block_stored, mut slot_stored, mut slot_decoded) = (Vec::with_capacity(cfg.layers), 0, 0);
+    for i in 0..cfg.layers {
+        let (mut stored, mut aligned, mut decoded) = (0, 0, 0);
+        for n in BlockNames::of(i).linears() {
+            let t = entry(n)?;
+            stored += stored_of(t);
+            aligned += align(stored_of(t));
+            decoded += align(t.numel() as usize);
+        }
+        block_stored.push(stored);
+        (slot_stored, slot_decoded) = (slot_stored.max(aligned), slot_decoded.max(decoded));
+    }
+    let head = entry(lm_head_name(c))?;
+    // A streamed LM head's bands (`stream_units_for`): about a block's INT8 bytes of rows,
+    // their stored share plus up to a chunk at either end.
+    let (head_rows, head_cols) = (head.shape.first().copied().unwrap_or(1).max(1) as usize, head.shape.last().copied().unwrap_or(1).max(1) as usize);
+    let band_rows = (block_int8.iter().max().copied().unwrap_or(0) / head_cols).clamp(1, head_rows);
+    let band_stored = stored_of(head).div_ceil(head_rows) * band_rows + 2 * head.data.chunk_size as usize;
+    slot_stored = slot_stored.max(align(band_stored.min(stored_of(head))));
+    slot_decoded = slot_decoded.max(align(band_rows * head_cols));
+    let slot_bytes = slot_stored + slot_decoded;
     let (d, f, kv) = (cfg.dim, cfg.ffn, cfg.kv_dim());
     let kv_cache = 2 * 2 * cfg.layers * max_context.min(cfg.context) * kv;
-    let activations = 4 * max_m * d + 2 * max_m * (3 * f.max(d) + 2 * cfg.q_dim() + 2 * kv + d) + 2 * cfg.vocab;
+    let activations = 4 * max_m * d + 2 * max_m * (3 * f.max(d) + 2 * cfg.q_dim() + 2 * kv + d) + 2 * cfg.vocab + 4 * ATT_MAX_PARTIALS * ATT_PARTIAL;
     let norms_and_rope = 4 * cfg.layers * 6 * d + 4 * 2 * max_context * cfg.head_dim;
-    // The streaming engine's decoder workspace (nvCOMP's Zstd needs one; rANS and raw none)
-    // and the chunk tables and scales of the streamed tensors, bounded by all of them.
-    let zstd = c.index.tensors.iter().any(|t| t.data.codec == crate::container::Codec::Zstd && t.matrix_dims().is_some());
+    // Large batches dequantize bands of a matrix into FP16 scratch for cuBLAS (`Gpu::linear`),
+    // whose handle, workspace and kernels take VRAM too.
+    let largest = c.index.tensors.iter().filter_map(|t| t.matrix_dims()).map(|(r, k)| (r * k) as usize).max().unwrap_or(0);
+    let dequant = if max_m >= crate::gpu::DEQUANT_CUBLAS_MIN_M { 2 * largest.min(crate::gpu::DEQUANT_BAND_ELEMS) + CUBLAS_VRAM_ESTIMATE } else { 0 };
+    // The streaming engine's decoder workspace (nvCOMP's Zstd needs one; rANS and raw
+    // none), its activation buffers, and the chunk tables, rANS tables and scales of the
+    // streamed tensors — each table on the device twice (per tensor and in its unit's
+    // merged batch) — bounded by those of all tensors.
+    let matrices = || c.index.tensors.iter().filter(|t| t.matrix_dims().is_some());
+    let zstd = matrices().any(|t| t.data.codec == Codec::Zstd);
+    let widest = matrices().filter_map(|t| t.matrix_dims()).map(|(r, k)| r.max(k) as usize).max().unwrap_or(1);
+    let rans_tables = |t: &crate::container::TensorEntry| if t.data.codec == Codec::Rans { 2 * 4 * crate::abi::RANS_LUT_ENTRIES } else { 0 };
     let engine_fixed = if zstd { slot_bytes } else { 0 }
-        + c.index.tensors.iter().filter(|t| t.matrix_dims().is_some()).map(|t| 32 * t.data.chunks.len() + (int8_bytes(t) - t.numel() as usize)).sum::<usize>();
+        + 3 * 2 * widest
+        + matrices().map(|t| 2 * 32 * t.data.chunks.len() + rans_tables(t) + (int8_bytes(t) - t.numel() as usize)).sum::<usize>();
     Ok(PlacementInput {
         block_int8,
         block_stored,
         lm_head_int8: int8_bytes(head),
-        lm_head_stored: head.data.stored_extent() as usize,
+        lm_head_stored: stored_of(head),
         slot_bytes,
         slots,
-        fixed: kv_cache + activations + norms_and_rope + engine_fixed,
+        fixed: kv_cache + activations + norms_and_rope + dequant + engine_fixed,
         engine_fixed,
+        // FP16, on the device only when nothing streams (`load`; a streamed model keeps it
+        // in host RAM).
+        resident_embedding: 2 * cfg.vocab * d,
         link_gbps: LINK_GBPS_ESTIMATE,
         hbm_gbps: HBM_GBPS_ESTIMATE,
     })
 }
+
+/// VRAM cuBLAS takes once a model multiplies through it (handle, workspace, its kernels):
+/// an 8B-shaped hybrid model prefilling 512 tokens on H200 measured 120 MB above what it
+/// allocated, 34 MB of it the dequantized band (docs/bench/2026-12-01-peer-h200.json,
+/// budget 5.8 GB: net 5.901 GB, allocated 5.781 GB); rounded up.
+const CUBLAS_VRAM_ESTIMATE: usize = 96 << 20;
 
 /// Bandwidths the prediction assumes before anything is measured: pinned PCIe 5 ×16 host
 /// to device and H200-class HBM, as measured on the machines here (../shared/NOTES-GPU.md
