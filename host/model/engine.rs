@@ -6,6 +6,8 @@ use crate::error::Result;
 pub trait Engine {
     fn submit(&mut self, ids: &[u32]) -> Result<()>;
     fn finish(&mut self) -> Result<Vec<f32>>;
+    /// Forgets the context (the next submit starts at position 0).
+    fn reset(&mut self);
     /// VRAM and device time of a GPU model.
     fn gpu_report(&self) -> Option<GpuReport> {
         None
@@ -31,6 +33,9 @@ impl Engine for GpuLlama<'_> {
     }
     fn finish(&mut self) -> Result<Vec<f32>> {
         GpuLlama::finish(self)
+    }
+    fn reset(&mut self) {
+        GpuLlama::reset(self)
     }
     fn gpu_report(&self) -> Option<GpuReport> {
         Some(GpuReport { peak: self.peak_vram, net: self.peak_vram_net, allocated: self.vram_accounted, device_seconds: self.device_seconds })
@@ -59,5 +64,9 @@ impl Engine for CpuEngine {
     }
     fn finish(&mut self) -> Result<Vec<f32>> {
         Ok(std::mem::take(&mut self.logits))
+    }
+    fn reset(&mut self) {
+        self.cache = KvCache::default();
+        self.logits.clear();
     }
 }

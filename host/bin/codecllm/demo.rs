@@ -72,6 +72,7 @@ pub fn run(a: Args) -> Result<bool> {
                 top_p: 0.9,
                 seed: 0,
                 no_graph: false,
+                no_warmup: true,
                 gpus: super::run::Gpus::Count(1),
             })
         }

@@ -73,6 +73,11 @@ pub struct Args {
     /// CUDA graph (to measure what the graph saves).
     #[arg(long)]
     pub no_graph: bool,
+    /// Time the prompt and the decode from the start: without the warm-up pass (the prompt
+    /// and one decode step, then forgotten) that otherwise loads the kernels and cuBLAS,
+    /// plans the products and captures the step graph first, as llama.cpp warms up.
+    #[arg(long)]
+    pub no_warmup: bool,
     /// Print a JSON report (text, speeds, placement, VRAM) at the end instead of the text.
     #[arg(long)]
     pub json: bool,
@@ -237,6 +242,18 @@ pub fn run(a: Args) -> Result<bool> {
         }
     };
     let mut rng = rand::rngs::StdRng::seed_from_u64(a.seed);
+    let warmup = std::time::Instant::now();
+    // The CPU reference has nothing to warm up and costs a whole prompt.
+    let warm = !a.no_warmup && engine.gpu_report().is_some();
+    if warm {
+        engine.submit(&ids)?;
+        let first = sample(&engine.finish()?, 0.0, 1.0, &mut rng);
+        engine.submit(&[first])?;
+        engine.finish()?;
+        engine.reset();
+    }
+    let warmup = warm.then(|| warmup.elapsed().as_secs_f64());
+    let device_before = engine.gpu_report().map_or(0.0, |r| r.device_seconds);
     let t0 = std::time::Instant::now();
     engine.submit(&ids)?;
     let mut logits = engine.finish()?;
@@ -270,7 +287,9 @@ pub fn run(a: Args) -> Result<bool> {
             "text": tok.decode(&out)?,
             "prompt_tokens": ids.len(),
             "new_tokens": out.len(),
+            "warmup_s": warmup,
             "prefill_s": prefill,
+            "prefill_device_s": device_after_prefill - device_before,
             "decode_s": decode,
             "tokens_per_s": out.len() as f64 / decode.max(1e-9),
             "placement": placement,
@@ -280,8 +299,9 @@ pub fn run(a: Args) -> Result<bool> {
         return Ok(true);
     }
     println!();
+    let warmed = warmup.map_or(String::new(), |w| format!(" (after a {w:.2} s warm-up)"));
     eprintln!(
-        "prefill {} tokens in {prefill:.3} s; {} new tokens in {decode:.3} s ({:.1} tokens/s)",
+        "prefill {} tokens in {prefill:.3} s{warmed}; {} new tokens in {decode:.3} s ({:.1} tokens/s)",
         ids.len(),
         out.len(),
         out.len() as f64 / decode.max(1e-9)

@@ -108,6 +108,10 @@ impl Engine for TpLlama<'_> {
     fn finish(&mut self) -> Result<Vec<f32>> {
         TpLlama::finish(self)
     }
+    fn reset(&mut self) {
+        // A step in flight runs its collectives on every rank: each waits for its own.
+        self.ranks.iter_mut().for_each(GpuLlama::reset);
+    }
     /// The busiest GPU's figures: what has to fit on each GPU, and the device time of the
     /// rank the others wait for.
     fn gpu_report(&self) -> Option<GpuReport> {
