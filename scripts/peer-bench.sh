@@ -53,7 +53,7 @@
 #   PEER_GEN_TYPE (f16; q8_0 writes the Q8_0 GGUF directly, no F16 rows),
 #   PEER_LAYERS, PEER_SEED (0), PEER_CODEC (rans), PEER_NGL ("0 8 16 24 99"),
 #   PEER_BUDGETS ("1.5 2.5 4.5 6.5", GB; the VRAM llama.cpp measured at each -ngl is added),
-#   PEER_TG (64 new tokens), PEER_REPS (3), PEER_THREADS (nproc), PEER_DEADLINE (540 s),
+#   PEER_TG (64 new tokens), PEER_DEPTH (512: cached tokens before llama-bench's decode), PEER_REPS (3), PEER_THREADS (nproc), PEER_DEADLINE (540 s),
 #   PEER_F16 (1: llama.cpp F16 and codecllm fp16-resident rows), PEER_SMOLLM2 (a real
 #   SmolLM2 GGUF; default: a SmolLM2-shaped Gaussian model), PEER_CUDA (1; 0 builds
 #   llama.cpp for the CPU: how this script is tested on a machine without a GPU),
@@ -76,6 +76,9 @@ CODEC=${PEER_CODEC:-rans}
 NGLS=${PEER_NGL:-0 8 16 24 99}
 BUDGETS=${PEER_BUDGETS:-1.5 2.5 4.5 6.5}
 TG=${PEER_TG:-64}
+# llama-bench's decode rows run after this many cached tokens: codecllm's decode follows its
+# 512-token prompt (llama-bench's tg alone starts from an empty context, where attention is free).
+DEPTH=${PEER_DEPTH:-512}
 REPS=${PEER_REPS:-3}
 THREADS=${PEER_THREADS:-$(nproc)}
 DEADLINE=${PEER_DEADLINE:-540}
@@ -101,7 +104,7 @@ mkdir -p "$W/logs" "$W/done" "$M" "$OUTD"
 GPU=${PEER_GPU:-0}
 export CUDA_VISIBLE_DEVICES=$GPU PEER_GPU=$GPU
 [ -f "$BUNDLE/libnvcomp.so.6" ] && export NVCOMP_LIB=${NVCOMP_LIB:-$BUNDLE/libnvcomp.so.6}
-export PEER_WORK=$W PEER_SHAPE=$SHAPE PEER_SEED=$SEED PEER_CODEC=$CODEC PEER_TG=$TG PEER_REPS=$REPS PEER_THREADS=$THREADS PEER_CUDA=$CUDA PEER_BUNDLE=$BUNDLE PEER_ROOT=$ROOT
+export PEER_DEPTH=$DEPTH PEER_WORK=$W PEER_SHAPE=$SHAPE PEER_SEED=$SEED PEER_CODEC=$CODEC PEER_TG=$TG PEER_REPS=$REPS PEER_THREADS=$THREADS PEER_CUDA=$CUDA PEER_BUNDLE=$BUNDLE PEER_ROOT=$ROOT
 
 # ---------------------------------------------------------------------------------------
 # The JSON side: rows and step records in $W/rows.jsonl, assembled into results.json.
@@ -195,23 +198,30 @@ def cmd_llama_bench(a):
     r["ngl"] = int(ngl)
     r["sequences"] = 1
     r["vram_reported_gb"] = llama_log_vram(log)
+    # Prefill from an empty context (as codecllm's prompt); decode after DEPTH cached tokens
+    # (codecllm decodes after its 512-token prompt), and from an empty context beside it.
+    depth = int(os.environ.get("PEER_DEPTH", "512"))
     for t in data:
-        if t.get("n_gen", 0) == 0 and t.get("n_prompt", 0) > 0:
+        d = t.get("n_depth", 0) or 0
+        if t.get("n_gen", 0) == 0 and t.get("n_prompt", 0) > 0 and d == 0:
             r["prefill_tok_s"] = t["avg_ts"]
             r["prefill_tok_s_stddev"] = t.get("stddev_ts")
             r["prefill_tokens"] = t["n_prompt"]
-        elif t.get("n_gen", 0) > 0 and t.get("n_prompt", 0) == 0:
+        elif t.get("n_gen", 0) > 0 and t.get("n_prompt", 0) == 0 and d == depth:
             r["decode_tok_s"] = t["avg_ts"]
             r["decode_tok_s_stddev"] = t.get("stddev_ts")
             r["new_tokens"] = t["n_gen"]
+            r["decode_depth"] = d
+        elif t.get("n_gen", 0) > 0 and t.get("n_prompt", 0) == 0 and d == 0:
+            r["decode_tok_s_depth0"] = t["avg_ts"]
     if data:
         t = data[0]
         r["llama"] = {k: t.get(k) for k in ("build_commit", "gpu_info", "cpu_info", "backends", "model_type", "model_size", "model_n_params", "n_threads", "flash_attn", "n_batch", "n_ubatch")}
-        r["samples_ts"] = {("pp" if x.get("n_gen", 0) == 0 else "tg"): x.get("samples_ts") for x in data}
+        r["samples_ts"] = {("pp" if x.get("n_gen", 0) == 0 else "tg") + f"@d{x.get('n_depth', 0) or 0}": x.get("samples_ts") for x in data}
     if "decode_tok_s" not in r and "prefill_tok_s" not in r:
         sys.exit(f"{js}: no pp/tg results")
     append(r)
-    print(f"{r['series']} {r['config']}: decode {r.get('decode_tok_s', 0):.2f} tok/s, prefill {r.get('prefill_tok_s', 0):.1f} tok/s, VRAM {r.get('vram_gb')} GB (log {r.get('vram_reported_gb')})")
+    print(f"{r['series']} {r['config']}: decode {r.get('decode_tok_s', 0):.2f} tok/s at depth {depth} ({r.get('decode_tok_s_depth0', 0):.2f} at 0), prefill {r.get('prefill_tok_s', 0):.1f} tok/s, VRAM {r.get('vram_gb')} GB (log {r.get('vram_reported_gb')})")
 
 
 def cmd_batched(a):
@@ -543,7 +553,7 @@ step() {
   "$@" 3>&1 > "$log" 2>&1; rc=$?
   dt=$(( ($(date +%s%N) - t0) / 1000000 )); dt=$(( dt / 1000 )).$(printf %03d $(( dt % 1000 )))
   # Deferred: the step said so (75), or it failed under a timeout cut short by the deadline.
-  if [ "$rc" = 75 ] || { [ "$rc" != 0 ] && [ "$CLIPPED" = 1 ]; }; then
+  if [ "$rc" = 75 ] || { { [ "$rc" = 124 ] || [ "$rc" = 137 ]; } && [ "$CLIPPED" = 1 ]; }; then
     STOPPED=1; rm -f "$W/done/$name"
     echo "-- $name: not finished before this call's deadline; run the same command again to continue"
     return 0
@@ -701,7 +711,7 @@ llama_bench() { # llama_bench MODEL SERIES GGUF NGL TG
   need "$LBIN/llama-bench" "$3" || return 1
   local js=$W/logs/$STEP.json vlog=$W/logs/$STEP.v.log smif=$W/logs/$STEP.smi base t0 rc msg
   base=$(smi_used); t0=$(date +%s); smi_on "$smif"
-  tmo 400 "$LBIN/llama-bench" -m "$3" -ngl "$4" -p 512 -n "$5" -r "$REPS" -t "$THREADS" -o json -v > "$js" 2> "$vlog"; rc=$?
+  tmo 400 "$LBIN/llama-bench" -m "$3" -ngl "$4" -p 512 -n "$5" -d "0,$DEPTH" -r "$REPS" -t "$THREADS" -o json -v > "$js" 2> "$vlog"; rc=$?
   smi_off
   grep -E "buffer size|offloaded|error|failed" "$vlog" | head -n 20
   [ "$rc" = 0 ] || { tail -n 20 "$vlog"; return "$rc"; }
