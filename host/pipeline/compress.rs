@@ -27,7 +27,7 @@ pub struct CompressOptions {
 impl Default for CompressOptions {
     fn default() -> Self {
         CompressOptions {
-            codec: Codec::Zstd,
+            codec: Codec::Rans,
             chunk_size: DEFAULT_CHUNK_SIZE,
             level: DEFAULT_LEVEL,
             group_size: None,

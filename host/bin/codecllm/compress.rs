@@ -13,9 +13,11 @@ pub struct Args {
     /// Output container.
     #[arg(short, long)]
     output: PathBuf,
-    /// Codec of the INT8 weight chunks: zstd; rans (encoded on any CPU, within 1 % of the
-    /// codes' entropy, decoded on the GPU by codecllm's own kernel); ans (needs a GPU).
-    #[arg(long, value_enum, default_value = "zstd")]
+    /// Codec of the INT8 weight chunks: rans (the default: encoded on any CPU, within 1 %
+    /// of the codes' entropy and a little smaller than Zstd on every model measured, decoded
+    /// on the GPU by codecllm's own kernel); zstd (nvCOMP on the GPU); ans (needs a GPU).
+    /// Norms, embeddings and scales are Zstd either way.
+    #[arg(long, value_enum, default_value = "rans")]
     codec: Codec,
     /// Bytes per independently coded chunk (multiple of 16, 4 KiB..16 MiB).
     #[arg(long, default_value_t = DEFAULT_CHUNK_SIZE)]
