@@ -616,7 +616,7 @@ build_start() {
     echo $$ > "$4.pid.tmp"; mv "$4.pid.tmp" "${4%.rc}.pid"
     cmake -S "$1" -B "$2" '"${gen[*]}"' '"${cuda[*]}"' -DCMAKE_BUILD_TYPE=Release -DLLAMA_BUILD_TESTS=OFF \
       -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF \
-    && cmake --build "$2" -j "$3" --target llama-bench llama-quantize llama-batched-bench llama-tokenize
+    && cmake --build "$2" -j "$3" --target llama-bench llama-quantize llama-batched-bench llama-tokenize llama-perplexity
     echo $? > "$4.tmp"; mv "$4.tmp" "$4"' _ "$SRC" "$BUILD" "$THREADS" "$W/build.rc" > "$W/logs/build-llama.log" 2>&1 < /dev/null 3>&- &
   local i; for i in $(seq 50); do [ -f "$W/build.pid" ] && break; sleep 0.1; done
   say "llama.cpp build started in the background (pid $(cat "$W/build.pid"), CUDA=$CUDA, log $W/logs/build-llama.log)"
