@@ -296,12 +296,17 @@ fn hybrid_placements_equal_int8_resident_and_stay_within_budget() {
             p.resident_blocks
         );
         assert!(llm.peak_vram_net <= budget, "budget {budget}: measured peak {} (without the pool's reserve) exceeds it; plan {p:?}", llm.peak_vram_net);
+        // The measured peak nets out the pool's unallocated reserve, which can exceed a small
+        // model's whole use (it then reads 0): what the model allocated must fit too.
+        assert!(llm.vram_accounted <= budget, "budget {budget}: the model allocated {} bytes; plan {p:?}", llm.vram_accounted);
         note(&format!(
-            "hybrid at {:.1} MB: {} of 30 blocks resident, LM head {}, peak {:.1} MB",
+            "hybrid at {:.1} MB: {} of 30 blocks resident, LM head {}, {} slot(s), peak {:.1} MB, allocated {:.1} MB",
             budget as f64 / 1e6,
             p.resident_blocks,
             p.lm_head_resident,
-            llm.peak_vram_net as f64 / 1e6
+            p.slots,
+            llm.peak_vram_net as f64 / 1e6,
+            llm.vram_accounted as f64 / 1e6
         ));
     }
 }
