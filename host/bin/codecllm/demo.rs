@@ -1,5 +1,4 @@
 //! `codecllm demo`.
-use codecllm::container::Codec;
 use codecllm::gpu::Gpu;
 use codecllm::import::SourceModel;
 use codecllm::pipeline::compress::CompressOptions;
@@ -40,9 +39,8 @@ pub fn run(a: Args) -> Result<bool> {
     super::install_ctrlc()?;
     let src = SourceModel::open(&gguf)?;
     let gpu = Gpu::new(0);
-    // ANS where a GPU can encode it: it decodes ~10× faster per layer than Zstd.
-    let codec = if gpu.is_ok() { Codec::Ans } else { Codec::Zstd };
-    let opts = CompressOptions { codec, ..Default::default() };
+    // The default codec (rANS): encoded here on the CPU, decoded by our kernel on the GPU.
+    let opts = CompressOptions::default();
     let summary = super::compress::compress_with_progress(&src, &a.output, &opts, "compressing {spinner} {wide_bar} {bytes}/{total_bytes} ETA {eta}")?;
     if !a.json {
         super::compress::print_summary(&summary, &a.output);
