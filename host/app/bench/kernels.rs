@@ -118,7 +118,7 @@ impl Bench<'_> {
         Container::open(&out)
     }
 
-    /// nvCOMP decode (scatter and status check included) of every INT8 tensor in `c`,
+    /// GPU decode (nvCOMP or our rANS kernel; scatter and status check included) of every INT8 tensor in `c`,
     /// vs a device-to-device copy of the same decoded bytes.
     fn decode_rows(&mut self, c: &Container, label: &str) -> Result<Vec<Row>> {
         let s = self.gpu.stream.clone();
@@ -177,14 +177,27 @@ impl Bench<'_> {
         // 256 MiB of INT8 in LLaMA-7B MLP shapes.
         let shapes = [(14336, 4096), (4096, 14336), (14336, 4096), (4096, 14336), (4096, 4096)];
         let mut rows = Vec::new();
-        for (codec, chunk) in [(Codec::Zstd, 16 << 10), (Codec::Zstd, 64 << 10), (Codec::Ans, 16 << 10), (Codec::Ans, 64 << 10)] {
+        let codecs = [
+            (Codec::Zstd, 16 << 10),
+            (Codec::Zstd, 64 << 10),
+            (Codec::Ans, 16 << 10),
+            (Codec::Ans, 64 << 10),
+            (Codec::Rans, 16 << 10),
+            (Codec::Rans, 64 << 10),
+        ];
+        for (codec, chunk) in codecs {
             let c = self.synthetic_container(dir, &shapes, codec, chunk)?;
             rows.extend(self.decode_rows(&c, &format!("{} {} KiB synthetic", codec.name(), chunk >> 10))?);
         }
-        // The same bytes as one tensor: one nvCOMP batch instead of five.
-        for (codec, chunk) in [(Codec::Zstd, 16 << 10), (Codec::Ans, 64 << 10)] {
+        // The same bytes as one tensor: one decoder batch instead of five.
+        for (codec, chunk) in [(Codec::Zstd, 16 << 10), (Codec::Ans, 64 << 10), (Codec::Rans, 16 << 10)] {
             let c = self.synthetic_container(dir, &[(61440, 4096)], codec, chunk)?;
             rows.extend(self.decode_rows(&c, &format!("{} {} KiB one batch", codec.name(), chunk >> 10))?);
+        }
+        // One 1 MiB tensor (a small model's projection): what a launch costs.
+        for (codec, chunk) in [(Codec::Zstd, 16 << 10), (Codec::Ans, 16 << 10), (Codec::Rans, 16 << 10)] {
+            let c = self.synthetic_container(dir, &[(256, 4096)], codec, chunk)?;
+            rows.extend(self.decode_rows(&c, &format!("{} {} KiB one 1 MiB tensor", codec.name(), chunk >> 10))?);
         }
         if let Some(c) = real {
             let name = c.path().file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();

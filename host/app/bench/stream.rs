@@ -75,7 +75,7 @@ impl Bench<'_> {
         let mut rows = Vec::new();
         let names: Vec<String> = (0..LLAMA7B_BLOCK.len()).map(|i| format!("layer{i}.weight")).collect();
         let max_m = batches.iter().copied().max().unwrap_or(1);
-        for codec in [Codec::Raw, Codec::Zstd, Codec::Ans] {
+        for codec in [Codec::Raw, Codec::Zstd, Codec::Ans, Codec::Rans] {
             let c = self.synthetic_container(dir, &LLAMA7B_BLOCK, codec, if codec == Codec::Ans { 64 << 10 } else { 16 << 10 })?;
             let entropy = super::kernels::int8_entropy(&c)?;
             for &l in layers {

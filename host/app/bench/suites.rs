@@ -64,6 +64,7 @@ pub fn kernels(gpu: &Gpu, o: &KernelsOptions) -> Result<Report> {
         rows.extend(b.decode(&o.scratch, real.as_ref())?);
         rows.extend(b.layer(&o.scratch, Codec::Zstd)?);
         rows.extend(b.layer(&o.scratch, Codec::Ans)?);
+        rows.extend(b.layer(&o.scratch, Codec::Rans)?);
     }
     Ok(Report { provenance: Provenance::new(b.seed, Some(gpu)), d2d_gbps: Some(b.d2d_gbps()), pinned_h2d_gbps: Some(h2d), rows })
 }
