@@ -181,6 +181,14 @@ pub const fn attention_splits(items: usize) -> usize {
 /// Partial results a split launch writes at most: `items · attention_splits(items)` is
 /// below `ATT_SPLIT_BLOCKS + items` ≤ 2 · `ATT_SPLIT_BLOCKS` whenever it splits.
 pub const ATT_MAX_PARTIALS: usize = 2 * ATT_SPLIT_BLOCKS;
+// Checked for every item count that splits (compile time, both sides).
+const _: () = {
+    let mut items = 1;
+    while items < ATT_SPLIT_BLOCKS {
+        assert!(items * attention_splits(items) <= ATT_MAX_PARTIALS && attention_splits(items) <= ATT_MAX_SPLITS);
+        items += 1;
+    }
+};
 
 pub const GEMV3_M1: &str = "gemv3_w8a16_m1";
 pub const GEMM_REDUCE_SPLITS: &str = "gemm_reduce_splits";
