@@ -1,5 +1,5 @@
 //! `codecllm perplexity`.
-use super::run::{open_gpu, Weights};
+use super::run::{open_gpu, placement_line, Weights};
 use codecllm::container::Container;
 use codecllm::gpu::Gpu;
 use codecllm::import::{SourceModel, WeightSource};
@@ -78,7 +78,10 @@ fn scorer<'g>(
 ) -> Result<(Box<dyn WindowScorer + 'g>, String)> {
     Ok(match gpu {
         Some(gpu) => {
-            let llm: GpuLlama<'g> = open_gpu(gpu, src, weights, budget, ctx, ctx)?.0;
+            let (llm, placement): (GpuLlama<'g>, _) = open_gpu(gpu, src, weights, budget, ctx, ctx)?;
+            if let Some(p) = &placement {
+                eprintln!("{}", placement_line(p, llm.cfg.layers));
+            }
             let what = format!("{} on {}", llm.mode.name(), gpu.name);
             (Box::new(llm), what)
         }

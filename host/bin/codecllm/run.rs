@@ -148,17 +148,20 @@ pub fn open_gpu<'g>(
         return Ok((GpuLlama::load_mode(gpu, src, mode, STREAM_SLOTS, max_m, ctx)?, None));
     }
     let (llm, p) = GpuLlama::load_auto(gpu, src, budget, STREAM_SLOTS, max_m, ctx)?;
-    eprintln!(
-        "placement: {}/{} blocks resident, LM head {}, {} ring slots; predicted {:.2} GB VRAM, {:.2} ms per token ({:.2} GB over the link)",
+    Ok((llm, Some(p)))
+}
+
+/// The placement `open_gpu` chose, as one line for stderr.
+pub fn placement_line(p: &Placement, layers: usize) -> String {
+    format!(
+        "placement: {}/{layers} blocks resident, LM head {}, {} ring slots; predicted {:.2} GB VRAM, {:.2} ms per token ({:.2} GB over the link)",
         p.resident_blocks,
-        llm.cfg.layers,
         if p.lm_head_resident { "resident" } else { "streamed" },
         p.slots,
         p.predicted_vram as f64 / 1e9,
         p.predicted_seconds * 1e3,
         p.streamed_bytes as f64 / 1e9
-    );
-    Ok((llm, Some(p)))
+    )
 }
 
 /// The weight mode of a model sharded over several GPUs (`auto`: INT8-resident). Modes the
@@ -194,9 +197,15 @@ pub fn run(a: Args) -> Result<bool> {
     let gpu = if tp_mode.is_some() { None } else { gpu_for(a.weights)? };
     let mut placement = None;
     let (mut tp_slot, mut gpu_slot, mut cpu_slot) = (None, None, None);
+    // Loading an 8B model takes seconds: a spinner with the time so far (hidden when stderr
+    // is not a terminal).
+    let loading = indicatif::ProgressBar::new_spinner().with_message(format!("loading {}", a.model.display()));
+    loading.set_style(indicatif::ProgressStyle::with_template("{spinner} {msg} [{elapsed}]").expect("valid template"));
+    loading.enable_steady_tick(std::time::Duration::from_millis(120));
     let engine: &mut dyn Engine = match (&gpu, tp_mode) {
         (_, Some(mode)) => {
             let tp = TpLlama::load(&tp_gpus, src, mode, m, ctx)?;
+            loading.finish_and_clear();
             let mb: Vec<String> = tp.weight_bytes().iter().map(|b| format!("{:.1}", *b as f64 / 1e6)).collect();
             eprintln!(
                 "{}: {} layers, d={} over {n_gpus} GPUs ({} ×{n_gpus}, tensor parallel, {}, kernels launched one by one; {} MB of weights in VRAM per GPU, loaded in {:.1} s)",
@@ -212,6 +221,10 @@ pub fn run(a: Args) -> Result<bool> {
         }
         (Some(gpu), None) => {
             let (mut llm, p) = open_gpu(gpu, src, a.weights, a.vram_budget, m, ctx)?;
+            loading.finish_and_clear();
+            if let Some(p) = &p {
+                eprintln!("{}", placement_line(p, llm.cfg.layers));
+            }
             placement = p;
             llm.use_graph = !a.no_graph;
             eprintln!(
@@ -228,6 +241,7 @@ pub fn run(a: Args) -> Result<bool> {
         }
         (None, None) => {
             let llm = CpuLlama::load(src)?;
+            loading.finish_and_clear();
             eprintln!(
                 "{}: {} layers, d={} (CPU f32 reference, loaded in {:.1} s)",
                 a.model.display(),
