@@ -86,14 +86,22 @@ pub fn plan(input: &PlacementInput, budget: usize) -> Result<Placement, String> 
     best(input.slots).or_else(|| (input.slots > 1).then(|| best(1)).flatten()).ok_or_else(|| {
         let least = predict(0, false, 1);
         format!(
-            "a VRAM budget of {:.2} GB cannot hold even the streaming ring: it needs {:.2} GB ({:.2} GB for 1 slot of {:.1} MB, {:.2} GB for the KV cache, activations, tables and the rest)",
-            budget as f64 / 1e9,
-            least.predicted_vram as f64 / 1e9,
-            input.slot_bytes as f64 / 1e9,
-            input.slot_bytes as f64 / 1e6,
-            input.fixed as f64 / 1e9
+            "a VRAM budget of {} cannot hold even the streaming ring: it needs {} ({} for 1 slot, {} for the KV cache, activations, tables and the rest)",
+            size(budget),
+            size(least.predicted_vram),
+            size(input.slot_bytes),
+            size(input.fixed)
         )
     })
+}
+
+/// `n` bytes as people read them: MB below a gigabyte, GB above (decimal, as `parse_size`).
+fn size(n: usize) -> String {
+    if n < 1_000_000_000 {
+        format!("{:.1} MB", n as f64 / 1e6)
+    } else {
+        format!("{:.2} GB", n as f64 / 1e9)
+    }
 }
 
 /// Parses a size as users write it: `1.5GB`, `1500MB`, `800M`, `2G`, `123456` (bytes).
@@ -179,7 +187,7 @@ mod tests {
     #[test]
     fn a_budget_below_the_ring_is_a_clear_error() {
         let err = plan(&eight_b(), 700_000_000).unwrap_err();
-        assert!(err.contains("cannot hold even the streaming ring") && err.contains("1 slot of"), "{err}");
+        assert!(err.contains("cannot hold even the streaming ring") && err.contains("700.0 MB") && err.contains("714.0 MB"), "{err}");
     }
 
     #[test]
