@@ -23,7 +23,8 @@ pub fn decode_int8(c: &Container, name: &str) -> Result<Int8Matrix> {
         rows: rows as usize,
         cols: cols as usize,
         group_size: *group_size as usize,
-        q: bytemuck::cast_slice(&q).to_vec(),
+        // The decoded buffer itself, reinterpreted (u8 and i8 share size and alignment).
+        q: bytemuck::allocation::cast_vec(q),
         scales: DType::F32.widen(&s).expect("f32 is floating point"),
     })
 }
