@@ -44,10 +44,55 @@ fn bench_plot_draws_every_series() {
 #[test]
 fn peer_bench_script_parses() {
     let root = env!("CARGO_MANIFEST_DIR");
-    for script in ["scripts/peer-bench.sh", "scripts/device-bundle.sh"] {
+    for script in ["scripts/peer-bench.sh", "scripts/device-bundle.sh", "scripts/device-pack.sh", "scripts/device-call.sh", "scripts/peer-perplexity.sh"] {
         let out = Command::new("bash").args(["-n", &format!("{root}/{script}")]).output().unwrap();
         assert!(out.status.success(), "{script}: {}", String::from_utf8_lossy(&out.stderr));
     }
+}
+
+/// llama-bench's rows as the peer benchmark reads them: prefill from an empty context,
+/// decode after PEER_DEPTH cached tokens (codecllm decodes after its prompt), the decode
+/// from an empty context kept beside it — whatever order llama-bench prints them in.
+#[test]
+fn llama_bench_decode_is_read_at_the_prompts_depth() {
+    let dir = tempfile::tempdir().unwrap();
+    let work = dir.path().join("work");
+    let root = env!("CARGO_MANIFEST_DIR");
+    let out = Command::new("bash").args([&format!("{root}/scripts/peer-bench.sh"), "status"]).env("PEER_WORK", &work).env("PEER_CUDA", "0").output().unwrap();
+    assert!(out.status.success(), "peer-bench status: {}", String::from_utf8_lossy(&out.stderr));
+    let bench = |n_prompt: u32, n_gen: u32, n_depth: u32, ts: f64| {
+        format!(
+            r#"{{"n_prompt": {n_prompt}, "n_gen": {n_gen}, "n_depth": {n_depth}, "avg_ts": {ts}, "stddev_ts": 0.1, "samples_ts": [{ts}], "model_type": "llama 8B Q8_0"}}"#
+        )
+    };
+    let rows = [bench(0, 64, 512, 239.2), bench(512, 0, 512, 9000.0), bench(0, 64, 0, 244.8), bench(512, 0, 0, 10065.1)];
+    let js = dir.path().join("llama.json");
+    std::fs::write(&js, format!("[{}]", rows.join(","))).unwrap();
+    let (smi, log) = (dir.path().join("smi"), dir.path().join("v.log"));
+    std::fs::write(&smi, "8000, 1980\n").unwrap();
+    std::fs::write(&log, "").unwrap();
+    let helper = work.join("peer_helper.py");
+    let args = [
+        "llama-bench",
+        "llama-8b-ngl99",
+        "8b",
+        "llama.cpp",
+        "llama.cpp Q8_0",
+        "-ngl 99",
+        "5",
+        smi.to_str().unwrap(),
+        "0",
+        js.to_str().unwrap(),
+        log.to_str().unwrap(),
+        "99",
+    ];
+    let out = Command::new("python3").arg(&helper).args(args).env("PEER_WORK", &work).env("PEER_DEPTH", "512").output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let row: serde_json::Value = serde_json::from_str(std::fs::read_to_string(work.join("rows.jsonl")).unwrap().lines().last().unwrap()).unwrap();
+    assert_eq!(row["decode_tok_s"], 239.2, "{row}");
+    assert_eq!(row["decode_depth"], 512, "{row}");
+    assert_eq!(row["decode_tok_s_depth0"], 244.8, "{row}");
+    assert_eq!(row["prefill_tok_s"], 10065.1, "{row}");
 }
 
 /// The PYTHONPATH under which `python3` imports numpy and gguf (the caller's, plus the
