@@ -17,9 +17,8 @@
 //! splits. With one split the kernel writes FP16 `y`; with several each split writes FP32
 //! partials to `partial[z, m, n]` and `gemm_reduce_splits` sums them in fixed order
 //! (deterministic, no atomics). Requires k % 16 == 0 (the host checks).
-use crate::ptx::{block_x, load_cached_v4, load_v4, shared_array, store_v4, thread_x, unroll, WARP};
+use crate::ptx::{block_x, block_y, block_z, f32_to_f16x2, load_cached_v4, load_v4, mul_f16x2, shared_array, store_v4, thread_x, unroll, WARP};
 use core::arch::asm;
-use core::arch::nvptx::{_block_idx_y, _block_idx_z};
 
 /// Warps per block, side by side along N.
 pub const WARPS: u32 = 4;
@@ -84,20 +83,6 @@ fn i8x4_to_f16x2x2(w: u32) -> [u32; 2] {
     [lo, hi]
 }
 
-/// Both halves times the FP16 pair `s2`.
-#[inline(always)]
-fn mul_f16x2(v: u32, s2: u32) -> u32 {
-    let r: u32;
-    unsafe { asm!("mul.rn.f16x2 {r}, {v}, {s};", r = out(reg32) r, v = in(reg32) v, s = in(reg32) s2, options(pure, nomem, nostack)) };
-    r
-}
-
-#[inline(always)]
-fn f32_to_f16x2(s: f32) -> u32 {
-    let h = (s as f16).to_bits() as u32;
-    h | (h << 16)
-}
-
 #[inline(always)]
 unsafe fn load_weights(q: *const i8, valid: bool) -> [u32; 4] {
     if valid {
@@ -136,7 +121,7 @@ struct Tile {
 fn tile<const MT: usize, const NT: usize>(warps_per_block: u32, k: u32, group: u32, k_per_split: u32) -> Option<Tile> {
     let warp = thread_x() / WARP;
     let lane = thread_x() % WARP;
-    let split = unsafe { _block_idx_z() };
+    let split = block_z();
     let k_begin = split * k_per_split;
     if k_begin >= k || group == 0 {
         return None;
@@ -146,7 +131,7 @@ fn tile<const MT: usize, const NT: usize>(warps_per_block: u32, k: u32, group: u
         g: lane / 4,
         t: lane % 4,
         n0: (block_x() * warps_per_block + warp) * (NT as u32 * 8),
-        m0: unsafe { _block_idx_y() } * (MT as u32 * 16),
+        m0: block_y() * (MT as u32 * 16),
         split,
         k_begin,
         k_end: if k - k_begin > k_per_split { k_begin + k_per_split } else { k },

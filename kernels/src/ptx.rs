@@ -1,6 +1,6 @@
 //! Small inline-PTX helpers, each for something core does not expose on nvptx.
 use core::arch::asm;
-use core::arch::nvptx::{_block_dim_x, _block_idx_x, _block_idx_y, _grid_dim_y, _thread_idx_x};
+use core::arch::nvptx::{_block_dim_x, _block_idx_x, _block_idx_y, _block_idx_z, _grid_dim_y, _thread_idx_x};
 
 pub const WARP: u32 = 32;
 
@@ -44,6 +44,11 @@ pub fn block_y() -> u32 {
 }
 
 #[inline(always)]
+pub fn block_z() -> u32 {
+    unsafe { _block_idx_z() }
+}
+
+#[inline(always)]
 pub fn grid_dim_y() -> u32 {
     unsafe { _grid_dim_y() }
 }
@@ -51,6 +56,21 @@ pub fn grid_dim_y() -> u32 {
 #[inline(always)]
 pub fn block_dim_x() -> u32 {
     unsafe { _block_dim_x() }
+}
+
+/// Both halves times the FP16 pair `s2` (the GEMMs scale dequantized weights in pairs).
+#[inline(always)]
+pub fn mul_f16x2(v: u32, s2: u32) -> u32 {
+    let r: u32;
+    unsafe { asm!("mul.rn.f16x2 {r}, {v}, {s};", r = out(reg32) r, v = in(reg32) v, s = in(reg32) s2, options(pure, nomem, nostack)) };
+    r
+}
+
+/// `s` rounded to FP16 in both halves (the pair `mul_f16x2` scales by).
+#[inline(always)]
+pub fn f32_to_f16x2(s: f32) -> u32 {
+    let h = (s as f16).to_bits() as u32;
+    h | (h << 16)
 }
 
 /// `a·b + c` with one rounding: rustc never contracts a multiply-add on its own.

@@ -45,9 +45,11 @@
 //! `gemm_reduce_splits`, as gemm.rs. Requires k % 16 == 0 (16-byte rows for `cp.async`)
 //! and, with several groups, group % 16 == 0 (one scale per k16 step); the host checks.
 use crate::abi::{WGMMA_A_PITCH, WGMMA_BK, WGMMA_TILES};
-use crate::ptx::{block_x, cp_async_16, cp_async_commit, cp_async_wait, fence_proxy_async_shared, ld_shared_u32, sync_threads, thread_x, unroll, WARP};
+use crate::ptx::{
+    block_x, block_y, block_z, cp_async_16, cp_async_commit, cp_async_wait, f32_to_f16x2, fence_proxy_async_shared, ld_shared_u32, mul_f16x2, sync_threads,
+    thread_x, unroll, WARP,
+};
 use core::arch::asm;
-use core::arch::nvptx::{_block_idx_y, _block_idx_z};
 
 const BK: u32 = WGMMA_BK as u32;
 const PITCH: u32 = WGMMA_A_PITCH as u32;
@@ -92,20 +94,6 @@ fn i8x2_to_f16x2(w: u32, sel: u32) -> u32 {
         );
     }
     r
-}
-
-/// Both halves times the FP16 pair `s2`.
-#[inline(always)]
-fn mul_f16x2(v: u32, s2: u32) -> u32 {
-    let r: u32;
-    unsafe { asm!("mul.rn.f16x2 {r}, {v}, {s};", r = out(reg32) r, v = in(reg32) v, s = in(reg32) s2, options(pure, nomem, nostack)) };
-    r
-}
-
-#[inline(always)]
-fn f32_to_f16x2(s: f32) -> u32 {
-    let h = (s as f16).to_bits() as u32;
-    h | (h << 16)
 }
 
 /// `wgmma.fence`: orders this thread's writes of the A fragments (and of the accumulators,
@@ -417,7 +405,7 @@ unsafe fn gemm<const T: usize, const R: usize, const WAIT_FIRST: u32, const WAIT
     let b_offset = bn * PITCH;
 
     // Uniform over the block, so no thread skips a barrier the others wait at.
-    let split = _block_idx_z();
+    let split = block_z();
     let k_begin = split * k_per_split;
     if k_begin >= k || group == 0 {
         return;
@@ -426,7 +414,7 @@ unsafe fn gemm<const T: usize, const R: usize, const WAIT_FIRST: u32, const WAIT
     core::hint::assert_unchecked(group != 0);
     let k_end = if k - k_begin > k_per_split { k_begin + k_per_split } else { k };
     let blocks = (k_end - k_begin).div_ceil(BK);
-    let w = Work { x, q, m, n, k, k_end, n0: block_x() * bn, m0: _block_idx_y() * bm };
+    let w = Work { x, q, m, n, k, k_end, n0: block_x() * bn, m0: block_y() * bm };
 
     let tid = thread_x();
     let (wg, warp, lane) = (tid / WG_THREADS, (tid / WARP) % 4, tid % WARP);
