@@ -266,12 +266,7 @@ impl Gpu {
         let (n, k) = (w.rows, w.cols);
         let tiles_n = n.div_ceil(tile.warps * 8 * tile.nt);
         let tiles_m = m.div_ceil(16 * tile.mt);
-        let k_blocks = k.div_ceil(tile.k_step);
-        // Each split keeps at least 256 columns of k so the split overhead stays small.
-        let max_splits = (k / 256).max(1);
-        let splits = if splits > 0 { splits.min(k_blocks) } else { GEMM_TARGET_BLOCKS.div_ceil(tiles_n * tiles_m).clamp(1, max_splits) };
-        let k_per_split = k_blocks.div_ceil(splits) * tile.k_step;
-        let splits = k.div_ceil(k_per_split);
+        let (splits, k_per_split) = split_k(k, tile.k_step, tiles_n * tiles_m, GEMM_TARGET_BLOCKS, splits);
         if tiles_m > 65_535 {
             return Err(Error::Invalid(format!("linear: batch {m} is too large for one launch")));
         }
@@ -334,12 +329,7 @@ impl Gpu {
         }
         let tiles_n = n.div_ceil(tile.bn());
         let tiles_m = m.div_ceil(tile.bm);
-        let k_blocks = k.div_ceil(WGMMA_BK);
-        // Each split keeps at least 256 columns of k so the split overhead stays small.
-        let max_splits = (k / 256).max(1);
-        let splits = if splits > 0 { splits.min(k_blocks) } else { WGMMA_TARGET_BLOCKS.div_ceil(tiles_n * tiles_m).clamp(1, max_splits) };
-        let k_per_split = k_blocks.div_ceil(splits) * WGMMA_BK;
-        let splits = k.div_ceil(k_per_split);
+        let (splits, k_per_split) = split_k(k, WGMMA_BK, tiles_n * tiles_m, WGMMA_TARGET_BLOCKS, splits);
         if tiles_m > 65_535 || splits > 65_535 || tiles_n > u32::MAX as usize {
             return Err(Error::Invalid(format!("linear: batch {m} is too large for one launch")));
         }
@@ -380,6 +370,17 @@ impl Gpu {
         unsafe { launch.launch(cfg) }?;
         Ok(())
     }
+}
+
+/// How a GEMM of `tiles` output tiles splits its `k` columns (in steps of `k_step`): the
+/// `requested` number of splits (0: as many as bring the launch to `target_blocks`, each
+/// split keeping at least 256 columns so its overhead stays small), as (splits, columns
+/// per split), the splits recounted so none is empty.
+fn split_k(k: usize, k_step: usize, tiles: usize, target_blocks: usize, requested: usize) -> (usize, usize) {
+    let k_blocks = k.div_ceil(k_step);
+    let splits = if requested > 0 { requested.min(k_blocks) } else { target_blocks.div_ceil(tiles).clamp(1, (k / 256).max(1)) };
+    let k_per_split = k_blocks.div_ceil(splits) * k_step;
+    (k.div_ceil(k_per_split), k_per_split)
 }
 
 /// The FP32 partial sums of a `splits`-way split-K product into `workspace` (grown once to
