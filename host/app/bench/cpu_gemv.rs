@@ -7,17 +7,12 @@ use std::time::Instant;
 /// (scales and activations are not counted), per second of the median call.
 #[derive(Clone, Debug)]
 pub struct BenchResult {
-    pub kernel: Kernel,
-    pub rows: usize,
-    pub cols: usize,
-    pub group_size: usize,
-    pub m: usize,
-    pub threads: usize,
+    /// What was measured: the spec, with `runs` and `group_size` as used (at least 5 runs,
+    /// groups no wider than a row).
+    pub spec: BenchSpec,
     /// Copies of the matrix the calls rotate through, and their total size in bytes.
     pub copies: usize,
     pub total_bytes: usize,
-    /// Timed calls per measurement.
-    pub runs: usize,
     /// The GEMV.
     pub gemv_gbs: f64,
     pub gemv_ms: f64,
@@ -120,15 +115,9 @@ pub fn bench(spec: &BenchSpec) -> BenchResult {
     std::hint::black_box((&y, &dst, sink.into_inner()));
     let gbs = |s: f64| size as f64 / s / 1e9;
     BenchResult {
-        kernel,
-        rows,
-        cols,
-        group_size: group_size.min(cols),
-        m,
-        threads,
+        spec: BenchSpec { group_size: group_size.min(cols), runs, ..*spec },
         copies,
         total_bytes: copies * size,
-        runs,
         gemv_gbs: gbs(gemv_s),
         gemv_ms: gemv_s * 1e3,
         read_gbs: gbs(read_s),
