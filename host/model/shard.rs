@@ -20,7 +20,7 @@ use crate::codec::Int8Matrix;
 use crate::error::{Error, Result};
 use crate::import::WeightSource;
 use crate::model::config::{BlockNames, ModelConfig, ROPE_FREQS};
-use crate::model::llama::cpu::{act, attention, matmul, rmsnorm_rows, rope, tensor};
+use crate::model::llama::cpu::{act, attention, matmul, qkv_epilogue, rmsnorm_rows, tensor};
 use std::collections::{BTreeMap, HashMap};
 use std::ops::Range;
 
@@ -426,22 +426,10 @@ impl ShardedCpuLlama {
     /// projection, `[m, dim]`.
     fn rank_attention(&self, r: usize, l: usize, h: &[f32], m: usize, cache: &mut ShardedKvCache) -> Vec<f32> {
         let (cfg, rc) = (&self.plan.cfg, self.plan.rank_config());
-        let (hd, qd, kvd) = (cfg.head_dim, rc.q_dim(), rc.kv_dim());
+        let hd = cfg.head_dim;
         let (b, sb, pos0) = (&self.ranks[r][l], &self.shared[l], cache.len);
         let (mut q, mut k, mut v) = (matmul(h, m, &b.q), matmul(h, m, &b.k), matmul(h, m, &b.v));
-        if let Some([bq, bk, bv]) = &b.qkv_bias {
-            for (t, bias) in [(&mut q, bq), (&mut k, bk), (&mut v, bv)] {
-                t.chunks_mut(bias.len()).for_each(|row| row.iter_mut().zip(bias).for_each(|(a, c)| *a += c));
-            }
-        }
-        if let Some([nq, nk]) = &sb.qk_norm {
-            rmsnorm_rows(&mut q, nq, cfg.eps);
-            rmsnorm_rows(&mut k, nk, cfg.eps);
-        }
-        for i in 0..m {
-            rope(&mut q[i * qd..(i + 1) * qd], hd, pos0 + i, &self.inv_freq[l], cfg.rope_style);
-            rope(&mut k[i * kvd..(i + 1) * kvd], hd, pos0 + i, &self.inv_freq[l], cfg.rope_style);
-        }
+        qkv_epilogue(&mut q, &mut k, &mut v, b.qkv_bias.as_ref(), sb.qk_norm.as_ref(), m, pos0, &self.inv_freq[l], cfg);
         cache.k[r][l].extend_from_slice(&k);
         cache.v[r][l].extend_from_slice(&v);
         let (kc, vc) = (&cache.k[r][l], &cache.v[r][l]);

@@ -171,6 +171,37 @@ pub(crate) fn rope(x: &mut [f32], head_dim: usize, pos: usize, inv_freq: &[f64],
     }
 }
 
+/// What follows the q/k/v products of `m` rows at positions `pos0..`: the biases (Qwen 2),
+/// the per-head norms (Qwen 3), then RoPE on q and k — for the whole model and for a
+/// tensor-parallel rank's heads alike.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn qkv_epilogue(
+    q: &mut [f32],
+    k: &mut [f32],
+    v: &mut [f32],
+    bias: Option<&[Vec<f32>; 3]>,
+    qk_norm: Option<&[Vec<f32>; 2]>,
+    m: usize,
+    pos0: usize,
+    inv_freq: &[f64],
+    cfg: &ModelConfig,
+) {
+    if let Some([bq, bk, bv]) = bias {
+        for (t, bias) in [(&mut *q, bq), (&mut *k, bk), (&mut *v, bv)] {
+            t.chunks_mut(bias.len()).for_each(|row| row.iter_mut().zip(bias).for_each(|(a, c)| *a += c));
+        }
+    }
+    if let Some([nq, nk]) = qk_norm {
+        rmsnorm_rows(q, nq, cfg.eps);
+        rmsnorm_rows(k, nk, cfg.eps);
+    }
+    let (qd, kvd) = (q.len() / m.max(1), k.len() / m.max(1));
+    for r in 0..m {
+        rope(&mut q[r * qd..(r + 1) * qd], cfg.head_dim, pos0 + r, inv_freq, cfg.rope_style);
+        rope(&mut k[r * kvd..(r + 1) * kvd], cfg.head_dim, pos0 + r, inv_freq, cfg.rope_style);
+    }
+}
+
 /// Causal softmax attention of the `m = q.len() / (heads · hd)` new rows at positions
 /// `pos0..`, over the cached keys and values `[pos][kv_heads · hd]` (the new rows' already
 /// in), each query head reading KV head `head / (heads / kv_heads)`, over the last `window`
@@ -256,7 +287,7 @@ impl CpuLlama {
     /// the batch rows in `logits_for` (e.g. the scored half of a perplexity window).
     pub fn forward(&self, tokens: &[u32], cache: &mut KvCache, logits_for: std::ops::Range<usize>) -> Result<Vec<Vec<f32>>> {
         let cfg = &self.cfg;
-        let (d, hd, qd, kvd, m) = (cfg.dim, cfg.head_dim, cfg.q_dim(), cfg.kv_dim(), tokens.len());
+        let (d, hd, m) = (cfg.dim, cfg.head_dim, tokens.len());
         if let Some(&bad) = tokens.iter().find(|&&t| t as usize >= cfg.vocab) {
             return Err(Error::Invalid(format!("token {bad} is outside the vocabulary of {}", cfg.vocab)));
         }
@@ -273,19 +304,7 @@ impl CpuLlama {
             let mut h = x.clone();
             rmsnorm_rows(&mut h, &b.attn_norm, cfg.eps);
             let (mut q, mut k, mut v) = (b.q.apply(&h, m)?, b.k.apply(&h, m)?, b.v.apply(&h, m)?);
-            if let Some([bq, bk, bv]) = &b.qkv_bias {
-                for (t, bias) in [(&mut q, bq), (&mut k, bk), (&mut v, bv)] {
-                    t.chunks_mut(bias.len()).for_each(|row| row.iter_mut().zip(bias).for_each(|(a, c)| *a += c));
-                }
-            }
-            if let Some([nq, nk]) = &b.qk_norm {
-                rmsnorm_rows(&mut q, nq, cfg.eps);
-                rmsnorm_rows(&mut k, nk, cfg.eps);
-            }
-            for r in 0..m {
-                rope(&mut q[r * qd..(r + 1) * qd], hd, pos0 + r, &self.inv_freq[l], cfg.rope_style);
-                rope(&mut k[r * kvd..(r + 1) * kvd], hd, pos0 + r, &self.inv_freq[l], cfg.rope_style);
-            }
+            qkv_epilogue(&mut q, &mut k, &mut v, b.qkv_bias.as_ref(), b.qk_norm.as_ref(), m, pos0, &self.inv_freq[l], cfg);
             cache.k[l].extend_from_slice(&k);
             cache.v[l].extend_from_slice(&v);
             let (kc, vc) = (&cache.k[l], &cache.v[l]);
