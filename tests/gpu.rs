@@ -193,7 +193,10 @@ fn tensor_core_gemm_matches_reference_on_large_batches() {
 fn dequantize_is_bit_exact() {
     let Some(gpu) = gpu_or_skip("dequantize_is_bit_exact") else { return };
     let mut rng = rng(fresh_seed());
-    for (n, k, group) in [(3, 17, 17), (130, 300, 32), (64, 4096, 128), (1, 1, 1)] {
+    // Scalar shapes (k or group not multiples of 16), the 16-wide vector path per group and
+    // per channel, rows wider than one pass of the block (14336), and 16 | k with a group
+    // of 8 (scalar again).
+    for (n, k, group) in [(3, 17, 17), (130, 300, 32), (64, 4096, 128), (1, 1, 1), (37, 4096, 4096), (9, 14336, 32), (5, 4112, 16), (4, 64, 8)] {
         let w = Int8Matrix::quantize(&heavy_tailed(&mut rng, n * k), n, k, group).unwrap().0;
         let s = &gpu.stream;
         let q = s.clone_htod(bytemuck::cast_slice::<i8, u8>(&w.q)).unwrap();
@@ -204,6 +207,12 @@ fn dequantize_is_bit_exact() {
         let got = s.clone_dtoh(&out).unwrap();
         let want: Vec<f16> = w.dequantize().into_iter().map(f16::from_f32).collect();
         assert!(got.iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{n}x{k} g{group}");
+        // An output view one element off 16-byte alignment takes the scalar path.
+        let mut shifted = s.clone_htod(&vec![POISON; n * k + 1]).unwrap();
+        gpu.dequantize(&weights, &mut shifted.slice_mut(1..), s).unwrap();
+        let got = s.clone_dtoh(&shifted).unwrap();
+        assert_eq!(got[0].to_bits(), POISON.to_bits());
+        assert!(got[1..].iter().zip(&want).all(|(a, b)| a.to_bits() == b.to_bits()), "{n}x{k} g{group}, unaligned output");
     }
 }
 

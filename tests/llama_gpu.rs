@@ -162,6 +162,33 @@ fn tiny_llama_gpu_forward_matches_cpu_reference() {
         assert!(bits(&gpu_logits(&mut llm, &prompt, &decode)) == bits(&int8_runs[0].1), "{:?} from the rANS container differs", llm.mode);
         assert!(llm.use_graph, "{:?}: the rANS decode step could not be captured", llm.mode);
     }
+    // The CPU computing half of every block's MLP rows in decode steps (from INT8 rows in
+    // host RAM) while the GPU streams the rest: the prompt (a full pass, every row on the
+    // GPU) gives the same bits as int8-resident; decode steps differ from it only by the
+    // CPU's f32 rounding, replay the same bits as plain launches, and repeat exactly.
+    let want_cpu = cpu_logits(&rans, &prompt, &decode);
+    for slots in [1, 2, 3] {
+        let (mut llm, p) = GpuLlama::load_stream_shared(&gpu, &rans, slots, 16, 64, Some(0.5)).unwrap();
+        assert!(p.cpu_share == 0.5 && p.cpu_bytes > 0, "{p:?}");
+        let got = gpu_logits(&mut llm, &prompt, &decode);
+        assert!(llm.use_graph, "the CPU share's host functions could not be captured");
+        assert!(bits(&got[..1].to_vec()) == bits(&int8_runs[0].1[..1].to_vec()), "{slots} slot(s): the prompt's full pass differs from int8-resident");
+        for (i, (g, w)) in got.iter().zip(&int8_runs[0].1).enumerate().skip(1) {
+            let e = rel(g, w);
+            assert!(e < 5e-3, "{slots} slot(s), step {i}: CPU-shared decode differs from int8-resident by {e}");
+            assert!(rel(g, &want_cpu[i]) < 1e-2, "{slots} slot(s), step {i}: far from the CPU reference");
+        }
+        assert!(bits(&gpu_logits(&mut llm, &prompt, &decode)) == bits(&got), "{slots} slot(s): a second run differs");
+        llm.use_graph = false;
+        assert!(bits(&gpu_logits(&mut llm, &prompt, &decode)) == bits(&got), "{slots} slot(s): plain launches differ from the graph");
+    }
+    // The CPU share is refused where the CPU cannot decode (ANS) or the parts are malformed.
+    let units = vec![vec![
+        codecllm::stream::UnitPart { name: "blk.0.ffn_gate.weight".into(), rows: Some(32..256), cpu: true },
+        codecllm::stream::UnitPart { name: "blk.0.ffn_gate.weight".into(), rows: Some(0..32), cpu: false },
+    ]];
+    let err = codecllm::stream::HostStore::load(&gpu, &rans, &units, true).err().expect("a GPU part after a CPU part is refused").to_string();
+    assert!(err.contains("GPU parts come first"), "{err}");
     let mut llm = GpuLlama::load(&gpu, &ans, WeightMode::Fp16Resident, 16, 64).unwrap();
     let want = cpu_logits(&container, &prompt, &decode);
     assert!(gpu_logits(&mut llm, &prompt, &decode).iter().zip(&want).all(|(g, w)| rel(g, w) < 1e-2), "FP16 from ANS");
@@ -286,7 +313,7 @@ fn hybrid_placements_equal_int8_resident_and_stay_within_budget() {
     drop(int8);
     let mut last_resident = usize::MAX;
     for budget in [all * 3 / 4, all / 2, all / 4, all / 8] {
-        let (mut llm, p) = GpuLlama::load_auto(&gpu, &c, Some(budget), 2, 16, 64).unwrap();
+        let (mut llm, p) = GpuLlama::load_auto(&gpu, &c, Some(budget), 2, 16, 64, Some(0.0)).unwrap();
         assert!(p.streams() && p.predicted_vram <= budget, "{budget}: {p:?}");
         assert!(p.resident_blocks <= last_resident, "a smaller budget keeps fewer blocks resident: {p:?}");
         last_resident = p.resident_blocks;
@@ -309,4 +336,22 @@ fn hybrid_placements_equal_int8_resident_and_stay_within_budget() {
             llm.vram_accounted as f64 / 1e6
         ));
     }
+    // With the CPU share balanced from this machine's measured bandwidths: within the
+    // budget, and the same greedy tokens as int8-resident.
+    let budget = all / 4;
+    let (mut llm, p) = GpuLlama::load_auto(&gpu, &c, Some(budget), 2, 16, 64, None).unwrap();
+    assert!(llm.vram_accounted <= budget && p.predicted_vram <= budget, "{p:?}");
+    let got = gpu_logits(&mut llm, &prompt, &steps);
+    let mut int8 = GpuLlama::load(&gpu, &c, WeightMode::Int8Resident, 16, 64).unwrap();
+    let want = gpu_logits(&mut int8, &prompt, &steps);
+    let argmax = |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i);
+    for (i, (g, w)) in got.iter().zip(&want).enumerate() {
+        assert!(rel(g, w) < 1e-2 && argmax(g) == argmax(w), "step {i} with the CPU share ({p:?}): relative error {}", rel(g, w));
+    }
+    note(&format!(
+        "hybrid at {:.1} MB with the CPU share: {:.0} % of the streamed MLP rows ({:.1} MB) on the CPU",
+        budget as f64 / 1e6,
+        100.0 * p.cpu_share,
+        p.cpu_bytes as f64 / 1e6
+    ));
 }

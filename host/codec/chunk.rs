@@ -84,12 +84,17 @@ impl ChunkDecoder {
 /// The output buffer is reserved fallibly: a blob larger than memory is an error, not an
 /// abort.
 pub fn decode_blob(container: &Container, tensor: &str, blob: &Blob) -> Result<Vec<u8>> {
+    decode_blob_chunks(container, tensor, blob, 0..blob.chunks.len())
+}
+
+/// Decodes chunks `chunks` of a blob (a row band of a matrix), checked as `decode_blob`.
+pub fn decode_blob_chunks(container: &Container, tensor: &str, blob: &Blob, chunks: std::ops::Range<usize>) -> Result<Vec<u8>> {
     let decoder = ChunkDecoder::for_blob(blob).map_err(|msg| Error::format(container.path(), format!("tensor '{tensor}': {msg}")))?;
-    let spans: Vec<_> = blob.spans().collect();
+    let spans: Vec<_> = blob.spans().skip(chunks.start).take(chunks.len()).collect();
+    let len: usize = spans.iter().map(|s| s.decoded_len as usize).sum();
     let mut out = Vec::new();
-    out.try_reserve_exact(blob.len as usize)
-        .map_err(|e| Error::format(container.path(), format!("tensor '{tensor}': cannot hold its {} decoded bytes: {e}", blob.len)))?;
-    out.resize(blob.len as usize, 0);
+    out.try_reserve_exact(len).map_err(|e| Error::format(container.path(), format!("tensor '{tensor}': cannot hold its {len} decoded bytes: {e}")))?;
+    out.resize(len, 0);
     let pieces: Vec<&mut [u8]> = out.chunks_mut(blob.chunk_size as usize).collect();
     spans.par_iter().zip(pieces).try_for_each(|(span, dst)| {
         let stored = container.read_chunk(tensor, span)?;

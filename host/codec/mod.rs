@@ -10,4 +10,4 @@ mod tensor;
 
 pub use chunk::{decode_blob, encode_blob, ChunkDecoder};
 pub use quant::{Int8Matrix, QuantStats};
-pub use tensor::{decode_bytes, decode_f16, decode_f32, decode_int8, ggml_blocks};
+pub use tensor::{decode_bytes, decode_f16, decode_f32, decode_int8, decode_int8_rows, ggml_blocks};

@@ -1,6 +1,6 @@
 //! CPU decode of a container's tensors, checksums verified: INT8 values and scales,
 //! stored bytes, or floating-point values (quantized ones dequantized, INT8 or GGUF blocks).
-use super::chunk::decode_blob;
+use super::chunk::{decode_blob, decode_blob_chunks};
 use super::ggml::{dequantize, GgmlType};
 use super::quant::Int8Matrix;
 use crate::container::{Container, DType, Encoding, TensorEntry};
@@ -26,6 +26,31 @@ pub fn decode_int8(c: &Container, name: &str) -> Result<Int8Matrix> {
         // The decoded buffer itself, reinterpreted (u8 and i8 share size and alignment).
         q: bytemuck::allocation::cast_vec(q),
         scales: DType::F32.widen(&s).expect("f32 is floating point"),
+    })
+}
+
+/// Rows `rows` of a quantized matrix (a band of whole chunks, as `DeviceChunkTable::
+/// build_rows` requires): only those chunks are read and decoded.
+pub fn decode_int8_rows(c: &Container, name: &str, rows: std::ops::Range<usize>) -> Result<Int8Matrix> {
+    let t = entry(c, name)?;
+    let Encoding::Int8 { group_size, scales, .. } = &t.encoding else {
+        return Err(Error::format(c.path(), format!("tensor '{name}' is not stored as INT8")));
+    };
+    let (all_rows, cols) = t.matrix_dims().expect("validated: INT8 tensors are 2-D");
+    let (all_rows, cols, cs) = (all_rows as usize, cols as usize, t.data.chunk_size as usize);
+    let (b0, b1) = (rows.start * cols, rows.end * cols);
+    if rows.is_empty() || rows.end > all_rows || b0 % cs != 0 || (b1 % cs != 0 && rows.end != all_rows) {
+        return Err(Error::Invalid(format!("rows {rows:?} of '{name}' ({all_rows} × {cols}, {cs}-byte chunks) are not a run of whole chunks")));
+    }
+    let q = decode_blob_chunks(c, name, &t.data, b0 / cs..b1.div_ceil(cs))?;
+    let groups = cols.div_ceil(*group_size as usize);
+    let s: Vec<f32> = DType::F32.widen(&decode_blob(c, name, scales)?).expect("f32 is floating point");
+    Ok(Int8Matrix {
+        rows: rows.len(),
+        cols,
+        group_size: *group_size as usize,
+        q: bytemuck::allocation::cast_vec(q),
+        scales: s.get(rows.start * groups..rows.end * groups).ok_or_else(|| Error::format(c.path(), format!("tensor '{name}': too few scales")))?.to_vec(),
     })
 }
 

@@ -359,14 +359,18 @@ impl Gpu {
             return Err(Error::Invalid(format!("dequantize: output needs {total} elements, got {}", out.len())));
         }
         let (rows, cols, group, groups) = (w.rows as u32, w.cols as u32, w.group_size as u32, w.groups() as u32);
-        let blocks = total.div_ceil(256);
-        if blocks > i32::MAX as usize {
+        if w.rows > i32::MAX as usize {
             return Err(Error::Invalid("dequantize: matrix too large for one launch".into()));
         }
-        let cfg = LaunchConfig { grid_dim: (blocks as u32, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
+        if total == 0 {
+            return Ok(());
+        }
+        // One block per row; 256 threads × 16 weights cover a 4096-wide row in one pass.
+        let cfg = LaunchConfig { grid_dim: (rows, 1, 1), block_dim: (256, 1, 1), shared_mem_bytes: 0 };
         let mut launch = stream.launch_builder(&self.kernels.dequant);
         launch.arg(&w.q).arg(&w.scales).arg(out).arg(&rows).arg(&cols).arg(&group).arg(&groups);
-        // SAFETY: sizes checked above; one thread per output element.
+        // SAFETY: sizes checked above; block r writes row r's `cols` outputs (the kernel
+        // takes its 16-byte path only on aligned rows).
         unsafe { launch.launch(cfg) }?;
         Ok(())
     }

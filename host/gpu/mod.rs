@@ -34,7 +34,7 @@ pub use ans::ans_encode_chunks;
 pub use decode::{ChunkBatch, DecodeLog, Decoder, DeviceChunkTable, DeviceCompressedTensor, DeviceInt8Buffer};
 pub use linear::{cublas_fp16_linear, Int8Weights, LinearPlan, DEQUANT_BAND_ELEMS, DEQUANT_CUBLAS_MIN_M};
 pub use module::Kernels;
-pub use pinned::{record_external, PinnedBuffer};
+pub use pinned::{launch_host_func, record_external, PinnedBuffer};
 
 use crate::error::{GpuError, Result};
 use cudarc::driver::{CudaContext, CudaStream};

@@ -57,3 +57,15 @@ pub fn record_external(event: &CudaEvent, stream: &CudaStream) -> Result<()> {
     .result()?;
     Ok(())
 }
+
+/// Enqueues `f(data)` on `stream`: the driver calls it on a thread of its own once the
+/// work before it finished, and the work after it waits for its return (captured, it
+/// becomes a host node of the graph, called on every replay). `f` must not call CUDA.
+///
+/// # Safety
+/// `data` stays valid, and what `f` reads and writes through it untouched by others, for
+/// as long as the call may run (for a captured call, as long as the graph may replay).
+pub unsafe fn launch_host_func(stream: &CudaStream, f: unsafe extern "C" fn(*mut std::ffi::c_void), data: *mut std::ffi::c_void) -> Result<()> {
+    cudarc::driver::sys::cuLaunchHostFunc(stream.cu_stream(), Some(f), data).result()?;
+    Ok(())
+}

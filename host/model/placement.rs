@@ -3,7 +3,10 @@
 //! resident byte is a byte the link does not carry each token, so the planner maximizes
 //! resident bytes; the time per token it predicts is max(resident compute, streamed
 //! bytes / link), the two overlapping (the ring prefetches the streamed units while the
-//! resident ones compute). Plain arithmetic on sizes, so it is tested without a GPU.
+//! resident ones compute). The streamed blocks' MLP rows are shared with the CPU, which
+//! computes its rows from INT8 copies in host RAM while the link carries the GPU's
+//! (issue 18): the share balances the two, from their bandwidths. Plain arithmetic on
+//! sizes, so it is tested without a GPU.
 
 /// What the planner needs to know about the model and the machine.
 #[derive(Clone, Debug)]
@@ -28,7 +31,25 @@ pub struct PlacementInput {
     pub resident_embedding: usize,
     pub link_gbps: f64,
     pub hbm_gbps: f64,
+    /// INT8 and stored bytes of each block's gate, up and down projections (the rows a
+    /// CPU may share).
+    pub block_mlp_int8: Vec<usize>,
+    pub block_mlp_stored: Vec<usize>,
+    /// The CPU INT8 GEMV's measured bandwidth (0: no CPU share).
+    pub cpu_gbps: f64,
+    /// A fixed CPU share (`--cpu-share`) instead of the balanced one.
+    pub cpu_share: Option<f64>,
+    /// Only plans that stream every block (`--weights stream`).
+    pub stream_all: bool,
 }
+
+/// Host-side cost of one CPU product in a decode step (input row to the host, a host
+/// function, outputs back; two per block): an estimate, so that tiny shares that save
+/// less than they cost are not taken.
+pub const CPU_SHARE_OVERHEAD_S: f64 = 40e-6;
+
+/// Shares below this are not worth the per-block overhead and stay on the GPU.
+const MIN_CPU_SHARE: f64 = 0.05;
 
 /// The plan: blocks `0..resident_blocks` resident, the others streamed, the LM head
 /// resident or streamed in bands.
@@ -43,14 +64,30 @@ pub struct Placement {
     pub streamed_bytes: usize,
     /// Predicted device memory: resident weights + ring + fixed.
     pub predicted_vram: usize,
-    /// Predicted seconds per decode step: max(resident bytes / HBM, streamed / link).
+    /// Predicted seconds per decode step: max(resident bytes / HBM + the CPU's rows / its
+    /// bandwidth, streamed / link).
     pub predicted_seconds: f64,
+    /// Fraction of each streamed block's gate, up and down rows the CPU computes in
+    /// decode steps (0: none).
+    pub cpu_share: f64,
+    /// INT8 bytes of those rows (what the CPU reads per token).
+    pub cpu_bytes: usize,
 }
 
 impl Placement {
     /// Every block and the LM head streamed through `slots` slots (sizes not predicted).
     pub fn all_streamed(slots: usize) -> Self {
-        Placement { resident_blocks: 0, lm_head_resident: false, slots, resident_bytes: 0, streamed_bytes: 0, predicted_vram: 0, predicted_seconds: 0.0 }
+        Placement {
+            resident_blocks: 0,
+            lm_head_resident: false,
+            slots,
+            resident_bytes: 0,
+            streamed_bytes: 0,
+            predicted_vram: 0,
+            predicted_seconds: 0.0,
+            cpu_share: 0.0,
+            cpu_bytes: 0,
+        }
     }
 
     pub fn streams(&self) -> bool {
@@ -66,19 +103,48 @@ pub fn plan(input: &PlacementInput, budget: usize) -> Result<Placement, String> 
         let streamed = input.block_stored[resident_blocks..].iter().sum::<usize>() + if lm_head_resident { 0 } else { input.lm_head_stored };
         let slots = if streamed > 0 { ring } else { 0 };
         let vram = resident + slots * input.slot_bytes + input.fixed + if streamed > 0 { 0 } else { input.resident_embedding };
-        let seconds = (resident as f64 / (input.hbm_gbps * 1e9)).max(streamed as f64 / (input.link_gbps * 1e9));
+        let (link, hbm) = (input.link_gbps * 1e9, input.hbm_gbps * 1e9);
+        let resident_s = resident as f64 / hbm;
+        let (mlp_stored, mlp_int8) =
+            (input.block_mlp_stored[resident_blocks..].iter().sum::<usize>(), input.block_mlp_int8[resident_blocks..].iter().sum::<usize>());
+        let overhead = 2.0 * CPU_SHARE_OVERHEAD_S * (layers - resident_blocks) as f64;
+        // Time per token with share f: the link carries the rest while the resident blocks
+        // and then the CPU compute; they balance where (streamed − f·Ms)/L = R + f·Mi/C.
+        let time = |f: f64| {
+            let cpu = if f > 0.0 { overhead + f * mlp_int8 as f64 / (input.cpu_gbps * 1e9) } else { 0.0 };
+            ((streamed as f64 - f * mlp_stored as f64) / link).max(resident_s + cpu)
+        };
+        let balanced = if input.cpu_gbps > 0.0 && mlp_int8 > 0 {
+            let f = (streamed as f64 / link - resident_s - overhead) / (mlp_stored as f64 / link + mlp_int8 as f64 / (input.cpu_gbps * 1e9));
+            if f < MIN_CPU_SHARE {
+                0.0
+            } else {
+                f.min(1.0)
+            }
+        } else {
+            0.0
+        };
+        let share = if mlp_int8 == 0 { 0.0 } else { input.cpu_share.unwrap_or(balanced).clamp(0.0, 1.0) };
         Placement {
             resident_blocks,
             lm_head_resident,
             slots,
             resident_bytes: resident,
-            streamed_bytes: streamed,
+            streamed_bytes: streamed - (share * mlp_stored as f64) as usize,
             predicted_vram: vram,
-            predicted_seconds: seconds,
+            predicted_seconds: time(share),
+            cpu_share: share,
+            cpu_bytes: (share * mlp_int8 as f64) as usize,
         }
     };
+    let plans = |k: usize| if input.stream_all { k == 0 } else { true };
     let best = |ring: usize| {
-        let fitting = (0..=layers).flat_map(|k| [(k, true), (k, false)]).map(|(k, lm)| predict(k, lm, ring)).filter(|p| p.predicted_vram <= budget);
+        let fitting = (0..=layers)
+            .filter(|&k| plans(k))
+            .flat_map(|k| [(k, true), (k, false)])
+            .filter(|&(_, lm)| !(input.stream_all && lm))
+            .map(|(k, lm)| predict(k, lm, ring))
+            .filter(|p| p.predicted_vram <= budget);
         fitting.max_by_key(|p| p.resident_bytes)
     };
     // The ring asked for, else one slot (each unit's copy then waits for the previous
@@ -145,6 +211,11 @@ mod tests {
             resident_embedding: 1_000_000_000,
             link_gbps: 55.0,
             hbm_gbps: 4_000.0,
+            block_mlp_int8: vec![176_000_000; 32],
+            block_mlp_stored: vec![158_000_000; 32],
+            cpu_gbps: 0.0,
+            cpu_share: None,
+            stream_all: false,
         }
     }
 
@@ -188,6 +259,45 @@ mod tests {
     fn a_budget_below_the_ring_is_a_clear_error() {
         let err = plan(&eight_b(), 700_000_000).unwrap_err();
         assert!(err.contains("cannot hold even the streaming ring") && err.contains("700.0 MB") && err.contains("714.0 MB"), "{err}");
+    }
+
+    #[test]
+    fn the_cpu_share_balances_the_link_and_the_cpu() {
+        let mut input = eight_b();
+        input.cpu_gbps = 70.0;
+        for budget in [1_500_000_000usize, 4_000_000_000, 6_000_000_000] {
+            let p = plan(&input, budget).unwrap();
+            let streamed_blocks = 32 - p.resident_blocks;
+            let (ms, mi) = (158e6 * streamed_blocks as f64, 176e6 * streamed_blocks as f64);
+            let all = (streamed_blocks * 196_000_000 + if p.lm_head_resident { 0 } else { 472_000_000 }) as f64;
+            assert!(p.cpu_share > MIN_CPU_SHARE && p.cpu_share <= 1.0, "{p:?}");
+            // Balanced: the link's time equals the resident compute plus the CPU's.
+            let link = (all - p.cpu_share * ms) / 55e9;
+            let cpu = p.resident_bytes as f64 / 4_000e9 + 2.0 * CPU_SHARE_OVERHEAD_S * streamed_blocks as f64 + p.cpu_share * mi / 70e9;
+            assert!((link - cpu).abs() < 1e-9 || p.cpu_share == 1.0, "{budget}: link {link} cpu {cpu}");
+            assert!((p.predicted_seconds - link.max(cpu)).abs() < 1e-12);
+            // Faster than the link alone, and the same resident set as without a CPU.
+            let alone = plan(&eight_b(), budget).unwrap();
+            assert_eq!((p.resident_blocks, p.lm_head_resident), (alone.resident_blocks, alone.lm_head_resident));
+            assert!(p.predicted_seconds < alone.predicted_seconds, "{p:?} vs {alone:?}");
+            assert!((p.streamed_bytes as f64 - (all - p.cpu_share * ms)).abs() <= 1.0, "{p:?}");
+        }
+        // A weak CPU gets nothing; a fixed share is taken as given; all resident shares nothing.
+        input.cpu_gbps = 0.5;
+        assert_eq!(plan(&input, 1_500_000_000).unwrap().cpu_share, 0.0);
+        input.cpu_share = Some(0.3);
+        assert_eq!(plan(&input, 1_500_000_000).unwrap().cpu_share, 0.3);
+        input.cpu_gbps = 70.0;
+        input.cpu_share = None;
+        assert_eq!(plan(&input, 20_000_000_000).unwrap().cpu_share, 0.0);
+    }
+
+    #[test]
+    fn stream_all_keeps_every_block_streamed() {
+        let mut input = eight_b();
+        input.stream_all = true;
+        let p = plan(&input, 20_000_000_000).unwrap();
+        assert_eq!((p.resident_blocks, p.lm_head_resident), (0, false));
     }
 
     #[test]

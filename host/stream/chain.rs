@@ -100,8 +100,8 @@ pub fn forward_resident(gpu: &Gpu, store: &HostStore, x: &CudaSlice<f16>, m: usi
         let (src, dst) = (stored.device_ptr(s).0, decoded.device_ptr(s).0);
         // SAFETY: the unit's tensors are contiguous in the arena from its first tensor, at
         // the same relative offsets as in a slot; buffers outlive the sync below.
-        unsafe { unit.decode(&mut decoder, src, dst, s)? };
-        let half = if unit.identity() { &stored } else { &decoded };
+        unsafe { unit.decode(&mut decoder, src, dst, false, s)? };
+        let half = if unit.identity(false) { &stored } else { &decoded };
         let weights: Vec<Int8Weights> =
             unit.tensors.iter().map(|t| t.table.weights_at(half.slice(t.slot_decoded_offset..t.slot_decoded_offset + t.table.len()))).collect();
         input = run_unit(gpu, unit, &weights, &mut acts, input, m, s)?;

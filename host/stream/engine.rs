@@ -1,7 +1,7 @@
 //! `WeightStream`: the ring of device slots a `HostStore` streams through, and the
 //! copy/decode/compute streams that overlap (see the module docs).
 use super::plan::{schedule, SlotPlan, Step};
-use super::store::HostStore;
+use super::store::{CpuRows, HostStore};
 use crate::error::{Error, GpuError, Result};
 use crate::gpu::{DecodeLog, Decoder, DeviceChunkTable, Gpu, Int8Weights, PinnedBuffer};
 use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, DevicePtr, PinnedHostSlice};
@@ -56,8 +56,9 @@ pub struct WeightStream<'a> {
     pass_start: CudaEvent,
     decodes_checked: CudaEvent,
     pass_done: CudaEvent,
-    /// The first `slots` units are in their slots (see `prefetch_next_pass`).
-    warm: bool,
+    /// The first `slots` units are in their slots, prefetched for a sharing pass or not
+    /// (see `prefetch_next_pass`).
+    warm: Option<bool>,
     /// Recorded on the decode stream after `prefetch_next_pass`'s decodes.
     next_pass_ready: CudaEvent,
     slots: Vec<Slot>,
@@ -135,7 +136,7 @@ impl<'a> WeightStream<'a> {
             pass_start: ev()?,
             decodes_checked: ev()?,
             pass_done: ev()?,
-            warm: false,
+            warm: None,
             next_pass_ready: ev()?,
             slots,
             staging,
@@ -171,20 +172,22 @@ impl<'a> WeightStream<'a> {
         Ok(())
     }
 
-    /// Copy and decode unit `u` into slot `s` (copy, then decode, each on its stream).
-    fn prefetch(&mut self, u: usize, s: usize, staging_turn: &mut usize) -> Result<()> {
+    /// Copy and decode unit `u` into slot `s` (copy, then decode, each on its stream): in
+    /// a sharing pass only its GPU tensors.
+    fn prefetch(&mut self, u: usize, s: usize, sharing: bool, staging_turn: &mut usize) -> Result<()> {
         let unit = &self.store.units[u];
         let slot = &mut self.slots[s];
         // The copy lands in the compressed half, last read by the decode of the slot's
         // previous unit — or, for an identity unit (stored exactly as decoded), straight in
         // the INT8 half, last read by that unit's compute; it then needs no decode.
-        let identity = unit.identity();
+        let identity = unit.identity(sharing);
         let copy = &self.copy[s];
         copy.wait(if identity { &slot.computed } else { &slot.decoded_done })?;
-        // A unit's tensors sit back to back in the arena exactly as in a slot: one copy.
-        let first = unit.tensors[0].host_offset;
-        let src = self.store.bytes(first, unit.size.stored);
-        let mut dst = if identity { slot.decoded.slice_mut(..unit.size.stored) } else { slot.stored.slice_mut(..unit.size.stored) };
+        // A unit's tensors sit back to back in the arena exactly as in a slot (the GPU
+        // ones first): one copy.
+        let (first, len) = (unit.tensors[0].host_offset, unit.stored_bytes(sharing));
+        let src = self.store.bytes(first, len);
+        let mut dst = if identity { slot.decoded.slice_mut(..len) } else { slot.stored.slice_mut(..len) };
         if self.staging.is_empty() {
             copy.memcpy_htod(src, &mut dst)?;
         } else {
@@ -193,9 +196,9 @@ impl<'a> WeightStream<'a> {
             let st = &mut self.staging[*staging_turn % 2];
             *staging_turn += 1;
             st.copied.synchronize()?;
-            let staged = &mut st.mem.as_mut_slice()?[..unit.size.stored];
+            let staged = &mut st.mem.as_mut_slice()?[..len];
             staged.par_chunks_mut(1 << 20).zip(src.par_chunks(1 << 20)).for_each(|(d, s)| d.copy_from_slice(s));
-            copy.memcpy_htod(&st.mem.as_slice()?[..unit.size.stored], &mut dst)?;
+            copy.memcpy_htod(&st.mem.as_slice()?[..len], &mut dst)?;
             st.copied.record(copy)?;
         }
         slot.copied.record(copy)?;
@@ -206,7 +209,7 @@ impl<'a> WeightStream<'a> {
         if !identity {
             // SAFETY: the unit's layout fits the slot (SlotPlan); the events above order the
             // copy before and the previous compute before.
-            unsafe { unit.decode(&mut self.decoder, src_base, dst_base, &self.decode)? };
+            unsafe { unit.decode(&mut self.decoder, src_base, dst_base, sharing, &self.decode)? };
         }
         slot.decoded_done.record(&self.decode)?;
         Ok(())
@@ -230,12 +233,29 @@ impl<'a> WeightStream<'a> {
     where
         F: FnMut(usize, &[Int8Weights], &Arc<CudaStream>) -> Result<()>,
     {
+        self.for_each_unit_sharing(false, |u, w, _, st| compute(u, w, st))
+    }
+
+    /// Whether some unit has rows the CPU computes (`UnitPart::cpu`).
+    pub fn shares_rows(&self) -> bool {
+        self.store.units.iter().any(|u| u.split.is_some())
+    }
+
+    /// `for_each_unit`, and with `sharing` the units split with the CPU stream only their
+    /// GPU tensors: `compute` gets those (bands where the CPU has the other rows) and the
+    /// CPU's rows (`CpuRows`), whose products it enqueues itself. Without `sharing` every
+    /// matrix streams and is computed whole (large batches, where the CPU would be slow).
+    pub fn for_each_unit_sharing<F>(&mut self, sharing: bool, mut compute: F) -> Result<StreamRun>
+    where
+        F: FnMut(usize, &[Int8Weights], &[CpuRows], &Arc<CudaStream>) -> Result<()>,
+    {
         let capturing = self.gpu.stream.capture_status()? != cudarc::driver::sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
         if capturing && !self.staging.is_empty() {
             return Err(Error::Invalid("a pageable store waits on the host between copies: it cannot be captured into a graph".into()));
         }
         let started = std::time::Instant::now();
-        let warm = std::mem::take(&mut self.warm);
+        // Slots prefetched for the other kind of pass are prefetched again.
+        let warm = self.warm.take() == Some(sharing);
         // Every stream forks from the default stream, and every slot's events are marked
         // there: all earlier passes, and a prefetch for this one, are ordered before this
         // point. In a capture this makes each wait below one on an event of the same
@@ -252,16 +272,12 @@ impl<'a> WeightStream<'a> {
         let mut staging_turn = 0;
         for step in schedule(self.store.units.len(), self.slots.len(), warm) {
             match step {
-                Step::Prefetch { unit, slot } => self.prefetch(unit, slot, &mut staging_turn)?,
+                Step::Prefetch { unit, slot } => self.prefetch(unit, slot, sharing, &mut staging_turn)?,
                 Step::Compute { unit, slot } => {
                     let s = &self.slots[slot];
                     self.compute.wait(&s.decoded_done)?;
-                    let weights: Vec<Int8Weights> = self.store.units[unit]
-                        .tensors
-                        .iter()
-                        .map(|t| t.table.weights_at(s.decoded.slice(t.slot_decoded_offset..t.slot_decoded_offset + t.table.len())))
-                        .collect();
-                    compute(unit, &weights, &self.compute)?;
+                    let u = &self.store.units[unit];
+                    compute(unit, &u.pass_weights(&s.decoded, sharing), u.cpu_rows(sharing), &self.compute)?;
                     self.slots[slot].computed.record(&self.compute)?;
                     if self.sample_vram && !capturing {
                         self.measure_vram(&mut peak)?;
@@ -291,7 +307,7 @@ impl<'a> WeightStream<'a> {
         }
         Ok(StreamRun {
             seconds: started.elapsed().as_secs_f64(),
-            h2d_bytes: self.store.units.iter().map(|u| u.size.stored).sum(),
+            h2d_bytes: self.store.units.iter().map(|u| u.stored_bytes(sharing)).sum(),
             peak_vram_measured: self.sample_vram.then_some(peak),
             vram_accounted: self.plan.total(),
         })
@@ -306,8 +322,9 @@ impl<'a> WeightStream<'a> {
     /// After a pass: copies and decodes the first `slots` units for the next pass into
     /// the slots their last occupants free, after the pass's last copy (the link works
     /// while the host reads results and launches the next pass). The default stream waits
-    /// for it, so the next pass, which starts there, finds them ready.
-    pub fn prefetch_next_pass(&mut self) -> Result<()> {
+    /// for it, so the next pass, which starts there, finds them ready — if it is of the
+    /// kind prefetched (`sharing`; another kind fetches them again).
+    pub fn prefetch_next_pass(&mut self, sharing: bool) -> Result<()> {
         if !self.can_prefetch_next_pass() {
             return Err(Error::Invalid(format!("{} units over {} slots: a pass does not end where the next begins", self.store.units.len(), self.slots.len())));
         }
@@ -316,11 +333,11 @@ impl<'a> WeightStream<'a> {
         }
         let mut staging_turn = 0;
         for u in 0..self.slots.len().min(self.store.units.len()) {
-            self.prefetch(u, u % self.slots.len(), &mut staging_turn)?;
+            self.prefetch(u, u % self.slots.len(), sharing, &mut staging_turn)?;
         }
         self.next_pass_ready.record(&self.decode)?;
         self.gpu.stream.wait(&self.next_pass_ready)?;
-        self.warm = true;
+        self.warm = Some(sharing);
         Ok(())
     }
 

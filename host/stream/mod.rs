@@ -27,11 +27,13 @@
 //! # Ok(()) }
 mod chain;
 pub mod cpu_gemv;
+mod cpu_share;
 mod engine;
 mod plan;
 mod store;
 
 pub use chain::{forward_resident, split_two};
+pub use cpu_share::{cpu_gemv_gbps, CpuCall, CpuShare};
 pub use engine::{StreamRun, WeightStream};
-pub use plan::{schedule, SlotPlan, Step, UnitSize};
-pub use store::{HostStore, HostTensor, HostUnit, UnitPart};
+pub use plan::{schedule, SlotPlan, Step, UnitSize, ALIGN as SLOT_ALIGN};
+pub use store::{CpuRows, HostStore, HostTensor, HostUnit, SplitUnit, UnitPart};

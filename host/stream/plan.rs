@@ -3,7 +3,7 @@
 use crate::error::{Error, Result};
 
 /// Offsets inside the arena and the slots are multiples of this (DMA- and nvCOMP-friendly).
-pub(super) const ALIGN: usize = 256;
+pub const ALIGN: usize = 256;
 
 pub(super) fn align(x: usize) -> usize {
     x.div_ceil(ALIGN) * ALIGN

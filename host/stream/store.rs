@@ -3,9 +3,9 @@
 use super::plan::{align, UnitSize};
 use crate::container::{Container, Encoding};
 use crate::error::Result;
-use crate::gpu::{ChunkBatch, Decoder, DeviceChunkTable, Gpu, PinnedBuffer};
+use crate::gpu::{ChunkBatch, Decoder, DeviceChunkTable, Gpu, Int8Weights, PinnedBuffer};
 use crate::import::WeightSource;
-use cudarc::driver::CudaStream;
+use cudarc::driver::{CudaSlice, CudaStream};
 use rayon::prelude::*;
 use std::sync::Arc;
 
@@ -16,18 +16,43 @@ use std::sync::Arc;
 pub struct UnitPart {
     pub name: String,
     pub rows: Option<std::ops::Range<usize>>,
+    /// Rows the CPU computes in sharing passes (`WeightStream::for_each_unit_sharing`): they
+    /// continue a band of the same tensor earlier in the unit, come after every GPU part,
+    /// and cross the link only in full passes (large batches), joined to that band.
+    pub cpu: bool,
 }
 
 impl From<String> for UnitPart {
     fn from(name: String) -> Self {
-        UnitPart { name, rows: None }
+        UnitPart { name, rows: None, cpu: false }
     }
 }
 
 impl From<&str> for UnitPart {
     fn from(name: &str) -> Self {
-        UnitPart { name: name.to_owned(), rows: None }
+        UnitPart { name: name.to_owned(), rows: None, cpu: false }
     }
+}
+
+/// A unit's CPU rows, INT8 in host RAM (uncompressed: the CPU GEMV reads them every
+/// decode step, at RAM speed).
+pub struct CpuRows {
+    /// The unit tensor (a GPU band) whose rows these continue: output row `r` of this
+    /// matrix is row `tensors[after].table.rows + r` of the whole.
+    pub after: usize,
+    /// Where these rows start in the whole matrix (the band's row count).
+    pub first_row: usize,
+    pub matrix: crate::codec::Int8Matrix,
+}
+
+/// How a unit with CPU rows streams in a sharing pass.
+pub struct SplitUnit {
+    /// The first `gpu_tensors` tensors (stored first) are all a sharing pass copies and
+    /// decodes.
+    pub(super) gpu_tensors: usize,
+    pub(super) stored: usize,
+    pub(super) batch: Option<ChunkBatch>,
+    pub cpu: Vec<CpuRows>,
 }
 
 /// One tensor of a unit: where its stored bytes sit in the host arena and in a slot.
@@ -36,6 +61,9 @@ pub struct HostTensor {
     pub(super) host_offset: usize,
     pub(super) slot_stored_offset: usize,
     pub(super) slot_decoded_offset: usize,
+    /// A GPU band that CPU rows continue: the rows of both and their scales on the device,
+    /// so a full pass multiplies the whole matrix (decoded back to back in the slot).
+    pub(super) joined: Option<(usize, CudaSlice<f32>)>,
 }
 
 pub struct HostUnit {
@@ -44,27 +72,83 @@ pub struct HostUnit {
     /// The tensors' tables merged at their slot offsets (one scatter and one nvCOMP call
     /// per unit); `None` when their coded chunks mix codecs.
     pub(super) batch: Option<ChunkBatch>,
+    /// Set when some of the unit's rows are the CPU's.
+    pub split: Option<SplitUnit>,
 }
 
 impl HostUnit {
-    /// Stored exactly as decoded (see `ChunkBatch::identity`): copied straight into the
-    /// INT8 half of its slot, never decoded.
-    pub(super) fn identity(&self) -> bool {
-        self.batch.as_ref().is_some_and(|b| b.identity)
+    /// What a pass copies: the stored bytes of all tensors, or (sharing) of the GPU ones.
+    pub(super) fn stored_bytes(&self, sharing: bool) -> usize {
+        match (&self.split, sharing) {
+            (Some(s), true) => s.stored,
+            _ => self.size.stored,
+        }
     }
 
-    /// Enqueues the decode of the unit's stored bytes at `src` (laid out as in a slot)
+    fn pass_batch(&self, sharing: bool) -> Option<&ChunkBatch> {
+        match (&self.split, sharing) {
+            (Some(s), true) => s.batch.as_ref(),
+            _ => self.batch.as_ref(),
+        }
+    }
+
+    fn pass_tensors(&self, sharing: bool) -> &[HostTensor] {
+        match (&self.split, sharing) {
+            (Some(s), true) => &self.tensors[..s.gpu_tensors],
+            _ => &self.tensors,
+        }
+    }
+
+    /// Stored exactly as decoded (see `ChunkBatch::identity`): copied straight into the
+    /// INT8 half of its slot, never decoded.
+    pub(super) fn identity(&self, sharing: bool) -> bool {
+        self.pass_batch(sharing).is_some_and(|b| b.identity)
+    }
+
+    /// The CPU's rows in a sharing pass (none in a full one).
+    pub fn cpu_rows(&self, sharing: bool) -> &[CpuRows] {
+        match (&self.split, sharing) {
+            (Some(s), true) => &s.cpu,
+            _ => &[],
+        }
+    }
+
+    /// The weights a pass computes on the GPU from a slot's decoded half: a sharing pass
+    /// the GPU tensors as stored (bands where the CPU has the other rows), a full pass
+    /// every matrix whole (each CPU band joined to the band it continues).
+    pub(super) fn pass_weights<'a>(&'a self, decoded: &'a CudaSlice<u8>, sharing: bool) -> Vec<Int8Weights<'a>> {
+        let view = |t: &HostTensor, len: usize| decoded.slice(t.slot_decoded_offset..t.slot_decoded_offset + len);
+        match (&self.split, sharing) {
+            (Some(s), true) => self.tensors[..s.gpu_tensors].iter().map(|t| t.table.weights_at(view(t, t.table.len()))).collect(),
+            _ => self.tensors[..self.split.as_ref().map_or(self.tensors.len(), |s| s.gpu_tensors)]
+                .iter()
+                .map(|t| match &t.joined {
+                    Some((rows, scales)) => Int8Weights {
+                        q: view(t, rows * t.table.cols),
+                        scales: scales.slice(..),
+                        rows: *rows,
+                        cols: t.table.cols,
+                        group_size: t.table.group_size,
+                    },
+                    None => t.table.weights_at(view(t, t.table.len())),
+                })
+                .collect(),
+        }
+    }
+
+    /// Enqueues the decode of the pass's stored bytes at `src` (laid out as in a slot)
     /// into `dst` on `stream`.
     ///
     /// # Safety
-    /// `src` holds `size.stored` readable bytes, `dst` `size.decoded` writable bytes, both
-    /// valid until the work completes.
-    pub(super) unsafe fn decode(&self, decoder: &mut Decoder, src: u64, dst: u64, stream: &Arc<CudaStream>) -> Result<()> {
-        match &self.batch {
-            Some(_) if self.identity() => Ok(()),
+    /// `src` holds `stored_bytes(sharing)` readable bytes, `dst` `size.decoded` writable
+    /// bytes, both valid until the work completes.
+    pub(super) unsafe fn decode(&self, decoder: &mut Decoder, src: u64, dst: u64, sharing: bool, stream: &Arc<CudaStream>) -> Result<()> {
+        match self.pass_batch(sharing) {
+            Some(b) if b.identity => Ok(()),
             Some(b) => decoder.decode_merged(b, src, dst, stream),
             None => {
-                let items: Vec<_> = self.tensors.iter().map(|t| (&t.table, src + t.slot_stored_offset as u64, dst + t.slot_decoded_offset as u64)).collect();
+                let items: Vec<_> =
+                    self.pass_tensors(sharing).iter().map(|t| (&t.table, src + t.slot_stored_offset as u64, dst + t.slot_decoded_offset as u64)).collect();
                 decoder.decode_batch(&items, stream)
             }
         }
@@ -114,14 +198,20 @@ impl HostStore {
         // rows stream raw. Each entry: (arena offset, matrix, rows).
         let mut quantized: std::collections::HashMap<String, Arc<crate::codec::Int8Matrix>> = Default::default();
         let mut from_memory = Vec::new();
-        for names in units {
-            let mut tensors = Vec::with_capacity(names.len());
-            let (mut stored, mut decoded) = (0, 0);
-            for part in names {
-                let part: UnitPart = part.clone().into();
+        // (unit, part) of every CPU part, decoded into host RAM once the arena is loaded.
+        let mut cpu_parts = Vec::new();
+        for (ui, names) in units.iter().enumerate() {
+            let parts: Vec<UnitPart> = names.iter().map(|p| p.clone().into()).collect();
+            let continued = split_layout(&parts)?;
+            let mut tensors = Vec::with_capacity(parts.len());
+            let (mut stored, mut decoded, mut gpu_stored) = (0, 0, None);
+            for (pi, part) in parts.iter().enumerate() {
+                if part.cpu && gpu_stored.is_none() {
+                    gpu_stored = Some((pi, stored));
+                }
                 let stored_int8 = c.tensor(&part.name).is_none_or(|t| matches!(t.encoding, Encoding::Int8 { .. }));
                 let table = if stored_int8 {
-                    DeviceChunkTable::build_rows(gpu, c, &part.name, part.rows)?
+                    DeviceChunkTable::build_rows(gpu, c, &part.name, part.rows.clone())?
                 } else {
                     let m = match quantized.get(&part.name) {
                         Some(m) => m.clone(),
@@ -131,18 +221,42 @@ impl HostStore {
                             m
                         }
                     };
-                    let rows = part.rows.unwrap_or(0..m.rows);
+                    let rows = part.rows.clone().unwrap_or(0..m.rows);
                     let table = DeviceChunkTable::for_int8(gpu, &part.name, &m, rows.clone())?;
                     from_memory.push((total, m, rows));
                     table
                 };
                 let (len, decoded_len) = (table.stored_len, table.len());
-                tensors.push(HostTensor { table, host_offset: total, slot_stored_offset: stored, slot_decoded_offset: decoded });
+                // A CPU part decodes right after the band it continues, whose slot space
+                // was reserved for both (`split_layout` checked the band ends aligned).
+                let slot_decoded_offset = match continued[pi] {
+                    Continues::Band(j) => {
+                        let band: &HostTensor = &tensors[j];
+                        if !stored_int8 || !band.table.len().is_multiple_of(super::plan::ALIGN) {
+                            return Err(crate::error::Error::Invalid(format!(
+                                "CPU rows of '{}' must continue a band of a stored INT8 matrix ending on a {}-byte boundary",
+                                part.name,
+                                super::plan::ALIGN
+                            )));
+                        }
+                        cpu_parts.push((ui, part.name.clone(), part.rows.clone().expect("split_layout: CPU parts are bands"), j));
+                        band.slot_decoded_offset + band.table.len()
+                    }
+                    Continues::Whole => {
+                        decoded += align(decoded_len);
+                        decoded - align(decoded_len)
+                    }
+                    Continues::ReserveFor(cpu_rows) => {
+                        decoded += align(decoded_len + cpu_rows * table.cols);
+                        decoded - align(decoded_len + cpu_rows * table.cols)
+                    }
+                };
+                tensors.push(HostTensor { table, host_offset: total, slot_stored_offset: stored, slot_decoded_offset, joined: None });
                 total += align(len);
                 stored += align(len);
-                decoded += align(decoded_len);
             }
-            host_units.push(HostUnit { tensors, size: UnitSize { stored, decoded }, batch: None });
+            let split = gpu_stored.map(|(gpu_tensors, stored)| SplitUnit { gpu_tensors, stored, batch: None, cpu: Vec::new() });
+            host_units.push(HostUnit { tensors, size: UnitSize { stored, decoded }, batch: None, split });
         }
         let regions = merge_units(gpu, &mut host_units)?;
         let pinned = if pin {
@@ -181,6 +295,20 @@ impl HostStore {
             let region = unsafe { std::slice::from_raw_parts_mut((base + t.host_offset) as *mut u8, t.table.stored_len) };
             c.read_stored_chunks_into(&t.table.name, blob, t.table.chunk_range.clone(), region)
         })?;
+        // The CPU's rows, decoded on the CPU (checksums verified), and the joined scales of
+        // the bands they continue.
+        let decoded: Vec<_> = cpu_parts.par_iter().map(|(_, name, rows, _)| crate::codec::decode_int8_rows(c, name, rows.clone())).collect::<Result<_>>()?;
+        for (&(u, _, _, j), matrix) in cpu_parts.iter().zip(decoded) {
+            let unit = &mut store.units[u];
+            let band = &unit.tensors[j];
+            let joined_rows = band.table.rows + matrix.rows;
+            let mut scales = gpu.stream.alloc_zeros::<f32>(band.table.scales().len() + matrix.scales.len())?;
+            gpu.stream.memcpy_dtod(band.table.scales(), &mut scales.slice_mut(..band.table.scales().len()))?;
+            gpu.stream.memcpy_htod(&matrix.scales, &mut scales.slice_mut(band.table.scales().len()..))?;
+            unit.tensors[j].joined = Some((joined_rows, scales));
+            unit.split.as_mut().expect("a unit with CPU parts is split").cpu.push(CpuRows { after: j, first_row: joined_rows - matrix.rows, matrix });
+        }
+        gpu.stream.synchronize()?;
         Ok(store)
     }
 
@@ -225,37 +353,98 @@ impl HostStore {
 
     /// Device bytes of all chunk tables and scales (resident for the whole run).
     pub fn table_bytes(&self) -> usize {
-        let merged: usize = self.units.iter().filter_map(|u| u.batch.as_ref()).map(ChunkBatch::device_bytes).sum();
-        merged + self.units.iter().flat_map(|u| &u.tensors).map(|t| t.table.device_bytes()).sum::<usize>()
+        let batches = self.units.iter().flat_map(|u| [u.batch.as_ref(), u.split.as_ref().and_then(|s| s.batch.as_ref())]).flatten();
+        let joined = self.units.iter().flat_map(|u| &u.tensors).filter_map(|t| t.joined.as_ref()).map(|(_, s)| 4 * s.len());
+        batches.map(ChunkBatch::device_bytes).sum::<usize>()
+            + joined.sum::<usize>()
+            + self.units.iter().flat_map(|u| &u.tensors).map(|t| t.table.device_bytes()).sum::<usize>()
     }
+
+    /// Bytes of INT8 rows (values and scales) the CPU holds and computes.
+    pub fn cpu_bytes(&self) -> usize {
+        self.units.iter().flat_map(|u| u.cpu_rows(true)).map(|r| r.matrix.q.len() + 4 * r.matrix.scales.len()).sum()
+    }
+}
+
+/// Where a unit part's decoded bytes go relative to the others.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Continues {
+    /// On its own.
+    Whole,
+    /// A GPU band continued by a CPU part of this many rows: its slot space holds both.
+    ReserveFor(usize),
+    /// A CPU part, right after the band at this index.
+    Band(usize),
+}
+
+/// Checks a unit's CPU parts (each continues the rows of an earlier GPU band of the same
+/// tensor, all come after every GPU part, the band ends on `ALIGN` so the CPU part's
+/// decode starts aligned) and says where each part decodes.
+fn split_layout(parts: &[UnitPart]) -> Result<Vec<Continues>> {
+    let mut layout = vec![Continues::Whole; parts.len()];
+    let mut seen_cpu = false;
+    for (i, p) in parts.iter().enumerate() {
+        if !p.cpu {
+            if seen_cpu {
+                return Err(crate::error::Error::Invalid(format!("unit part '{}' follows a CPU part: GPU parts come first", p.name)));
+            }
+            continue;
+        }
+        seen_cpu = true;
+        let rows = p.rows.clone().ok_or_else(|| crate::error::Error::Invalid(format!("CPU part of '{}' names no rows", p.name)))?;
+        let band = parts[..i].iter().position(|b| !b.cpu && b.name == p.name && b.rows.as_ref().is_some_and(|r| r.end == rows.start && r.start == 0));
+        let Some(j) = band else {
+            return Err(crate::error::Error::Invalid(format!("CPU rows {rows:?} of '{}' continue no GPU band 0..{} of it in the unit", p.name, rows.start)));
+        };
+        if layout[j] != Continues::Whole {
+            return Err(crate::error::Error::Invalid(format!("two CPU parts continue the band of '{}'", p.name)));
+        }
+        layout[j] = Continues::ReserveFor(rows.len());
+        layout[i] = Continues::Band(j);
+    }
+    Ok(layout)
 }
 
 /// Merges each unit's tables into a `ChunkBatch` at the unit's slot offsets. When every
 /// unit merges (one codec per unit), each gets its own region of the decoder's arrays and
 /// the total is returned; otherwise units that merge share slots from 0 and those that
 /// mix codecs decode tensor by tensor.
+///
+/// A split unit's GPU tensors get a batch of their own (for sharing passes) over the
+/// first slots of the unit's region: its chunks are the first of the whole unit's.
 fn merge_units(gpu: &Gpu, units: &mut [HostUnit]) -> Result<Option<usize>> {
-    fn parts(u: &HostUnit) -> Vec<(&DeviceChunkTable, usize, usize)> {
-        u.tensors.iter().map(|t| (&t.table, t.slot_stored_offset, t.slot_decoded_offset)).collect()
+    fn parts(u: &HostUnit, sharing: bool) -> Vec<(&DeviceChunkTable, usize, usize)> {
+        u.pass_tensors(sharing).iter().map(|t| (&t.table, t.slot_stored_offset, t.slot_decoded_offset)).collect()
     }
+    let split_batch = |u: &HostUnit, region: Option<u32>| match &u.split {
+        Some(_) => ChunkBatch::new(gpu, &parts(u, true), region),
+        None => Ok(None),
+    };
     let mut next = 0usize;
     let mut batches = Vec::with_capacity(units.len());
     for u in units.iter() {
-        match ChunkBatch::new(gpu, &parts(u), Some(next as u32))? {
+        match ChunkBatch::new(gpu, &parts(u, false), Some(next as u32))? {
             Some(b) => {
-                next += b.coded();
-                batches.push(b);
+                batches.push((split_batch(u, Some(next as u32))?, b));
+                next += batches.last().expect("pushed").1.coded();
             }
             None => {
                 for u in units.iter_mut() {
-                    u.batch = ChunkBatch::new(gpu, &parts(u), None)?;
+                    u.batch = ChunkBatch::new(gpu, &parts(u, false), None)?;
+                    let shared = split_batch(u, None)?;
+                    if let Some(s) = &mut u.split {
+                        s.batch = shared;
+                    }
                 }
                 return Ok(None);
             }
         }
     }
-    for (u, b) in units.iter_mut().zip(batches) {
+    for (u, (shared, b)) in units.iter_mut().zip(batches) {
         u.batch = Some(b);
+        if let Some(s) = &mut u.split {
+            s.batch = shared;
+        }
     }
     Ok(Some(next))
 }

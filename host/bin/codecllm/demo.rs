@@ -62,6 +62,7 @@ pub fn run(a: Args) -> Result<bool> {
                 model: a.output,
                 weights: super::run::Weights::Cpu,
                 vram_budget: None,
+                cpu_share: None,
                 json: false,
                 prompt: "What is the capital of France?".into(),
                 max_tokens: 16,

@@ -78,7 +78,7 @@ fn scorer<'g>(
 ) -> Result<(Box<dyn WindowScorer + 'g>, String)> {
     Ok(match gpu {
         Some(gpu) => {
-            let (llm, placement): (GpuLlama<'g>, _) = open_gpu(gpu, src, weights, budget, ctx, ctx)?;
+            let (llm, placement): (GpuLlama<'g>, _) = open_gpu(gpu, src, weights, budget, ctx, ctx, Some(0.0))?;
             if let Some(p) = &placement {
                 eprintln!("{}", placement_line(p, llm.cfg.layers));
             }

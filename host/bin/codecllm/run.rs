@@ -55,6 +55,11 @@ pub struct Args {
     /// VRAM less a margin).
     #[arg(long, value_parser = parse_budget)]
     pub vram_budget: Option<usize>,
+    /// Fraction (0–1) of each streamed block's MLP rows the CPU computes from host RAM in
+    /// decode steps while the link carries the rest (`stream`, `hybrid`, `auto`); default:
+    /// balanced from the CPU's measured INT8 GEMV bandwidth and the link's. 0 turns it off.
+    #[arg(long, value_parser = parse_share)]
+    pub cpu_share: Option<f64>,
     #[arg(long)]
     pub prompt: String,
     #[arg(long, default_value_t = 64)]
@@ -136,6 +141,8 @@ pub fn gpu_for(weights: Weights) -> Result<Option<Gpu>> {
 
 /// `src` on `gpu` as `weights` says; `auto` and `hybrid` plan a placement under `budget`
 /// (printed, and returned).
+///
+/// `cpu_share` as `run --cpu-share` (the streamed modes).
 pub fn open_gpu<'g>(
     gpu: &'g Gpu,
     src: &dyn WeightSource,
@@ -143,21 +150,38 @@ pub fn open_gpu<'g>(
     budget: Option<usize>,
     max_m: usize,
     ctx: usize,
+    cpu_share: Option<f64>,
 ) -> Result<(GpuLlama<'g>, Option<Placement>)> {
+    if let (Some(WeightMode::Stream), Some(c)) = (weights.mode(), src.container()) {
+        let (llm, p) = GpuLlama::load_stream_shared(gpu, c, STREAM_SLOTS, max_m, ctx, cpu_share)?;
+        return Ok((llm, Some(p)));
+    }
     if let Some(mode) = weights.mode().filter(|&m| m != WeightMode::Hybrid) {
         return Ok((GpuLlama::load_mode(gpu, src, mode, STREAM_SLOTS, max_m, ctx)?, None));
     }
-    let (llm, p) = GpuLlama::load_auto(gpu, src, budget, STREAM_SLOTS, max_m, ctx)?;
+    let (llm, p) = GpuLlama::load_auto(gpu, src, budget, STREAM_SLOTS, max_m, ctx, cpu_share)?;
     Ok((llm, Some(p)))
+}
+
+fn parse_share(s: &str) -> std::result::Result<f64, String> {
+    match s.trim().parse::<f64>() {
+        Ok(f) if (0.0..=1.0).contains(&f) => Ok(f),
+        _ => Err(format!("'{s}' is not a fraction between 0 and 1")),
+    }
 }
 
 /// The placement `open_gpu` chose, as one line for stderr.
 pub fn placement_line(p: &Placement, layers: usize) -> String {
     format!(
-        "placement: {}/{layers} blocks resident, LM head {}, {} ring slots; predicted {:.2} GB VRAM, {:.2} ms per token ({:.2} GB over the link)",
+        "placement: {}/{layers} blocks resident, LM head {}, {} ring slots{}; predicted {:.2} GB VRAM, {:.2} ms per token ({:.2} GB over the link)",
         p.resident_blocks,
         if p.lm_head_resident { "resident" } else { "streamed" },
         p.slots,
+        if p.cpu_share > 0.0 {
+            format!(", CPU computes {:.0} % of the streamed MLP rows ({:.2} GB)", 100.0 * p.cpu_share, p.cpu_bytes as f64 / 1e9)
+        } else {
+            String::new()
+        },
         p.predicted_vram as f64 / 1e9,
         p.predicted_seconds * 1e3,
         p.streamed_bytes as f64 / 1e9
@@ -220,7 +244,7 @@ pub fn run(a: Args) -> Result<bool> {
             tp_slot.insert(tp)
         }
         (Some(gpu), None) => {
-            let (mut llm, p) = open_gpu(gpu, src, a.weights, a.vram_budget, m, ctx)?;
+            let (mut llm, p) = open_gpu(gpu, src, a.weights, a.vram_budget, m, ctx, a.cpu_share)?;
             loading.finish_and_clear();
             if let Some(p) = &p {
                 eprintln!("{}", placement_line(p, llm.cfg.layers));

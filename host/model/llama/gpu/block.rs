@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::gpu::nccl::Communicator;
 use crate::gpu::Gpu;
 use crate::model::config::{Activation, ModelConfig, RopeStyle};
+use crate::stream::CpuCall;
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaSlice, CudaView, CudaViewMut, LaunchConfig, PushKernelArg};
 use half::f16;
@@ -78,7 +79,10 @@ impl BlockCtx<'_> {
     /// then SwiGLU; both branches go into the FP32 residual `sc.x`, each folded into the
     /// next norm (the MLP's output is left in `sc.o` for the next block or the final
     /// norm; `first` says there is none yet).
-    pub(super) fn block(&self, layer: usize, b: &mut Block, sc: &mut Scratch, lin: &[LinRef], first: bool) -> Result<()> {
+    ///
+    /// With `cpu` (a decode step of a unit split with the CPU), `lin`'s gate, up and down
+    /// are the GPU's bands and the CPU computes the rows after them (`CpuCall`).
+    pub(super) fn block(&self, layer: usize, b: &mut Block, sc: &mut Scratch, lin: &[LinRef], first: bool, mut cpu: Option<CpuCall>) -> Result<()> {
         let (gpu, cfg, m) = (self.gpu, self.cfg, self.m);
         let st = &gpu.stream;
         let k = &gpu.kernels;
@@ -157,6 +161,9 @@ impl BlockCtx<'_> {
             lin[GATE].apply(gpu, self.blas, &sc.h, m, &mut sc.g)?;
             lin[UP].apply(gpu, self.blas, &sc.h, m, &mut sc.u)?;
         }
+        if let Some(c) = cpu.as_mut() {
+            c.enqueue(st, 0, &sc.h.slice(..d), &mut [(GATE, &mut sc.g), (UP, &mut sc.u)])?;
+        }
         let n = (m * cfg.ffn) as u32;
         let mut l = st.launch_builder(match cfg.activation {
             Activation::Silu => &k.silu_mul,
@@ -166,6 +173,9 @@ impl BlockCtx<'_> {
         // SAFETY: g, u, h hold m·ffn.
         unsafe { l.launch(launch_1d(m * cfg.ffn)) }?;
         lin[DOWN].apply(gpu, self.blas, &sc.h, m, &mut sc.o)?;
+        if let Some(c) = cpu.as_mut() {
+            c.enqueue(st, 1, &sc.h.slice(..cfg.ffn), &mut [(DOWN, &mut sc.o)])?;
+        }
         self.all_reduce(&mut sc.o, m * d)?;
         if let Some([_, post_ffn]) = &b.post_norms {
             norm_in_place(gpu, &mut sc.o, post_ffn, m, d, cfg.eps)?;

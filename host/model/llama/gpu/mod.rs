@@ -22,7 +22,7 @@ use crate::gpu::{Decoder, DeviceChunkTable, DeviceCompressedTensor, Gpu, Int8Wei
 use crate::import::WeightSource;
 use crate::model::config::{BlockNames, ModelConfig, ROPE_FREQS};
 use crate::model::placement::{plan, Placement, PlacementInput};
-use crate::stream::{HostStore, UnitPart, WeightStream};
+use crate::stream::{CpuCall, CpuShare, HostStore, UnitPart, WeightStream};
 use block::{final_norm, Block, BlockCtx, Scratch};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaSlice, DevicePtr};
@@ -98,7 +98,7 @@ impl<'g> GpuLlama<'g> {
     pub fn load_mode(gpu: &'g Gpu, src: &dyn WeightSource, mode: WeightMode, slots: usize, max_m: usize, max_context: usize) -> Result<Self> {
         match mode {
             WeightMode::Fp16Resident | WeightMode::Int8Resident => GpuLlama::load(gpu, src, mode, max_m, max_context),
-            WeightMode::Hybrid => GpuLlama::load_auto(gpu, src, None, slots, max_m, max_context).map(|(m, _)| m),
+            WeightMode::Hybrid => GpuLlama::load_auto(gpu, src, None, slots, max_m, max_context, Some(0.0)).map(|(m, _)| m),
             _ => {
                 let c = src.container().ok_or_else(|| Error::Invalid(format!("--weights {} needs a .clm container (compress the GGUF first)", mode.name())))?;
                 if mode == WeightMode::CompressedResident {
@@ -190,6 +190,7 @@ impl<'g> GpuLlama<'g> {
             .map(|i| BlockNames::of(i).linears().iter().map(|n| Linear::load(gpu, c, n, WeightMode::Int8Resident)).collect::<Result<Vec<_>>>())
             .collect::<Result<Vec<_>>>()?;
         let resident_bytes: usize = resident.iter().flatten().map(Linear::bytes).sum();
+        let cpu_share = if store.cpu_bytes() > 0 { Some(CpuShare::new(gpu, cpu_share_pool()?, cfg.dim.max(cfg.ffn), 2 * cfg.ffn.max(cfg.dim))?) } else { None };
         let mut ws = WeightStream::new(gpu, store, placement.slots, ring_budget, 1)?;
         ws.set_compute_stream(gpu.stream.clone());
         // The ring, the decoder and the store's tables and scales (in the plan's fixed part).
@@ -198,7 +199,7 @@ impl<'g> GpuLlama<'g> {
         // bit for bit.
         let embed = Embedding::Host(c.f32("token_embd.weight")?.into_iter().map(|v| f16::from_f32(v).to_f32()).collect());
         let mode = if placement.resident_blocks > 0 || placement.lm_head_resident { WeightMode::Hybrid } else { WeightMode::Stream };
-        let weights = Weights::Streamed { resident, ws: Box::new(ws) };
+        let weights = Weights::Streamed { resident, ws: Box::new(ws), cpu: cpu_share };
         let mut model = Self::assemble(gpu, c, cfg, mode, weights, bytes, embed, max_m, max_context, free_before)?;
         if placement.lm_head_resident {
             let head = Linear::load(gpu, c, lm_head_name(c), WeightMode::Int8Resident)?;
@@ -220,8 +221,7 @@ impl<'g> GpuLlama<'g> {
     /// — whole chunks each — so its pieces fit the blocks' slots.
     pub fn stream_units_for(c: &Container, placement: &Placement) -> Result<Vec<Vec<UnitPart>>> {
         let cfg = ModelConfig::from_metadata(&c.index.metadata)?;
-        let mut units: Vec<Vec<UnitPart>> =
-            (placement.resident_blocks..cfg.layers).map(|i| BlockNames::of(i).linears().iter().map(|&n| n.into()).collect()).collect();
+        let mut units: Vec<Vec<UnitPart>> = (placement.resident_blocks..cfg.layers).map(|i| block_parts(c, i, placement.cpu_share)).collect::<Result<_>>()?;
         if placement.lm_head_resident {
             return Ok(units);
         }
@@ -236,7 +236,7 @@ impl<'g> GpuLlama<'g> {
         let stored_int8 = matches!(t.encoding, crate::container::Encoding::Int8 { .. });
         let step = if stored_int8 { chunk / gcd(cols, chunk) } else { 1 };
         let band = (block_bytes / cols / step).max(1) * step;
-        units.extend((0..rows).step_by(band).map(|r0| vec![UnitPart { name: name.into(), rows: Some(r0..(r0 + band).min(rows)) }]));
+        units.extend((0..rows).step_by(band).map(|r0| vec![UnitPart { name: name.into(), rows: Some(r0..(r0 + band).min(rows)), cpu: false }]));
         Ok(units)
     }
 
@@ -244,7 +244,46 @@ impl<'g> GpuLlama<'g> {
     /// (default: the free VRAM less a margin), else the placement with the most resident
     /// bytes that fits, the rest streamed. A checkpoint that is not a container can only be
     /// resident.
-    pub fn load_auto(gpu: &'g Gpu, src: &dyn WeightSource, budget: Option<usize>, slots: usize, max_m: usize, max_context: usize) -> Result<(Self, Placement)> {
+    ///
+    /// `cpu_share`: the fraction of the streamed blocks' MLP rows the CPU computes in
+    /// decode steps — `None` balances it from the CPU GEMV's bandwidth, measured here, and
+    /// the link's; `Some(0.0)` leaves the CPU out.
+    pub fn load_auto(
+        gpu: &'g Gpu,
+        src: &dyn WeightSource,
+        budget: Option<usize>,
+        slots: usize,
+        max_m: usize,
+        max_context: usize,
+        cpu_share: Option<f64>,
+    ) -> Result<(Self, Placement)> {
+        Self::load_planned(gpu, src, budget, slots, max_m, max_context, cpu_share, false)
+    }
+
+    /// `--weights stream` with a CPU share (`load_auto`'s `cpu_share`): every block and the
+    /// LM head streamed.
+    pub fn load_stream_shared(
+        gpu: &'g Gpu,
+        c: &Container,
+        slots: usize,
+        max_m: usize,
+        max_context: usize,
+        cpu_share: Option<f64>,
+    ) -> Result<(Self, Placement)> {
+        Self::load_planned(gpu, c, None, slots, max_m, max_context, cpu_share, true)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn load_planned(
+        gpu: &'g Gpu,
+        src: &dyn WeightSource,
+        budget: Option<usize>,
+        slots: usize,
+        max_m: usize,
+        max_context: usize,
+        cpu_share: Option<f64>,
+        stream_all: bool,
+    ) -> Result<(Self, Placement)> {
         let cfg = ModelConfig::from_metadata(src.metadata())?;
         let budget = match budget {
             Some(b) => b,
@@ -264,11 +303,20 @@ impl<'g> GpuLlama<'g> {
                 streamed_bytes: 0,
                 predicted_vram: model.vram_accounted,
                 predicted_seconds: 0.0,
+                cpu_share: 0.0,
+                cpu_bytes: 0,
             };
             return Ok((model, p));
         };
         let mut input = placement_input(c, &cfg, slots, max_m, max_context)?;
+        input.stream_all = stream_all;
+        input.cpu_share = cpu_share;
         let mut placement = plan(&input, budget).map_err(Error::Invalid)?;
+        // The CPU's bandwidth is measured only when something streams for it to share.
+        if placement.streams() && cpu_share.is_none() && cpu_decodes_blocks(c) {
+            input.cpu_gbps = crate::stream::cpu_gemv_gbps(&cpu_share_pool()?);
+            placement = plan(&input, budget).map_err(Error::Invalid)?;
+        }
         // The ring's size is predicted from the index; the loaded store says what the
         // streaming engine will really take. Where that is more, plan again with it (at
         // most a block's difference, so a second load settles it).
@@ -397,7 +445,7 @@ impl<'g> GpuLlama<'g> {
         let host_rows = if matches!(embed, Embedding::Host(_)) { max_m * d } else { 0 };
         let prefetch_next = matches!(&weights, Weights::Streamed { ws, .. } if ws.can_prefetch_next_pass());
         let lm_band_rows = match &weights {
-            Weights::Streamed { ws, resident } => ws.unit_rows().into_iter().skip(cfg.layers - resident.len()).collect(),
+            Weights::Streamed { ws, resident, .. } => ws.unit_rows().into_iter().skip(cfg.layers - resident.len()).collect(),
             _ => Vec::new(),
         };
         let mut model = GpuLlama {
@@ -466,7 +514,7 @@ impl<'g> GpuLlama<'g> {
             Weights::Resident(layers) => {
                 for (i, (b, lin)) in blocks.iter_mut().zip(layers.iter()).enumerate() {
                     let refs: Vec<LinRef> = lin.iter().map(LinRef::Owned).collect();
-                    ctx.block(i, b, sc, &refs, i == 0)?;
+                    ctx.block(i, b, sc, &refs, i == 0, None)?;
                 }
             }
             Weights::Compressed { layers, decoder, buf } => {
@@ -479,24 +527,28 @@ impl<'g> GpuLlama<'g> {
                     unsafe { decoder.decode_batch(&items, st)? };
                     let views: Vec<Int8Weights> = lin.iter().zip(&offsets).map(|(t, &o)| t.table.weights_at(buf.slice(o..o + t.len()))).collect();
                     let refs: Vec<LinRef> = views.iter().map(LinRef::Int8).collect();
-                    ctx.block(i, b, sc, &refs, i == 0)?;
+                    ctx.block(i, b, sc, &refs, i == 0, None)?;
                 }
             }
-            Weights::Streamed { resident, ws } => {
+            Weights::Streamed { resident, ws, cpu } => {
                 // The resident blocks first (the ring's first units were prefetched at the
                 // end of the previous step), then the streamed units: the other blocks,
                 // then — unless resident — the LM head in row bands (`stream_units_for`).
                 let k = resident.len();
                 for (i, lin) in resident.iter().enumerate() {
                     let refs: Vec<LinRef> = lin.iter().map(LinRef::Owned).collect();
-                    ctx.block(i, &mut blocks[i], sc, &refs, i == 0)?;
+                    ctx.block(i, &mut blocks[i], sc, &refs, i == 0, None)?;
                 }
                 let (layers, n, mut at) = (blocks.len(), rows.len(), 0);
-                ws.for_each_unit(|u, w, _stream| {
+                // A decode step leaves the CPU its rows of the split units; larger batches
+                // stream every row (`WeightStream::for_each_unit_sharing`).
+                let sharing = m == 1 && cpu.is_some();
+                ws.for_each_unit_sharing(sharing, |u, w, cpu_rows, _stream| {
                     let layer = k + u;
                     if layer < layers {
                         let refs: Vec<LinRef> = w.iter().map(LinRef::Int8).collect();
-                        return ctx.block(layer, &mut blocks[layer], sc, &refs, layer == 0);
+                        let call = cpu.as_mut().filter(|_| sharing).map(|share| CpuCall { share, unit: u, rows: cpu_rows });
+                        return ctx.block(layer, &mut blocks[layer], sc, &refs, layer == 0, call);
                     }
                     if layer == layers {
                         final_norm(gpu, sc, out_norm, rows.clone(), d, cfg.eps)?;
@@ -550,6 +602,59 @@ const AUTO_MARGIN: usize = 512 << 20;
 
 /// INT8 bytes (values and f32 scales) of block `i`'s projections as the container holds
 /// them (a projection stored losslessly is quantized at load with 32-column groups).
+/// The pool the CPU share's GEMV runs on: every core the OS gives this process (the GEMV
+/// is bound by memory bandwidth; the driver thread that calls it waits meanwhile).
+fn cpu_share_pool() -> Result<rayon::ThreadPool> {
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .thread_name(|i| format!("codecllm-cpu-share-{i}"))
+        .build()
+        .map_err(|e| Error::Invalid(format!("the CPU share's thread pool: {e}")))
+}
+
+/// Whether the CPU can decode the blocks' MLP matrices into its share (not ANS, which
+/// decodes on the GPU only, nor tensors quantized at load).
+fn cpu_decodes_blocks(c: &Container) -> bool {
+    let block = BlockNames::of(0);
+    block.linears()[weights::GATE..=weights::DOWN]
+        .iter()
+        .all(|n| c.tensor(n).is_some_and(|t| matches!(t.encoding, crate::container::Encoding::Int8 { .. }) && t.data.codec != crate::container::Codec::Ans))
+}
+
+/// Block `i`'s projections as one streamed unit: with a CPU `share`, the first rows of
+/// gate, up and down (a multiple of their chunks, ending on a slot-aligned byte) stay GPU
+/// parts and the rest follow as CPU parts (`UnitPart::cpu`).
+fn block_parts(c: &Container, i: usize, share: f64) -> Result<Vec<UnitPart>> {
+    let block = BlockNames::of(i);
+    let names = block.linears();
+    let mut parts: Vec<UnitPart> = names.iter().map(|&n| n.into()).collect();
+    if share <= 0.0 {
+        return Ok(parts);
+    }
+    let mut cpu = Vec::new();
+    for t in weights::GATE..=weights::DOWN {
+        let entry = c.tensor(names[t]).ok_or_else(|| Error::format(c.path(), format!("no tensor named '{}'", names[t])))?;
+        let (Some((rows, cols)), crate::container::Encoding::Int8 { .. }) = (entry.matrix_dims(), &entry.encoding) else { continue };
+        let (rows, cols, chunk, align) = (rows as usize, cols.max(1) as usize, entry.data.chunk_size as usize, crate::stream::SLOT_ALIGN);
+        let step = lcm(chunk / gcd(cols, chunk), align / gcd(cols, align));
+        let cpu_rows = ((rows as f64 * share) / step as f64).round() as usize * step;
+        // At least one step stays on the GPU (a band is never empty).
+        let gpu_rows = rows.saturating_sub(cpu_rows).max(step);
+        if gpu_rows >= rows {
+            continue;
+        }
+        parts[t].rows = Some(0..gpu_rows);
+        cpu.push(UnitPart { name: names[t].into(), rows: Some(gpu_rows..rows), cpu: true });
+    }
+    parts.extend(cpu);
+    Ok(parts)
+}
+
+fn lcm(a: usize, b: usize) -> usize {
+    a / gcd(a, b) * b
+}
+
 fn block_int8_bytes(c: &Container, i: usize) -> usize {
     BlockNames::of(i).linears().iter().filter_map(|n| c.tensor(n)).map(int8_bytes).sum()
 }
@@ -581,6 +686,12 @@ fn placement_input(c: &Container, cfg: &ModelConfig, slots: usize, max_m: usize,
         _ => t.numel() as usize,
     };
     let block_int8: Vec<usize> = (0..cfg.layers).map(|i| block_int8_bytes(c, i)).collect();
+    let mlp = |i: usize, bytes: &dyn Fn(&crate::container::TensorEntry) -> usize| -> Result<usize> {
+        let block = BlockNames::of(i);
+        block.linears()[weights::GATE..=weights::DOWN].iter().map(|n| Ok(bytes(entry(n)?))).sum()
+    };
+    let block_mlp_int8 = (0..cfg.layers).map(|i| mlp(i, &int8_bytes)).collect::<Result<Vec<_>>>()?;
+    let block_mlp_stored = (0..cfg.layers).map(|i| mlp(i, &stored_of)).collect::<Result<Vec<_>>>()?;
     let (mut block_stored, mut slot_stored, mut slot_decoded) = (Vec::with_capacity(cfg.layers), 0, 0);
     for i in 0..cfg.layers {
         let (mut stored, mut aligned, mut decoded) = (0, 0, 0);
@@ -635,6 +746,11 @@ fn placement_input(c: &Container, cfg: &ModelConfig, slots: usize, max_m: usize,
         resident_embedding: 2 * cfg.vocab * d,
         link_gbps: LINK_GBPS_ESTIMATE,
         hbm_gbps: HBM_GBPS_ESTIMATE,
+        block_mlp_int8,
+        block_mlp_stored,
+        cpu_gbps: 0.0,
+        cpu_share: None,
+        stream_all: false,
     })
 }
 
@@ -644,10 +760,10 @@ fn placement_input(c: &Container, cfg: &ModelConfig, slots: usize, max_m: usize,
 /// budget 5.8 GB: net 5.901 GB, allocated 5.781 GB); rounded up.
 const CUBLAS_VRAM_ESTIMATE: usize = 96 << 20;
 
-/// Bandwidths the prediction assumes before anything is measured: pinned PCIe 5 ×16 host
-/// to device and H200-class HBM, as measured on the machines here (../shared/NOTES-GPU.md
-/// §6). Only the printed prediction uses them, never the placement, which maximizes
-/// resident bytes whatever the bandwidths.
+/// Bandwidths the prediction assumes: pinned PCIe 5 ×16 host to device and H200-class HBM,
+/// as measured on the machines here (../shared/NOTES-GPU.md §6). The placement maximizes
+/// resident bytes whatever they are; the CPU share balances the CPU's measured bandwidth
+/// against the link's.
 const LINK_GBPS_ESTIMATE: f64 = 55.0;
 const HBM_GBPS_ESTIMATE: f64 = 4_000.0;
 

@@ -162,7 +162,12 @@ impl GpuLlama<'_> {
         let log = step.decodes.as_ref().or(self.step_graph.as_ref().map(|g| &g.decodes)).expect("a graph when no log");
         match &mut self.weights {
             Weights::Compressed { decoder, .. } => decoder.staged_result(flag, log, &self.gpu.stream)?,
-            Weights::Streamed { ws, .. } => ws.decode_result(flag, log)?,
+            Weights::Streamed { ws, cpu, .. } => {
+                ws.decode_result(flag, log)?;
+                if let Some(c) = cpu {
+                    c.take_failure()?;
+                }
+            }
             Weights::Resident(_) => {}
         }
         self.len += step.m;
@@ -253,8 +258,9 @@ impl GpuLlama<'_> {
             Weights::Resident(_) => {}
         }
         record_external(&self.io.ready, st)?;
-        if let (true, Weights::Streamed { ws, .. }) = (self.prefetch_next, &mut self.weights) {
-            ws.prefetch_next_pass()?;
+        if let (true, Weights::Streamed { ws, cpu, .. }) = (self.prefetch_next, &mut self.weights) {
+            // For a pass like this one (a decode step is followed by another).
+            ws.prefetch_next_pass(m == 1 && cpu.is_some())?;
         }
         Ok(())
     }

@@ -4,7 +4,7 @@ use crate::container::Codec;
 use crate::error::{Error, Result};
 use crate::gpu::{cublas_fp16_linear, Decoder, DeviceCompressedTensor, DeviceInt8Buffer, Gpu, Int8Weights};
 use crate::import::WeightSource;
-use crate::stream::WeightStream;
+use crate::stream::{CpuShare, WeightStream};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::CudaSlice;
 use half::f16;
@@ -144,6 +144,8 @@ pub(super) enum Weights<'g> {
     Streamed {
         resident: Vec<Vec<Linear>>,
         ws: Box<WeightStream<'g>>,
+        /// The CPU's rows of units the store split (`UnitPart::cpu`).
+        cpu: Option<CpuShare>,
     },
 }
 

@@ -1,0 +1,216 @@
+//! The CPU's rows of streamed units, computed in stream order: the GPU's input row goes
+//! to pinned host memory, a host function (`gpu::launch_host_func`, a graph node when the
+//! step is captured) runs the INT8 GEMV (`cpu_gemv`) on a thread pool of its own, and its
+//! output rows are copied in after the GPU's band of the same matrix. While the CPU
+//! computes, the link goes on copying the next units' GPU bands: the two read host RAM at
+//! the same time, which is the point (issue 18: the CPU reads RAM faster than PCIe
+//! carries it).
+use super::cpu_gemv::{gemv_int8, Int8View};
+use super::store::CpuRows;
+use crate::codec::Int8Matrix;
+use crate::error::{Error, Result};
+use crate::gpu::{launch_host_func, Gpu, PinnedBuffer};
+use cudarc::driver::{CudaStream, CudaView, CudaViewMut};
+use half::f16;
+use rayon::ThreadPool;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// What the host functions share; boxed so that their pointers survive moves of the
+/// `CpuShare` (a captured graph keeps them).
+struct Shared {
+    pool: ThreadPool,
+    /// FP32 copies of the input row and of the outputs (the GEMV's types).
+    xf: Vec<f32>,
+    yf: Vec<f32>,
+    failed: AtomicBool,
+}
+
+/// One call site's product (a unit's rows of one input): constant for the model's life,
+/// so a graph replays it.
+struct Job {
+    x: *const f16,
+    cols: usize,
+    y: *mut f16,
+    /// Each matrix and where its rows go in `y`.
+    outs: Vec<(*const Int8Matrix, usize)>,
+    shared: *mut Shared,
+}
+
+/// The CPU half of the streamed units that `HostStore` split (`UnitPart::cpu`).
+pub struct CpuShare {
+    shared: Box<Shared>,
+    x: PinnedBuffer<f16>,
+    y: PinnedBuffer<f16>,
+    jobs: HashMap<(usize, usize), Box<Job>>,
+    /// The stream the jobs were enqueued on, waited for before they are freed.
+    stream: Option<Arc<CudaStream>>,
+}
+
+impl Drop for CpuShare {
+    fn drop(&mut self) {
+        if let Some(s) = &self.stream {
+            // Nothing may call a job after this; an error here has nowhere to go.
+            let _ = s.synchronize();
+        }
+    }
+}
+
+// SAFETY: the raw pointers in `jobs` point into this struct's own boxes and pinned
+// buffers, and into the `HostStore` the model keeps alive beside it; one thread drives a
+// model at a time.
+unsafe impl Send for CpuShare {}
+
+impl CpuShare {
+    /// Pinned buffers for input rows up to `max_in` and outputs up to `max_out` values,
+    /// the GEMV on `pool`.
+    pub fn new(gpu: &Gpu, pool: ThreadPool, max_in: usize, max_out: usize) -> Result<Self> {
+        Ok(CpuShare {
+            shared: Box::new(Shared { pool, xf: vec![0.0; max_in], yf: vec![0.0; max_out], failed: AtomicBool::new(false) }),
+            x: PinnedBuffer::new(gpu, max_in.max(1))?,
+            y: PinnedBuffer::new(gpu, max_out.max(1))?,
+            jobs: HashMap::new(),
+            stream: None,
+        })
+    }
+
+    /// Enqueues on `stream` the CPU's rows `rows` of one decode row `x`: the copy of `x`
+    /// to the host, the GEMV, and each matrix's output copied into `outs` (as many values
+    /// as it has rows). `site` names the call (unit, product) — the same site always
+    /// passes the same rows, buffers and sizes.
+    pub fn enqueue(
+        &mut self,
+        stream: &Arc<CudaStream>,
+        site: (usize, usize),
+        x: &CudaView<f16>,
+        rows: &[&CpuRows],
+        outs: &mut [CudaViewMut<f16>],
+    ) -> Result<()> {
+        let cols = x.len();
+        let total: usize = rows.iter().map(|r| r.matrix.rows).sum();
+        if cols > self.x.as_slice().len() || total > self.y.as_slice().len() || rows.len() != outs.len() {
+            return Err(Error::Invalid(format!("CPU share: {} matrices ({total} rows of {cols}) exceed its buffers or outputs", rows.len())));
+        }
+        if let Some((r, o)) = rows.iter().zip(outs.iter()).find(|(r, o)| r.matrix.cols != cols || o.len() != r.matrix.rows) {
+            return Err(Error::Invalid(format!("CPU share: {}×{} rows for an input of {cols} into {} outputs", r.matrix.rows, r.matrix.cols, o.len())));
+        }
+        self.stream.get_or_insert_with(|| stream.clone());
+        stream.memcpy_dtoh(x, &mut self.x.as_mut_slice()[..cols])?;
+        let (xp, yp, shared) = (self.x.as_slice().as_ptr(), self.y.as_mut_slice().as_mut_ptr(), &mut *self.shared as *mut Shared);
+        let job = self.jobs.entry(site).or_insert_with(|| {
+            let outs = rows.iter().scan(0, |at, r| Some((&r.matrix as *const Int8Matrix, std::mem::replace(at, *at + r.matrix.rows)))).collect();
+            Box::new(Job { x: xp, cols, y: yp, outs, shared })
+        });
+        // SAFETY: the job and everything it points to live as long as this `CpuShare` and
+        // the store (the model holds both, and drops its graph first); host functions on
+        // one stream run one at a time, so the shared scratch has one user.
+        unsafe { launch_host_func(stream, run_job, &mut **job as *mut Job as *mut std::ffi::c_void) }?;
+        let job = &self.jobs[&site];
+        for ((_, at), out) in job.outs.iter().zip(outs.iter_mut()) {
+            let n = out.len();
+            stream.memcpy_htod(&self.y.as_slice()[*at..*at + n], out)?;
+        }
+        Ok(())
+    }
+
+    /// Whether a host function failed since the last call (an error then, said once).
+    pub fn take_failure(&self) -> Result<()> {
+        if self.shared.failed.swap(false, Ordering::Relaxed) {
+            return Err(Error::Invalid("the CPU share of a streamed step failed: its logits are not valid".into()));
+        }
+        Ok(())
+    }
+}
+
+/// The host function: FP16 in, the GEMV of each matrix, FP16 out. A failure (which the
+/// checks in `enqueue` leave to bugs) is flagged, never unwound into the driver.
+unsafe extern "C" fn run_job(data: *mut std::ffi::c_void) {
+    // SAFETY: `data` is a `Job` that `enqueue` keeps alive (see there).
+    let job = unsafe { &*(data as *const Job) };
+    let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| unsafe { job.run() }));
+    if !matches!(ran, Ok(Ok(()))) {
+        // SAFETY: as above.
+        unsafe { (*job.shared).failed.store(true, Ordering::Relaxed) };
+    }
+}
+
+impl Job {
+    /// # Safety
+    /// The job's pointers are valid and nothing else uses the buffers while it runs.
+    unsafe fn run(&self) -> Result<()> {
+        let shared = &mut *self.shared;
+        let x = std::slice::from_raw_parts(self.x, self.cols);
+        for (f, h) in shared.xf.iter_mut().zip(x) {
+            *f = h.to_f32();
+        }
+        for &(m, at) in &self.outs {
+            let m = &*m;
+            let yf = &mut shared.yf[at..at + m.rows];
+            gemv_int8(&Int8View::try_from(m)?, 0..m.rows, &shared.xf[..self.cols], 1, yf, Some(&shared.pool))?;
+            let y = std::slice::from_raw_parts_mut(self.y.add(at), m.rows);
+            for (h, f) in y.iter_mut().zip(yf.iter()) {
+                *h = f16::from_f32(*f);
+            }
+        }
+        Ok(())
+    }
+}
+
+/// One unit's CPU rows in one sharing pass, for `BlockCtx`-style callers.
+pub struct CpuCall<'a> {
+    pub share: &'a mut CpuShare,
+    pub unit: usize,
+    pub rows: &'a [CpuRows],
+}
+
+impl CpuCall<'_> {
+    /// Enqueues the CPU's rows of unit tensors `products` (each with its whole output
+    /// `[rows]`, the GPU's band already in front) from input `x`; `site` tells this call
+    /// from the unit's others.
+    pub fn enqueue(
+        &mut self,
+        stream: &Arc<CudaStream>,
+        site: usize,
+        x: &CudaView<f16>,
+        products: &mut [(usize, &mut cudarc::driver::CudaSlice<f16>)],
+    ) -> Result<()> {
+        let (mut rows, mut outs) = (Vec::new(), Vec::new());
+        for (t, y) in products.iter_mut() {
+            if let Some(r) = self.rows.iter().find(|r| r.after == *t) {
+                rows.push(r);
+                outs.push(y.slice_mut(r.first_row..r.first_row + r.matrix.rows));
+            }
+        }
+        if rows.is_empty() {
+            return Ok(());
+        }
+        self.share.enqueue(stream, (self.unit, site), x, &rows, &mut outs)
+    }
+}
+
+/// The INT8 GEMV's bandwidth on `pool` (GB/s of weights, one input row): the best of five
+/// runs over 128 MB of rows — more than a CPU's last-level cache, as the CPU's share of a
+/// model is.
+pub fn cpu_gemv_gbps(pool: &ThreadPool) -> f64 {
+    const ROWS: usize = 32 * 1024;
+    const COLS: usize = 4096;
+    // Any bytes do: the GEMV's time does not depend on the values.
+    let q: Vec<i8> = (0..ROWS * COLS).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as i8).collect();
+    let scales = vec![1e-2f32; ROWS];
+    let x = vec![0.5f32; COLS];
+    let mut y = vec![0f32; ROWS];
+    let Ok(w) = Int8View::new(&q, &scales, COLS, COLS) else { return 0.0 };
+    let mut best = f64::INFINITY;
+    for run in 0..6 {
+        let t = std::time::Instant::now();
+        if gemv_int8(&w, 0..ROWS, &x, 1, &mut y, Some(pool)).is_err() {
+            return 0.0;
+        }
+        // The first run warms the pool and the pages.
+        if run > 0 {
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+    }
+    (ROWS * COLS) as f64 / best / 1e9
+}
