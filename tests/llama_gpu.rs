@@ -182,13 +182,19 @@ fn tiny_llama_gpu_forward_matches_cpu_reference() {
         llm.use_graph = false;
         assert!(bits(&gpu_logits(&mut llm, &prompt, &decode)) == bits(&got), "{slots} slot(s): plain launches differ from the graph");
     }
-    // The CPU share is refused where the CPU cannot decode (ANS) or the parts are malformed.
-    let units = vec![vec![
-        codecllm::stream::UnitPart { name: "blk.0.ffn_gate.weight".into(), rows: Some(32..256), cpu: true },
-        codecllm::stream::UnitPart { name: "blk.0.ffn_gate.weight".into(), rows: Some(0..32), cpu: false },
-    ]];
-    let err = codecllm::stream::HostStore::load(&gpu, &rans, &units, true).err().expect("a GPU part after a CPU part is refused").to_string();
-    assert!(err.contains("GPU parts come first"), "{err}");
+    // Malformed CPU parts are refused before anything is loaded: one that continues no GPU
+    // band, a GPU part after a CPU part.
+    let part = |rows: std::ops::Range<usize>, cpu: bool| codecllm::stream::UnitPart { name: "blk.0.ffn_gate.weight".into(), rows: Some(rows), cpu };
+    for (units, why) in [
+        (vec![part(32..256, true), part(0..32, false)], "continue no GPU band"),
+        (vec![part(0..32, false), part(32..256, true), codecllm::stream::UnitPart::from("blk.0.ffn_up.weight")], "GPU parts come first"),
+    ] {
+        let err = codecllm::stream::HostStore::load(&gpu, &rans, &[units], true).err().expect("malformed CPU parts are refused").to_string();
+        assert!(err.contains(why), "{err}");
+    }
+    // ANS decodes on the GPU only: a CPU share asked of an ANS container is dropped.
+    let (_, p) = GpuLlama::load_stream_shared(&gpu, &ans, 2, 16, 64, Some(0.5)).unwrap();
+    assert_eq!(p.cpu_share, 0.0, "{p:?}");
     let mut llm = GpuLlama::load(&gpu, &ans, WeightMode::Fp16Resident, 16, 64).unwrap();
     let want = cpu_logits(&container, &prompt, &decode);
     assert!(gpu_logits(&mut llm, &prompt, &decode).iter().zip(&want).all(|(g, w)| rel(g, w) < 1e-2), "FP16 from ANS");

@@ -9,6 +9,7 @@
 mod compress;
 pub mod cpu_gemv;
 pub mod data;
+mod host_ram;
 mod kernels;
 pub mod plot;
 pub mod provenance;
@@ -16,6 +17,7 @@ mod stream;
 pub mod suites;
 
 pub use compress::{compress_throughput, rans_per_core};
+pub use host_ram::{host_ram, HostRamReport};
 pub use kernels::{BATCHES, SHAPES};
 pub use provenance::Provenance;
 pub use stream::{print_stream_table, StreamRow, LLAMA7B_BLOCK};

@@ -63,6 +63,16 @@ pub enum What {
         #[arg(long, default_value = "/tmp/codecllm-bench")]
         scratch: PathBuf,
     },
+    /// Host RAM read by the link and the CPU at once: pinned H2D copies and the CPU INT8
+    /// GEMV, each alone and together (JSON) — whether the CPU share's two bandwidths add.
+    HostRam {
+        /// Bytes each side cycles through, in MB.
+        #[arg(long, default_value_t = 1024)]
+        size_mb: usize,
+        /// Seconds per figure.
+        #[arg(long, default_value_t = 1.0)]
+        seconds: f64,
+    },
     /// The peer benchmark's results (scripts/peer-bench.sh) as an SVG: decode tokens/s
     /// against VRAM for codecllm and llama.cpp, one panel per model.
     Plot {
@@ -80,6 +90,10 @@ pub fn run(what: What) -> Result<bool> {
         What::Plot { json, svg } => {
             let n = codecllm::app::bench::plot::plot_file(&json, &svg)?;
             eprintln!("wrote {} ({n} series from {})", svg.display(), json.display());
+        }
+        What::HostRam { size_mb, seconds } => {
+            let gpu = Gpu::new(0)?;
+            super::json_out(&codecllm::app::bench::host_ram(&gpu, size_mb << 20, seconds)?);
         }
         What::Stream { json, layers, batches, slots, vram_budget, scratch } => {
             let gpu = Gpu::new(0)?;

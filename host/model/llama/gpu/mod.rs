@@ -190,7 +190,11 @@ impl<'g> GpuLlama<'g> {
             .map(|i| BlockNames::of(i).linears().iter().map(|n| Linear::load(gpu, c, n, WeightMode::Int8Resident)).collect::<Result<Vec<_>>>())
             .collect::<Result<Vec<_>>>()?;
         let resident_bytes: usize = resident.iter().flatten().map(Linear::bytes).sum();
-        let cpu_share = if store.cpu_bytes() > 0 { Some(CpuShare::new(gpu, cpu_share_pool()?, cfg.dim.max(cfg.ffn), 2 * cfg.ffn.max(cfg.dim))?) } else { None };
+        let cpu_share = if store.cpu_bytes() > 0 {
+            Some(CpuShare::new(gpu, crate::stream::cpu_share_pool()?, cfg.dim.max(cfg.ffn), 2 * cfg.ffn.max(cfg.dim))?)
+        } else {
+            None
+        };
         let mut ws = WeightStream::new(gpu, store, placement.slots, ring_budget, 1)?;
         ws.set_compute_stream(gpu.stream.clone());
         // The ring, the decoder and the store's tables and scales (in the plan's fixed part).
@@ -311,10 +315,17 @@ impl<'g> GpuLlama<'g> {
         let mut input = placement_input(c, &cfg, slots, max_m, max_context)?;
         input.stream_all = stream_all;
         input.cpu_share = cpu_share;
+        if !cpu_decodes_blocks(c) {
+            if cpu_share.is_some_and(|f| f > 0.0) {
+                eprintln!("codecllm: this container's MLP matrices decode on the GPU only (ANS): the CPU takes no share of them");
+            }
+            input.cpu_share = Some(0.0);
+        }
         let mut placement = plan(&input, budget).map_err(Error::Invalid)?;
-        // The CPU's bandwidth is measured only when something streams for it to share.
-        if placement.streams() && cpu_share.is_none() && cpu_decodes_blocks(c) {
-            input.cpu_gbps = crate::stream::cpu_gemv_gbps(&cpu_share_pool()?);
+        // The CPU's bandwidth is measured only when something streams for it to share (a
+        // fixed share needs it for the prediction).
+        if placement.streams() && input.cpu_share != Some(0.0) {
+            input.cpu_gbps = crate::stream::cpu_gemv_gbps(&crate::stream::cpu_share_pool()?);
             placement = plan(&input, budget).map_err(Error::Invalid)?;
         }
         // The ring's size is predicted from the index; the loaded store says what the
@@ -602,17 +613,6 @@ const AUTO_MARGIN: usize = 512 << 20;
 
 /// INT8 bytes (values and f32 scales) of block `i`'s projections as the container holds
 /// them (a projection stored losslessly is quantized at load with 32-column groups).
-/// The pool the CPU share's GEMV runs on: every core the OS gives this process (the GEMV
-/// is bound by memory bandwidth; the driver thread that calls it waits meanwhile).
-fn cpu_share_pool() -> Result<rayon::ThreadPool> {
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-    rayon::ThreadPoolBuilder::new()
-        .num_threads(threads)
-        .thread_name(|i| format!("codecllm-cpu-share-{i}"))
-        .build()
-        .map_err(|e| Error::Invalid(format!("the CPU share's thread pool: {e}")))
-}
-
 /// Whether the CPU can decode the blocks' MLP matrices into its share (not ANS, which
 /// decodes on the GPU only, nor tensors quantized at load).
 fn cpu_decodes_blocks(c: &Container) -> bool {
