@@ -12,6 +12,10 @@ pub trait Engine {
     fn gpu_report(&self) -> Option<GpuReport> {
         None
     }
+    /// What the CPU share of streamed layers did so far (a GPU model that has one).
+    fn cpu_share_stats(&self) -> Option<crate::stream::CpuShareStats> {
+        None
+    }
 }
 
 /// What a GPU model reports after generating.
@@ -39,6 +43,9 @@ impl Engine for GpuLlama<'_> {
     }
     fn gpu_report(&self) -> Option<GpuReport> {
         Some(GpuReport { peak: self.peak_vram, net: self.peak_vram_net, allocated: self.vram_accounted, device_seconds: self.device_seconds })
+    }
+    fn cpu_share_stats(&self) -> Option<crate::stream::CpuShareStats> {
+        GpuLlama::cpu_share_stats(self)
     }
 }
 

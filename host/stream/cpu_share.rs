@@ -14,7 +14,7 @@ use cudarc::driver::{CudaStream, CudaView, CudaViewMut};
 use half::f16;
 use rayon::ThreadPool;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 /// What the host functions share; boxed so that their pointers survive moves of the
@@ -25,6 +25,30 @@ struct Shared {
     xf: Vec<f32>,
     yf: Vec<f32>,
     failed: AtomicBool,
+    /// Products computed, and nanoseconds spent in host functions and in their GEMVs
+    /// (`CpuShareStats`).
+    jobs: AtomicU64,
+    busy_ns: AtomicU64,
+    gemv_ns: AtomicU64,
+}
+
+/// What the CPU share did since the model loaded: with the time a step takes, how much of
+/// it the CPU worked (the rest it waited for the GPU's part of each block).
+#[derive(Clone, Copy, Debug, Default, PartialEq, serde::Serialize)]
+pub struct CpuShareStats {
+    /// Host functions run (two per split block and decode step).
+    pub jobs: u64,
+    /// Seconds inside them (conversions and GEMVs).
+    pub busy_s: f64,
+    /// Seconds in the GEMVs alone.
+    pub gemv_s: f64,
+}
+
+impl CpuShareStats {
+    /// What happened between `before` and `self`.
+    pub fn since(&self, before: &CpuShareStats) -> CpuShareStats {
+        CpuShareStats { jobs: self.jobs - before.jobs, busy_s: self.busy_s - before.busy_s, gemv_s: self.gemv_s - before.gemv_s }
+    }
 }
 
 /// One call site's product (a unit's rows of one input): constant for the model's life,
@@ -67,7 +91,15 @@ impl CpuShare {
     /// the GEMV on `pool`.
     pub fn new(gpu: &Gpu, pool: ThreadPool, max_in: usize, max_out: usize) -> Result<Self> {
         Ok(CpuShare {
-            shared: Box::new(Shared { pool, xf: vec![0.0; max_in], yf: vec![0.0; max_out], failed: AtomicBool::new(false) }),
+            shared: Box::new(Shared {
+                pool,
+                xf: vec![0.0; max_in],
+                yf: vec![0.0; max_out],
+                failed: AtomicBool::new(false),
+                jobs: AtomicU64::new(0),
+                busy_ns: AtomicU64::new(0),
+                gemv_ns: AtomicU64::new(0),
+            }),
             x: PinnedBuffer::new(gpu, max_in.max(1))?,
             y: PinnedBuffer::new(gpu, max_out.max(1))?,
             jobs: HashMap::new(),
@@ -114,6 +146,16 @@ impl CpuShare {
         Ok(())
     }
 
+    /// Totals since the model loaded (read after a step finished: its host functions ran).
+    pub fn stats(&self) -> CpuShareStats {
+        let s = &self.shared;
+        CpuShareStats {
+            jobs: s.jobs.load(Ordering::Relaxed),
+            busy_s: s.busy_ns.load(Ordering::Relaxed) as f64 / 1e9,
+            gemv_s: s.gemv_ns.load(Ordering::Relaxed) as f64 / 1e9,
+        }
+    }
+
     /// Whether a host function failed since the last call (an error then, said once).
     pub fn take_failure(&self) -> Result<()> {
         if self.shared.failed.swap(false, Ordering::Relaxed) {
@@ -139,7 +181,9 @@ impl Job {
     /// # Safety
     /// The job's pointers are valid and nothing else uses the buffers while it runs.
     unsafe fn run(&self) -> Result<()> {
+        let started = std::time::Instant::now();
         let shared = &mut *self.shared;
+        let mut gemv = std::time::Duration::ZERO;
         let x = std::slice::from_raw_parts(self.x, self.cols);
         for (f, h) in shared.xf.iter_mut().zip(x) {
             *f = h.to_f32();
@@ -147,12 +191,17 @@ impl Job {
         for &(m, at) in &self.outs {
             let m = &*m;
             let yf = &mut shared.yf[at..at + m.rows];
+            let t = std::time::Instant::now();
             gemv_int8(&Int8View::try_from(m)?, 0..m.rows, &shared.xf[..self.cols], 1, yf, Some(&shared.pool))?;
+            gemv += t.elapsed();
             let y = std::slice::from_raw_parts_mut(self.y.add(at), m.rows);
             for (h, f) in y.iter_mut().zip(yf.iter()) {
                 *h = f16::from_f32(*f);
             }
         }
+        shared.jobs.fetch_add(1, Ordering::Relaxed);
+        shared.busy_ns.fetch_add(started.elapsed().as_nanos() as u64, Ordering::Relaxed);
+        shared.gemv_ns.fetch_add(gemv.as_nanos() as u64, Ordering::Relaxed);
         Ok(())
     }
 }

@@ -297,6 +297,7 @@ pub fn run(a: Args) -> Result<bool> {
     let mut logits = engine.finish()?;
     let prefill = t0.elapsed().as_secs_f64();
     let device_after_prefill = engine.gpu_report().map_or(0.0, |r| r.device_seconds);
+    let share_before = engine.cpu_share_stats();
     let (mut out, mut shown) = (Vec::new(), 0);
     let t1 = std::time::Instant::now();
     for _ in 0..a.max_tokens {
@@ -318,6 +319,8 @@ pub fn run(a: Args) -> Result<bool> {
     }
     let decode = t1.elapsed().as_secs_f64();
     let report = engine.gpu_report();
+    // The decode's share of the CPU's work (the prefill streams every row).
+    let cpu_share = engine.cpu_share_stats().zip(share_before).map(|(after, before)| after.since(&before));
     // Tensor parallel: each GPU's own figures (`report` is the busiest GPU's).
     let per_gpu = tp_slot.as_ref().map(TpLlama::reports);
     if a.json {
@@ -332,6 +335,7 @@ pub fn run(a: Args) -> Result<bool> {
             "tokens_per_s": out.len() as f64 / decode.max(1e-9),
             "placement": placement,
             "gpu": report,
+            "cpu_share": cpu_share,
             "per_gpu": per_gpu,
         }));
         return Ok(true);
@@ -353,6 +357,16 @@ pub fn run(a: Args) -> Result<bool> {
             peak as f64 / 1e6,
             net as f64 / 1e6,
             allocated as f64 / 1e6
+        );
+    }
+    if let Some(c) = cpu_share.filter(|c| c.jobs > 0) {
+        let steps = out.len().max(1) as f64;
+        eprintln!(
+            "CPU share: {} products a token, the CPU busy {:.3} ms of the {:.3} ms a token takes ({:.3} ms in the GEMV)",
+            c.jobs as f64 / steps,
+            c.busy_s * 1e3 / steps,
+            decode * 1e3 / steps,
+            c.gemv_s * 1e3 / steps
         );
     }
     for (i, r) in per_gpu.iter().flatten().enumerate() {

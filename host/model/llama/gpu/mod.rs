@@ -503,6 +503,14 @@ impl<'g> GpuLlama<'g> {
         Ok(model)
     }
 
+    /// What the CPU share did so far (`None` without one).
+    pub fn cpu_share_stats(&self) -> Option<crate::stream::CpuShareStats> {
+        match &self.weights {
+            Weights::Streamed { cpu: Some(c), .. } => Some(c.stats()),
+            _ => None,
+        }
+    }
+
     fn sample_vram(&mut self) -> Result<()> {
         let (free, _) = self.gpu.mem_info()?;
         let in_use = self.free_before.saturating_sub(free);
