@@ -18,9 +18,22 @@ pub struct PinnedBuffer<T> {
 unsafe impl<T: Send> Send for PinnedBuffer<T> {}
 
 impl<T: bytemuck::Pod + cudarc::driver::DeviceRepr + cudarc::driver::ValidAsZeroBits> PinnedBuffer<T> {
+    /// For what the host writes and the device reads (uploads): write-combined, which the
+    /// CPU writes fast and reads very slowly.
     pub fn new(gpu: &Gpu, len: usize) -> Result<Self> {
+        Self::with_flags(gpu, len, cudarc::driver::sys::CU_MEMHOSTALLOC_WRITECOMBINED)
+    }
+
+    /// For what the device writes and the host reads (logits, a CPU GEMV's input): cached,
+    /// since reading write-combined memory from the CPU is "prohibitively slow" (CUDA C++
+    /// Programming Guide, write-combining memory) — tens of µs for a vocabulary of logits.
+    pub fn for_host_reads(gpu: &Gpu, len: usize) -> Result<Self> {
+        Self::with_flags(gpu, len, 0)
+    }
+
+    fn with_flags(gpu: &Gpu, len: usize, flags: u32) -> Result<Self> {
         // SAFETY: zero-filled right below, before any read; zero is a valid `Pod` value.
-        let mut mem = unsafe { gpu.ctx.alloc_pinned::<T>(len.max(1)) }?;
+        let mut mem = unsafe { gpu.ctx.alloc_pinned_with_flags::<T>(len.max(1), flags) }?;
         let ptr = mem.as_mut_ptr()?;
         // SAFETY: `mem` holds len.max(1) elements at ptr.
         unsafe { std::ptr::write_bytes(ptr, 0, len.max(1)) };

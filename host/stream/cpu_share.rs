@@ -100,7 +100,7 @@ impl CpuShare {
                 busy_ns: AtomicU64::new(0),
                 gemv_ns: AtomicU64::new(0),
             }),
-            x: PinnedBuffer::new(gpu, max_in.max(1))?,
+            x: PinnedBuffer::for_host_reads(gpu, max_in.max(1))?,
             y: PinnedBuffer::new(gpu, max_out.max(1))?,
             jobs: HashMap::new(),
             stream: None,

@@ -84,7 +84,7 @@ impl GpuLlama<'_> {
         let (st, v) = (&self.gpu.stream, self.logit_width);
         self.s.logits = st.alloc_zeros(n * v)?;
         self.s.band = st.alloc_zeros(n * self.lm_band_rows.iter().max().copied().unwrap_or(0).max(1))?;
-        self.io.logits = PinnedBuffer::new(self.gpu, n * v)?;
+        self.io.logits = PinnedBuffer::for_host_reads(self.gpu, n * v)?;
         self.step_graph = None;
         self.max_logit_rows = n;
         Ok(())
