@@ -220,3 +220,47 @@ fn rss_bytes() -> usize {
     let kb: usize = status.lines().find(|l| l.starts_with("VmRSS:")).and_then(|l| l.split_whitespace().nth(1)).and_then(|v| v.parse().ok()).unwrap();
     kb * 1024
 }
+
+/// The units a CPU share streams (`GpuLlama::stream_units_for`), on SmolLM2's real shapes
+/// (widths 576 and 1536, rANS chunks): every block lists its seven projections first, gate,
+/// up and down as bands from row 0, then the CPU's rows of those three, each continuing
+/// its band to the matrix's end; every band ends on a chunk and on a slot-aligned byte,
+/// and the CPU's rows are close to the share asked for.
+#[test]
+fn cpu_share_units_split_on_chunk_and_slot_boundaries() {
+    use codecllm::model::llama::GpuLlama;
+    use codecllm::model::placement::Placement;
+    let Some(gguf) = fetch_model("fetch-smollm2.sh", "cpu_share_units_split_on_chunk_and_slot_boundaries") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let clm = dir.path().join("smollm2.clm");
+    compress_model(&SourceModel::open(gguf.as_ref()).unwrap(), &clm, &CompressOptions::default()).unwrap();
+    let c = Container::open(&clm).unwrap();
+    for share in [0.25, 0.5, 0.9] {
+        let placement = Placement { cpu_share: share, resident_blocks: 3, ..Placement::all_streamed(2) };
+        let units = GpuLlama::stream_units_for(&c, &placement).unwrap();
+        let blocks: Vec<_> = units.iter().filter(|u| u.iter().any(|p| p.cpu)).collect();
+        assert_eq!(blocks.len(), 30 - 3, "share {share}: every streamed block is split");
+        let (mut cpu_rows, mut all_rows) = (0, 0);
+        for u in blocks {
+            let gpu: Vec<_> = u.iter().take_while(|p| !p.cpu).collect();
+            assert_eq!(gpu.len(), 7);
+            for p in u.iter().skip(7) {
+                assert!(p.cpu, "GPU parts come first");
+                let t = c.tensor(&p.name).unwrap();
+                let (rows, cols) = t.matrix_dims().unwrap();
+                let band = gpu.iter().find(|b| b.name == p.name).and_then(|b| b.rows.clone()).expect("a band of the same matrix");
+                let cpu = p.rows.clone().unwrap();
+                assert!(band.start == 0 && band.end == cpu.start && cpu.end == rows as usize && !band.is_empty(), "{}: {band:?} then {cpu:?}", p.name);
+                let end = band.end * cols as usize;
+                assert!(end % t.data.chunk_size as usize == 0 && end % codecllm::stream::SLOT_ALIGN == 0, "{}: band ends at byte {end}", p.name);
+                cpu_rows += cpu.len();
+                all_rows += rows as usize;
+            }
+        }
+        let got = cpu_rows as f64 / all_rows as f64;
+        assert!((got - share).abs() < 0.2, "share {share}: the CPU got {got:.3} of the MLP rows");
+    }
+    // No share: the units are the seven projections, whole.
+    let units = GpuLlama::stream_units_for(&c, &Placement::all_streamed(2)).unwrap();
+    assert!(units.iter().flatten().all(|p| !p.cpu));
+}
