@@ -252,7 +252,11 @@ fn cpu_share_units_split_on_chunk_and_slot_boundaries() {
                 let cpu = p.rows.clone().unwrap();
                 assert!(band.start == 0 && band.end == cpu.start && cpu.end == rows as usize && !band.is_empty(), "{}: {band:?} then {cpu:?}", p.name);
                 let end = band.end * cols as usize;
-                assert!(end % t.data.chunk_size as usize == 0 && end % codecllm::stream::SLOT_ALIGN == 0, "{}: band ends at byte {end}", p.name);
+                assert!(
+                    end.is_multiple_of(t.data.chunk_size as usize) && end.is_multiple_of(codecllm::stream::SLOT_ALIGN),
+                    "{}: band ends at byte {end}",
+                    p.name
+                );
                 cpu_rows += cpu.len();
                 all_rows += rows as usize;
             }
