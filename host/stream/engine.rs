@@ -236,11 +236,6 @@ impl<'a> WeightStream<'a> {
         self.for_each_unit_sharing(false, |u, w, _, st| compute(u, w, st))
     }
 
-    /// Whether some unit has rows the CPU computes (`UnitPart::cpu`).
-    pub fn shares_rows(&self) -> bool {
-        self.store.units.iter().any(|u| u.split.is_some())
-    }
-
     /// `for_each_unit`, and with `sharing` the units split with the CPU stream only their
     /// GPU tensors: `compute` gets those (bands where the CPU has the other rows) and the
     /// CPU's rows (`CpuRows`), whose products it enqueues itself. Without `sharing` every

@@ -198,7 +198,9 @@ impl HostStore {
         // rows stream raw. Each entry: (arena offset, matrix, rows).
         let mut quantized: std::collections::HashMap<String, Arc<crate::codec::Int8Matrix>> = Default::default();
         let mut from_memory = Vec::new();
-        // (unit, part) of every CPU part, decoded into host RAM once the arena is loaded.
+        // (unit, tensor, rows, index of the band it continues) of every CPU part, decoded
+        // into host RAM once the arena is loaded (its stored chunks stay in the arena too,
+        // for the full passes of large batches).
         let mut cpu_parts = Vec::new();
         for (ui, names) in units.iter().enumerate() {
             let parts: Vec<UnitPart> = names.iter().map(|p| p.clone().into()).collect();
@@ -228,7 +230,7 @@ impl HostStore {
                 };
                 let (len, decoded_len) = (table.stored_len, table.len());
                 // A CPU part decodes right after the band it continues, whose slot space
-                // was reserved for both (`split_layout` checked the band ends aligned).
+                // was reserved for both; the band must end aligned for the decode.
                 let slot_decoded_offset = match continued[pi] {
                     Continues::Band(j) => {
                         let band: &HostTensor = &tensors[j];

@@ -142,10 +142,11 @@ pub(super) enum Weights<'g> {
     /// Blocks `0..resident.len()` resident (hybrid placement; none when all stream), the
     /// others and, unless it is resident, the LM head streamed.
     Streamed {
+        /// The CPU's rows of units the store split (`UnitPart::cpu`). First, so that it is
+        /// dropped first: its drop waits for host functions that read the store's rows.
+        cpu: Option<CpuShare>,
         resident: Vec<Vec<Linear>>,
         ws: Box<WeightStream<'g>>,
-        /// The CPU's rows of units the store split (`UnitPart::cpu`).
-        cpu: Option<CpuShare>,
     },
 }
 
