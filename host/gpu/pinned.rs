@@ -82,3 +82,28 @@ pub unsafe fn launch_host_func(stream: &CudaStream, f: unsafe extern "C" fn(*mut
     cudarc::driver::sys::cuLaunchHostFunc(stream.cu_stream(), Some(f), data).result()?;
     Ok(())
 }
+
+impl Gpu {
+    /// Pinned host → device bandwidth in GB/s: the median of `reps` event-timed copies of
+    /// `bytes` after one warm-up copy (the link a streaming plan divides by).
+    pub fn pinned_h2d_gbps(&self, bytes: usize, reps: usize) -> Result<f64> {
+        let s = &self.stream;
+        let host = PinnedBuffer::<u8>::new(self, bytes)?;
+        let mut dst = s.alloc_zeros::<u8>(bytes.max(1))?;
+        let (start, end) = (
+            self.ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))?,
+            self.ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))?,
+        );
+        s.memcpy_htod(host.as_slice(), &mut dst)?;
+        let mut ms = Vec::with_capacity(reps.max(1));
+        for _ in 0..reps.max(1) {
+            start.record(s)?;
+            s.memcpy_htod(host.as_slice(), &mut dst)?;
+            end.record(s)?;
+            end.synchronize()?;
+            ms.push(start.elapsed_ms(&end)? as f64);
+        }
+        ms.sort_by(f64::total_cmp);
+        Ok(bytes as f64 / (ms[ms.len() / 2] * 1e-3) / 1e9)
+    }
+}

@@ -100,16 +100,9 @@ impl<'g> Bench<'g> {
         Ok(2.0 * n as f64 / us / 1e3)
     }
 
-    /// Pinned host → device copy of 256 MiB, GB/s.
+    /// Pinned host → device copy of 256 MiB, GB/s (`Gpu::pinned_h2d_gbps`).
     pub fn pinned_h2d_gbps(&self) -> Result<f64> {
-        let n = 256 << 20;
-        let s = &self.gpu.stream;
-        // SAFETY: the pinned buffer is written before it is read.
-        let mut host = unsafe { self.gpu.ctx.alloc_pinned::<u8>(n) }?;
-        host.as_mut_slice()?.fill(1);
-        let mut dst = s.alloc_zeros::<u8>(n)?;
-        let us = self.time_us(1, |_| Ok(s.memcpy_htod(&host, &mut dst)?))?;
-        Ok(n as f64 / us / 1e3)
+        self.gpu.pinned_h2d_gbps(256 << 20, self.reps)
     }
 
     /// Weights with real INT8 statistics (`data::realistic_weights`), from the run's seed.

@@ -322,10 +322,11 @@ impl<'g> GpuLlama<'g> {
             input.cpu_share = Some(0.0);
         }
         let mut placement = plan(&input, budget).map_err(Error::Invalid)?;
-        // The CPU's bandwidth is measured only when something streams for it to share (a
-        // fixed share needs it for the prediction).
+        // The CPU's and the link's bandwidths are measured only when something streams for
+        // the CPU to share (a fixed share needs them for the prediction).
         if placement.streams() && input.cpu_share != Some(0.0) {
             input.cpu_gbps = crate::stream::cpu_gemv_gbps(&crate::stream::cpu_share_pool()?);
+            input.link_gbps = gpu.pinned_h2d_gbps(64 << 20, 5)?;
             placement = plan(&input, budget).map_err(Error::Invalid)?;
         }
         // The ring's size is predicted from the index; the loaded store says what the
@@ -768,10 +769,10 @@ fn placement_input(c: &Container, cfg: &ModelConfig, slots: usize, max_m: usize,
 /// budget 5.8 GB: net 5.901 GB, allocated 5.781 GB); rounded up.
 const CUBLAS_VRAM_ESTIMATE: usize = 96 << 20;
 
-/// Bandwidths the prediction assumes: pinned PCIe 5 ×16 host to device and H200-class HBM,
-/// as measured on the machines here (../shared/NOTES-GPU.md §6). The placement maximizes
-/// resident bytes whatever they are; the CPU share balances the CPU's measured bandwidth
-/// against the link's.
+/// Bandwidths the prediction assumes until measured: pinned PCIe 5 ×16 host to device and
+/// H200-class HBM, as measured on the machines here (../shared/NOTES-GPU.md §6). The
+/// placement maximizes resident bytes whatever they are; a CPU share balances the CPU's
+/// bandwidth against the link's, both measured at load.
 const LINK_GBPS_ESTIMATE: f64 = 55.0;
 const HBM_GBPS_ESTIMATE: f64 = 4_000.0;
 
