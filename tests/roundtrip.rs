@@ -1,7 +1,7 @@
 //! Compress → container → CPU decode round trips on random checkpoints.
 mod common;
 use codecllm::codec::Int8Matrix;
-use codecllm::codec::{decode_bytes, decode_f32, decode_int8};
+use codecllm::codec::{decode_bytes, decode_f16, decode_f32, decode_int8};
 use codecllm::container::{Codec, Container, Encoding};
 use codecllm::import::SourceModel;
 use codecllm::pipeline::compress::CompressOptions;
@@ -58,6 +58,10 @@ fn round_trips_every_dtype_shape_and_chunk_size() {
                     }
                     Encoding::Ggml { .. } => panic!("{}: a safetensors source has no GGUF blocks", t.name),
                 }
+                // FP16 (read straight from F16 storage, rounded once from any other) is the
+                // f32 values rounded.
+                let want: Vec<u16> = decode_f32(&c, &t.name).unwrap().into_iter().map(|v| half::f16::from_f32(v).to_bits()).collect();
+                assert!(decode_f16(&c, &t.name).unwrap().iter().map(|h| h.to_bits()).eq(want), "{} as FP16", t.name);
             }
             let model = SourceModel::open(&src).unwrap();
             let report = verify(&c, Some(&model), &|_| {}).unwrap();

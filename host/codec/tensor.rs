@@ -90,7 +90,13 @@ pub fn ggml_blocks(c: &Container, name: &str, id: u32, elems: u32, bytes: u32) -
     Ok(ty)
 }
 
-/// Any floating-point tensor as FP16.
+/// Any floating-point tensor as FP16 (one stored as FP16 without an f32 round trip).
 pub fn decode_f16(c: &Container, name: &str) -> Result<Vec<half::f16>> {
-    Ok(decode_f32(c, name)?.into_iter().map(half::f16::from_f32).collect())
+    use rayon::prelude::*;
+    let t = entry(c, name)?;
+    if matches!(t.encoding, Encoding::Lossless) && t.dtype == DType::F16 {
+        // Stored as FP16: the values as they are (what rounding their f32 widening gives).
+        return Ok(decode_blob(c, name, &t.data)?.chunks_exact(2).map(|b| half::f16::from_le_bytes([b[0], b[1]])).collect());
+    }
+    Ok(decode_f32(c, name)?.into_par_iter().map(half::f16::from_f32).collect())
 }

@@ -219,7 +219,7 @@ pub fn run(a: Args) -> Result<bool> {
     let tp_mode = if n_gpus > 1 { Some(tp_mode(a.weights, a.vram_budget)?) } else { None };
     let tp_gpus = if tp_mode.is_some() { (0..n_gpus).map(Gpu::new).collect::<Result<Vec<_>>>()? } else { Vec::new() };
     let gpu = if tp_mode.is_some() { None } else { gpu_for(a.weights)? };
-    let mut placement = None;
+    let (mut placement, mut load) = (None, None);
     let (mut tp_slot, mut gpu_slot, mut cpu_slot) = (None, None, None);
     // Loading an 8B model takes seconds: a spinner with the time so far (hidden when stderr
     // is not a terminal).
@@ -251,15 +251,19 @@ pub fn run(a: Args) -> Result<bool> {
             }
             placement = p;
             llm.use_graph = !a.no_graph;
+            let t = llm.load_times;
+            load = Some(serde_json::json!({ "seconds": started.elapsed().as_secs_f64(), "decode_s": t.decode_s, "upload_s": t.upload_s }));
             eprintln!(
-                "{}: {} layers, d={} on {} ({}, {:.1} MB of weights in VRAM, loaded in {:.1} s)",
+                "{}: {} layers, d={} on {} ({}, {:.1} MB of weights in VRAM, loaded in {:.1} s; resident weights: {:.1} s decoding on the CPU, {:.1} s uploading)",
                 a.model.display(),
                 llm.cfg.layers,
                 llm.cfg.dim,
                 gpu.name,
                 llm.mode.name(),
                 llm.weight_bytes as f64 / 1e6,
-                started.elapsed().as_secs_f64()
+                started.elapsed().as_secs_f64(),
+                t.decode_s,
+                t.upload_s
             );
             gpu_slot.insert(llm)
         }
@@ -334,6 +338,7 @@ pub fn run(a: Args) -> Result<bool> {
             "decode_s": decode,
             "tokens_per_s": out.len() as f64 / decode.max(1e-9),
             "placement": placement,
+            "load": load,
             "gpu": report,
             "cpu_share": cpu_share,
             "per_gpu": per_gpu,

@@ -27,8 +27,10 @@ use block::{final_norm, Block, BlockCtx, Scratch};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaSlice, DevicePtr};
 use half::f16;
+use rayon::prelude::*;
 use std::sync::Arc;
 use step::{Pending, StepGraph, StepIo};
+pub use weights::LoadTimes;
 use weights::{lm_head_name, Embedding, LinRef, Linear, Weights};
 
 pub struct GpuLlama<'g> {
@@ -85,6 +87,8 @@ pub struct GpuLlama<'g> {
     /// Device bytes the model allocated: weights (as `weight_bytes`), norms, KV cache,
     /// activations, RoPE table.
     pub vram_accounted: usize,
+    /// Where the load's seconds went (resident weights and the embedding).
+    pub load_times: LoadTimes,
 }
 
 /// An event that records a timestamp (cudarc's default events do not).
@@ -119,12 +123,17 @@ impl<'g> GpuLlama<'g> {
         }
         let cfg = ModelConfig::from_metadata(src.metadata())?;
         let free_before = Self::baseline(gpu)?;
+        let mut times = LoadTimes::default();
         let layers = (0..cfg.layers)
-            .map(|i| BlockNames::of(i).linears().iter().map(|n| Linear::load(gpu, src, n, mode)).collect::<Result<Vec<_>>>())
+            .map(|i| BlockNames::of(i).linears().iter().map(|n| Linear::load(gpu, src, n, mode, &mut times)).collect::<Result<Vec<_>>>())
             .collect::<Result<Vec<_>>>()?;
         let bytes = layers.iter().flatten().map(Linear::bytes).sum();
-        let embed = Embedding::Device(gpu.stream.clone_htod(&src.f32("token_embd.weight")?.into_iter().map(f16::from_f32).collect::<Vec<_>>())?);
-        Self::assemble(gpu, src, cfg, mode, Weights::Resident(layers), bytes, embed, max_m, max_context, free_before)
+        let table = times.decode(|| weights::f16_values(src, "token_embd.weight"))?;
+        let embed = Embedding::Device(times.upload(|| Ok(gpu.stream.clone_htod(&table)?))?);
+        drop(table);
+        let mut model = Self::assemble(gpu, src, cfg, mode, Weights::Resident(layers), bytes, embed, max_m, max_context, free_before, &mut times)?;
+        model.load_times = times;
+        Ok(model)
     }
 
     /// Compressed chunks of every block resident in VRAM (checksums verified on upload),
@@ -140,19 +149,14 @@ impl<'g> GpuLlama<'g> {
         let per_layer = layers.iter().map(|l| l.iter().map(|t| t.len().div_ceil(256) * 256).sum::<usize>()).max().unwrap_or(1);
         let bytes = layers.iter().flatten().map(|t| t.stored_bytes() + t.device_bytes()).sum::<usize>() + decoder.temp_bytes() + per_layer;
         let buf = gpu.stream.alloc_zeros::<u8>(per_layer)?;
-        let embed = Embedding::Device(gpu.stream.clone_htod(&c.f32("token_embd.weight")?.into_iter().map(f16::from_f32).collect::<Vec<_>>())?);
-        Self::assemble(
-            gpu,
-            c,
-            cfg,
-            WeightMode::CompressedResident,
-            Weights::Compressed { layers, decoder: Box::new(decoder), buf },
-            bytes,
-            embed,
-            max_m,
-            max_context,
-            free_before,
-        )
+        let mut times = LoadTimes::default();
+        let table = times.decode(|| weights::f16_values(c, "token_embd.weight"))?;
+        let embed = Embedding::Device(times.upload(|| Ok(gpu.stream.clone_htod(&table)?))?);
+        drop(table);
+        let weights = Weights::Compressed { layers, decoder: Box::new(decoder), buf };
+        let mut model = Self::assemble(gpu, c, cfg, WeightMode::CompressedResident, weights, bytes, embed, max_m, max_context, free_before, &mut times)?;
+        model.load_times = times;
+        Ok(model)
     }
 
     /// Blocks streamed from `store` (one unit per block: q, k, v, o, gate, up, down, as
@@ -186,8 +190,9 @@ impl<'g> GpuLlama<'g> {
         }
         // Measured from before the store's device tables, which belong to this mode too.
         let free_before = store.vram_baseline;
+        let mut times = LoadTimes::default();
         let resident = (0..placement.resident_blocks)
-            .map(|i| BlockNames::of(i).linears().iter().map(|n| Linear::load(gpu, c, n, WeightMode::Int8Resident)).collect::<Result<Vec<_>>>())
+            .map(|i| BlockNames::of(i).linears().iter().map(|n| Linear::load(gpu, c, n, WeightMode::Int8Resident, &mut times)).collect::<Result<Vec<_>>>())
             .collect::<Result<Vec<_>>>()?;
         let resident_bytes: usize = resident.iter().flatten().map(Linear::bytes).sum();
         let cpu_share = if store.cpu_bytes() > 0 {
@@ -201,16 +206,17 @@ impl<'g> GpuLlama<'g> {
         let bytes = ws.plan.total() + resident_bytes;
         // FP16-rounded like the device table of the other modes, so all INT8 modes agree
         // bit for bit.
-        let embed = Embedding::Host(c.f32("token_embd.weight")?.into_iter().map(|v| f16::from_f32(v).to_f32()).collect());
+        let embed = Embedding::Host(times.decode(|| Ok(weights::f16_values(c, "token_embd.weight")?.into_par_iter().map(f16::to_f32).collect()))?);
         let mode = if placement.resident_blocks > 0 || placement.lm_head_resident { WeightMode::Hybrid } else { WeightMode::Stream };
         let weights = Weights::Streamed { resident, ws: Box::new(ws), cpu: cpu_share };
-        let mut model = Self::assemble(gpu, c, cfg, mode, weights, bytes, embed, max_m, max_context, free_before)?;
+        let mut model = Self::assemble(gpu, c, cfg, mode, weights, bytes, embed, max_m, max_context, free_before, &mut times)?;
         if placement.lm_head_resident {
-            let head = Linear::load(gpu, c, lm_head_name(c), WeightMode::Int8Resident)?;
+            let head = Linear::load(gpu, c, lm_head_name(c), WeightMode::Int8Resident, &mut times)?;
             model.weight_bytes += head.bytes();
             model.vram_accounted += head.bytes();
             model.lm_head = Some(head);
         }
+        model.load_times = times;
         Ok(model)
     }
 
@@ -374,6 +380,7 @@ impl<'g> GpuLlama<'g> {
         max_m: usize,
         max_context: usize,
         free_before: usize,
+        times: &mut LoadTimes,
     ) -> Result<Self> {
         gpu_supports(&cfg)?;
         let max_context = max_context.min(cfg.context).max(1);
@@ -397,8 +404,8 @@ impl<'g> GpuLlama<'g> {
         let lm_head = match mode {
             // Streaming modes: streamed, or (hybrid) loaded by `load_placed`.
             WeightMode::Stream | WeightMode::Hybrid => None,
-            WeightMode::Fp16Resident => Some(Linear::load(gpu, src, lm_head_name(src), mode)?),
-            _ => Some(Linear::load(gpu, src, lm_head_name(src), WeightMode::Int8Resident)?),
+            WeightMode::Fp16Resident => Some(Linear::load(gpu, src, lm_head_name(src), mode, times)?),
+            _ => Some(Linear::load(gpu, src, lm_head_name(src), WeightMode::Int8Resident, times)?),
         };
         // cos/sin of every (position, pair), in f64: angles reach thousands of radians. One
         // table for global layers, one for sliding-window layers (their own base).
@@ -499,6 +506,7 @@ impl<'g> GpuLlama<'g> {
             peak_vram: 0,
             peak_vram_net: 0,
             vram_accounted,
+            load_times: LoadTimes::default(),
         };
         model.sample_vram()?;
         Ok(model)

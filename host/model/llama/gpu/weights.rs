@@ -47,8 +47,36 @@ pub(super) enum Linear {
     Int8 { q: CudaSlice<u8>, s: CudaSlice<f32>, rows: usize, cols: usize, group: usize },
 }
 
+/// Where a resident load's seconds went (the rest: the GPU-side decode of ANS tensors,
+/// norms, tables, allocation).
+#[derive(Clone, Copy, Debug, Default, serde::Serialize)]
+pub struct LoadTimes {
+    /// Reading and decoding weights on the CPU (INT8 values and scales, FP16 values).
+    pub decode_s: f64,
+    /// Copying them to the device.
+    pub upload_s: f64,
+}
+
+impl LoadTimes {
+    /// `f`'s result, its seconds added to `decode_s`.
+    pub(super) fn decode<T>(&mut self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let t = std::time::Instant::now();
+        let r = f();
+        self.decode_s += t.elapsed().as_secs_f64();
+        r
+    }
+
+    /// `f`'s result, its seconds added to `upload_s`.
+    pub(super) fn upload<T>(&mut self, f: impl FnOnce() -> Result<T>) -> Result<T> {
+        let t = std::time::Instant::now();
+        let r = f();
+        self.upload_s += t.elapsed().as_secs_f64();
+        r
+    }
+}
+
 impl Linear {
-    pub(super) fn load(gpu: &Gpu, src: &dyn WeightSource, name: &str, mode: WeightMode) -> Result<Self> {
+    pub(super) fn load(gpu: &Gpu, src: &dyn WeightSource, name: &str, mode: WeightMode, times: &mut LoadTimes) -> Result<Self> {
         let st = &gpu.stream;
         Ok(match mode {
             WeightMode::CompressedResident | WeightMode::Stream | WeightMode::Hybrid => {
@@ -79,18 +107,13 @@ impl Linear {
             WeightMode::Fp16Resident => {
                 let shape = src.shape(name).ok_or_else(|| Error::Invalid(format!("no tensor named '{name}'")))?;
                 let [rows, cols] = shape[..] else { return Err(Error::Invalid(format!("tensor '{name}' is not a matrix"))) };
-                let w: Vec<f16> = src.f32(name)?.into_iter().map(f16::from_f32).collect();
-                Linear::Fp16 { w: st.clone_htod(&w)?, rows, cols }
+                let w = times.decode(|| f16_values(src, name))?;
+                Linear::Fp16 { w: times.upload(|| Ok(st.clone_htod(&w)?))?, rows, cols }
             }
             WeightMode::Int8Resident => {
-                let m = src.int8(name)?;
-                Linear::Int8 {
-                    q: st.clone_htod(bytemuck::cast_slice::<i8, u8>(&m.q))?,
-                    s: st.clone_htod(&m.scales)?,
-                    rows: m.rows,
-                    cols: m.cols,
-                    group: m.group_size,
-                }
+                let m = times.decode(|| src.int8(name))?;
+                let (q, s) = times.upload(|| Ok((st.clone_htod(bytemuck::cast_slice::<i8, u8>(&m.q))?, st.clone_htod(&m.scales)?)))?;
+                Linear::Int8 { q, s, rows: m.rows, cols: m.cols, group: m.group_size }
             }
         })
     }
@@ -173,6 +196,16 @@ impl LinRef<'_> {
             LinRef::Owned(l) => l.apply(gpu, blas, x, m, y),
             LinRef::Int8(w) => gpu.linear(x, m, w, y, &gpu.stream),
         }
+    }
+}
+
+/// A tensor's values as FP16: from a container without an f32 round trip where it stores
+/// FP16 (`codec::decode_f16`), else widened and rounded once, in parallel.
+pub(super) fn f16_values(src: &dyn WeightSource, name: &str) -> Result<Vec<f16>> {
+    use rayon::prelude::*;
+    match src.container() {
+        Some(c) => crate::codec::decode_f16(c, name),
+        None => Ok(src.f32(name)?.into_par_iter().map(f16::from_f32).collect()),
     }
 }
 
