@@ -84,16 +84,18 @@ pub unsafe fn launch_host_func(stream: &CudaStream, f: unsafe extern "C" fn(*mut
 }
 
 impl Gpu {
+    /// An event that records a timestamp (cudarc's default events do not).
+    pub fn timed_event(&self) -> Result<CudaEvent> {
+        Ok(self.ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))?)
+    }
+
     /// Pinned host → device bandwidth in GB/s: the median of `reps` event-timed copies of
     /// `bytes` after one warm-up copy (the link a streaming plan divides by).
     pub fn pinned_h2d_gbps(&self, bytes: usize, reps: usize) -> Result<f64> {
         let s = &self.stream;
         let host = PinnedBuffer::<u8>::new(self, bytes)?;
         let mut dst = s.alloc_zeros::<u8>(bytes.max(1))?;
-        let (start, end) = (
-            self.ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))?,
-            self.ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))?,
-        );
+        let (start, end) = (self.timed_event()?, self.timed_event()?);
         s.memcpy_htod(host.as_slice(), &mut dst)?;
         let mut ms = Vec::with_capacity(reps.max(1));
         for _ in 0..reps.max(1) {

@@ -24,7 +24,6 @@ pub use stream::{print_stream_table, StreamRow, LLAMA7B_BLOCK};
 
 use crate::error::Result;
 use crate::gpu::Gpu;
-use cudarc::driver::sys::CUevent_flags;
 use half::f16;
 use rand::{Rng, SeedableRng};
 
@@ -74,8 +73,7 @@ impl<'g> Bench<'g> {
         for i in 0..calls.max(3) {
             run(i % calls)?;
         }
-        let start = self.gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
-        let end = self.gpu.ctx.new_event(Some(CUevent_flags::CU_EVENT_DEFAULT))?;
+        let (start, end) = (self.gpu.timed_event()?, self.gpu.timed_event()?);
         let mut times = Vec::with_capacity(self.reps);
         for _ in 0..self.reps {
             start.record(s)?;

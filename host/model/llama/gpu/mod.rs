@@ -91,11 +91,6 @@ pub struct GpuLlama<'g> {
     pub load_times: LoadTimes,
 }
 
-/// An event that records a timestamp (cudarc's default events do not).
-fn timed_event(gpu: &Gpu) -> Result<cudarc::driver::CudaEvent> {
-    Ok(gpu.ctx.new_event(Some(cudarc::driver::sys::CUevent_flags::CU_EVENT_DEFAULT))?)
-}
-
 impl<'g> GpuLlama<'g> {
     /// The model in `mode`: resident modes from any source, the compressed modes from a
     /// container (streaming through `slots` device slots, its store pinned here).
@@ -488,8 +483,8 @@ impl<'g> GpuLlama<'g> {
                 rows: PinnedBuffer::new(gpu, host_rows)?,
                 logits: PinnedBuffer::for_host_reads(gpu, logit_width)?,
                 decode_status: PinnedBuffer::for_host_reads(gpu, 1)?,
-                started: timed_event(gpu)?,
-                ready: timed_event(gpu)?,
+                started: gpu.timed_event()?,
+                ready: gpu.timed_event()?,
             },
             prefetch_next,
             max_logit_rows: 1,
