@@ -26,8 +26,6 @@ use crate::stream::{CpuCall, CpuShare, HostStore, UnitPart, WeightStream};
 use block::{final_norm, Block, BlockCtx, Scratch};
 use cudarc::cublas::CudaBlas;
 use cudarc::driver::{CudaSlice, DevicePtr};
-use half::f16;
-use rayon::prelude::*;
 use std::sync::Arc;
 use step::{Pending, StepGraph, StepIo};
 pub use weights::LoadTimes;
@@ -123,9 +121,7 @@ impl<'g> GpuLlama<'g> {
             .map(|i| BlockNames::of(i).linears().iter().map(|n| Linear::load(gpu, src, n, mode, &mut times)).collect::<Result<Vec<_>>>())
             .collect::<Result<Vec<_>>>()?;
         let bytes = layers.iter().flatten().map(Linear::bytes).sum();
-        let table = times.decode(|| weights::f16_values(src, "token_embd.weight"))?;
-        let embed = Embedding::Device(times.upload(|| Ok(gpu.stream.clone_htod(&table)?))?);
-        drop(table);
+        let embed = Embedding::device(gpu, src, &mut times)?;
         let mut model = Self::assemble(gpu, src, cfg, mode, Weights::Resident(layers), bytes, embed, max_m, max_context, free_before, &mut times)?;
         model.load_times = times;
         Ok(model)
@@ -145,9 +141,7 @@ impl<'g> GpuLlama<'g> {
         let bytes = layers.iter().flatten().map(|t| t.stored_bytes() + t.device_bytes()).sum::<usize>() + decoder.temp_bytes() + per_layer;
         let buf = gpu.stream.alloc_zeros::<u8>(per_layer)?;
         let mut times = LoadTimes::default();
-        let table = times.decode(|| weights::f16_values(c, "token_embd.weight"))?;
-        let embed = Embedding::Device(times.upload(|| Ok(gpu.stream.clone_htod(&table)?))?);
-        drop(table);
+        let embed = Embedding::device(gpu, c, &mut times)?;
         let weights = Weights::Compressed { layers, decoder: Box::new(decoder), buf };
         let mut model = Self::assemble(gpu, c, cfg, WeightMode::CompressedResident, weights, bytes, embed, max_m, max_context, free_before, &mut times)?;
         model.load_times = times;
@@ -199,9 +193,7 @@ impl<'g> GpuLlama<'g> {
         ws.set_compute_stream(gpu.stream.clone());
         // The ring, the decoder and the store's tables and scales (in the plan's fixed part).
         let bytes = ws.plan.total() + resident_bytes;
-        // FP16-rounded like the device table of the other modes, so all INT8 modes agree
-        // bit for bit.
-        let embed = Embedding::Host(times.decode(|| Ok(weights::f16_values(c, "token_embd.weight")?.into_par_iter().map(f16::to_f32).collect()))?);
+        let embed = Embedding::host(c, &mut times)?;
         let mode = if placement.resident_blocks > 0 || placement.lm_head_resident { WeightMode::Hybrid } else { WeightMode::Stream };
         let weights = Weights::Streamed { resident, ws: Box::new(ws), cpu: cpu_share };
         let mut model = Self::assemble(gpu, c, cfg, mode, weights, bytes, embed, max_m, max_context, free_before, &mut times)?;
@@ -623,8 +615,6 @@ fn gpu_supports(cfg: &ModelConfig) -> Result<()> {
 /// driver pool's growth blocks, cuBLAS and nvCOMP workspaces, graph executables.
 const AUTO_MARGIN: usize = 512 << 20;
 
-/// INT8 bytes (values and f32 scales) of block `i`'s projections as the container holds
-/// them (a projection stored losslessly is quantized at load with 32-column groups).
 /// Whether the CPU can decode the blocks' MLP matrices into its share (not ANS, which
 /// decodes on the GPU only, nor tensors quantized at load).
 fn cpu_decodes_blocks(c: &Container) -> bool {
@@ -667,6 +657,8 @@ fn lcm(a: usize, b: usize) -> usize {
     a / gcd(a, b) * b
 }
 
+/// INT8 bytes (values and f32 scales) of block `i`'s projections as the container holds
+/// them (a projection stored losslessly is quantized at load with 32-column groups).
 fn block_int8_bytes(c: &Container, i: usize) -> usize {
     BlockNames::of(i).linears().iter().filter_map(|n| c.tensor(n)).map(int8_bytes).sum()
 }

@@ -60,19 +60,20 @@ pub struct LoadTimes {
 impl LoadTimes {
     /// `f`'s result, its seconds added to `decode_s`.
     pub(super) fn decode<T>(&mut self, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        let t = std::time::Instant::now();
-        let r = f();
-        self.decode_s += t.elapsed().as_secs_f64();
-        r
+        timed(&mut self.decode_s, f)
     }
 
     /// `f`'s result, its seconds added to `upload_s`.
     pub(super) fn upload<T>(&mut self, f: impl FnOnce() -> Result<T>) -> Result<T> {
-        let t = std::time::Instant::now();
-        let r = f();
-        self.upload_s += t.elapsed().as_secs_f64();
-        r
+        timed(&mut self.upload_s, f)
     }
+}
+
+fn timed<T>(seconds: &mut f64, f: impl FnOnce() -> Result<T>) -> Result<T> {
+    let t = std::time::Instant::now();
+    let r = f();
+    *seconds += t.elapsed().as_secs_f64();
+    r
 }
 
 impl Linear {
@@ -214,7 +215,7 @@ pub(super) fn lm_head_name(src: &dyn WeightSource) -> &'static str {
     if src.has("output.weight") {
         "output.weight"
     } else {
-        "token_embd.weight"
+        EMBEDDING
     }
 }
 
@@ -222,4 +223,21 @@ pub(super) fn lm_head_name(src: &dyn WeightSource) -> &'static str {
 pub(super) enum Embedding {
     Device(CudaSlice<f16>),
     Host(Vec<f32>),
+}
+
+const EMBEDDING: &str = "token_embd.weight";
+
+impl Embedding {
+    /// The FP16 table in VRAM.
+    pub(super) fn device(gpu: &Gpu, src: &dyn WeightSource, times: &mut LoadTimes) -> Result<Self> {
+        let table = times.decode(|| f16_values(src, EMBEDDING))?;
+        Ok(Embedding::Device(times.upload(|| Ok(gpu.stream.clone_htod(&table)?))?))
+    }
+
+    /// In host RAM as f32, FP16-rounded like the device table of the other modes, so all
+    /// INT8 modes agree bit for bit.
+    pub(super) fn host(src: &dyn WeightSource, times: &mut LoadTimes) -> Result<Self> {
+        use rayon::prelude::*;
+        Ok(Embedding::Host(times.decode(|| Ok(f16_values(src, EMBEDDING)?.into_par_iter().map(f16::to_f32).collect()))?))
+    }
 }
