@@ -12,45 +12,37 @@ fn entry<'a>(c: &'a Container, name: &str) -> Result<&'a TensorEntry> {
 
 /// The INT8 values and scales of a quantized tensor.
 pub fn decode_int8(c: &Container, name: &str) -> Result<Int8Matrix> {
-    let t = entry(c, name)?;
-    let Encoding::Int8 { group_size, scales, .. } = &t.encoding else {
-        return Err(Error::format(c.path(), format!("tensor '{name}' is not stored as INT8")));
-    };
-    let (rows, cols) = t.matrix_dims().expect("validated: INT8 tensors are 2-D");
-    let q = decode_blob(c, name, &t.data)?;
-    let s = decode_blob(c, name, scales)?;
-    Ok(Int8Matrix {
-        rows: rows as usize,
-        cols: cols as usize,
-        group_size: *group_size as usize,
-        // The decoded buffer itself, reinterpreted (u8 and i8 share size and alignment).
-        q: bytemuck::allocation::cast_vec(q),
-        scales: DType::F32.widen(&s).expect("f32 is floating point"),
-    })
+    decode_int8_rows(c, name, None)
 }
 
-/// Rows `rows` of a quantized matrix (a band of whole chunks, as `DeviceChunkTable::
-/// build_rows` requires): only those chunks are read and decoded.
-pub fn decode_int8_rows(c: &Container, name: &str, rows: std::ops::Range<usize>) -> Result<Int8Matrix> {
+/// Rows `rows` of a quantized matrix (all of them when `None`; a band must be a run of
+/// whole chunks, `TensorEntry::row_chunks`): only those chunks are read and decoded.
+pub fn decode_int8_rows(c: &Container, name: &str, rows: Option<std::ops::Range<usize>>) -> Result<Int8Matrix> {
     let t = entry(c, name)?;
     let Encoding::Int8 { group_size, scales, .. } = &t.encoding else {
         return Err(Error::format(c.path(), format!("tensor '{name}' is not stored as INT8")));
     };
     let (all_rows, cols) = t.matrix_dims().expect("validated: INT8 tensors are 2-D");
-    let (all_rows, cols, cs) = (all_rows as usize, cols as usize, t.data.chunk_size as usize);
-    let (b0, b1) = (rows.start * cols, rows.end * cols);
-    if rows.is_empty() || rows.end > all_rows || b0 % cs != 0 || (b1 % cs != 0 && rows.end != all_rows) {
-        return Err(Error::Invalid(format!("rows {rows:?} of '{name}' ({all_rows} × {cols}, {cs}-byte chunks) are not a run of whole chunks")));
+    let (cols, group_size) = (cols as usize, *group_size as usize);
+    let (rows, chunks) = match rows {
+        Some(r) => (r.clone(), t.row_chunks(name, &r).map_err(Error::Invalid)?),
+        None => (0..all_rows as usize, 0..t.data.chunks.len()),
+    };
+    let q = decode_blob_chunks(c, name, &t.data, chunks)?;
+    let groups = cols.div_ceil(group_size);
+    let mut s: Vec<f32> = DType::F32.widen(&decode_blob(c, name, scales)?).expect("f32 is floating point");
+    if s.len() < rows.end * groups {
+        return Err(Error::format(c.path(), format!("tensor '{name}': too few scales")));
     }
-    let q = decode_blob_chunks(c, name, &t.data, b0 / cs..b1.div_ceil(cs))?;
-    let groups = cols.div_ceil(*group_size as usize);
-    let s: Vec<f32> = DType::F32.widen(&decode_blob(c, name, scales)?).expect("f32 is floating point");
+    s.truncate(rows.end * groups);
+    s.drain(..rows.start * groups);
     Ok(Int8Matrix {
         rows: rows.len(),
         cols,
-        group_size: *group_size as usize,
+        group_size,
+        // The decoded buffer itself, reinterpreted (u8 and i8 share size and alignment).
         q: bytemuck::allocation::cast_vec(q),
-        scales: s.get(rows.start * groups..rows.end * groups).ok_or_else(|| Error::format(c.path(), format!("tensor '{name}': too few scales")))?.to_vec(),
+        scales: s,
     })
 }
 

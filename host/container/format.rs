@@ -253,6 +253,18 @@ impl TensorEntry {
             _ => None,
         }
     }
+    /// The chunks holding rows `rows` of a quantized matrix (`name` for the error), which
+    /// must start on a chunk boundary and end on one or at the matrix's end: a row band that
+    /// decodes on its own.
+    pub fn row_chunks(&self, name: &str, rows: &std::ops::Range<usize>) -> Result<std::ops::Range<usize>, String> {
+        let (all_rows, cols) = self.matrix_dims().ok_or_else(|| format!("tensor '{name}' is not an INT8 matrix"))?;
+        let (all_rows, cols, cs) = (all_rows as usize, cols as usize, self.data.chunk_size as usize);
+        let (b0, b1) = (rows.start * cols, rows.end * cols);
+        if rows.is_empty() || rows.end > all_rows || b0 % cs != 0 || (b1 % cs != 0 && rows.end != all_rows) {
+            return Err(format!("rows {rows:?} of '{name}' ({all_rows} × {cols}, {cs}-byte chunks) are not a run of whole chunks"));
+        }
+        Ok(b0 / cs..b1.div_ceil(cs))
+    }
     pub fn blobs(&self) -> Vec<(&'static str, &Blob)> {
         match &self.encoding {
             Encoding::Lossless | Encoding::Ggml { .. } => vec![("data", &self.data)],

@@ -61,13 +61,10 @@ impl DeviceChunkTable {
             return Err(Error::format(c.path(), format!("tensor '{name}' is not INT8")));
         };
         let (all_rows, cols) = t.matrix_dims().expect("validated: INT8 tensors are 2-D");
-        let (all_rows, cols, cs) = (all_rows as usize, cols as usize, t.data.chunk_size as usize);
+        let (all_rows, cols) = (all_rows as usize, cols as usize);
         let band = rows.unwrap_or(0..all_rows);
-        let (b0, b1) = (band.start * cols, band.end * cols);
-        if band.is_empty() || band.end > all_rows || b0 % cs != 0 || (b1 % cs != 0 && band.end != all_rows) {
-            return Err(Error::Invalid(format!("rows {band:?} of '{name}' ({all_rows} × {cols}, {cs}-byte chunks) are not a run of whole chunks")));
-        }
-        let chunk_range = b0 / cs..b1.div_ceil(cs);
+        let chunk_range = t.row_chunks(name, &band).map_err(Error::Invalid)?;
+        let b0 = band.start * cols;
         let (first_offset, stored_len) = t.data.chunk_extent(chunk_range.clone());
         let mut slot_chunks = Vec::new();
         let table: Vec<ChunkEntry> = t
@@ -110,7 +107,7 @@ impl DeviceChunkTable {
             cols,
             group_size: *group_size as usize,
             codec: t.data.codec,
-            chunk_size: cs,
+            chunk_size: t.data.chunk_size as usize,
             stored_len: stored_len as usize,
             chunk_range,
             table: s.clone_htod(bytemuck::cast_slice::<ChunkEntry, u8>(&table))?,

@@ -299,7 +299,8 @@ impl HostStore {
         })?;
         // The CPU's rows, decoded on the CPU (checksums verified), and the joined scales of
         // the bands they continue.
-        let decoded: Vec<_> = cpu_parts.par_iter().map(|(_, name, rows, _)| crate::codec::decode_int8_rows(c, name, rows.clone())).collect::<Result<_>>()?;
+        let decoded: Vec<_> =
+            cpu_parts.par_iter().map(|(_, name, rows, _)| crate::codec::decode_int8_rows(c, name, Some(rows.clone()))).collect::<Result<_>>()?;
         for (&(u, _, _, j), matrix) in cpu_parts.iter().zip(decoded) {
             let unit = &mut store.units[u];
             let band = &unit.tensors[j];
