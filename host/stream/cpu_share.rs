@@ -192,7 +192,7 @@ impl Job {
             let m = &*m;
             let yf = &mut shared.yf[at..at + m.rows];
             let t = std::time::Instant::now();
-            gemv_int8(&Int8View::try_from(m)?, 0..m.rows, &shared.xf[..self.cols], 1, yf, Some(&shared.pool))?;
+            gemv_pass(m, &shared.xf[..self.cols], yf, &shared.pool)?;
             gemv += t.elapsed();
             let y = std::slice::from_raw_parts_mut(self.y.add(at), m.rows);
             for (h, f) in y.iter_mut().zip(yf.iter()) {
@@ -252,28 +252,36 @@ pub fn cpu_share_pool() -> Result<ThreadPool> {
         .map_err(|e| Error::Invalid(format!("the CPU share's thread pool: {e}")))
 }
 
-/// The INT8 GEMV's bandwidth on `pool` (GB/s of weights, one input row): the best of five
-/// runs over 512 MB of rows — several times a server CPU's last-level cache (128 MB read
-/// 2–3× faster than the real share on a 16-core Xeon), as the CPU's share of a model is.
-pub fn cpu_gemv_gbps(pool: &ThreadPool) -> f64 {
+/// Rows of 4096 pseudo-random INT8 values, `bytes` of them, one scale per row, filled on
+/// `pool`: what the GEMV is timed on (its time does not depend on the values).
+pub fn calibration_rows(bytes: usize, pool: &ThreadPool) -> Int8Matrix {
     use rayon::prelude::*;
-    const ROWS: usize = 128 * 1024;
     const COLS: usize = 4096;
-    // Any bytes do: the GEMV's time does not depend on the values.
-    let mut q = vec![0i8; ROWS * COLS];
+    let rows = (bytes / COLS).max(1);
+    let mut q = vec![0i8; rows * COLS];
     pool.install(|| {
         q.par_chunks_mut(1 << 20)
             .enumerate()
             .for_each(|(c, b)| b.iter_mut().enumerate().for_each(|(i, v)| *v = ((c << 20 | i).wrapping_mul(2_654_435_761) >> 13) as i8))
     });
-    let scales = vec![1e-2f32; ROWS];
-    let x = vec![0.5f32; COLS];
-    let mut y = vec![0f32; ROWS];
-    let Ok(w) = Int8View::new(&q, &scales, COLS, COLS) else { return 0.0 };
+    Int8Matrix { rows, cols: COLS, group_size: COLS, q, scales: vec![1e-2; rows] }
+}
+
+/// One GEMV of every row of `m` with one input row on `pool`, into `y` (`m.rows` values).
+pub fn gemv_pass(m: &Int8Matrix, x: &[f32], y: &mut [f32], pool: &ThreadPool) -> Result<()> {
+    gemv_int8(&Int8View::try_from(m)?, 0..m.rows, x, 1, y, Some(pool))
+}
+
+/// The INT8 GEMV's bandwidth on `pool` (GB/s of weights, one input row): the best of five
+/// runs over 512 MB of rows — several times a server CPU's last-level cache (128 MB read
+/// 2–3× faster than the real share on a 16-core Xeon), as the CPU's share of a model is.
+pub fn cpu_gemv_gbps(pool: &ThreadPool) -> f64 {
+    let m = calibration_rows(512 << 20, pool);
+    let (x, mut y) = (vec![0.5f32; m.cols], vec![0f32; m.rows]);
     let mut best = f64::INFINITY;
     for run in 0..6 {
         let t = std::time::Instant::now();
-        if gemv_int8(&w, 0..ROWS, &x, 1, &mut y, Some(pool)).is_err() {
+        if gemv_pass(&m, &x, &mut y, pool).is_err() {
             return 0.0;
         }
         // The first run warms the pool and the pages.
@@ -281,5 +289,5 @@ pub fn cpu_gemv_gbps(pool: &ThreadPool) -> f64 {
             best = best.min(t.elapsed().as_secs_f64());
         }
     }
-    (ROWS * COLS) as f64 / best / 1e9
+    m.q.len() as f64 / best / 1e9
 }

@@ -5,7 +5,7 @@
 use super::provenance::Provenance;
 use crate::error::Result;
 use crate::gpu::Gpu;
-use crate::stream::cpu_gemv::{gemv_int8, Int8View};
+use crate::stream::{calibration_rows, gemv_pass};
 use std::time::Instant;
 
 #[derive(Clone, Debug, serde::Serialize)]
@@ -26,14 +26,10 @@ pub struct HostRamReport {
 /// Each figure runs its loop for `seconds` (after one warm-up pass) over `bytes` of
 /// pinned host memory (copies) and of INT8 rows (the GEMV).
 pub fn host_ram(gpu: &Gpu, bytes: usize, seconds: f64) -> Result<HostRamReport> {
-    const COLS: usize = 4096;
     const COPY: usize = 64 << 20;
-    let rows = (bytes / COLS).max(1);
     let pool = crate::stream::cpu_share_pool()?;
-    let q: Vec<i8> = (0..rows * COLS).map(|i| (i.wrapping_mul(2_654_435_761) >> 13) as i8).collect();
-    let scales = vec![1e-2f32; rows];
-    let x = vec![0.5f32; COLS];
-    let w = Int8View::new(&q, &scales, COLS, COLS)?;
+    let m = calibration_rows(bytes, &pool);
+    let x = vec![0.5f32; m.cols];
     let st = gpu.ctx.new_stream()?;
     let copies = (bytes / COPY).max(1);
     // SAFETY: written here before any copy reads it.
@@ -58,12 +54,12 @@ pub fn host_ram(gpu: &Gpu, bytes: usize, seconds: f64) -> Result<HostRamReport> 
         Ok(moved as f64 / t.elapsed().as_secs_f64() / 1e9)
     };
     let gemv = || -> Result<f64> {
-        let mut y = vec![0f32; rows];
-        gemv_int8(&w, 0..rows, &x, 1, &mut y, Some(&pool))?;
+        let mut y = vec![0f32; m.rows];
+        gemv_pass(&m, &x, &mut y, &pool)?;
         let (t, mut read) = (Instant::now(), 0);
         while t.elapsed().as_secs_f64() < seconds {
-            gemv_int8(&w, 0..rows, &x, 1, &mut y, Some(&pool))?;
-            read += rows * COLS;
+            gemv_pass(&m, &x, &mut y, &pool)?;
+            read += m.q.len();
         }
         Ok(read as f64 / t.elapsed().as_secs_f64() / 1e9)
     };
@@ -77,7 +73,7 @@ pub fn host_ram(gpu: &Gpu, bytes: usize, seconds: f64) -> Result<HostRamReport> 
     Ok(HostRamReport {
         provenance: Provenance::new(rand::random(), Some(gpu)),
         threads: pool.current_num_threads(),
-        bytes: rows * COLS,
+        bytes: m.q.len(),
         seconds_per_figure: seconds,
         h2d_alone_gbps,
         gemv_alone_gbps,
