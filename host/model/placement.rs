@@ -137,14 +137,10 @@ pub fn plan(input: &PlacementInput, budget: usize) -> Result<Placement, String> 
             cpu_bytes: (share * mlp_int8 as f64) as usize,
         }
     };
-    let plans = |k: usize| if input.stream_all { k == 0 } else { true };
+    // (resident blocks, LM head resident) to choose from: only (0, false) to stream all.
+    let choices: Vec<(usize, bool)> = if input.stream_all { vec![(0, false)] } else { (0..=layers).flat_map(|k| [(k, true), (k, false)]).collect() };
     let best = |ring: usize| {
-        let fitting = (0..=layers)
-            .filter(|&k| plans(k))
-            .flat_map(|k| [(k, true), (k, false)])
-            .filter(|&(_, lm)| !(input.stream_all && lm))
-            .map(|(k, lm)| predict(k, lm, ring))
-            .filter(|p| p.predicted_vram <= budget);
+        let fitting = choices.iter().map(|&(k, lm)| predict(k, lm, ring)).filter(|p| p.predicted_vram <= budget);
         fitting.max_by_key(|p| p.resident_bytes)
     };
     // The ring asked for, else one slot (each unit's copy then waits for the previous
