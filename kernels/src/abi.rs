@@ -40,6 +40,101 @@ pub const GEMV_MAX_M: usize = 8;
 pub const GEMV_KERNELS: [&str; GEMV_MAX_M] =
     ["gemv_w8a16_m1", "gemv_w8a16_m2", "gemv_w8a16_m3", "gemv_w8a16_m4", "gemv_w8a16_m5", "gemv_w8a16_m6", "gemv_w8a16_m7", "gemv_w8a16_m8"];
 
+/// A GGUF block type as the GPU holds it (`ggml.rs`): each field of ggml's block struct
+/// (`ggml-common.h`, in struct order) gets a plane of its own, the planes one after another
+/// and each padded to 16 bytes, blocks row-major within each. The blocks' bytes are kept as
+/// they are (the dequantized values are the source's, bit for bit); only their order
+/// changes, so that every field loads with aligned loads (a `block_q8_0` is 34 bytes, a
+/// `block_q6_K` 210: in the file, most blocks start at odd multiples of 2).
+#[derive(Clone, Copy, Debug)]
+pub struct GgmlLayout {
+    /// ggml's name of the type.
+    pub name: &'static str,
+    /// ggml's type id.
+    pub id: u32,
+    /// Values per block.
+    pub block_elems: u32,
+    /// Bytes of each field of the block.
+    pub fields: &'static [u32],
+    /// The GEMV entry for batch `m` is `gemv[m - 1]`.
+    pub gemv: [&'static str; GEMV_MAX_M],
+    /// Dequantization to FP16 (`[rows, cols]` row-major).
+    pub dequant: &'static str,
+}
+
+impl GgmlLayout {
+    pub const fn block_bytes(&self) -> u32 {
+        let (mut b, mut i) = (0, 0);
+        while i < self.fields.len() {
+            b += self.fields[i];
+            i += 1;
+        }
+        b
+    }
+    /// Byte offset of field `field`'s plane in a tensor of `blocks` blocks (with
+    /// `field = fields.len()`: the tensor's size).
+    pub const fn plane(&self, field: usize, blocks: u64) -> u64 {
+        let (mut off, mut i) = (0, 0);
+        while i < field {
+            off += (self.fields[i] as u64 * blocks).div_ceil(16) * 16;
+            i += 1;
+        }
+        off
+    }
+    pub const fn bytes(&self, blocks: u64) -> u64 {
+        self.plane(self.fields.len(), blocks)
+    }
+}
+
+macro_rules! ggml_layout {
+    ($name:literal, $lower:literal, $id:literal, $elems:literal, [$($f:literal),*]) => {
+        GgmlLayout {
+            name: $name,
+            id: $id,
+            block_elems: $elems,
+            fields: &[$($f),*],
+            gemv: [
+                concat!("ggml_gemv_", $lower, "_m1"), concat!("ggml_gemv_", $lower, "_m2"),
+                concat!("ggml_gemv_", $lower, "_m3"), concat!("ggml_gemv_", $lower, "_m4"),
+                concat!("ggml_gemv_", $lower, "_m5"), concat!("ggml_gemv_", $lower, "_m6"),
+                concat!("ggml_gemv_", $lower, "_m7"), concat!("ggml_gemv_", $lower, "_m8"),
+            ],
+            dequant: concat!("ggml_dequant_", $lower),
+        }
+    };
+}
+
+/// The block types the GPU computes on as stored (the others are converted to INT8 at
+/// load). Fields as in ggml-common.h: `d` (and `m` / `dmin`) FP16 scales, `qh` high bits,
+/// `qs` / `ql` packed quants, `scales` packed sub-block scales.
+pub const GGML_LAYOUTS: [GgmlLayout; 8] = [
+    ggml_layout!("Q4_0", "q4_0", 2, 32, [2, 16]),        // d, qs
+    ggml_layout!("Q4_1", "q4_1", 3, 32, [2, 2, 16]),     // d, m, qs
+    ggml_layout!("Q5_0", "q5_0", 6, 32, [2, 4, 16]),     // d, qh, qs
+    ggml_layout!("Q5_1", "q5_1", 7, 32, [2, 2, 4, 16]),  // d, m, qh, qs
+    ggml_layout!("Q8_0", "q8_0", 8, 32, [2, 32]),        // d, qs
+    ggml_layout!("Q4_K", "q4_k", 12, 256, [2, 2, 12, 128]), // d, dmin, scales, qs
+    ggml_layout!("Q5_K", "q5_k", 13, 256, [2, 2, 12, 32, 128]), // d, dmin, scales, qh, qs
+    ggml_layout!("Q6_K", "q6_k", 14, 256, [128, 64, 16, 2]), // ql, qh, scales, d
+];
+
+/// Index in `GGML_LAYOUTS` of ggml type `id`.
+pub const fn ggml_layout(id: u32) -> Option<usize> {
+    let mut i = 0;
+    while i < GGML_LAYOUTS.len() {
+        if GGML_LAYOUTS[i].id == id {
+            return Some(i);
+        }
+        i += 1;
+    }
+    None
+}
+
+/// Weight rows each warp of a `ggml_gemv_*` launch computes (each activation value loaded
+/// once serves them all), and warps per block.
+pub const GGML_GEMV_ROWS: u32 = 2;
+pub const GGML_GEMV_WARPS: u32 = 4;
+
 /// A tensor-core GEMM variant (`gemm.rs`).
 #[derive(Clone, Copy, Debug)]
 pub struct GemmTile {

@@ -49,6 +49,6 @@ pub unsafe extern "ptx-kernel" fn dequant_i8_f16(q: *const i8, scales: *const f3
 
 /// Two f32 rounded to FP16 (the same rounding as `as f16`), `lo` in the low half.
 #[inline(always)]
-fn pack_f16(lo: f32, hi: f32) -> u32 {
+pub(crate) fn pack_f16(lo: f32, hi: f32) -> u32 {
     (lo as f16).to_bits() as u32 | ((hi as f16).to_bits() as u32) << 16
 }

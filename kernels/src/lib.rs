@@ -19,6 +19,7 @@ pub mod abi;
 mod dequant;
 mod gemm;
 mod gemv;
+mod ggml;
 mod llama;
 mod ptx;
 mod rans;

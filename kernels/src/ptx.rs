@@ -181,25 +181,37 @@ pub fn shfl_idx(v: f32, src: u32) -> f32 {
 }
 
 /// Byte `i` of `w` as a signed INT8 value in f32, without an I2F conversion (a slow pipe on
-/// sm_80/sm_90): `prmt` places the biased byte under the exponent of 2^23, so the float is
-/// 2^23 + (b + 128) exactly, and one subtraction recovers b. `biased` is `w ^ 0x80808080`.
+/// sm_80/sm_90): the float `byte_over_2p23` makes is 2^23 + (b + 128) exactly, and one
+/// subtraction recovers b. `biased` is `w ^ 0x80808080`.
 #[inline(always)]
 pub fn i8_to_f32<const I: u32>(biased: u32) -> f32 {
+    byte_over_2p23::<I>(biased) - 8_388_736.0
+}
+
+/// Byte `i` of `w` as an unsigned value in f32 (the same trick, no bias).
+#[inline(always)]
+pub fn u8_to_f32<const I: u32>(w: u32) -> f32 {
+    byte_over_2p23::<I>(w) - 8_388_608.0
+}
+
+/// 2^23 + byte `I` of `w`, exactly: `prmt` places the byte under the exponent of 2^23.
+#[inline(always)]
+fn byte_over_2p23<const I: u32>(w: u32) -> f32 {
     let bits: u32;
-    // Selector nibbles, low to high: result byte 0 = byte I of `biased`; bytes 1, 2, 3 =
-    // bytes 4, 5, 7 of the pair {0x4B00_0000, biased}, i.e. 0x00, 0x00, 0x4B.
+    // Selector nibbles, low to high: result byte 0 = byte I of `w`; bytes 1, 2, 3 = bytes
+    // 4, 5, 7 of the pair {0x4B00_0000, w}, i.e. 0x00, 0x00, 0x4B.
     let selector: u32 = I | 0x7540;
     unsafe {
         asm!(
             "prmt.b32 {r}, {a}, {b}, {s};",
             r = out(reg32) bits,
-            a = in(reg32) biased,
+            a = in(reg32) w,
             b = in(reg32) 0x4B00_0000u32,
             s = in(reg32) selector,
             options(pure, nomem, nostack),
         );
     }
-    f32::from_bits(bits) - 8_388_736.0
+    f32::from_bits(bits)
 }
 
 /// Low and high FP16 halves of a 32-bit word, widened to f32.
