@@ -172,3 +172,55 @@ fn short_tails_are_ignored_and_arbitrary_bytes_never_panic() {
         assert_eq!(out.len(), (data.len() - 1) / b * e);
     }
 }
+
+/// The GPU's block layouts (`abi::GGML_LAYOUTS`) describe the same blocks as the CPU's
+/// dequantizer: same id, name and geometry, and fields that add up to the block.
+#[test]
+fn gpu_layouts_match_the_cpu_block_types() {
+    use codecllm::abi::{ggml_layout, GGML_LAYOUTS};
+    for (i, l) in GGML_LAYOUTS.iter().enumerate() {
+        let ty = GgmlType::from_id(l.id).unwrap_or_else(|| panic!("{}: unknown id {}", l.name, l.id));
+        assert_eq!(ty.name(), l.name);
+        assert_eq!(ty.block(), (l.block_elems as u64, l.block_bytes() as u64), "{}", l.name);
+        assert_eq!(ggml_layout(l.id), Some(i));
+        assert_eq!(codecllm::gpu::gpu_layout(ty), Some(i));
+        // Every plane starts 16-byte aligned, whatever the block count.
+        for blocks in [1u64, 3, 7, 4096] {
+            assert!((0..=l.fields.len()).all(|f| l.plane(f, blocks) % 16 == 0), "{} with {blocks} blocks", l.name);
+            assert!(l.bytes(blocks) >= blocks * l.block_bytes() as u64 && l.bytes(blocks) < blocks * l.block_bytes() as u64 + 16 * l.fields.len() as u64);
+        }
+    }
+    for ty in [GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::IQ4_XS, GgmlType::F16] {
+        assert_eq!(codecllm::gpu::gpu_layout(ty), None, "{ty} has no GPU layout: converted to INT8 at load");
+    }
+}
+
+/// `ggml_planes` puts field f of block b at `plane(f) + b · len(f)`, and nothing else
+/// anywhere (the padding is zero); a run that is not whole blocks is an error.
+#[test]
+fn planes_hold_every_field_of_every_block() {
+    use codecllm::abi::GGML_LAYOUTS;
+    let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
+    for (i, l) in GGML_LAYOUTS.iter().enumerate() {
+        let size = l.block_bytes() as usize;
+        for blocks in [1usize, 5, 33] {
+            let data: Vec<u8> = (0..blocks * size).map(|_| (rng.next() >> 56) as u8 | 1).collect();
+            let planes = codecllm::gpu::ggml_planes(i, &data).unwrap();
+            assert_eq!(planes.len() as u64, l.bytes(blocks as u64));
+            let mut covered = vec![false; planes.len()];
+            let mut offset = 0;
+            for (f, &len) in l.fields.iter().enumerate() {
+                let (len, base) = (len as usize, l.plane(f, blocks as u64) as usize);
+                for (b, block) in data.chunks_exact(size).enumerate() {
+                    let at = base + b * len;
+                    assert_eq!(planes[at..at + len], block[offset..offset + len], "{} field {f} block {b}", l.name);
+                    covered[at..at + len].iter_mut().for_each(|c| *c = true);
+                }
+                offset += len;
+            }
+            // The data bytes are never 0 (`| 1`), so a zero byte is padding.
+            assert!(planes.iter().zip(&covered).all(|(&p, &c)| c || p == 0), "{}: padding must be zero", l.name);
+        }
+        assert!(codecllm::gpu::ggml_planes(i, &vec![0u8; size + 1]).is_err(), "{}: a partial block", l.name);
+    }
+}

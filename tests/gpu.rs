@@ -453,3 +453,81 @@ fn no_gpu_is_a_clear_error() {
         Ok(_) => panic!("GPU 1000 cannot exist"),
     }
 }
+
+/// x · Wᵀ in f64 for f32 weights `[n, k]`.
+fn reference_linear(x: &[f16], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f64> {
+    let mut y = vec![0f64; m * n];
+    for i in 0..m {
+        for r in 0..n {
+            y[i * n + r] = (0..k).map(|c| x[i * k + c].to_f64() * w[r * k + c] as f64).sum();
+        }
+    }
+    y
+}
+
+/// Every GGUF block type the GPU computes on as stored: the GEMV at every batch up to
+/// `GEMV_MAX_M`, several launches of it, and dequantize-then-cuBLAS beyond
+/// `GGML_GEMV_MAX_BATCH`, against the f64 product with the CPU's dequantized weights, on
+/// one block per row, odd row counts (a warp's second row past the end), rows wider than a
+/// pass of the warp, and mins from centred to extreme.
+#[test]
+fn ggml_linear_matches_reference_for_every_native_type() {
+    use codecllm::abi::GGML_LAYOUTS;
+    use codecllm::codec::ggml::{dequantize, GgmlType};
+    use codecllm::gpu::{ggml_planes, GgmlWeights, GGML_GEMV_MAX_BATCH};
+    let Some(gpu) = gpu_or_skip("ggml_linear_matches_reference_for_every_native_type") else { return };
+    let mut rng = rng(fresh_seed());
+    let s = &gpu.stream;
+    for (layout, l) in GGML_LAYOUTS.iter().enumerate() {
+        let e = l.block_elems as usize;
+        for (n, k, spread_mins) in [(1, e, false), (37, 3 * e, true), (130, 4096, false), (9, 14336, false)] {
+            let blocks = common::gguf::random_blocks(&mut rng, layout, n, k, spread_mins);
+            let mut w = Vec::new();
+            dequantize(GgmlType::from_id(l.id).unwrap(), &blocks, &mut w);
+            let planes = s.clone_htod(&ggml_planes(layout, &blocks).unwrap()).unwrap();
+            let weights = GgmlWeights { layout, planes: planes.slice(..), rows: n, cols: k };
+            for m in [1, 2, 3, 4, 5, 6, 7, 8, 9, 17, GGML_GEMV_MAX_BATCH + 1] {
+                let x: Vec<f16> = (0..m * k).map(|_| f16::from_f32(rng.gen_range(-1.0..1.0))).collect();
+                let xd = s.clone_htod(&x).unwrap();
+                let mut y = s.clone_htod(&vec![POISON; m * n]).unwrap();
+                gpu.ggml_linear(&xd, m, &weights, &mut y, s).unwrap();
+                let got: Vec<f64> = s.clone_dtoh(&y).unwrap().iter().map(|v| v.to_f64()).collect();
+                assert!(got.iter().all(|v| v.is_finite()), "{} {n}x{k} m={m}: unwritten (poisoned) or non-finite outputs", l.name);
+                let e = rel_err(&got, &reference_linear(&x, m, &w, n, k));
+                assert!(e < LINEAR_TOL, "{} {n}x{k} m={m}: relative error {e}", l.name);
+            }
+        }
+    }
+}
+
+/// The GPU's dequantization of GGUF blocks is the CPU's (gguf-py's) bit for bit, rounded to
+/// FP16 — signed zeros included — for a whole matrix and for a band of its rows.
+#[test]
+fn ggml_dequantize_is_bit_exact() {
+    use codecllm::abi::GGML_LAYOUTS;
+    use codecllm::codec::ggml::{dequantize, GgmlType};
+    use codecllm::gpu::{ggml_planes, GgmlWeights};
+    let Some(gpu) = gpu_or_skip("ggml_dequantize_is_bit_exact") else { return };
+    let mut rng = rng(fresh_seed());
+    let s = &gpu.stream;
+    for (layout, l) in GGML_LAYOUTS.iter().enumerate() {
+        let (n, k) = (19, 2 * 256);
+        let blocks = common::gguf::random_blocks(&mut rng, layout, n, k, true);
+        let mut w = Vec::new();
+        dequantize(GgmlType::from_id(l.id).unwrap(), &blocks, &mut w);
+        let want: Vec<u16> = w.iter().map(|&v| f16::from_f32(v).to_bits()).collect();
+        let planes = s.clone_htod(&ggml_planes(layout, &blocks).unwrap()).unwrap();
+        let weights = GgmlWeights { layout, planes: planes.slice(..), rows: n, cols: k };
+        for (row0, rows) in [(0, n), (5, 7), (n - 1, 1)] {
+            let mut out = s.clone_htod(&vec![POISON; rows * k]).unwrap();
+            gpu.ggml_dequantize(&weights, row0, rows, &mut out.slice_mut(..), s).unwrap();
+            let got: Vec<u16> = s.clone_dtoh(&out).unwrap().iter().map(|v| v.to_bits()).collect();
+            let first_bad = got.iter().zip(&want[row0 * k..(row0 + rows) * k]).position(|(a, b)| a != b);
+            assert!(first_bad.is_none(), "{} rows {row0}..{}: element {first_bad:?} differs", l.name, row0 + rows);
+        }
+        // Rows past the matrix, or an output too short, are errors before any launch.
+        let mut out = s.clone_htod(&vec![POISON; 2 * k]).unwrap();
+        assert!(gpu.ggml_dequantize(&weights, n - 1, 2, &mut out.slice_mut(..), s).is_err());
+        assert!(gpu.ggml_dequantize(&weights, 0, 3, &mut out.slice_mut(..), s).is_err());
+    }
+}

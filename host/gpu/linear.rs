@@ -36,6 +36,9 @@ const SMEM_MT2: usize = 4;
 const _: () = assert!(GEMM_TILES[REG_MT1].mt == 1 && GEMM_TILES[REG_MT2].mt == 2 && GEMM_TILES[REG_MT4].mt == 4 && !GEMM_TILES[REG_MT4].smem);
 const _: () = assert!(GEMM_TILES[SMEM_MT1].smem && GEMM_TILES[SMEM_MT1].mt == 1 && GEMM_TILES[SMEM_MT2].smem && GEMM_TILES[SMEM_MT2].mt == 2);
 
+/// Writes rows `r0..r0 + rows` of a weight matrix as FP16 into the view (`banded_cublas`).
+pub(super) type BandDequant<'a> = dyn FnMut(usize, usize, &mut CudaViewMut<f16>) -> Result<()> + 'a;
+
 /// How `linear` computes one product.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum LinearPlan {
@@ -137,14 +140,40 @@ impl Gpu {
         }
     }
 
-    /// Large batches: each band of `DEQUANT_BAND_ELEMS` weights is dequantized into one
-    /// FP16 scratch buffer and multiplied by cuBLAS into its columns of `y` (`ldc` = n), so
-    /// the scratch stays small whatever the matrix (a streamed model has little VRAM).
+    /// Large batches: bands of rows dequantized to FP16 and multiplied by cuBLAS.
     fn dequant_cublas(&self, x: &CudaSlice<f16>, m: usize, w: &Int8Weights, y: &mut CudaSlice<f16>, stream: &Arc<CudaStream>) -> Result<()> {
+        let (k, groups) = (w.cols, w.groups());
+        self.banded_cublas(x, m, w.rows, k, y, stream, &mut |r0, rb, out| {
+            let band = Int8Weights {
+                q: w.q.slice(r0 * k..(r0 + rb) * k),
+                scales: w.scales.slice(r0 * groups..(r0 + rb) * groups),
+                rows: rb,
+                cols: k,
+                group_size: w.group_size,
+            };
+            self.dequantize(&band, out, stream)
+        })
+    }
+
+    /// `y[m, n] = x[m, k] · Wᵀ` for a `W` that `dequant(r0, rows, out)` writes as FP16
+    /// `[rows, k]`, band by band: each band of `DEQUANT_BAND_ELEMS` weights goes into one
+    /// FP16 scratch buffer and cuBLAS multiplies it into its columns of `y` (`ldc` = n), so
+    /// the scratch stays small whatever the matrix (a streamed model has little VRAM). The
+    /// caller checked x `[m, k]` and y `[m, n]`.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn banded_cublas(
+        &self,
+        x: &CudaSlice<f16>,
+        m: usize,
+        n: usize,
+        k: usize,
+        y: &mut CudaSlice<f16>,
+        stream: &Arc<CudaStream>,
+        dequant: &mut BandDequant<'_>,
+    ) -> Result<()> {
         use cudarc::cublas::{sys::cublasOperation_t, CudaBlas, Gemm, GemmConfig};
-        let (n, k, groups) = (w.rows, w.cols, w.groups());
-        if m > i32::MAX as usize || k > i32::MAX as usize {
-            return Err(Error::Invalid(format!("linear: [{m}, {k}] is too large for cuBLAS")));
+        if m > i32::MAX as usize || k > i32::MAX as usize || n > i32::MAX as usize {
+            return Err(Error::Invalid(format!("linear: [{m}, {k}] × [{n}, {k}] is too large for cuBLAS")));
         }
         let band_rows = (DEQUANT_BAND_ELEMS / k.max(1)).clamp(1, n.max(1));
         let mut scratch = self.dequant_scratch.lock().unwrap_or_else(|p| p.into_inner());
@@ -163,14 +192,7 @@ impl Gpu {
         let mut r0 = 0;
         while r0 < n {
             let rb = band_rows.min(n - r0);
-            let band = Int8Weights {
-                q: w.q.slice(r0 * k..(r0 + rb) * k),
-                scales: w.scales.slice(r0 * groups..(r0 + rb) * groups),
-                rows: rb,
-                cols: k,
-                group_size: w.group_size,
-            };
-            self.dequantize(&band, &mut scratch.slice_mut(..rb * k), stream)?;
+            dequant(r0, rb, &mut scratch.slice_mut(..rb * k))?;
             // Row-major band [rb, k] is column-major k×rb (op Aᵀ); x [m, k] is k×m; y's
             // columns r0.. are column-major rb×m with leading dimension n.
             let cfg = GemmConfig {
@@ -185,8 +207,8 @@ impl Gpu {
                 beta: f16::ZERO,
                 ldc: n as i32,
             };
-            // SAFETY: `linear` checked x [m, k] and y [m, n]; the band holds rb·k values and
-            // the last element written, r0 + (m-1)·n + rb-1, is inside y.
+            // SAFETY: the caller checked x [m, k] and y [m, n]; the band holds rb·k values
+            // and the last element written, r0 + (m-1)·n + rb-1, is inside y.
             unsafe { blas.gemm(cfg, &scratch.slice(..rb * k), x, &mut y.slice_mut(r0..)) }?;
             r0 += rb;
         }

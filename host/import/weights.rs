@@ -1,9 +1,11 @@
 //! `WeightSource`: where a model's weights come from — a container (INT8 as stored) or
 //! the source checkpoint (the original values) — as every model forward reads them.
 use super::SourceModel;
-use crate::codec::{decode_f32, decode_int8, Int8Matrix};
+use crate::codec::ggml::GgmlType;
+use crate::codec::{decode_bytes, decode_f32, decode_int8, ggml_blocks, Int8Matrix};
 use crate::container::{Container, Encoding};
 use crate::error::{Error, Result};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 
 /// Where a model's weights come from: a container (INT8 as stored) or the source
@@ -17,6 +19,15 @@ pub trait WeightSource: Sync {
     /// The container behind this source, if any (its GPU-only codecs decode on the GPU).
     fn container(&self) -> Option<&Container> {
         None
+    }
+    /// The GGUF block type of tensor `name` when it is held as quantized blocks (a GGUF
+    /// source, or a container made with `--keep-quant`).
+    fn ggml_type(&self, _name: &str) -> Option<GgmlType> {
+        None
+    }
+    /// Those blocks as stored (a container's checksums verified).
+    fn ggml_bytes(&self, name: &str) -> Result<Cow<'_, [u8]>> {
+        Err(Error::Invalid(format!("tensor '{name}' is not held as GGUF blocks")))
     }
 }
 
@@ -42,6 +53,25 @@ impl WeightSource for Container {
     fn container(&self) -> Option<&Container> {
         Some(self)
     }
+    fn ggml_type(&self, name: &str) -> Option<GgmlType> {
+        match self.tensor(name)?.encoding {
+            Encoding::Ggml { ggml_type, .. } => GgmlType::from_id(ggml_type),
+            _ => None,
+        }
+    }
+    fn ggml_bytes(&self, name: &str) -> Result<Cow<'_, [u8]>> {
+        let t = self.tensor(name).ok_or_else(|| Error::format(self.path(), format!("no tensor named '{name}'")))?;
+        let Encoding::Ggml { ggml_type, block_elems, block_bytes } = t.encoding else {
+            return Err(Error::format(self.path(), format!("tensor '{name}' is not stored as GGUF blocks")));
+        };
+        let ty = ggml_blocks(self, name, ggml_type, block_elems, block_bytes)?;
+        let bytes = decode_bytes(self, name)?;
+        let (elems, size) = ty.block();
+        if bytes.len() as u64 != t.numel() / elems * size || t.numel() % elems != 0 {
+            return Err(Error::format(self.path(), format!("tensor '{name}': {} bytes of {ty} blocks for {} values", bytes.len(), t.numel())));
+        }
+        Ok(Cow::Owned(bytes))
+    }
 }
 
 impl WeightSource for SourceModel {
@@ -63,6 +93,14 @@ impl WeightSource for SourceModel {
     }
     fn int8(&self, name: &str) -> Result<Int8Matrix> {
         quantize_2d(self, name)
+    }
+    fn ggml_type(&self, name: &str) -> Option<GgmlType> {
+        self.ggml_blocks(self.tensor(name)?).map(|(ty, _)| ty)
+    }
+    fn ggml_bytes(&self, name: &str) -> Result<Cow<'_, [u8]>> {
+        let t = self.tensor(name).ok_or_else(|| Error::input(&self.path, format!("no tensor named '{name}'")))?;
+        let (_, bytes) = self.ggml_blocks(t).ok_or_else(|| Error::input(&self.path, format!("tensor '{name}' is not GGUF blocks")))?;
+        Ok(Cow::Borrowed(bytes))
     }
 }
 

@@ -108,14 +108,14 @@ macro_rules! ggml_layout {
 /// load). Fields as in ggml-common.h: `d` (and `m` / `dmin`) FP16 scales, `qh` high bits,
 /// `qs` / `ql` packed quants, `scales` packed sub-block scales.
 pub const GGML_LAYOUTS: [GgmlLayout; 8] = [
-    ggml_layout!("Q4_0", "q4_0", 2, 32, [2, 16]),        // d, qs
-    ggml_layout!("Q4_1", "q4_1", 3, 32, [2, 2, 16]),     // d, m, qs
-    ggml_layout!("Q5_0", "q5_0", 6, 32, [2, 4, 16]),     // d, qh, qs
-    ggml_layout!("Q5_1", "q5_1", 7, 32, [2, 2, 4, 16]),  // d, m, qh, qs
-    ggml_layout!("Q8_0", "q8_0", 8, 32, [2, 32]),        // d, qs
-    ggml_layout!("Q4_K", "q4_k", 12, 256, [2, 2, 12, 128]), // d, dmin, scales, qs
+    ggml_layout!("Q4_0", "q4_0", 2, 32, [2, 16]),               // d, qs
+    ggml_layout!("Q4_1", "q4_1", 3, 32, [2, 2, 16]),            // d, m, qs
+    ggml_layout!("Q5_0", "q5_0", 6, 32, [2, 4, 16]),            // d, qh, qs
+    ggml_layout!("Q5_1", "q5_1", 7, 32, [2, 2, 4, 16]),         // d, m, qh, qs
+    ggml_layout!("Q8_0", "q8_0", 8, 32, [2, 32]),               // d, qs
+    ggml_layout!("Q4_K", "q4_k", 12, 256, [2, 2, 12, 128]),     // d, dmin, scales, qs
     ggml_layout!("Q5_K", "q5_k", 13, 256, [2, 2, 12, 32, 128]), // d, dmin, scales, qh, qs
-    ggml_layout!("Q6_K", "q6_k", 14, 256, [128, 64, 16, 2]), // ql, qh, scales, d
+    ggml_layout!("Q6_K", "q6_k", 14, 256, [128, 64, 16, 2]),    // ql, qh, scales, d
 ];
 
 /// Index in `GGML_LAYOUTS` of ggml type `id`.

@@ -657,19 +657,25 @@ fn lcm(a: usize, b: usize) -> usize {
     a / gcd(a, b) * b
 }
 
-/// INT8 bytes (values and f32 scales) of block `i`'s projections as the container holds
-/// them (a projection stored losslessly is quantized at load with 32-column groups).
+/// Resident bytes of block `i`'s projections as the container holds them: INT8 values and
+/// f32 scales (a projection stored losslessly is quantized at load with 32-column groups),
+/// or GGUF blocks in the kernels' planes where they have them.
 fn block_int8_bytes(c: &Container, i: usize) -> usize {
     BlockNames::of(i).linears().iter().filter_map(|n| c.tensor(n)).map(int8_bytes).sum()
 }
 
 fn int8_bytes(t: &crate::container::TensorEntry) -> usize {
+    use crate::container::Encoding;
     let numel = t.numel() as usize;
     let cols = t.shape.last().copied().unwrap_or(1).max(1) as usize;
     let groups = match &t.encoding {
-        crate::container::Encoding::Int8 { group_size, .. } => cols.div_ceil(*group_size as usize),
+        Encoding::Int8 { group_size, .. } => cols.div_ceil(*group_size as usize),
+        Encoding::Ggml { ggml_type, block_elems, .. } if crate::abi::ggml_layout(*ggml_type).is_some() => {
+            let layout = &crate::abi::GGML_LAYOUTS[crate::abi::ggml_layout(*ggml_type).expect("checked by the guard")];
+            return layout.bytes(numel as u64 / (*block_elems).max(1) as u64) as usize;
+        }
         // Quantized at load (`WeightSource::int8`), 32 columns a group.
-        crate::container::Encoding::Lossless | crate::container::Encoding::Ggml { .. } => cols.div_ceil(crate::import::LOAD_TIME_GROUP),
+        Encoding::Lossless | Encoding::Ggml { .. } => cols.div_ceil(crate::import::LOAD_TIME_GROUP),
     };
     numel + 4 * (numel / cols) * groups
 }
@@ -723,8 +729,18 @@ fn placement_input(c: &Container, cfg: &ModelConfig, slots: usize, max_m: usize,
     let norms_and_rope = 4 * cfg.layers * 6 * d + 4 * 2 * max_context * cfg.head_dim;
     // Large batches dequantize bands of a matrix into FP16 scratch for cuBLAS (`Gpu::linear`),
     // whose handle, workspace and kernels take VRAM too.
-    let largest = c.index.tensors.iter().filter_map(|t| t.matrix_dims()).map(|(r, k)| (r * k) as usize).max().unwrap_or(0);
-    let dequant = if max_m >= crate::gpu::DEQUANT_CUBLAS_MIN_M { 2 * largest.min(crate::gpu::DEQUANT_BAND_ELEMS) + CUBLAS_VRAM_ESTIMATE } else { 0 };
+    // GGUF blocks kept as stored take that path from a smaller batch.
+    let largest = c.index.tensors.iter().filter(|t| t.shape.len() == 2).map(|t| t.numel() as usize).max().unwrap_or(0);
+    let native_blocks = c
+        .index
+        .tensors
+        .iter()
+        .any(|t| matches!(t.encoding, crate::container::Encoding::Ggml { ggml_type, .. } if crate::abi::ggml_layout(ggml_type).is_some()));
+    let dequant = if max_m >= crate::gpu::DEQUANT_CUBLAS_MIN_M || (native_blocks && max_m > crate::gpu::GGML_GEMV_MAX_BATCH) {
+        2 * largest.min(crate::gpu::DEQUANT_BAND_ELEMS) + CUBLAS_VRAM_ESTIMATE
+    } else {
+        0
+    };
     // The streaming engine's decoder workspace (nvCOMP's Zstd needs one; rANS and raw
     // none), its activation buffers, and the chunk tables, rANS tables and scales of the
     // streamed tensors — each table on the device twice (per tensor and in its unit's

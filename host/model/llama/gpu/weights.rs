@@ -2,7 +2,7 @@
 //! from them (cuBLAS FP16, or codecllm's fused INT8 kernels).
 use crate::container::Codec;
 use crate::error::{Error, Result};
-use crate::gpu::{cublas_fp16_linear, Decoder, DeviceCompressedTensor, DeviceInt8Buffer, Gpu, Int8Weights};
+use crate::gpu::{cublas_fp16_linear, ggml_planes, gpu_layout, Decoder, DeviceCompressedTensor, DeviceInt8Buffer, GgmlWeights, Gpu, Int8Weights};
 use crate::import::WeightSource;
 use crate::stream::{CpuShare, WeightStream};
 use cudarc::cublas::CudaBlas;
@@ -43,8 +43,25 @@ impl WeightMode {
 }
 
 pub(super) enum Linear {
-    Fp16 { w: CudaSlice<f16>, rows: usize, cols: usize },
-    Int8 { q: CudaSlice<u8>, s: CudaSlice<f32>, rows: usize, cols: usize, group: usize },
+    Fp16 {
+        w: CudaSlice<f16>,
+        rows: usize,
+        cols: usize,
+    },
+    Int8 {
+        q: CudaSlice<u8>,
+        s: CudaSlice<f32>,
+        rows: usize,
+        cols: usize,
+        group: usize,
+    },
+    /// GGUF blocks as the source stores them, in the kernels' planes (`gpu::GgmlWeights`).
+    Ggml {
+        planes: CudaSlice<u8>,
+        layout: usize,
+        rows: usize,
+        cols: usize,
+    },
 }
 
 /// Where a resident load's seconds went (the rest: the GPU-side decode of ANS tensors,
@@ -111,6 +128,11 @@ impl Linear {
                 let w = times.decode(|| f16_values(src, name))?;
                 Linear::Fp16 { w: times.upload(|| Ok(st.clone_htod(&w)?))?, rows, cols }
             }
+            WeightMode::Int8Resident if native_blocks(src, name).is_some() => {
+                let (layout, rows, cols) = native_blocks(src, name).expect("checked by the guard");
+                let planes = times.decode(|| ggml_planes(layout, &src.ggml_bytes(name)?))?;
+                Linear::Ggml { planes: times.upload(|| Ok(st.clone_htod(&planes)?))?, layout, rows, cols }
+            }
             WeightMode::Int8Resident => {
                 let m = times.decode(|| src.int8(name))?;
                 let (q, s) = times.upload(|| Ok((st.clone_htod(bytemuck::cast_slice::<i8, u8>(&m.q))?, st.clone_htod(&m.scales)?)))?;
@@ -123,6 +145,7 @@ impl Linear {
         match self {
             Linear::Fp16 { w, .. } => 2 * w.len(),
             Linear::Int8 { q, s, .. } => q.len() + 4 * s.len(),
+            Linear::Ggml { planes, .. } => planes.len(),
         }
     }
 
@@ -137,8 +160,21 @@ impl Linear {
                 let w = Int8Weights { q: q.slice(..), scales: s.slice(..), rows: *rows, cols: *cols, group_size: *group };
                 gpu.linear(x, m, &w, y, &gpu.stream)
             }
+            Linear::Ggml { planes, layout, rows, cols } => {
+                let w = GgmlWeights { layout: *layout, planes: planes.slice(..), rows: *rows, cols: *cols };
+                gpu.ggml_linear(x, m, &w, y, &gpu.stream)
+            }
         }
     }
+}
+
+/// The kernels' layout and the matrix shape of tensor `name` when the source holds it as
+/// GGUF blocks the GPU computes on as they are (`gpu::gpu_layout`: Q4_0, Q4_1, Q5_0, Q5_1,
+/// Q8_0, Q4_K, Q5_K, Q6_K); other block types are converted to INT8 at load.
+pub(super) fn native_blocks(src: &dyn WeightSource, name: &str) -> Option<(usize, usize, usize)> {
+    let layout = gpu_layout(src.ggml_type(name)?)?;
+    let [rows, cols] = src.shape(name)?[..] else { return None };
+    Some((layout, rows, cols))
 }
 
 /// Indices of the seven projections in `BlockNames::linears` order.
@@ -187,7 +223,7 @@ impl LinRef<'_> {
             LinRef::Owned(Linear::Int8 { q, s, rows, cols, group }) => {
                 Some(Int8Weights { q: q.slice(..), scales: s.slice(..), rows: *rows, cols: *cols, group_size: *group })
             }
-            LinRef::Owned(Linear::Fp16 { .. }) => None,
+            LinRef::Owned(Linear::Fp16 { .. } | Linear::Ggml { .. }) => None,
             LinRef::Int8(w) => Some(Int8Weights { q: w.q.slice(..), scales: w.scales.slice(..), rows: w.rows, cols: w.cols, group_size: w.group_size }),
         }
     }

@@ -1,0 +1,138 @@
+//! GGUF block tensors computed on as stored (`kernels/src/ggml.rs`): the planes layout the
+//! kernels read (`abi::GgmlLayout`, built on the CPU at load by [`ggml_planes`]) and the
+//! linear over it, a fused GEMV for small batches and dequantize-then-cuBLAS for large ones.
+use super::Gpu;
+use crate::abi::{ggml_layout, GgmlLayout, GEMV_MAX_M, GGML_GEMV_ROWS, GGML_GEMV_WARPS, GGML_LAYOUTS};
+use crate::codec::ggml::GgmlType;
+use crate::error::{Error, Result};
+use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, LaunchConfig, PushKernelArg};
+use half::f16;
+use std::sync::Arc;
+
+/// Batches up to which `ggml_linear` runs the GEMV (in launches of `GEMV_MAX_M` rows)
+/// rather than dequantizing to FP16 for cuBLAS. Each GEMV launch reads the blocks once
+/// (0.5–1.1 bytes a weight); the FP16 path writes and reads 4 bytes a weight besides, so up
+/// to four launches move fewer bytes. Not yet measured: `bench` will set it.
+pub const GGML_GEMV_MAX_BATCH: usize = 4 * GEMV_MAX_M;
+
+/// The kernels' layout for ggml type `ty`, if they have one (`abi::GGML_LAYOUTS` index).
+pub fn gpu_layout(ty: GgmlType) -> Option<usize> {
+    ggml_layout(ty.id())
+}
+
+/// `blocks` (whole blocks of `GGML_LAYOUTS[layout]`, row-major) rearranged into the
+/// layout's planes: field f of block b at `plane(f, blocks) + b · fields[f]`, the padding
+/// zero.
+pub fn ggml_planes(layout: usize, blocks: &[u8]) -> Result<Vec<u8>> {
+    use rayon::prelude::*;
+    let l = layout_at(layout)?;
+    let size = l.block_bytes() as usize;
+    if !blocks.len().is_multiple_of(size) {
+        return Err(Error::Invalid(format!("{} blocks are {size} bytes; {} bytes are not whole blocks", l.name, blocks.len())));
+    }
+    let count = (blocks.len() / size) as u64;
+    let mut out = vec![0u8; l.bytes(count) as usize];
+    // Split `out` into one slice per plane, then fill the planes in parallel.
+    let mut planes = Vec::with_capacity(l.fields.len());
+    let mut rest = out.as_mut_slice();
+    let mut field_offset = 0;
+    for (f, &len) in l.fields.iter().enumerate() {
+        let plane_len = (l.plane(f + 1, count) - l.plane(f, count)) as usize;
+        let (plane, tail) = rest.split_at_mut(plane_len);
+        planes.push((plane, field_offset, len as usize));
+        field_offset += len as usize;
+        rest = tail;
+    }
+    planes.into_par_iter().for_each(|(plane, offset, len)| {
+        for (dst, block) in plane.chunks_exact_mut(len).zip(blocks.chunks_exact(size)) {
+            dst.copy_from_slice(&block[offset..offset + len]);
+        }
+    });
+    Ok(out)
+}
+
+fn layout_at(layout: usize) -> Result<&'static GgmlLayout> {
+    GGML_LAYOUTS.get(layout).ok_or_else(|| Error::Invalid(format!("no GPU layout {layout} for GGUF blocks")))
+}
+
+/// A GGUF block tensor in VRAM, `[rows, cols]`, in its layout's planes.
+pub struct GgmlWeights<'a> {
+    /// Index in `abi::GGML_LAYOUTS`.
+    pub layout: usize,
+    pub planes: CudaView<'a, u8>,
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl GgmlWeights<'_> {
+    fn check(&self) -> Result<&'static GgmlLayout> {
+        let l = layout_at(self.layout)?;
+        if !self.cols.is_multiple_of(l.block_elems as usize) || self.rows > u32::MAX as usize || self.cols > u32::MAX as usize {
+            return Err(Error::Invalid(format!("{} weights of {}×{}: rows must be whole blocks of {} values", l.name, self.rows, self.cols, l.block_elems)));
+        }
+        let need = l.bytes((self.rows * self.cols / l.block_elems as usize) as u64);
+        if (self.planes.len() as u64) < need {
+            return Err(Error::Invalid(format!("{} weights of {}×{} need {need} bytes, got {}", l.name, self.rows, self.cols, self.planes.len())));
+        }
+        Ok(l)
+    }
+}
+
+impl Gpu {
+    /// `y[m, rows] = x[m, cols] · Wᵀ` with `W` the blocks' reference dequantization: FP16 in
+    /// and out, FP32 accumulation.
+    pub fn ggml_linear(&self, x: &CudaSlice<f16>, m: usize, w: &GgmlWeights, y: &mut CudaSlice<f16>, stream: &Arc<CudaStream>) -> Result<()> {
+        w.check()?;
+        // 16-byte activation loads and row strides of whole blocks.
+        if x.device_ptr(stream).0 % 16 != 0 {
+            return Err(Error::Invalid("linear: the activations must be 16-byte aligned".into()));
+        }
+        if x.len() < m * w.cols || y.len() < m * w.rows {
+            return Err(Error::Invalid(format!("linear: x needs {} and y {} elements, got {} and {}", m * w.cols, m * w.rows, x.len(), y.len())));
+        }
+        if m > GGML_GEMV_MAX_BATCH {
+            return self.banded_cublas(x, m, w.rows, w.cols, y, stream, &mut |r0, rows, out| self.ggml_dequantize(w, r0, rows, out, stream));
+        }
+        let (n, k) = (w.rows as u32, w.cols as u32);
+        let rows_per_block = GGML_GEMV_ROWS * GGML_GEMV_WARPS;
+        let cfg = LaunchConfig { grid_dim: (n.div_ceil(rows_per_block), 1, 1), block_dim: (32 * GGML_GEMV_WARPS, 1, 1), shared_mem_bytes: 0 };
+        let mut m0 = 0;
+        while m0 < m {
+            let mb = (m - m0).min(GEMV_MAX_M);
+            let xs = x.slice(m0 * w.cols..);
+            let mut ys = y.slice_mut(m0 * w.rows..);
+            let mut launch = stream.launch_builder(&self.kernels.ggml_gemv[w.layout][mb - 1]);
+            launch.arg(&xs).arg(&w.planes).arg(&mut ys).arg(&n).arg(&k);
+            // SAFETY: `check` and the sizes above; the kernel reads x[mb, k] and the planes of
+            // n·k values, and writes y[mb, n] only.
+            unsafe { launch.launch(cfg) }?;
+            m0 += mb;
+        }
+        Ok(())
+    }
+
+    /// Rows `row0..row0 + rows` of `w` dequantized to FP16 into `out` (`[rows, cols]`),
+    /// bit for bit the CPU's `codec::ggml::dequantize` rounded to FP16.
+    pub fn ggml_dequantize(&self, w: &GgmlWeights, row0: usize, rows: usize, out: &mut CudaViewMut<f16>, stream: &Arc<CudaStream>) -> Result<()> {
+        w.check()?;
+        if row0 + rows > w.rows || out.len() < rows * w.cols {
+            return Err(Error::Invalid(format!("dequantize: rows {row0}..{} of {} into {} elements", row0 + rows, w.rows, out.len())));
+        }
+        if rows == 0 || w.cols == 0 {
+            return Ok(());
+        }
+        // The kernel stores 16 bytes at a time (rows are whole 32-value blocks: 64 bytes).
+        if out.device_ptr(stream).0 % 16 != 0 {
+            return Err(Error::Invalid("dequantize: the FP16 output must be 16-byte aligned".into()));
+        }
+        let (n, k, r0) = (w.rows as u32, w.cols as u32, row0 as u32);
+        // One block per row; 128 threads take a 4096-wide row's 64 (K-quant) or 128 tasks
+        // in one or two passes.
+        let cfg = LaunchConfig { grid_dim: (rows as u32, 1, 1), block_dim: (128, 1, 1), shared_mem_bytes: 0 };
+        let mut launch = stream.launch_builder(&self.kernels.ggml_dequant[w.layout]);
+        launch.arg(&w.planes).arg(out).arg(&n).arg(&k).arg(&r0);
+        // SAFETY: checked above; block i writes row i of `out` (cols values) only.
+        unsafe { launch.launch(cfg) }?;
+        Ok(())
+    }
+}
