@@ -384,3 +384,103 @@ fn cpu_int8_linears_equal_their_dequantized_values() {
         }
     }
 }
+
+/// A LLaMA GGUF whose projections are GGUF blocks of every type the GPU computes on as
+/// stored (random valid blocks), run int8-resident from the GGUF itself and from its
+/// `--keep-quant` container: the blocks stay as they are in VRAM (fewer bytes than INT8),
+/// both give the same bits, and both agree with the CPU's forward on the dequantized values.
+#[test]
+fn gpu_runs_gguf_blocks_as_stored() {
+    use codecllm::abi::{ggml_layout, GGML_LAYOUTS};
+    use codecllm::container::Container;
+    use codecllm::import::WeightSource;
+    use codecllm::model::llama::{GpuLlama, WeightMode};
+    let mut rng = rng(fresh_seed());
+    // K-quants need rows that are whole 256-value super-blocks.
+    let (d, f, heads, kv_heads, vocab) = (256usize, 512usize, 4usize, 2usize, 20usize);
+    let hd = d / heads;
+    let f32_tensor = |rng: &mut rand::rngs::StdRng, name: &str, dims: Vec<u64>, plus: f32| {
+        let n: u64 = dims.iter().product();
+        let v: Vec<u8> = (0..n).flat_map(|_| (rng.gen_range(-0.5f32..0.5) + plus).to_le_bytes()).collect();
+        (name.to_string(), dims, 0u32, v)
+    };
+    let blocks = |rng: &mut rand::rngs::StdRng, name: &str, ty: &str, rows: usize, cols: usize| {
+        let layout = GGML_LAYOUTS.iter().position(|l| l.name == ty).unwrap();
+        (name.to_string(), vec![cols as u64, rows as u64], GGML_LAYOUTS[layout].id, common::gguf::random_blocks(rng, layout, rows, cols, false))
+    };
+    let mut t =
+        vec![f32_tensor(&mut rng, "token_embd.weight", vec![d as u64, vocab as u64], 0.0), f32_tensor(&mut rng, "output_norm.weight", vec![d as u64], 1.0)];
+    t.push(blocks(&mut rng, "output.weight", "Q6_K", vocab, d));
+    let types = [["Q4_K", "Q5_K", "Q6_K", "Q4_0", "Q5_0", "Q5_1", "Q8_0"], ["Q4_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "Q4_K", "Q5_K"]];
+    for (l, ty) in types.iter().enumerate() {
+        let c = |n: &str| format!("blk.{l}.{n}");
+        t.push(f32_tensor(&mut rng, &c("attn_norm.weight"), vec![d as u64], 1.0));
+        t.push(f32_tensor(&mut rng, &c("ffn_norm.weight"), vec![d as u64], 1.0));
+        for (i, (name, rows, cols)) in [
+            ("attn_q", d, d),
+            ("attn_k", kv_heads * hd, d),
+            ("attn_v", kv_heads * hd, d),
+            ("attn_output", d, d),
+            ("ffn_gate", f, d),
+            ("ffn_up", f, d),
+            ("ffn_down", d, f),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            t.push(blocks(&mut rng, &c(&format!("{name}.weight")), ty[i], rows, cols));
+        }
+    }
+    let kvs = [
+        ("general.architecture", Kv::Str("llama")),
+        ("llama.block_count", Kv::U32(2)),
+        ("llama.embedding_length", Kv::U32(d as u32)),
+        ("llama.feed_forward_length", Kv::U32(f as u32)),
+        ("llama.attention.head_count", Kv::U32(heads as u32)),
+        ("llama.attention.head_count_kv", Kv::U32(kv_heads as u32)),
+        ("llama.vocab_size", Kv::U32(vocab as u32)),
+        ("llama.rope.freq_base", Kv::F32(10_000.0)),
+        ("llama.attention.layer_norm_rms_epsilon", Kv::F32(1e-6)),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("blocks.gguf");
+    let refs: Vec<(&str, Vec<u64>, u32, Vec<u8>)> = t.iter().map(|(n, dims, ty, b)| (n.as_str(), dims.clone(), *ty, b.clone())).collect();
+    write_gguf(&gguf, &kvs, &refs);
+    let source = SourceModel::open(&gguf).unwrap();
+    let clm = dir.path().join("kept.clm");
+    compress_model(&source, &clm, &codecllm::pipeline::compress::CompressOptions { keep_quant: true, chunk_size: 4096, ..Default::default() }).unwrap();
+    let container = Container::open(&clm).unwrap();
+    let tokens = [2u32, 5, 6, 3, 4, 2, 19, 7, 1];
+    let want = CpuLlama::load(&source).unwrap().forward(&tokens, &mut KvCache::default(), 0..tokens.len()).unwrap();
+    assert!(want.iter().flatten().all(|x| x.is_finite()));
+    let kept = |n: &str| matches!(container.tensor(n).unwrap().encoding, codecllm::container::Encoding::Ggml { .. });
+    assert!(kept("blk.0.attn_q.weight") && kept("blk.1.ffn_down.weight") && kept("output.weight"), "--keep-quant keeps the blocks");
+    // Everything above runs without a GPU too.
+    let Some(gpu) = gpu_or_skip("gpu_runs_gguf_blocks_as_stored") else { return };
+    // The projections' bytes in the kernels' planes, and the FP16 embedding.
+    let native: u64 = t
+        .iter()
+        .filter(|(_, _, ty, _)| ggml_layout(*ty).is_some())
+        .map(|(_, dims, ty, _)| {
+            let l = &GGML_LAYOUTS[ggml_layout(*ty).unwrap()];
+            l.bytes(dims.iter().product::<u64>() / l.block_elems as u64)
+        })
+        .sum();
+    let mut runs = Vec::new();
+    for (what, src) in [("the GGUF", &source as &dyn WeightSource), ("its --keep-quant container", &container)] {
+        let mut llm = GpuLlama::load_mode(&gpu, src, WeightMode::Int8Resident, 2, 4, 64).unwrap();
+        assert_eq!(llm.weight_bytes as u64, native + 2 * (vocab * d) as u64, "{what}: the blocks as stored, in VRAM");
+        let mut got = vec![llm.forward(&tokens[..4]).unwrap()];
+        for &tok in &tokens[4..] {
+            got.push(llm.forward(&[tok]).unwrap());
+        }
+        for (i, g) in got.iter().enumerate() {
+            let w = &want[3 + i];
+            let (n, dd) = g.iter().zip(w).fold((0f64, 0f64), |(n, dd), (&x, &y)| (n + (x as f64 - y as f64).powi(2), dd + (y as f64).powi(2)));
+            let e = (n / dd).sqrt();
+            assert!(g.iter().all(|x| x.is_finite()) && e < 1e-2, "{what}, step {i}: relative error {e} against the CPU");
+        }
+        runs.push(got.into_iter().flatten().map(f32::to_bits).collect::<Vec<_>>());
+    }
+    assert!(runs[0] == runs[1], "the GGUF and its container give different bits");
+}
