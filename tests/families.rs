@@ -406,7 +406,12 @@ fn gpu_runs_gguf_blocks_as_stored() {
     };
     let blocks = |rng: &mut rand::rngs::StdRng, name: &str, ty: &str, rows: usize, cols: usize| {
         let layout = GGML_LAYOUTS.iter().position(|l| l.name == ty).unwrap();
-        (name.to_string(), vec![cols as u64, rows as u64], GGML_LAYOUTS[layout].id, common::gguf::random_blocks(rng, layout, rows, cols, false))
+        (
+            name.to_string(),
+            vec![cols as u64, rows as u64],
+            GGML_LAYOUTS[layout].id,
+            codecllm::app::bench::data::random_ggml_blocks(rng, layout, rows, cols, false).unwrap(),
+        )
     };
     let mut t =
         vec![f32_tensor(&mut rng, "token_embd.weight", vec![d as u64, vocab as u64], 0.0), f32_tensor(&mut rng, "output_norm.weight", vec![d as u64], 1.0)];

@@ -481,7 +481,7 @@ fn ggml_linear_matches_reference_for_every_native_type() {
     for (layout, l) in GGML_LAYOUTS.iter().enumerate() {
         let e = l.block_elems as usize;
         for (n, k, spread_mins) in [(1, e, false), (37, 3 * e, true), (130, 4096, false), (9, 14336, false)] {
-            let blocks = common::gguf::random_blocks(&mut rng, layout, n, k, spread_mins);
+            let blocks = codecllm::app::bench::data::random_ggml_blocks(&mut rng, layout, n, k, spread_mins).unwrap();
             let mut w = Vec::new();
             dequantize(GgmlType::from_id(l.id).unwrap(), &blocks, &mut w);
             let planes = s.clone_htod(&ggml_planes(layout, &blocks).unwrap()).unwrap();
@@ -512,7 +512,7 @@ fn ggml_dequantize_is_bit_exact() {
     let s = &gpu.stream;
     for (layout, l) in GGML_LAYOUTS.iter().enumerate() {
         let (n, k) = (19, 2 * 256);
-        let blocks = common::gguf::random_blocks(&mut rng, layout, n, k, true);
+        let blocks = codecllm::app::bench::data::random_ggml_blocks(&mut rng, layout, n, k, true).unwrap();
         let mut w = Vec::new();
         dequantize(GgmlType::from_id(l.id).unwrap(), &blocks, &mut w);
         let want: Vec<u16> = w.iter().map(|&v| f16::from_f32(v).to_bits()).collect();

@@ -69,39 +69,3 @@ pub fn write_gguf(path: &Path, kvs: &[(&str, Kv)], tensors: &[(&str, Vec<u64>, u
     }
     std::fs::write(path, out).unwrap();
 }
-
-/// `rows × cols` values of GGUF block type `abi::GGML_LAYOUTS[layout]` as random valid
-/// blocks, row-major: random quants and sub-block scales, and FP16 scales drawn so that the
-/// values are about 1/√cols in size and roughly centred (a random FP16 bit pattern would
-/// now and then be inf or NaN). `spread_mins` draws the second FP16 scale (`m` / `dmin`)
-/// over a wide range instead, as extreme as a finite model gets.
-pub fn random_blocks(rng: &mut impl rand::Rng, layout: usize, rows: usize, cols: usize, spread_mins: bool) -> Vec<u8> {
-    use half::f16;
-    let l = &codecllm::abi::GGML_LAYOUTS[layout];
-    let (elems, size) = (l.block_elems as usize, l.block_bytes() as usize);
-    assert_eq!(cols % elems, 0, "{}: {cols} columns are not whole blocks", l.name);
-    // Typical |quant × sub-block scale| per type (the order of GGML_LAYOUTS), and where the
-    // second FP16 scale centres the values (`m = −c·d`, `dmin = c·d`; 0: none).
-    let (typical, centre) = [(8.0, 0.0), (8.0, -7.5), (16.0, 0.0), (16.0, -15.5), (128.0, 0.0), (256.0, 7.5), (512.0, 15.5), (1024.0, 0.0)][layout];
-    // Byte offsets of the FP16 fields: the 2-byte ones (d first, then m / dmin).
-    let mut offsets = Vec::new();
-    let mut at = 0;
-    for &f in l.fields {
-        if f == 2 {
-            offsets.push(at);
-        }
-        at += f as usize;
-    }
-    let mut out = vec![0u8; rows * cols / elems * size];
-    rng.fill_bytes(&mut out);
-    for block in out.chunks_exact_mut(size) {
-        let sign = if rng.gen_bool(0.5) { 1.0 } else { -1.0 };
-        let d = sign * rng.gen_range(0.5f32..1.5) * 4.0 / ((cols as f32).sqrt() * typical);
-        block[offsets[0]..offsets[0] + 2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
-        if let Some(&o) = offsets.get(1) {
-            let m = if spread_mins { rng.gen_range(-1.0f32..1.0) * 10f32.powi(rng.gen_range(-6..3)) } else { centre * d.abs() * rng.gen_range(0.8..1.2) };
-            block[o..o + 2].copy_from_slice(&f16::from_f32(m).to_le_bytes());
-        }
-    }
-    out
-}

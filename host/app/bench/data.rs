@@ -49,3 +49,42 @@ pub fn write_synthetic_checkpoint(path: &std::path::Path, shapes: &[(usize, usiz
         data.iter().map(|(name, shape, b)| (name.clone(), safetensors::tensor::TensorView::new(safetensors::Dtype::F16, shape.clone(), b).unwrap())).collect();
     safetensors::serialize_to_file(views, &None, path).map_err(|e| Error::Invalid(format!("writing {}: {e}", path.display())))
 }
+
+/// `rows × cols` values of GGUF block type `abi::GGML_LAYOUTS[layout]` as random valid
+/// blocks, row-major: random quants and sub-block scales, and FP16 scales drawn so that the
+/// values are about 1/√cols in size and roughly centred (a random FP16 bit pattern would
+/// now and then be inf or NaN). `spread_mins` draws the second FP16 scale (`m` / `dmin`)
+/// over a wide range instead, as extreme as a finite model gets. The kernels' speed does
+/// not depend on the values (no data-dependent branches), only their correctness does.
+pub fn random_ggml_blocks(rng: &mut impl Rng, layout: usize, rows: usize, cols: usize, spread_mins: bool) -> Result<Vec<u8>> {
+    let l = crate::abi::GGML_LAYOUTS.get(layout).ok_or_else(|| Error::Invalid(format!("no GGUF block layout {layout}")))?;
+    let (elems, size) = (l.block_elems as usize, l.block_bytes() as usize);
+    if !cols.is_multiple_of(elems) {
+        return Err(Error::Invalid(format!("{}: {cols} columns are not whole blocks of {elems}", l.name)));
+    }
+    // Typical |quant × sub-block scale| per type (GGML_LAYOUTS order), and where the second
+    // FP16 scale centres the values (`m = c·d` for Q4_1 / Q5_1, `dmin = c·d` for the
+    // K-quants, whose mins are subtracted; 0: no second scale).
+    let (typical, centre) = [(8.0, 0.0), (8.0, -7.5), (16.0, 0.0), (16.0, -15.5), (128.0, 0.0), (256.0, 7.5), (512.0, 15.5), (1024.0, 0.0)][layout];
+    // Byte offsets of the FP16 fields: the 2-byte ones, d first, then m / dmin.
+    let mut offsets = Vec::new();
+    let mut at = 0;
+    for &f in l.fields {
+        if f == 2 {
+            offsets.push(at);
+        }
+        at += f as usize;
+    }
+    let mut out = vec![0u8; rows * cols / elems * size];
+    rng.fill_bytes(&mut out);
+    for block in out.chunks_exact_mut(size) {
+        let sign = if rng.gen_bool(0.5) { 1.0 } else { -1.0 };
+        let d = sign * rng.gen_range(0.5f32..1.5) * 4.0 / ((cols as f32).sqrt() * typical);
+        block[offsets[0]..offsets[0] + 2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
+        if let Some(&o) = offsets.get(1) {
+            let m = if spread_mins { rng.gen_range(-1.0f32..1.0) * 10f32.powi(rng.gen_range(-6..3)) } else { centre * d * rng.gen_range(0.8..1.2) };
+            block[o..o + 2].copy_from_slice(&f16::from_f32(m).to_le_bytes());
+        }
+    }
+    Ok(out)
+}

@@ -9,6 +9,7 @@
 mod compress;
 pub mod cpu_gemv;
 pub mod data;
+mod ggml;
 mod host_ram;
 mod kernels;
 pub mod plot;

@@ -1,0 +1,62 @@
+//! `bench kernels` rows for GGUF blocks computed on as stored: the ggml GEMV per block type
+//! against cuBLAS FP16 on the same (dequantized) weights, with the bandwidth it reaches on
+//! the bytes it reads.
+use super::{data, Bench, Row, WORKING_SET};
+use crate::abi::GGML_LAYOUTS;
+use crate::codec::ggml::{dequantize, GgmlType};
+use crate::error::Result;
+use crate::gpu::{ggml_planes, GgmlWeights};
+use cudarc::cublas::CudaBlas;
+use cudarc::driver::CudaSlice;
+use half::f16;
+
+impl Bench<'_> {
+    /// Every block type the GPU computes on as stored, on `shapes` at `batches`.
+    pub fn ggml(&mut self, shapes: &[(usize, usize)], batches: &[usize]) -> Result<Vec<Row>> {
+        let s = self.gpu.stream.clone();
+        let blas = CudaBlas::new(s.clone())?;
+        let mut rows = Vec::new();
+        for (layout, l) in GGML_LAYOUTS.iter().enumerate() {
+            let ty = GgmlType::from_id(l.id).expect("every GPU layout is a CPU block type");
+            for &(n, k) in shapes.iter().filter(|(_, k)| k.is_multiple_of(l.block_elems as usize)) {
+                let blocks = data::random_ggml_blocks(&mut self.rng, layout, n, k, false)?;
+                let planes = ggml_planes(layout, &blocks)?;
+                let copies = WORKING_SET.div_ceil(planes.len()).max(2);
+                let dev: Vec<CudaSlice<u8>> = (0..copies).map(|_| s.clone_htod(&planes)).collect::<std::result::Result<_, _>>()?;
+                let mut w = Vec::new();
+                dequantize(ty, &blocks, &mut w);
+                let w16: Vec<f16> = w.into_iter().map(f16::from_f32).collect();
+                let fp16_copies = WORKING_SET.div_ceil(2 * n * k).max(2);
+                let w16: Vec<CudaSlice<f16>> = (0..fp16_copies).map(|_| s.clone_htod(&w16)).collect::<std::result::Result<_, _>>()?;
+                for &m in batches {
+                    let x = s.clone_htod(&self.random_f16(m * k))?;
+                    let mut y = s.alloc_zeros::<f16>(m * n)?;
+                    let gpu = self.gpu;
+                    let cublas = self.time_us(fp16_copies, |i| crate::gpu::cublas_fp16_linear(&blas, &w16[i], &x, &mut y, m, n, k))?;
+                    let ours = self.time_us(copies, |i| {
+                        let weights = GgmlWeights { layout, planes: dev[i].slice(..), rows: n, cols: k };
+                        gpu.ggml_linear(&x, m, &weights, &mut y, &s)
+                    })?;
+                    let bytes = (planes.len() + 2 * m * (k + n)) as f64;
+                    let gbps = bytes / ours / 1e3;
+                    rows.push(Row {
+                        section: "ggml",
+                        case: format!("{} {n}x{k} M={m}", l.name),
+                        ours_us: ours,
+                        baseline: "cuBLAS FP16",
+                        baseline_us: cublas,
+                        speedup: cublas / ours,
+                        gbps,
+                        pct_of_d2d: 100.0 * gbps / self.d2d_gbps,
+                        note: format!(
+                            "{:.2} bits/weight, {:.1} TFLOP/s, random valid blocks",
+                            8.0 * planes.len() as f64 / (n * k) as f64,
+                            2.0 * (m * n * k) as f64 / ours / 1e6
+                        ),
+                    });
+                }
+            }
+        }
+        Ok(rows)
+    }
+}
