@@ -224,3 +224,96 @@ fn planes_hold_every_field_of_every_block() {
         assert!(codecllm::gpu::ggml_planes(i, &vec![0u8; size + 1]).is_err(), "{}: a partial block", l.name);
     }
 }
+
+/// The kernels' reading of every GPU block type (`ggml_blocks`: the planes' addressing,
+/// each task's loads, quants, sub-block scales and offsets, and where each group of 8
+/// values goes) replayed on the CPU over random valid blocks: every value it gives is the
+/// CPU dequantizer's, bit for bit, through the same formula the GPU's dequantization uses.
+#[test]
+fn kernel_block_logic_reproduces_the_cpu_dequantizer() {
+    use codecllm::abi::GGML_LAYOUTS;
+    use codecllm::gpu::ggml_blocks::{Blocks, Mem, Planes, Task, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0};
+    use rand::SeedableRng;
+
+    struct Host;
+    impl Mem for Host {
+        unsafe fn v4(p: *const u8) -> [u32; 4] {
+            assert_eq!(p as usize % 16, 0, "a 16-byte load off alignment");
+            let w = |i: usize| u32::from_le_bytes(std::ptr::read(p.add(4 * i) as *const [u8; 4]));
+            [w(0), w(1), w(2), w(3)]
+        }
+        unsafe fn word(p: *const u8) -> u32 {
+            assert_eq!(p as usize % 4, 0, "a 4-byte load off alignment");
+            u32::from_le_bytes(std::ptr::read(p as *const [u8; 4]))
+        }
+        unsafe fn half(p: *const u8) -> f32 {
+            assert_eq!(p as usize % 2, 0, "a 2-byte load off alignment");
+            half::f16::from_le_bytes(std::ptr::read(p as *const [u8; 2])).to_f32()
+        }
+    }
+
+    /// Value `i` of group `G` of the task, as the GPU's dequantization computes it.
+    fn value<F: Blocks, const G: usize>(t: &Task, part: u32, i: usize) -> f32 {
+        let w = F::quants::<G>(t, part)[i / 4];
+        let byte = (w >> (8 * (i % 4))) & 0xFF;
+        let u = if F::SIGNED { byte as f32 - 128.0 } else { byte as f32 };
+        let (scale, off) = (t.scale[G / F::SUB], t.off[G / F::SUB]);
+        if F::ZP != 0.0 {
+            scale * (u - F::ZP)
+        } else {
+            scale * u - off
+        }
+    }
+
+    fn replay<F: Blocks>(rng: &mut rand::rngs::StdRng) {
+        let l = &GGML_LAYOUTS[F::LAYOUT];
+        let ty = GgmlType::from_id(l.id).unwrap();
+        let (rows, cols) = (5, 3 * 256);
+        for spread in [false, true] {
+            let blocks = codecllm::app::bench::data::random_ggml_blocks(rng, F::LAYOUT, rows, cols, spread).unwrap();
+            let mut want = Vec::new();
+            dequantize(ty, &blocks, &mut want);
+            let planes = codecllm::gpu::ggml_planes(F::LAYOUT, &blocks).unwrap();
+            // 16-byte aligned, as a device allocation is.
+            let mut aligned = vec![0u128; planes.len().div_ceil(16)];
+            bytemuck::cast_slice_mut::<u128, u8>(&mut aligned)[..planes.len()].copy_from_slice(&planes);
+            let p = Planes { base: aligned.as_ptr() as *const u8, blocks: (rows * cols / l.block_elems as usize) as u64 };
+            let bpr = cols / l.block_elems as usize;
+            let mut got = vec![f32::NAN; rows * cols];
+            let mut seen = vec![0u8; rows * cols];
+            for r in 0..rows {
+                for t in 0..bpr * F::TASKS as usize {
+                    let (blk, part) = (t / F::TASKS as usize, (t % F::TASKS as usize) as u32);
+                    // SAFETY: the planes of rows · bpr blocks, blk < bpr, part < TASKS.
+                    let task = unsafe { F::load::<Host>(&p, (r * bpr + blk) as u64, part) };
+                    let base = r * cols + blk * l.block_elems as usize;
+                    macro_rules! group {
+                        ($($g:literal),*) => {$(
+                            if $g < F::GROUPS {
+                                let at = base + F::x_index::<$g>(part) as usize;
+                                for i in 0..8 {
+                                    got[at + i] = value::<F, $g>(&task, part, i);
+                                    seen[at + i] += 1;
+                                }
+                            }
+                        )*};
+                    }
+                    group!(0, 1, 2, 3, 4, 5, 6, 7);
+                }
+            }
+            assert!(seen.iter().all(|&s| s == 1), "{}: the tasks' groups cover every value exactly once", l.name);
+            let bad = got.iter().zip(&want).position(|(a, b)| a.to_bits() != b.to_bits());
+            assert!(bad.is_none(), "{} (spread mins {spread}): value {bad:?} is {:?}, the CPU gives {:?}", l.name, bad.map(|i| got[i]), bad.map(|i| want[i]));
+        }
+    }
+
+    let mut rng = rand::rngs::StdRng::seed_from_u64(0x5eed_ba5e);
+    replay::<Q4_0>(&mut rng);
+    replay::<Q4_1>(&mut rng);
+    replay::<Q5_0>(&mut rng);
+    replay::<Q5_1>(&mut rng);
+    replay::<Q8_0>(&mut rng);
+    replay::<Q4_K>(&mut rng);
+    replay::<Q5_K>(&mut rng);
+    replay::<Q6_K>(&mut rng);
+}

@@ -24,6 +24,10 @@
 mod ans;
 mod decode;
 mod ggml;
+/// The GGUF block types' bits as the kernels read them, shared with `kernels/` (CPU tests
+/// replay it against the CPU dequantizer).
+#[path = "../../kernels/src/ggml_blocks.rs"]
+pub mod ggml_blocks;
 mod linear;
 mod module;
 pub mod nccl;

@@ -20,6 +20,7 @@ mod dequant;
 mod gemm;
 mod gemv;
 mod ggml;
+pub mod ggml_blocks;
 mod llama;
 mod ptx;
 mod rans;

@@ -1,0 +1,343 @@
+//! The GGUF block types' bits as the kernels read them (`ggml.rs`): each type written as
+//! sub-blocks of 16 or 32 values with `value = scale · u − off`, `u` the unsigned stored
+//! quant (Q8_0: the signed byte, `off` = 0), read one *task* at a time (a 32-value block,
+//! or 64 values of a 256-value super-block) in groups of 8 consecutive values. Shared with
+//! the host (included with `#[path]`, like `abi.rs`; only `core`), whose tests replay it
+//! over the planes against the CPU dequantizer bit for bit; the kernels add the thread
+//! mapping, the loads' cache hints and the arithmetic.
+use crate::abi::{GgmlLayout, GGML_LAYOUTS};
+
+/// One lane's loads for one (row, task): quant words, high-bit words, and the task's
+/// sub-block scales and offsets (at most 4 sub-blocks a task).
+#[derive(Clone, Copy)]
+pub struct Task {
+    pub q: [u32; 8],
+    pub h: [u32; 8],
+    pub scale: [f32; 4],
+    pub off: [f32; 4],
+}
+
+pub const NO_TASK: Task = Task { q: [0; 8], h: [0; 8], scale: [0.0; 4], off: [0.0; 4] };
+
+/// How the block logic reads memory: the kernels with their cache-hinted loads and FP16
+/// conversion, the host's replay with plain reads. Every pointer is aligned for its width
+/// (the planes' guarantee).
+pub trait Mem {
+    /// # Safety
+    /// `p` points at 16 readable, 16-byte aligned bytes.
+    unsafe fn v4(p: *const u8) -> [u32; 4];
+    /// # Safety
+    /// `p` points at 4 readable, 4-byte aligned bytes.
+    unsafe fn word(p: *const u8) -> u32;
+    /// The FP16 at `p`, widened exactly.
+    ///
+    /// # Safety
+    /// `p` points at 2 readable, 2-byte aligned bytes.
+    unsafe fn half(p: *const u8) -> f32;
+}
+
+/// A tensor's planes: `blocks` blocks of one layout.
+pub struct Planes {
+    pub base: *const u8,
+    pub blocks: u64,
+}
+
+impl Planes {
+    /// # Safety
+    /// `base` holds `layout.bytes(blocks)` bytes.
+    #[inline(always)]
+    pub unsafe fn field(&self, layout: &GgmlLayout, f: usize) -> *const u8 {
+        self.base.add(layout.plane(f, self.blocks) as usize)
+    }
+}
+
+pub trait Blocks {
+    /// Index in `GGML_LAYOUTS`.
+    const LAYOUT: usize;
+    /// Tasks per block, 8-value groups per task, groups per sub-block.
+    const TASKS: u32;
+    const GROUPS: usize;
+    const SUB: usize;
+    /// `u` is the signed byte (`quants` gives it biased by 128, as `i8_to_f32` takes it).
+    const SIGNED: bool = false;
+    /// Symmetric types store `u = q + ZP` (`off` = `ZP · scale`); the dequantization
+    /// computes `scale · (u − ZP)`, which is the reference's order of operations, signed
+    /// zeros included.
+    const ZP: f32 = 0.0;
+    /// # Safety
+    /// `p` holds the planes of more than `blk` blocks; `part < TASKS`.
+    unsafe fn load<L: Mem>(p: &Planes, blk: u64, part: u32) -> Task;
+    /// Group `G`'s 8 quants, one byte each in value order.
+    fn quants<const G: usize>(t: &Task, part: u32) -> [u32; 2];
+    /// Index within the block of group `G`'s first value.
+    fn x_index<const G: usize>(part: u32) -> u32;
+}
+
+const LOW: u32 = 0x0F0F_0F0F;
+
+/// Nibble `hi` (0: low, 1: high) of each byte of two words.
+#[inline(always)]
+fn nibbles(a: u32, b: u32, hi: bool) -> [u32; 2] {
+    if hi {
+        [(a >> 4) & LOW, (b >> 4) & LOW]
+    } else {
+        [a & LOW, b & LOW]
+    }
+}
+
+/// Bits 0..4 of `b4` moved to bit 4 of bytes 0..4: the multiplier's terms 2^(7i) send bit i
+/// to bit 8i, and no two terms land on one bit, so no carry mixes them.
+#[inline(always)]
+fn spread_bit4(b4: u32) -> u32 {
+    (((b4 & 0xF) * 0x0020_4081) & 0x0101_0101) << 4
+}
+
+#[inline(always)]
+unsafe fn f16_at<L: Mem>(p: *const u8, i: u64) -> f32 {
+    L::half(p.add(2 * i as usize))
+}
+
+/// Byte `i` (runtime, < 12) of three words, without indexing a register array by a
+/// runtime value (which would move it to local memory).
+#[inline(always)]
+fn byte_of3(w: [u32; 3], i: u32) -> u32 {
+    let word = if i < 4 {
+        w[0]
+    } else if i < 8 {
+        w[1]
+    } else {
+        w[2]
+    };
+    (word >> (8 * (i & 3))) & 0xFF
+}
+
+/// The 6-bit (scale, min) of sub-block `j` of Q4_K / Q5_K (`get_scale_min_k4`).
+#[inline(always)]
+fn scale_min_k4(s: [u32; 3], j: u32) -> (f32, f32) {
+    let (sc, m) = if j < 4 {
+        (byte_of3(s, j) & 63, byte_of3(s, j + 4) & 63)
+    } else {
+        let hi = byte_of3(s, j + 4);
+        ((hi & 0xF) | ((byte_of3(s, j - 4) >> 6) << 4), (hi >> 4) | ((byte_of3(s, j) >> 6) << 4))
+    };
+    (sc as f32, m as f32)
+}
+
+/// 32-value blocks: one task each, four groups, one sub-block. Value j < 16 is the low
+/// nibble of qs[j], value j + 16 its high nibble, so group G is nibble G / 2 of bytes
+/// 8·(G % 2)..+8.
+macro_rules! block32 {
+    ($ty:ident, $layout:literal, zp = $zp:expr, fn load($p:ident, $blk:ident, $l:ident) $load:block, fn quants($t:ident, $g:ident) $quants:block) => {
+        #[allow(non_camel_case_types)]
+        pub struct $ty;
+        impl Blocks for $ty {
+            const LAYOUT: usize = $layout;
+            const TASKS: u32 = 1;
+            const GROUPS: usize = 4;
+            const SUB: usize = 4;
+            const ZP: f32 = $zp;
+            #[inline(always)]
+            unsafe fn load<L: Mem>($p: &Planes, $blk: u64, _part: u32) -> Task {
+                let $l = &GGML_LAYOUTS[$layout];
+                $load
+            }
+            #[inline(always)]
+            fn quants<const $g: usize>($t: &Task, _part: u32) -> [u32; 2] {
+                $quants
+            }
+            #[inline(always)]
+            fn x_index<const G: usize>(_part: u32) -> u32 {
+                8 * G as u32
+            }
+        }
+    };
+}
+
+/// The 16 quant bytes of a 32-value block as four words.
+#[inline(always)]
+unsafe fn qs16<L: Mem>(p: *const u8, blk: u64) -> [u32; 8] {
+    let a = L::v4(p.add(blk as usize * 16));
+    [a[0], a[1], a[2], a[3], 0, 0, 0, 0]
+}
+
+/// A symmetric block's task: `value = d · (u − zp)`.
+#[inline(always)]
+fn symmetric(q: [u32; 8], h: [u32; 8], d: f32, zp: f32) -> Task {
+    Task { q, h, scale: [d, 0.0, 0.0, 0.0], off: [zp * d, 0.0, 0.0, 0.0] }
+}
+
+/// An asymmetric block's task: `value = d · u + m`.
+#[inline(always)]
+fn with_min(q: [u32; 8], h: [u32; 8], d: f32, m: f32) -> Task {
+    Task { q, h, scale: [d, 0.0, 0.0, 0.0], off: [-m, 0.0, 0.0, 0.0] }
+}
+
+block32!(Q4_0, 0, zp = 8.0,
+    fn load(p, blk, l) { symmetric(qs16::<L>(p.field(l, 1), blk), [0; 8], f16_at::<L>(p.field(l, 0), blk), 8.0) },
+    fn quants(t, G) { nibbles(t.q[2 * (G % 2)], t.q[2 * (G % 2) + 1], G >= 2) });
+block32!(Q4_1, 1, zp = 0.0,
+    fn load(p, blk, l) { with_min(qs16::<L>(p.field(l, 2), blk), [0; 8], f16_at::<L>(p.field(l, 0), blk), f16_at::<L>(p.field(l, 1), blk)) },
+    fn quants(t, G) { nibbles(t.q[2 * (G % 2)], t.q[2 * (G % 2) + 1], G >= 2) });
+
+/// Q5_0 / Q5_1: value v's fifth bit is bit v of the 32-bit `qh`.
+#[inline(always)]
+fn quants_q5<const G: usize>(t: &Task) -> [u32; 2] {
+    let [a, b] = nibbles(t.q[2 * (G % 2)], t.q[2 * (G % 2) + 1], G >= 2);
+    let bits = t.h[0] >> (8 * G);
+    [a | spread_bit4(bits), b | spread_bit4(bits >> 4)]
+}
+
+block32!(Q5_0, 2, zp = 16.0,
+    fn load(p, blk, l) {
+        let qh = L::word(p.field(l, 1).add(4 * blk as usize));
+        symmetric(qs16::<L>(p.field(l, 2), blk), [qh, 0, 0, 0, 0, 0, 0, 0], f16_at::<L>(p.field(l, 0), blk), 16.0)
+    },
+    fn quants(t, G) { quants_q5::<G>(t) });
+block32!(Q5_1, 3, zp = 0.0,
+    fn load(p, blk, l) {
+        let qh = L::word(p.field(l, 2).add(4 * blk as usize));
+        with_min(qs16::<L>(p.field(l, 3), blk), [qh, 0, 0, 0, 0, 0, 0, 0], f16_at::<L>(p.field(l, 0), blk), f16_at::<L>(p.field(l, 1), blk))
+    },
+    fn quants(t, G) { quants_q5::<G>(t) });
+
+/// Q8_0: 32 signed bytes, group G is bytes 8G..8G + 8.
+#[allow(non_camel_case_types)]
+pub struct Q8_0;
+impl Blocks for Q8_0 {
+    const LAYOUT: usize = 4;
+    const TASKS: u32 = 1;
+    const GROUPS: usize = 4;
+    const SUB: usize = 4;
+    const SIGNED: bool = true;
+    #[inline(always)]
+    unsafe fn load<L: Mem>(p: &Planes, blk: u64, _part: u32) -> Task {
+        let l = &GGML_LAYOUTS[Self::LAYOUT];
+        let qs = p.field(l, 1).add(blk as usize * 32);
+        let (a, b) = (L::v4(qs), L::v4(qs.add(16)));
+        let d = f16_at::<L>(p.field(l, 0), blk);
+        Task { q: [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]], h: [0; 8], scale: [d, 0.0, 0.0, 0.0], off: [0.0; 4] }
+    }
+    #[inline(always)]
+    fn quants<const G: usize>(t: &Task, _part: u32) -> [u32; 2] {
+        [t.q[2 * G] ^ 0x8080_8080, t.q[2 * G + 1] ^ 0x8080_8080]
+    }
+    #[inline(always)]
+    fn x_index<const G: usize>(_part: u32) -> u32 {
+        8 * G as u32
+    }
+}
+
+/// Q4_K / Q5_K: task c (of 4) is values 64c..64c + 64, sub-blocks 2c (the low nibbles of
+/// qs[32c..32c + 32]) and 2c + 1 (their high nibbles); group G is nibble G / 4 of bytes
+/// 32c + 8·(G % 4)..+8. `y = (d · scale) · u − dmin · min`.
+#[inline(always)]
+unsafe fn load_k4<L: Mem>(p: &Planes, l: &GgmlLayout, qs_field: usize, blk: u64, c: u32) -> Task {
+    let d = f16_at::<L>(p.field(l, 0), blk);
+    let dmin = f16_at::<L>(p.field(l, 1), blk);
+    let s = p.field(l, 2).add(blk as usize * 12);
+    let s = [L::word(s), L::word(s.add(4)), L::word(s.add(8))];
+    let qs = p.field(l, qs_field).add(blk as usize * 128 + c as usize * 32);
+    let (a, b) = (L::v4(qs), L::v4(qs.add(16)));
+    let (sc0, m0) = scale_min_k4(s, 2 * c);
+    let (sc1, m1) = scale_min_k4(s, 2 * c + 1);
+    Task { q: [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]], h: [0; 8], scale: [d * sc0, d * sc1, 0.0, 0.0], off: [dmin * m0, dmin * m1, 0.0, 0.0] }
+}
+
+#[allow(non_camel_case_types)]
+pub struct Q4_K;
+impl Blocks for Q4_K {
+    const LAYOUT: usize = 5;
+    const TASKS: u32 = 4;
+    const GROUPS: usize = 8;
+    const SUB: usize = 4;
+    #[inline(always)]
+    unsafe fn load<L: Mem>(p: &Planes, blk: u64, part: u32) -> Task {
+        load_k4::<L>(p, &GGML_LAYOUTS[Self::LAYOUT], 3, blk, part)
+    }
+    #[inline(always)]
+    fn quants<const G: usize>(t: &Task, _part: u32) -> [u32; 2] {
+        nibbles(t.q[2 * (G % 4)], t.q[2 * (G % 4) + 1], G >= 4)
+    }
+    #[inline(always)]
+    fn x_index<const G: usize>(part: u32) -> u32 {
+        64 * part + 8 * G as u32
+    }
+}
+
+/// Q5_K: Q4_K plus bit (2c + G / 4) of qh[l] as value l's fifth bit.
+#[allow(non_camel_case_types)]
+pub struct Q5_K;
+impl Blocks for Q5_K {
+    const LAYOUT: usize = 6;
+    const TASKS: u32 = 4;
+    const GROUPS: usize = 8;
+    const SUB: usize = 4;
+    #[inline(always)]
+    unsafe fn load<L: Mem>(p: &Planes, blk: u64, part: u32) -> Task {
+        let l = &GGML_LAYOUTS[Self::LAYOUT];
+        let mut t = load_k4::<L>(p, l, 4, blk, part);
+        let qh = p.field(l, 3).add(blk as usize * 32);
+        let (a, b) = (L::v4(qh), L::v4(qh.add(16)));
+        t.h = [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]];
+        t
+    }
+    #[inline(always)]
+    fn quants<const G: usize>(t: &Task, part: u32) -> [u32; 2] {
+        let [a, b] = nibbles(t.q[2 * (G % 4)], t.q[2 * (G % 4) + 1], G >= 4);
+        let bit = 2 * part + (G / 4) as u32;
+        let high = |h: u32| ((h >> bit) & 0x0101_0101) << 4;
+        [a | high(t.h[2 * (G % 4)]), b | high(t.h[2 * (G % 4) + 1])]
+    }
+    #[inline(always)]
+    fn x_index<const G: usize>(part: u32) -> u32 {
+        64 * part + 8 * G as u32
+    }
+}
+
+/// Q6_K: task p (of 4) is half n = p / 2 of the super-block, l in 16·(p % 2)..+16: values
+/// 128n + 32v + l for v in 0..4, sub-block 8n + 2v + p % 2 (16 values, int8 scale). Value
+/// set v takes the low (v < 2) or high nibble of ql[64n + 32·(v % 2) + l] and bits 2v..2v+2
+/// of qh[32n + l]; group G is set G / 2, l offset 8·(G % 2). `y = (d · scale) · (u − 32)`.
+#[allow(non_camel_case_types)]
+pub struct Q6_K;
+impl Blocks for Q6_K {
+    const LAYOUT: usize = 7;
+    const TASKS: u32 = 4;
+    const GROUPS: usize = 8;
+    const SUB: usize = 2;
+    const ZP: f32 = 32.0;
+    #[inline(always)]
+    unsafe fn load<L: Mem>(p: &Planes, blk: u64, part: u32) -> Task {
+        let l = &GGML_LAYOUTS[Self::LAYOUT];
+        let (n, half) = (part / 2, part % 2);
+        let ql = p.field(l, 0).add(blk as usize * 128 + (64 * n + 16 * half) as usize);
+        let (a, b) = (L::v4(ql), L::v4(ql.add(32)));
+        let h = L::v4(p.field(l, 1).add(blk as usize * 64 + (32 * n + 16 * half) as usize));
+        let sw = L::v4(p.field(l, 2).add(blk as usize * 16));
+        let d = f16_at::<L>(p.field(l, 3), blk);
+        // Scale byte 8n + half + 2v: word 2n + v / 2, byte half + 2·(v % 2).
+        let scale_of = |v: usize| {
+            let word = if n == 0 { sw[v / 2] } else { sw[2 + v / 2] };
+            d * (word >> (8 * (half + 2 * (v as u32 % 2)))) as u8 as i8 as f32
+        };
+        let scale = [scale_of(0), scale_of(1), scale_of(2), scale_of(3)];
+        Task {
+            q: [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]],
+            h: [h[0], h[1], h[2], h[3], 0, 0, 0, 0],
+            scale,
+            off: [32.0 * scale[0], 32.0 * scale[1], 32.0 * scale[2], 32.0 * scale[3]],
+        }
+    }
+    #[inline(always)]
+    fn quants<const G: usize>(t: &Task, _part: u32) -> [u32; 2] {
+        let v = G / 2;
+        let w = 2 * (G % 2);
+        let [a, b] = nibbles(t.q[w + 4 * (v % 2)], t.q[w + 4 * (v % 2) + 1], v >= 2);
+        let high = |h: u32| ((h >> (2 * v)) & 0x0303_0303) << 4;
+        [a | high(t.h[w]), b | high(t.h[w + 1])]
+    }
+    #[inline(always)]
+    fn x_index<const G: usize>(part: u32) -> u32 {
+        128 * (part / 2) + 32 * (G as u32 / 2) + 16 * (part % 2) + 8 * (G as u32 % 2)
+    }
+}
