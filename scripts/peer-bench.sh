@@ -37,6 +37,8 @@
 #             llama-batched-bench 1 and 16 sequences at -ngl 0 and 99 ~45 s
 #   codecllm  ~6-9 `codecllm run` (each loads the 7 GB container, prefills 512, decodes
 #             64) ~3-4 min; more with --cpu-share / --prompts-file in the build
+#   q4km      llama-quantize Q4_K_M ~1 min, llama-bench at -ngl 99/16/0 ~1.5 min, codecllm on
+#             the same file (blocks kept as stored) and a --keep-quant container ~3 min
 #   smollm2   ~1 min;  fp16  ~2-3 min (fp16-resident loaded the 15 GB GGUF in 113 s)
 # So: call 1 ~9 min (build, data, quantize, first llama rows), call 2 ~9 min, call 3 a few
 # minutes; ~20 min of device time with the machine's start.
@@ -44,7 +46,7 @@
 # the plot stage peer-plot.svg. The plot can also be drawn on the dev machine:
 #   codecllm bench plot --json peer-results.json --svg peer-plot.svg
 #
-# Usage: scripts/peer-bench.sh [all|resume|build|data|quantize|llama|codecllm|smollm2|fp16|summary|plot|status|clean]...
+# Usage: scripts/peer-bench.sh [all|resume|build|data|quantize|llama|codecllm|q4km|smollm2|fp16|summary|plot|status|clean]...
 #   all/resume: every stage, skipping steps done in an earlier call (failed steps too:
 #   PEER_RETRY=1 retries them). A stage named explicitly runs its steps again.
 # Knobs (environment): PEER_WORK (/tmp/peer-bench: models, build, logs; ~35 GB for 8b),
@@ -347,9 +349,11 @@ def cmd_budgets(a):
 
 
 def cmd_llama_vram(a):
-    """VRAM llama.cpp used at -ngl a[1] on model a[0] (GB), or nothing."""
+    """VRAM llama.cpp used at -ngl a[1] on model a[0] (GB) for series a[2] (default: Q8_0),
+    or nothing."""
+    series = a[2] if len(a) > 2 else "llama.cpp Q8_0"
     for r in read_rows():
-        if r.get("kind") == "row" and r.get("model") == a[0] and r.get("system") == "llama.cpp" and r.get("ngl") == int(a[1]) and r.get("sequences") == 1:
+        if r.get("kind") == "row" and r.get("model") == a[0] and r.get("system") == "llama.cpp" and r.get("series") == series and r.get("ngl") == int(a[1]) and r.get("sequences") == 1:
             v = r.get("vram_reported_gb") or r.get("vram_gb")
             if v:
                 print(f"{float(v):.2f}")
@@ -693,12 +697,13 @@ compress_model() { # compress_model NAME SRC
 }
 
 # ---------------------------------------------------------------------------------------
-# quantize: llama.cpp's own Q8_0 of each model.
-quantize_model() { # quantize_model NAME SRC
-  local out=$M/$1-q8_0.gguf
+# quantize: llama.cpp's own Q8_0 (or TYPE) of each model.
+quantize_model() { # quantize_model NAME SRC [TYPE]
+  local type=${3:-Q8_0}
+  local out=$M/$1-${type,,}.gguf
   [ -s "$out" ] && { say "$out exists"; return 0; }
   need "$LBIN/llama-quantize" "$2" || return 1
-  tmo 600 "$LBIN/llama-quantize" --allow-requantize "$2" "$out.tmp" Q8_0 "$THREADS" || return 1
+  tmo 600 "$LBIN/llama-quantize" --allow-requantize "$2" "$out.tmp" "$type" "$THREADS" || return 1
   mv "$out.tmp" "$out" && say "$(ls -l "$out" | awk '{print $5}') bytes: $out"
 }
 model_record() { # model_record NAME LABEL SHAPE SRC
@@ -792,6 +797,28 @@ stage_codecllm() {
     echo "-- codecllm run has no --prompts-file in this build: no 16-sequence rows for codecllm"
   fi
 }
+# q4km (issue 17): llama.cpp's Q4_K_M of the main model, and codecllm on the same file with
+# its blocks kept as stored (int8-resident computes on them; a --keep-quant container for
+# the budgeted rows, whose streamed blocks are still INT8).
+keep_quant() { # keep_quant GGUF OUT
+  [ -s "$2" ] && { say "$2 exists"; return 0; }
+  need "$CLI" "$1" || return 1
+  tmo 600 "$CLI" compress "$1" -o "$2.tmp.clm" --keep-quant > "$W/logs/$STEP.out" || return 1
+  mv "$2.tmp.clm" "$2" && say "$(ls -l "$2" | awk '{print $5}') bytes: $2"
+}
+stage_q4km() {
+  local g=$M/$MAIN-q4_k_m.gguf c=$M/$MAIN-q4_k_m-kept.clm p b
+  step build-wait 60 build_wait
+  step "q4_k_m-$MAIN" 120 quantize_model "$MAIN" "$M/$MAIN-$GEN.gguf" Q4_K_M
+  for ngl in 99 16 0; do step "llama-$MAIN-q4km-ngl$ngl" 60 llama_bench "$MAIN" "llama.cpp Q4_K_M" "$g" "$ngl" "$TG"; done
+  p=$(ph prompt 512)
+  step "codecllm-$MAIN-q4km-int8" 90 codecllm_run "$MAIN" "codecllm Q4_K_M blocks resident" none 1 "$g" --weights int8-resident --prompt "$p" --max-tokens "$TG"
+  step "keep-quant-$MAIN" 120 keep_quant "$g" "$c"
+  b=$(ph llama-vram "$MAIN" 16 "llama.cpp Q4_K_M")
+  if [ -n "$b" ]; then
+    step "codecllm-$MAIN-q4km-budget$b" 90 codecllm_run "$MAIN" "codecllm auto (Q4_K_M kept)" "$b" 1 "$c" --weights auto --vram-budget "${b}GB" --prompt "$p" --max-tokens "$TG"
+  fi
+}
 # fp16: the FP16 baseline of both (last: codecllm's fp16-resident load of a 15 GB GGUF is slow).
 stage_fp16() {
   [ "$F16" = 1 ] && [ "$GEN" = f16 ] || return 0
@@ -837,13 +864,13 @@ stage_status() {
 # ---------------------------------------------------------------------------------------
 stages=("$@"); [ ${#stages[@]} -eq 0 ] && stages=(all)
 MODE=force
-case " ${stages[*]} " in *" all "*|*" resume "*) MODE=resume; stages=(build data quantize llama codecllm smollm2 fp16 plot) ;; esac
+case " ${stages[*]} " in *" all "*|*" resume "*) MODE=resume; stages=(build data quantize llama codecllm q4km smollm2 fp16 plot) ;; esac
 echo "peer-bench: ${stages[*]} (mode $MODE, deadline ${DEADLINE} s, work $W, GPU: $(have_smi && nvidia-smi --query-gpu=name,driver_version --format=csv,noheader -i "$GPU" || echo none))"
 ph invocation "${stages[@]}"
 [ -x "$CLI" ] || echo "warning: no codecllm CLI at $CLI (carry .device-bundle/codecllm)"
 for s in "${stages[@]}"; do
   case "$s" in
-    build) stage_build ;; data) stage_data ;; quantize) stage_quantize ;; llama) stage_llama ;;
+    build) stage_build ;; data) stage_data ;; quantize) stage_quantize ;; llama) stage_llama ;; q4km) stage_q4km ;;
     codecllm) stage_codecllm ;; smollm2) stage_smollm2 ;; fp16) stage_fp16 ;; summary) ;; plot) stage_plot ;;
     status) stage_status ;;
     clean) rm -rf "$W"; echo "removed $W"; exit 0 ;;
