@@ -799,7 +799,7 @@ stage_codecllm() {
 }
 # q4km (issue 17): llama.cpp's Q4_K_M of the main model, and codecllm on the same file with
 # its blocks kept as stored (int8-resident computes on them; a --keep-quant container for
-# the budgeted rows, whose streamed blocks are still INT8).
+# the budgeted rows, resident and streamed blocks both as stored).
 keep_quant() { # keep_quant GGUF OUT
   [ -s "$2" ] && { say "$2 exists"; return 0; }
   need "$CLI" "$1" || return 1

@@ -387,8 +387,9 @@ fn cpu_int8_linears_equal_their_dequantized_values() {
 
 /// A LLaMA GGUF whose projections are GGUF blocks of every type the GPU computes on as
 /// stored (random valid blocks), run int8-resident from the GGUF itself and from its
-/// `--keep-quant` container: the blocks stay as they are in VRAM (fewer bytes than INT8),
-/// both give the same bits, and both agree with the CPU's forward on the dequantized values.
+/// `--keep-quant` container, and streamed from the container: the blocks stay as they are
+/// in VRAM (fewer bytes than INT8) and on the link, all three give the same bits, and they
+/// agree with the CPU's forward on the dequantized values.
 #[test]
 fn gpu_runs_gguf_blocks_as_stored() {
     use codecllm::abi::{ggml_layout, GGML_LAYOUTS};
@@ -472,9 +473,15 @@ fn gpu_runs_gguf_blocks_as_stored() {
         })
         .sum();
     let mut runs = Vec::new();
-    for (what, src) in [("the GGUF", &source as &dyn WeightSource), ("its --keep-quant container", &container)] {
-        let mut llm = GpuLlama::load_mode(&gpu, src, WeightMode::Int8Resident, 2, 4, 64).unwrap();
-        assert_eq!(llm.weight_bytes as u64, native + 2 * (vocab * d) as u64, "{what}: the blocks as stored, in VRAM");
+    for (what, src, mode) in [
+        ("the GGUF", &source as &dyn WeightSource, WeightMode::Int8Resident),
+        ("its --keep-quant container", &container, WeightMode::Int8Resident),
+        ("its --keep-quant container, streamed", &container, WeightMode::Stream),
+    ] {
+        let mut llm = GpuLlama::load_mode(&gpu, src, mode, 2, 4, 64).unwrap();
+        if mode == WeightMode::Int8Resident {
+            assert_eq!(llm.weight_bytes as u64, native + 2 * (vocab * d) as u64, "{what}: the blocks as stored, in VRAM");
+        }
         let mut got = vec![llm.forward(&tokens[..4]).unwrap()];
         for &tok in &tokens[4..] {
             got.push(llm.forward(&[tok]).unwrap());
@@ -488,4 +495,5 @@ fn gpu_runs_gguf_blocks_as_stored() {
         runs.push(got.into_iter().flatten().map(f32::to_bits).collect::<Vec<_>>());
     }
     assert!(runs[0] == runs[1], "the GGUF and its container give different bits");
+    assert!(runs[1] == runs[2], "streaming the blocks gives other bits than keeping them resident");
 }

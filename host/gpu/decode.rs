@@ -4,7 +4,8 @@
 //! straight from the table, with the tensors' decode tables in VRAM. Either way every
 //! chunk's status and size land in the same arrays, and `check_decoded` folds them into
 //! one flag. No host round trip and no allocation per decode.
-use super::linear::Int8Weights;
+use super::ggml::GgmlWeights;
+use super::linear::{Int8Weights, WeightsView};
 use super::nvcomp::Nvcomp;
 use super::Gpu;
 use crate::abi::{ChunkEntry, RANS_LUT_ENTRIES, RANS_WARPS, RAW_SLOT};
@@ -43,6 +44,9 @@ pub struct DeviceChunkTable {
     /// `rans`: the tensor's decode table (`RANS_LUT_ENTRIES` entries), on the device and
     /// on the host (for merging into a `ChunkBatch`).
     rans_lut: Option<(CudaSlice<u32>, Vec<u32>)>,
+    /// GGUF blocks in the kernels' planes (`abi::GGML_LAYOUTS` index) instead of INT8: the
+    /// decoded bytes are the planes, and there are no scales.
+    pub ggml: Option<usize>,
 }
 
 impl DeviceChunkTable {
@@ -116,6 +120,7 @@ impl DeviceChunkTable {
             entries: table,
             slot_chunks,
             rans_lut,
+            ggml: None,
         })
     }
 
@@ -126,7 +131,25 @@ impl DeviceChunkTable {
         if rows.is_empty() || rows.end > m.rows {
             return Err(Error::Invalid(format!("rows {rows:?} of '{name}' ({} rows)", m.rows)));
         }
-        let (len, cs) = (rows.len() * m.cols, DEFAULT_CHUNK_SIZE as usize);
+        let groups = m.cols.div_ceil(m.group_size);
+        let scales = gpu.stream.clone_htod(&m.scales[rows.start * groups..rows.end * groups])?;
+        DeviceChunkTable::raw(gpu, name, rows.len(), m.cols, m.group_size, rows.len() * m.cols, scales, None)
+    }
+
+    /// A table for `len` bytes of GGUF blocks of a `[rows, cols]` matrix (or band) held in
+    /// memory in the kernels' planes (`gpu::ggml_planes`, layout `layout`), in raw chunks
+    /// like `for_int8`'s.
+    pub fn for_planes(gpu: &Gpu, name: &str, layout: usize, rows: usize, cols: usize, len: usize) -> Result<Self> {
+        if rows == 0 || len == 0 {
+            return Err(Error::Invalid(format!("an empty band of '{name}'")));
+        }
+        let no_scales = gpu.stream.alloc_zeros::<f32>(1)?;
+        DeviceChunkTable::raw(gpu, name, rows, cols, cols, len, no_scales, Some(layout))
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn raw(gpu: &Gpu, name: &str, rows: usize, cols: usize, group_size: usize, len: usize, scales: CudaSlice<f32>, ggml: Option<usize>) -> Result<Self> {
+        let cs = DEFAULT_CHUNK_SIZE as usize;
         let entries: Vec<ChunkEntry> = (0..len)
             .step_by(cs)
             .map(|at| {
@@ -134,29 +157,31 @@ impl DeviceChunkTable {
                 ChunkEntry { src_offset: at as u64, dst_offset: at as u64, stored_len: n, decoded_len: n, slot: RAW_SLOT, lut: 0 }
             })
             .collect();
-        let groups = m.cols.div_ceil(m.group_size);
-        let s = &gpu.stream;
         Ok(DeviceChunkTable {
             name: name.to_owned(),
-            rows: rows.len(),
-            cols: m.cols,
-            group_size: m.group_size,
+            rows,
+            cols,
+            group_size,
             codec: Codec::Raw,
             chunk_size: cs,
             stored_len: len,
             chunk_range: 0..entries.len(),
-            table: s.clone_htod(bytemuck::cast_slice::<ChunkEntry, u8>(&entries))?,
-            scales: s.clone_htod(&m.scales[rows.start * groups..rows.end * groups])?,
+            table: gpu.stream.clone_htod(bytemuck::cast_slice::<ChunkEntry, u8>(&entries))?,
+            scales,
             chunks: entries.len(),
             entries,
             slot_chunks: Vec::new(),
             rans_lut: None,
+            ggml,
         })
     }
 
-    /// Decoded INT8 bytes.
+    /// Decoded bytes: INT8 values, or the GGUF planes.
     pub fn len(&self) -> usize {
-        self.rows * self.cols
+        match self.ggml {
+            Some(_) => self.stored_len,
+            None => self.rows * self.cols,
+        }
     }
     pub fn is_empty(&self) -> bool {
         self.len() == 0
@@ -186,7 +211,15 @@ impl DeviceChunkTable {
     }
 
     /// Decoded weights `q` (`len()` bytes) with this tensor's scales, for `Gpu::linear`.
-    pub fn weights_at<'a>(&'a self, q: CudaView<'a, u8>) -> Int8Weights<'a> {
+    pub fn weights_at<'a>(&'a self, q: CudaView<'a, u8>) -> WeightsView<'a> {
+        match self.ggml {
+            Some(layout) => WeightsView::Ggml(GgmlWeights { layout, planes: q, rows: self.rows, cols: self.cols }),
+            None => WeightsView::Int8(self.int8_at(q)),
+        }
+    }
+
+    /// `weights_at` of an INT8 table.
+    fn int8_at<'a>(&'a self, q: CudaView<'a, u8>) -> Int8Weights<'a> {
         Int8Weights { q, scales: self.scales.slice(..), rows: self.rows, cols: self.cols, group_size: self.group_size }
     }
 }
@@ -311,7 +344,7 @@ impl DeviceCompressedTensor {
 
     /// The decoded weights in `q` with this tensor's scales, for `Gpu::linear`.
     pub fn weights<'a>(&'a self, q: &'a DeviceInt8Buffer) -> Int8Weights<'a> {
-        self.table.weights_at(q.data.slice(..self.len()))
+        self.table.int8_at(q.data.slice(..self.len()))
     }
 }
 

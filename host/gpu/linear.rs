@@ -87,7 +87,37 @@ impl Int8Weights<'_> {
     }
 }
 
+/// Quantized weights in VRAM as a linear reads them (a streamed unit's slot, a decoded
+/// buffer): INT8 with scales, or GGUF blocks in the kernels' planes.
+pub enum WeightsView<'a> {
+    Int8(Int8Weights<'a>),
+    Ggml(super::GgmlWeights<'a>),
+}
+
+impl<'a> WeightsView<'a> {
+    pub fn int8(&self) -> Option<&Int8Weights<'a>> {
+        match self {
+            WeightsView::Int8(w) => Some(w),
+            WeightsView::Ggml(_) => None,
+        }
+    }
+    pub fn rows(&self) -> usize {
+        match self {
+            WeightsView::Int8(w) => w.rows,
+            WeightsView::Ggml(w) => w.rows,
+        }
+    }
+}
+
 impl Gpu {
+    /// `linear` or `ggml_linear`, whichever the weights are.
+    pub fn linear_view(&self, x: &CudaSlice<f16>, m: usize, w: &WeightsView, y: &mut CudaSlice<f16>, stream: &Arc<CudaStream>) -> Result<()> {
+        match w {
+            WeightsView::Int8(w) => self.linear(x, m, w, y, stream),
+            WeightsView::Ggml(w) => self.ggml_linear(x, m, w, y, stream),
+        }
+    }
+
     /// `y[m, n] = Σ_k x[m, k] · q[n, k] · s[n, k / group]`: FP16 in and out, FP32 accumulation,
     /// the weights dequantized in registers. `x` is `[m, cols]`, `y` is `[m, rows]`, row-major.
     ///

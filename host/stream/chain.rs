@@ -4,7 +4,7 @@
 use super::engine::{StreamRun, WeightStream};
 use super::store::{HostStore, HostUnit};
 use crate::error::{Error, Result};
-use crate::gpu::{DeviceChunkTable, Gpu, Int8Weights};
+use crate::gpu::{DeviceChunkTable, Gpu, WeightsView};
 use cudarc::driver::{CudaSlice, CudaStream, DevicePtr};
 use half::f16;
 use std::sync::Arc;
@@ -43,7 +43,7 @@ impl WeightStream<'_> {
 fn run_unit(
     gpu: &Gpu,
     unit: &HostUnit,
-    weights: &[Int8Weights],
+    weights: &[WeightsView],
     acts: &mut [CudaSlice<f16>; 3],
     input: usize,
     m: usize,
@@ -61,7 +61,7 @@ fn run_unit(
         };
         let dst = (0..3).find(|&i| i != src && i != input).expect("three buffers");
         let (xs, ys) = split_two(acts, src, dst);
-        gpu.linear(xs, m, w, ys, stream)?;
+        gpu.linear_view(xs, m, w, ys, stream)?;
         cur = dst;
         cur_width = t.table.rows;
     }
@@ -102,7 +102,7 @@ pub fn forward_resident(gpu: &Gpu, store: &HostStore, x: &CudaSlice<f16>, m: usi
         // the same relative offsets as in a slot; buffers outlive the sync below.
         unsafe { unit.decode(&mut decoder, src, dst, false, s)? };
         let half = if unit.identity(false) { &stored } else { &decoded };
-        let weights: Vec<Int8Weights> =
+        let weights: Vec<WeightsView> =
             unit.tensors.iter().map(|t| t.table.weights_at(half.slice(t.slot_decoded_offset..t.slot_decoded_offset + t.table.len()))).collect();
         input = run_unit(gpu, unit, &weights, &mut acts, input, m, s)?;
         s.synchronize()?;

@@ -3,7 +3,7 @@
 use super::plan::{schedule, SlotPlan, Step};
 use super::store::{CpuRows, HostStore};
 use crate::error::{Error, GpuError, Result};
-use crate::gpu::{DecodeLog, Decoder, DeviceChunkTable, Gpu, Int8Weights, PinnedBuffer};
+use crate::gpu::{DecodeLog, Decoder, DeviceChunkTable, Gpu, PinnedBuffer, WeightsView};
 use cudarc::driver::{CudaEvent, CudaSlice, CudaStream, DevicePtr, PinnedHostSlice};
 use half::f16;
 use rayon::prelude::*;
@@ -231,7 +231,7 @@ impl<'a> WeightStream<'a> {
     /// figures are zero.
     pub fn for_each_unit<F>(&mut self, mut compute: F) -> Result<StreamRun>
     where
-        F: FnMut(usize, &[Int8Weights], &Arc<CudaStream>) -> Result<()>,
+        F: FnMut(usize, &[WeightsView], &Arc<CudaStream>) -> Result<()>,
     {
         self.for_each_unit_sharing(false, |u, w, _, st| compute(u, w, st))
     }
@@ -242,7 +242,7 @@ impl<'a> WeightStream<'a> {
     /// matrix streams and is computed whole (large batches, where the CPU would be slow).
     pub fn for_each_unit_sharing<F>(&mut self, sharing: bool, mut compute: F) -> Result<StreamRun>
     where
-        F: FnMut(usize, &[Int8Weights], &[CpuRows], &Arc<CudaStream>) -> Result<()>,
+        F: FnMut(usize, &[WeightsView], &[CpuRows], &Arc<CudaStream>) -> Result<()>,
     {
         let capturing = self.gpu.stream.capture_status()? != cudarc::driver::sys::CUstreamCaptureStatus::CU_STREAM_CAPTURE_STATUS_NONE;
         if capturing && !self.staging.is_empty() {

@@ -3,7 +3,7 @@
 use super::plan::{align, UnitSize};
 use crate::container::{Container, Encoding};
 use crate::error::Result;
-use crate::gpu::{ChunkBatch, Decoder, DeviceChunkTable, Gpu, Int8Weights, PinnedBuffer};
+use crate::gpu::{ChunkBatch, Decoder, DeviceChunkTable, Gpu, Int8Weights, PinnedBuffer, WeightsView};
 use crate::import::WeightSource;
 use cudarc::driver::{CudaSlice, CudaStream};
 use rayon::prelude::*;
@@ -116,20 +116,20 @@ impl HostUnit {
     /// The weights a pass computes on the GPU from a slot's decoded half: a sharing pass
     /// the GPU tensors as stored (bands where the CPU has the other rows), a full pass
     /// every matrix whole (each CPU band joined to the band it continues).
-    pub(super) fn pass_weights<'a>(&'a self, decoded: &'a CudaSlice<u8>, sharing: bool) -> Vec<Int8Weights<'a>> {
+    pub(super) fn pass_weights<'a>(&'a self, decoded: &'a CudaSlice<u8>, sharing: bool) -> Vec<WeightsView<'a>> {
         let view = |t: &HostTensor, len: usize| decoded.slice(t.slot_decoded_offset..t.slot_decoded_offset + len);
         match (&self.split, sharing) {
             (Some(s), true) => self.tensors[..s.gpu_tensors].iter().map(|t| t.table.weights_at(view(t, t.table.len()))).collect(),
             _ => self.tensors[..self.split.as_ref().map_or(self.tensors.len(), |s| s.gpu_tensors)]
                 .iter()
                 .map(|t| match &t.joined {
-                    Some((rows, scales)) => Int8Weights {
+                    Some((rows, scales)) => WeightsView::Int8(Int8Weights {
                         q: view(t, rows * t.table.cols),
                         scales: scales.slice(..),
                         rows: *rows,
                         cols: t.table.cols,
                         group_size: t.table.group_size,
-                    },
+                    }),
                     None => t.table.weights_at(view(t, t.table.len())),
                 })
                 .collect(),
@@ -195,9 +195,11 @@ impl HostStore {
         let mut total = 0;
         // Tensors not stored as INT8 (a tied embedding used as the LM head) are quantized
         // here, once each, as every other mode does at load (`WeightSource::int8`); their
-        // rows stream raw. Each entry: (arena offset, matrix, rows).
+        // rows stream raw. GGUF blocks the GPU computes on as stored stream raw too, as
+        // their rows' planes. Each entry: (arena offset, bytes).
         let mut quantized: std::collections::HashMap<String, Arc<crate::codec::Int8Matrix>> = Default::default();
-        let mut from_memory = Vec::new();
+        let mut blocks: std::collections::HashMap<String, Arc<Vec<u8>>> = Default::default();
+        let mut from_memory: Vec<(usize, MemoryBytes)> = Vec::new();
         // (unit, tensor, rows, index of the band it continues) of every CPU part, decoded
         // into host RAM once the arena is loaded (its stored chunks stay in the arena too,
         // for the full passes of large batches).
@@ -212,8 +214,31 @@ impl HostStore {
                     gpu_stored = Some((pi, stored));
                 }
                 let stored_int8 = c.tensor(&part.name).is_none_or(|t| matches!(t.encoding, Encoding::Int8 { .. }));
+                let native = WeightSource::ggml_type(c, &part.name).and_then(crate::gpu::gpu_layout);
                 let table = if stored_int8 {
                     DeviceChunkTable::build_rows(gpu, c, &part.name, part.rows.clone())?
+                } else if let (Some(layout), Some([rows, cols])) = (native, WeightSource::shape(c, &part.name).as_deref()) {
+                    let (rows, cols) = (*rows, *cols);
+                    let all = match blocks.get(&part.name) {
+                        Some(b) => b.clone(),
+                        None => {
+                            let b = Arc::new(WeightSource::ggml_bytes(c, &part.name)?.into_owned());
+                            // Kept for the tensor's other bands only.
+                            if part.rows.is_some() {
+                                blocks.insert(part.name.clone(), b.clone());
+                            }
+                            b
+                        }
+                    };
+                    let band = part.rows.clone().unwrap_or(0..rows);
+                    if band.is_empty() || band.end > rows {
+                        return Err(crate::error::Error::Invalid(format!("rows {band:?} of '{}' ({rows} rows)", part.name)));
+                    }
+                    let row_bytes = all.len() / rows.max(1);
+                    let planes = crate::gpu::ggml_planes(layout, &all[band.start * row_bytes..band.end * row_bytes])?;
+                    let table = DeviceChunkTable::for_planes(gpu, &part.name, layout, band.len(), cols, planes.len())?;
+                    from_memory.push((total, MemoryBytes::Planes(planes)));
+                    table
                 } else {
                     let m = match quantized.get(&part.name) {
                         Some(m) => m.clone(),
@@ -225,7 +250,7 @@ impl HostStore {
                     };
                     let rows = part.rows.clone().unwrap_or(0..m.rows);
                     let table = DeviceChunkTable::for_int8(gpu, &part.name, &m, rows.clone())?;
-                    from_memory.push((total, m, rows));
+                    from_memory.push((total, MemoryBytes::Int8(m, rows)));
                     table
                 };
                 let (len, decoded_len) = (table.stored_len, table.len());
@@ -283,8 +308,8 @@ impl HostStore {
         // Each tensor's chunks go from the file straight into its region of the arena
         // (checksums verified there), in parallel: nothing is staged on the way.
         let base = store.base_mut() as usize;
-        for (at, m, rows) in &from_memory {
-            let bytes: &[u8] = bytemuck::cast_slice(&m.q[rows.start * m.cols..rows.end * m.cols]);
+        for (at, m) in &from_memory {
+            let bytes = m.bytes();
             // SAFETY: the band owns [at, at + bytes.len()) of the arena (its table's
             // stored_len), disjoint from every other tensor's region.
             unsafe { std::slice::from_raw_parts_mut((base + at) as *mut u8, bytes.len()) }.copy_from_slice(bytes);
@@ -366,6 +391,23 @@ impl HostStore {
     /// Bytes of INT8 rows (values and scales) the CPU holds and computes.
     pub fn cpu_bytes(&self) -> usize {
         self.units.iter().flat_map(|u| u.cpu_rows(true)).map(|r| r.matrix.q.len() + 4 * r.matrix.scales.len()).sum()
+    }
+}
+
+/// What a unit part streams when its bytes come from memory rather than the file.
+enum MemoryBytes {
+    /// Rows of a matrix quantized at load.
+    Int8(Arc<crate::codec::Int8Matrix>, std::ops::Range<usize>),
+    /// GGUF blocks in the kernels' planes.
+    Planes(Vec<u8>),
+}
+
+impl MemoryBytes {
+    fn bytes(&self) -> &[u8] {
+        match self {
+            MemoryBytes::Int8(m, rows) => bytemuck::cast_slice(&m.q[rows.start * m.cols..rows.end * m.cols]),
+            MemoryBytes::Planes(p) => p,
+        }
     }
 }
 

@@ -18,7 +18,7 @@ use crate::abi::{ATT_MAX_PARTIALS, ATT_PARTIAL};
 use crate::container::Container;
 use crate::error::{Error, Result};
 use crate::gpu::nccl::Communicator;
-use crate::gpu::{Decoder, DeviceChunkTable, DeviceCompressedTensor, Gpu, Int8Weights, PinnedBuffer};
+use crate::gpu::{Decoder, DeviceChunkTable, DeviceCompressedTensor, Gpu, PinnedBuffer};
 use crate::import::WeightSource;
 use crate::model::config::{BlockNames, ModelConfig, ROPE_FREQS};
 use crate::model::placement::{plan, Placement, PlacementInput};
@@ -454,6 +454,12 @@ impl<'g> GpuLlama<'g> {
             Weights::Streamed { ws, resident, .. } => ws.unit_rows().into_iter().skip(cfg.layers - resident.len()).collect(),
             _ => Vec::new(),
         };
+        // One row of a streamed head band of GGUF blocks goes through `band` too (the fused
+        // one-row product writes the logits in place for INT8 bands only).
+        let mut s = s;
+        if let Some(&b) = lm_band_rows.iter().max() {
+            s.band = st.alloc_zeros(b.max(1))?;
+        }
         let mut model = GpuLlama {
             blas: if mode == WeightMode::Fp16Resident { Some(CudaBlas::new(st.clone())?) } else { None },
             gpu,
@@ -540,8 +546,8 @@ impl<'g> GpuLlama<'g> {
                     // SAFETY: the buffer holds the largest layer's INT8 bytes (256-aligned per
                     // tensor); compressed bytes are resident for the model's life.
                     unsafe { decoder.decode_batch(&items, st)? };
-                    let views: Vec<Int8Weights> = lin.iter().zip(&offsets).map(|(t, &o)| t.table.weights_at(buf.slice(o..o + t.len()))).collect();
-                    let refs: Vec<LinRef> = views.iter().map(LinRef::Int8).collect();
+                    let views: Vec<crate::gpu::WeightsView> = lin.iter().zip(&offsets).map(|(t, &o)| t.table.weights_at(buf.slice(o..o + t.len()))).collect();
+                    let refs: Vec<LinRef> = views.iter().map(LinRef::View).collect();
                     ctx.block(i, b, sc, &refs, i == 0, None)?;
                 }
             }
@@ -561,19 +567,20 @@ impl<'g> GpuLlama<'g> {
                 ws.for_each_unit_sharing(sharing, |u, w, cpu_rows, _stream| {
                     let layer = k + u;
                     if layer < layers {
-                        let refs: Vec<LinRef> = w.iter().map(LinRef::Int8).collect();
+                        let refs: Vec<LinRef> = w.iter().map(LinRef::View).collect();
                         let call = cpu.as_mut().filter(|_| sharing).map(|share| CpuCall { share, unit: u, rows: cpu_rows });
                         return ctx.block(layer, &mut blocks[layer], sc, &refs, layer == 0, call);
                     }
                     if layer == layers {
                         final_norm(gpu, sc, out_norm, rows.clone(), d, cfg.eps)?;
                     }
-                    let b = w[0].rows;
-                    if n == 1 {
-                        gpu.linear_m1_fused(&sc.h, &mut [(&w[0], &mut sc.logits.slice_mut(at..at + b))], st)?;
-                    } else {
-                        gpu.linear(&sc.h, n, &w[0], &mut sc.band, st)?;
-                        st.memcpy_dtod(&sc.band.slice(..n * b), &mut sc.logits.slice_mut(at..at + n * b))?;
+                    let b = w[0].rows();
+                    match (&w[0], n) {
+                        (crate::gpu::WeightsView::Int8(w8), 1) => gpu.linear_m1_fused(&sc.h, &mut [(w8, &mut sc.logits.slice_mut(at..at + b))], st)?,
+                        (view, _) => {
+                            gpu.linear_view(&sc.h, n, view, &mut sc.band, st)?;
+                            st.memcpy_dtod(&sc.band.slice(..n * b), &mut sc.logits.slice_mut(at..at + n * b))?;
+                        }
                     }
                     at += n * b;
                     Ok(())
@@ -666,18 +673,25 @@ fn block_int8_bytes(c: &Container, i: usize) -> usize {
 
 fn int8_bytes(t: &crate::container::TensorEntry) -> usize {
     use crate::container::Encoding;
+    if let Some(planes) = planes_bytes(t) {
+        return planes;
+    }
     let numel = t.numel() as usize;
     let cols = t.shape.last().copied().unwrap_or(1).max(1) as usize;
     let groups = match &t.encoding {
         Encoding::Int8 { group_size, .. } => cols.div_ceil(*group_size as usize),
-        Encoding::Ggml { ggml_type, block_elems, .. } if crate::abi::ggml_layout(*ggml_type).is_some() => {
-            let layout = &crate::abi::GGML_LAYOUTS[crate::abi::ggml_layout(*ggml_type).expect("checked by the guard")];
-            return layout.bytes(numel as u64 / (*block_elems).max(1) as u64) as usize;
-        }
         // Quantized at load (`WeightSource::int8`), 32 columns a group.
         Encoding::Lossless | Encoding::Ggml { .. } => cols.div_ceil(crate::import::LOAD_TIME_GROUP),
     };
     numel + 4 * (numel / cols) * groups
+}
+
+/// Bytes of a GGUF block tensor in the kernels' planes, when the GPU computes on its
+/// blocks as stored (resident or streamed); `None` for every other tensor.
+fn planes_bytes(t: &crate::container::TensorEntry) -> Option<usize> {
+    let crate::container::Encoding::Ggml { ggml_type, block_elems, .. } = t.encoding else { return None };
+    let layout = &crate::abi::GGML_LAYOUTS[crate::abi::ggml_layout(ggml_type)?];
+    Some(layout.bytes(t.numel() / block_elems.max(1) as u64) as usize)
 }
 
 /// What `model::placement::plan` needs, from the container's index and the config: sizes
@@ -689,12 +703,14 @@ fn placement_input(c: &Container, cfg: &ModelConfig, slots: usize, max_m: usize,
     use crate::container::{Codec, Encoding};
     let align = |x: usize| x.div_ceil(256) * 256;
     let entry = |n: &str| c.tensor(n).ok_or_else(|| Error::format(c.path(), format!("no tensor named '{n}'")));
-    // What streaming a tensor copies: its stored chunks, or its INT8 values when it is
-    // quantized at load (`HostStore::load`).
+    // What streaming a tensor copies: its stored chunks, its GGUF blocks in the kernels'
+    // planes, or its INT8 values when it is quantized at load (`HostStore::load`); and what
+    // it takes in a slot's decoded half.
     let stored_of = |t: &crate::container::TensorEntry| match t.encoding {
         Encoding::Int8 { .. } => t.data.stored_extent() as usize,
-        _ => t.numel() as usize,
+        _ => planes_bytes(t).unwrap_or(t.numel() as usize),
     };
+    let decoded_of = |t: &crate::container::TensorEntry| planes_bytes(t).unwrap_or(t.numel() as usize);
     let block_int8: Vec<usize> = (0..cfg.layers).map(|i| block_int8_bytes(c, i)).collect();
     let mlp = |i: usize, bytes: &dyn Fn(&crate::container::TensorEntry) -> usize| -> Result<usize> {
         let block = BlockNames::of(i);
@@ -709,7 +725,7 @@ fn placement_input(c: &Container, cfg: &ModelConfig, slots: usize, max_m: usize,
             let t = entry(n)?;
             stored += stored_of(t);
             aligned += align(stored_of(t));
-            decoded += align(t.numel() as usize);
+            decoded += align(decoded_of(t));
         }
         block_stored.push(stored);
         (slot_stored, slot_decoded) = (slot_stored.max(aligned), slot_decoded.max(decoded));

@@ -2,7 +2,7 @@
 //! from them (cuBLAS FP16, or codecllm's fused INT8 kernels).
 use crate::container::Codec;
 use crate::error::{Error, Result};
-use crate::gpu::{cublas_fp16_linear, ggml_planes, gpu_layout, Decoder, DeviceCompressedTensor, DeviceInt8Buffer, GgmlWeights, Gpu, Int8Weights};
+use crate::gpu::{cublas_fp16_linear, ggml_planes, gpu_layout, Decoder, DeviceCompressedTensor, DeviceInt8Buffer, GgmlWeights, Gpu, Int8Weights, WeightsView};
 use crate::import::WeightSource;
 use crate::stream::{CpuShare, WeightStream};
 use cudarc::cublas::CudaBlas;
@@ -210,10 +210,11 @@ pub(super) enum Weights<'g> {
     },
 }
 
-/// A linear's weights for one use: owned resident ones, or INT8 views of decoded bytes.
+/// A linear's weights for one use: owned resident ones, or views of decoded or streamed
+/// bytes.
 pub(super) enum LinRef<'a> {
     Owned(&'a Linear),
-    Int8(&'a Int8Weights<'a>),
+    View(&'a WeightsView<'a>),
 }
 
 impl LinRef<'_> {
@@ -224,14 +225,16 @@ impl LinRef<'_> {
                 Some(Int8Weights { q: q.slice(..), scales: s.slice(..), rows: *rows, cols: *cols, group_size: *group })
             }
             LinRef::Owned(Linear::Fp16 { .. } | Linear::Ggml { .. }) => None,
-            LinRef::Int8(w) => Some(Int8Weights { q: w.q.slice(..), scales: w.scales.slice(..), rows: w.rows, cols: w.cols, group_size: w.group_size }),
+            LinRef::View(v) => {
+                v.int8().map(|w| Int8Weights { q: w.q.slice(..), scales: w.scales.slice(..), rows: w.rows, cols: w.cols, group_size: w.group_size })
+            }
         }
     }
 
     pub(super) fn apply(&self, gpu: &Gpu, blas: Option<&CudaBlas>, x: &CudaSlice<f16>, m: usize, y: &mut CudaSlice<f16>) -> Result<()> {
         match self {
             LinRef::Owned(l) => l.apply(gpu, blas, x, m, y),
-            LinRef::Int8(w) => gpu.linear(x, m, w, y, &gpu.stream),
+            LinRef::View(w) => gpu.linear_view(x, m, w, y, &gpu.stream),
         }
     }
 }
