@@ -6,9 +6,10 @@
 //! The blocks' bits are read by `ggml_blocks` (shared with the host's tests): sub-blocks
 //! with `value = scale · u − off`, one task (32 or 64 values) per lane at a time, in groups
 //! of 8 consecutive values, one 16-byte activation load each. Per sub-block a lane sums
-//! `x·u` and `x` and adds `scale · Σx·u − off · Σx`, so the offset costs nothing per value. Each warp computes `GGML_GEMV_ROWS` rows, so that each activation
-//! load and conversion serves them all (at 4–6 bits a weight, re-reading the activations
-//! per row would cost more L1 traffic than the weights cost DRAM traffic).
+//! `x·u` and `x` and adds `scale · Σx·u − off · Σx`, so the offset costs nothing per value.
+//! Each warp computes `GGML_GEMV_ROWS` rows, so that each activation load and conversion
+//! serves them all (at 4–6 bits a weight, re-reading the activations per row would cost
+//! more L1 traffic than the weights cost DRAM traffic).
 use crate::abi::{GEMV_MAX_M, GGML_GEMV_ROWS, GGML_LAYOUTS};
 use crate::dequant::pack_f16;
 use crate::ggml_blocks::{Blocks, Mem, Planes, NO_TASK, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0};
