@@ -361,3 +361,53 @@ fn hybrid_placements_equal_int8_resident_and_stay_within_budget() {
         p.cpu_bytes as f64 / 1e6
     ));
 }
+
+/// Several sequences in one KV cache (`set_sequences`): prompts prefilled together in one
+/// batch (mixed sequences, each prompt's last token among the last rows), then decode steps
+/// of all of them in one forward, give each sequence the logits it gets alone — in the
+/// resident, compressed-resident and streamed modes — and a sequence that was reset starts
+/// over in its own run of the cache without disturbing the others.
+#[test]
+fn batched_sequences_equal_each_sequence_alone() {
+    let Some(gpu) = gpu_or_skip("batched_sequences_equal_each_sequence_alone") else { return };
+    let mut rng = rng(fresh_seed());
+    let dir = tempfile::tempdir().unwrap();
+    let (_, container) = tiny_model(dir.path(), &mut rng, 96);
+    let prompts: Vec<Vec<u32>> = [5, 1, 9].iter().map(|&n| (0..n).map(|_| rng.gen_range(0..64)).collect()).collect();
+    let decode: Vec<Vec<u32>> = (0..3).map(|_| (0..4).map(|_| rng.gen_range(0..64)).collect()).collect();
+    for mode in [WeightMode::Int8Resident, WeightMode::CompressedResident, WeightMode::Stream] {
+        let mut llm = GpuLlama::load_mode(&gpu, &container, mode, 2, 16, 96).unwrap();
+        let alone: Vec<Vec<Vec<f32>>> = (0..3).map(|s| gpu_logits(&mut llm, &prompts[s], &decode[s])).collect();
+        let per = llm.set_sequences(3).unwrap();
+        assert_eq!(per, 32);
+        // The prompts' leading tokens first, then each prompt's last token.
+        let mut rows: Vec<(usize, u32)> = (0..3).flat_map(|s| prompts[s][..prompts[s].len() - 1].iter().map(move |&t| (s, t))).collect();
+        rows.extend((0..3).map(|s| (s, *prompts[s].last().unwrap())));
+        let first = llm.forward_batch(&rows, 3).unwrap();
+        let mut got: Vec<Vec<Vec<f32>>> = first.into_iter().map(|l| vec![l]).collect();
+        for step in 0..4 {
+            let rows: Vec<(usize, u32)> = decode.iter().enumerate().map(|(s, d)| (s, d[step])).collect();
+            for (s, l) in llm.forward_batch(&rows, 3).unwrap().into_iter().enumerate() {
+                got[s].push(l);
+            }
+        }
+        for s in 0..3 {
+            for (i, (g, w)) in got[s].iter().zip(&alone[s]).enumerate() {
+                let e = rel(g, w);
+                assert!(e < 1e-2, "{mode:?} sequence {s} step {i}: relative error {e} against the sequence alone");
+            }
+        }
+        // Sequence 1 over again, alone in a step, while the others keep their caches.
+        llm.reset_sequence(1).unwrap();
+        let again = llm.forward_batch(&[(1, prompts[1][0])], 1).unwrap();
+        assert!(rel(&again[0], &alone[1][0]) < 1e-2, "{mode:?}: a reset sequence starts over");
+        let next = llm.forward_batch(&[(0, 7), (2, 7)], 2).unwrap();
+        assert!(next.iter().all(|l| l.iter().all(|x| x.is_finite())));
+        // A full sequence and an unknown one are errors, not writes past its run.
+        assert!(llm.forward_batch(&[(3, 1)], 1).is_err());
+        assert!(llm.forward_batch(&vec![(0, 1); 32], 1).is_err(), "{mode:?}: 32 more positions overflow sequence 0's run");
+        assert!(llm.forward(&[1]).is_err(), "several sequences are fed with forward_batch");
+        llm.set_sequences(1).unwrap();
+        assert!(rel(&llm.forward(&prompts[0]).unwrap(), &alone[0][0]) < 1e-2, "{mode:?}: back to one sequence");
+    }
+}

@@ -19,6 +19,49 @@ fn smollm2_answers_from_its_compressed_container() {
     assert!(!r.status.success() && err.contains("exceed the context of 8192"), "{err}");
 }
 
+/// `run --prompts-file`: five prompts (one a JSON line) two at a time — so finished
+/// sequences make room for the next — each get the greedy text they get alone; bad prompt
+/// files and flag mixes are clear errors.
+#[test]
+fn a_batch_of_prompts_equals_each_prompt_alone() {
+    let Some(gguf) = fetch_model("fetch-smollm2.sh", "a_batch_of_prompts_equals_each_prompt_alone") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let clm = dir.path().join("smollm2.clm");
+    cli_ok(&["compress", &gguf, "-o", clm.to_str().unwrap()]);
+    let prompts = ["The capital of France is", "1, 2, 3, 4,", "Once upon a time", "The opposite of hot is", "Water boils at"];
+    let file = dir.path().join("prompts.txt");
+    let lines: Vec<String> =
+        prompts.iter().enumerate().map(|(i, p)| if i == 2 { serde_json::json!({ "prompt": p }).to_string() } else { p.to_string() }).collect();
+    std::fs::write(&file, lines.join("\n\n")).unwrap();
+    let (c, f) = (clm.to_str().unwrap(), file.to_str().unwrap());
+    let r = cli_ok(&["run", c, "--weights", "cpu", "--prompts-file", f, "--batch", "2", "--max-tokens", "6", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+    let outputs = v["outputs"].as_array().unwrap();
+    assert_eq!(outputs.len(), prompts.len());
+    for (p, o) in prompts.iter().zip(outputs) {
+        assert_eq!(o["prompt"], *p);
+        let alone: serde_json::Value =
+            serde_json::from_slice(&cli_ok(&["run", c, "--weights", "cpu", "--prompt", p, "--max-tokens", "6", "--json"]).stdout).unwrap();
+        assert_eq!(o["text"], alone["text"], "prompt {p:?}: batched and alone differ");
+        assert!(o["new_tokens"].as_u64().unwrap() >= 1);
+    }
+    assert!(v["aggregate_tokens_per_s"].as_f64().unwrap() > 0.0);
+    // Bad input: an empty file, a JSON line without a prompt, both flags.
+    let empty = dir.path().join("empty.txt");
+    std::fs::write(&empty, "\n \n").unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"text\": \"x\"}\n").unwrap();
+    for (args, want) in [
+        (vec!["--prompts-file", empty.to_str().unwrap()], "no prompts"),
+        (vec!["--prompts-file", bad.to_str().unwrap()], "line 1"),
+        (vec!["--prompts-file", f, "--prompt", "x"], "cannot be used with"),
+    ] {
+        let r = cli(&[&["run", c, "--weights", "cpu"][..], &args].concat());
+        let err = String::from_utf8_lossy(&r.stderr);
+        assert!(!r.status.success() && err.contains(want), "{args:?}: {err}");
+    }
+}
+
 /// The model runner meets the same guarantees as the rest: a corrupted chunk is an error
 /// naming tensor and chunk; a model missing a tensor or with another architecture is a
 /// clear error.

@@ -16,6 +16,24 @@ pub trait Engine {
     fn cpu_share_stats(&self) -> Option<crate::stream::CpuShareStats> {
         None
     }
+    /// Makes room for `n` sequences generated together (each its own KV cache, all
+    /// empty) and returns the positions each may fill.
+    fn set_sequences(&mut self, _n: usize) -> Result<usize> {
+        Err(one_at_a_time())
+    }
+    /// Forgets sequence `s` (its cache is free for the next prompt).
+    fn reset_sequence(&mut self, _s: usize) -> Result<()> {
+        Err(one_at_a_time())
+    }
+    /// One batch of (sequence, token) rows, each at its sequence's next position (rows of
+    /// one sequence in order); the logits of the last `logit_rows` rows.
+    fn forward_batch(&mut self, _rows: &[(usize, u32)], _logit_rows: usize) -> Result<Vec<Vec<f32>>> {
+        Err(one_at_a_time())
+    }
+}
+
+fn one_at_a_time() -> crate::error::Error {
+    crate::error::Error::Invalid("this engine generates one sequence at a time (tensor parallel): batches of prompts need one GPU or the CPU".into())
 }
 
 /// What a GPU model reports after generating.
@@ -47,6 +65,15 @@ impl Engine for GpuLlama<'_> {
     fn cpu_share_stats(&self) -> Option<crate::stream::CpuShareStats> {
         GpuLlama::cpu_share_stats(self)
     }
+    fn set_sequences(&mut self, n: usize) -> Result<usize> {
+        GpuLlama::set_sequences(self, n)
+    }
+    fn reset_sequence(&mut self, s: usize) -> Result<()> {
+        GpuLlama::reset_sequence(self, s)
+    }
+    fn forward_batch(&mut self, rows: &[(usize, u32)], logit_rows: usize) -> Result<Vec<Vec<f32>>> {
+        GpuLlama::forward_batch(self, rows, logit_rows)
+    }
 }
 
 /// The f32 CPU reference, one token at a time (its submit does the work).
@@ -54,11 +81,13 @@ pub struct CpuEngine {
     pub llm: CpuLlama,
     cache: KvCache,
     logits: Vec<f32>,
+    /// The caches of `set_sequences`'s sequences.
+    seqs: Vec<KvCache>,
 }
 
 impl CpuEngine {
     pub fn new(llm: CpuLlama) -> Self {
-        CpuEngine { llm, cache: KvCache::default(), logits: Vec::new() }
+        CpuEngine { llm, cache: KvCache::default(), logits: Vec::new(), seqs: Vec::new() }
     }
 }
 
@@ -75,5 +104,31 @@ impl Engine for CpuEngine {
     fn reset(&mut self) {
         self.cache = KvCache::default();
         self.logits.clear();
+        self.seqs.iter_mut().for_each(|c| *c = KvCache::default());
+    }
+    fn set_sequences(&mut self, n: usize) -> Result<usize> {
+        if n == 0 {
+            return Err(crate::error::Error::Invalid("0 sequences".into()));
+        }
+        self.seqs = (0..n).map(|_| KvCache::default()).collect();
+        Ok(self.llm.cfg.context)
+    }
+    fn reset_sequence(&mut self, s: usize) -> Result<()> {
+        let n = self.seqs.len();
+        *self.seqs.get_mut(s).ok_or_else(|| crate::error::Error::Invalid(format!("sequence {s} of {n}")))? = KvCache::default();
+        Ok(())
+    }
+    /// Row by row, each through its sequence's cache: what a batch must equal.
+    fn forward_batch(&mut self, rows: &[(usize, u32)], logit_rows: usize) -> Result<Vec<Vec<f32>>> {
+        let (n, first_kept) = (self.seqs.len(), rows.len().saturating_sub(logit_rows));
+        let mut out = Vec::with_capacity(logit_rows);
+        for (i, &(s, id)) in rows.iter().enumerate() {
+            let cache = self.seqs.get_mut(s).ok_or_else(|| crate::error::Error::Invalid(format!("sequence {s} of {n}")))?;
+            let logits = self.llm.step(id, cache)?;
+            if i >= first_kept {
+                out.push(logits);
+            }
+        }
+        Ok(out)
     }
 }

@@ -240,6 +240,11 @@ pub const fn wgmma_tile(name: &str) -> Option<usize> {
     None
 }
 
+/// u32 words per batch row in the places array RoPE and attention read: the row's position
+/// in its sequence, then the first KV cache row of that sequence (sequences decoded
+/// together each own a run of cache rows; one sequence alone starts at row 0).
+pub const PLACE_WORDS: usize = 2;
+
 /// Threads per RMSNorm block (one block per row); the kernel returns without writing on
 /// any other block size.
 pub const NORM_THREADS: u32 = 256;

@@ -196,8 +196,10 @@ pub unsafe extern "ptx-kernel" fn rmsnorm_f16_inplace(x: *mut u16, w: *const f32
 /// otherwise), and the rotated keys and the values stored into the caches at those
 /// positions: one launch instead of three. `cos_sin` `[positions, hd / 2, 2]` is
 /// precomputed by the host in f64 (the angles reach thousands of radians, beyond
-/// `sin.approx`'s accurate range). The position is read from device memory so that one
-/// captured CUDA graph serves every decode step. One thread per pair.
+/// `sin.approx`'s accurate range). Row `r`'s position and its sequence's first cache row
+/// are `places[2r]` and `places[2r + 1]` (`abi::PLACE_WORDS`), read from device memory so
+/// that one captured CUDA graph serves every decode step; the key and value go to cache row
+/// `first + position`. One thread per pair.
 #[no_mangle]
 #[allow(clippy::too_many_arguments)]
 pub unsafe extern "ptx-kernel" fn rope_qk_store_f16(
@@ -211,7 +213,7 @@ pub unsafe extern "ptx-kernel" fn rope_qk_store_f16(
     heads: u32,
     kv_heads: u32,
     hd: u32,
-    pos0: *const u32,
+    places: *const u32,
     split_half: u32,
 ) {
     let i = global_index();
@@ -223,7 +225,7 @@ pub unsafe extern "ptx-kernel" fn rope_qk_store_f16(
     // SAFETY: half != 0, and q_pairs + k_pairs >= half.
     core::hint::assert_unchecked(half != 0 && q_pairs + k_pairs != 0);
     let (row, r) = (i / (q_pairs + k_pairs), i % (q_pairs + k_pairs));
-    let pos = *pos0 as usize + row;
+    let (pos, first) = (*places.add(PLACE_WORDS * row) as usize, *places.add(PLACE_WORDS * row + 1) as usize);
     // The pair's head-relative index, and the offsets of its two dimensions in the row.
     let pr = if r < q_pairs { r } else { r - q_pairs };
     let (head, p) = (pr / half, pr % half);
@@ -237,7 +239,7 @@ pub unsafe extern "ptx-kernel" fn rope_qk_store_f16(
     *base.add(ea) = ra;
     *base.add(eb) = rb;
     if r >= q_pairs {
-        let (src, dst) = (row_k, pos * 2 * k_pairs);
+        let (src, dst) = (row_k, (first + pos) * 2 * k_pairs);
         *k_cache.add(dst + ea) = ra;
         *k_cache.add(dst + eb) = rb;
         *v_cache.add(dst + ea) = *v.add(src + ea);
@@ -249,7 +251,7 @@ pub unsafe extern "ptx-kernel" fn rope_qk_store_f16(
 // takes chunks of 32 cached positions, one position per lane, so a decode step with up to
 // 256 positions is one chunk per warp; the warps' partial softmax states merge at the end.
 // Shared memory holds the scaled query and each warp's accumulator at `ATT_MAX_HD` wide.
-use crate::abi::{ATT_MAX_HEAD_DIM as ATT_MAX_HD, ATT_MAX_SPLITS, ATT_PARTIAL, ATT_WARPS};
+use crate::abi::{ATT_MAX_HEAD_DIM as ATT_MAX_HD, ATT_MAX_SPLITS, ATT_PARTIAL, ATT_WARPS, PLACE_WORDS};
 shared_array! {
     /// q[256] | max[8] | sum[8] | acc[8][256], as f32.
     fn attn_shared() -> *mut f32 = "codecllm_attn"[9280], align 16
@@ -259,8 +261,9 @@ const _: () = assert!(4 * (ATT_MAX_HD + 2 * ATT_WARPS as usize + ATT_WARPS as us
 const ATT_DPL: usize = ATT_MAX_HD / WARP as usize;
 
 /// Causal grouped-query attention, `gridDim.y` blocks of `ATT_WARPS` warps per (row,
-/// head): query row `r` sits at position `p = *pos0 + r` and attends to cached keys
-/// `0..=p`, or with `window > 0` (sliding-window layers) to the last `window` of them,
+/// head): query row `r` sits at position `p = places[2r]` of the sequence whose cache
+/// starts at row `places[2r + 1]` and attends to that sequence's cached keys `0..=p`, or
+/// with `window > 0` (sliding-window layers) to the last `window` of them,
 /// `p + 1 - window ..= p`. Scores and the online softmax are FP32; `hd` is a multiple of 32
 /// up to 256; `scale` multiplies q·k. With one block per (row, head) it writes `out`; with
 /// more, block `y` takes the `y`-th of `gridDim.y` equal runs of those positions and
@@ -277,7 +280,7 @@ pub unsafe extern "ptx-kernel" fn attention_f16(
     heads: u32,
     kv_heads: u32,
     hd: u32,
-    pos0: *const u32,
+    places: *const u32,
     scale: f32,
     window: u32,
     partial: *mut f32,
@@ -306,14 +309,14 @@ pub unsafe extern "ptx-kernel" fn attention_f16(
         d += (ATT_WARPS * WARP) as usize;
     }
     sync_threads();
-    let positions = *pos0 as usize + row + 1;
+    let (positions, cache_first) = (*places.add(PLACE_WORDS * row) as usize + 1, *places.add(PLACE_WORDS * row + 1) as usize);
     let first = if window > 0 { positions.saturating_sub(window as usize) } else { 0 };
     // This block's run of positions: all of them, or the `split`-th of `splits` runs.
     let (split, splits) = (block_y() as usize, grid_dim_y() as usize);
     let per = (positions - first).div_ceil(splits);
     let lo = first + split * per;
     let hi = (lo + per).min(positions);
-    let (kbase, vbase) = (k_cache.add(kvh * hd), v_cache.add(kvh * hd + lane as usize * dpl));
+    let (kbase, vbase) = (k_cache.add(cache_first * kv_dim + kvh * hd), v_cache.add(cache_first * kv_dim + kvh * hd + lane as usize * dpl));
     let (mut m, mut l) = (f32::NEG_INFINITY, 0.0f32);
     let mut acc = [0.0f32; ATT_DPL];
     let mut c0 = lo + warp * WARP as usize;

@@ -1,5 +1,6 @@
 //! The `codecllm` command line: argument parsing and dispatch; each subcommand lives in
 //! its own file and calls the library.
+mod batch;
 mod bench;
 mod compress;
 mod demo;

@@ -66,8 +66,8 @@ pub(super) struct BlockCtx<'a> {
     /// cos/sin tables: `[0]` for global layers, `[1]` (when there are any) for
     /// sliding-window ones.
     pub(super) rope: &'a [CudaSlice<f32>],
-    /// The batch's first position, on the device.
-    pub(super) pos: &'a CudaSlice<u32>,
+    /// Each row's position and its sequence's first cache row, on the device.
+    pub(super) places: &'a CudaSlice<u32>,
     pub(super) m: usize,
     /// A tensor-parallel rank's communicator: the o and down products are partial sums
     /// over its shard, completed by an all-reduce over the ranks.
@@ -109,8 +109,9 @@ impl BlockCtx<'_> {
             head_norm(gpu, &mut sc.q, nq, m * cfg.heads, hd, cfg.eps)?;
             head_norm(gpu, &mut sc.k, nk, m * cfg.kv_heads, hd, cfg.eps)?;
         }
-        // Kernel safety below: `forward` checked that positions *pos .. *pos + m lie within
-        // max_context, which the RoPE tables and the caches cover.
+        // Kernel safety below: `submit` / `forward_batch` checked that every row's cache row
+        // (its sequence's first plus its position) lies within max_context, which the RoPE
+        // tables and the caches cover.
         let (h, kvh, hdu) = (cfg.heads as u32, cfg.kv_heads as u32, hd as u32);
         let split_half = (cfg.rope_style == RopeStyle::HalfSplit) as u32;
         let rope = &self.rope[local as usize];
@@ -125,7 +126,7 @@ impl BlockCtx<'_> {
             .arg(&h)
             .arg(&kvh)
             .arg(&hdu)
-            .arg(self.pos)
+            .arg(self.places)
             .arg(&split_half);
         // SAFETY: q holds m·heads·hd, k and v m·kv_heads·hd; one thread per rotated pair.
         unsafe { l.launch(launch_1d(m * (cfg.heads + cfg.kv_heads) * hd / 2)) }?;
@@ -136,10 +137,10 @@ impl BlockCtx<'_> {
         let items = m * cfg.heads;
         let splits = attention_splits(items);
         let mut l = st.launch_builder(&k.attention);
-        l.arg(&sc.q).arg(&b.k_cache).arg(&b.v_cache).arg(&mut sc.att).arg(&mu).arg(&h).arg(&kvh).arg(&hdu).arg(self.pos).arg(&cfg.attn_scale).arg(&window);
+        l.arg(&sc.q).arg(&b.k_cache).arg(&b.v_cache).arg(&mut sc.att).arg(&mu).arg(&h).arg(&kvh).arg(&hdu).arg(self.places).arg(&cfg.attn_scale).arg(&window);
         l.arg(&mut sc.att_part);
         let cfg_att = LaunchConfig { grid_dim: (items as u32, splits as u32, 1), block_dim: (ATT_THREADS, 1, 1), shared_mem_bytes: 0 };
-        // SAFETY: one block per (row, head, split); caches hold positions ≤ *pos + m - 1;
+        // SAFETY: one block per (row, head, split); each row's cache rows were written above;
         // a split launch writes items · splits ≤ ATT_MAX_PARTIALS partials of att_part.
         unsafe { l.launch(cfg_att) }?;
         if splits > 1 {

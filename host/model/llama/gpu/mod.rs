@@ -45,8 +45,12 @@ pub struct GpuLlama<'g> {
     weights: Weights<'g>,
     /// cos/sin tables: global layers, then (sliding-window models) local layers.
     rope: Vec<CudaSlice<f32>>,
-    /// The first position the current batch writes, read by the kernels on the device.
-    pos: CudaSlice<u32>,
+    /// Each batch row's position and its sequence's first KV cache row
+    /// (`abi::PLACE_WORDS` words a row), read by the kernels on the device.
+    places: CudaSlice<u32>,
+    /// Positions filled in each sequence's run of the KV cache when `set_sequences` made
+    /// room for several (empty: the one sequence of `len`).
+    seq_len: Vec<usize>,
     s: Scratch,
     max_m: usize,
     /// Whether single-token steps replay a captured CUDA graph (on by default): at this
@@ -469,14 +473,15 @@ impl<'g> GpuLlama<'g> {
             blocks,
             weights,
             rope: if cfg.sliding_window.is_some() { vec![st.clone_htod(&global)?, st.clone_htod(&local)?] } else { vec![st.clone_htod(&global)?] },
-            pos: st.alloc_zeros(1)?,
+            places: st.alloc_zeros(crate::abi::PLACE_WORDS * max_m)?,
+            seq_len: Vec::new(),
             s,
             max_m,
             use_graph: true,
             step_graph: None,
             pending: None,
             io: StepIo {
-                pos: PinnedBuffer::new(gpu, 1)?,
+                places: PinnedBuffer::new(gpu, crate::abi::PLACE_WORDS * max_m)?,
                 ids: PinnedBuffer::new(gpu, max_m)?,
                 rows: PinnedBuffer::new(gpu, host_rows)?,
                 logits: PinnedBuffer::for_host_reads(gpu, logit_width)?,
@@ -528,9 +533,9 @@ impl<'g> GpuLlama<'g> {
         let (gpu, st) = (self.gpu, &self.gpu.stream);
         let cfg = &self.cfg;
         let d = cfg.dim;
-        let GpuLlama { blas, blocks, weights, rope, pos, s: sc, out_norm, lm_head, comm, .. } = self;
+        let GpuLlama { blas, blocks, weights, rope, places, s: sc, out_norm, lm_head, comm, .. } = self;
         let blas = blas.as_ref();
-        let ctx = BlockCtx { gpu, blas, cfg, rope, pos, m, comm: comm.as_ref() };
+        let ctx = BlockCtx { gpu, blas, cfg, rope, places, m, comm: comm.as_ref() };
         match weights {
             Weights::Resident(layers) => {
                 for (i, (b, lin)) in blocks.iter_mut().zip(layers.iter()).enumerate() {

@@ -13,7 +13,8 @@ use half::f16;
 /// that the outputs are in — while a streamed step goes on prefetching the next one's
 /// weights.
 pub(super) struct StepIo {
-    pub(super) pos: PinnedBuffer<u32>,
+    /// Each row's position and first cache row (`abi::PLACE_WORDS` words a row).
+    pub(super) places: PinnedBuffer<u32>,
     /// Token ids (device embedding) or their embedding rows (host embedding).
     pub(super) ids: PinnedBuffer<u32>,
     pub(super) rows: PinnedBuffer<f32>,
@@ -32,6 +33,8 @@ pub(super) struct Pending {
     /// The decodes it enqueued (`None`: a graph replay, whose log the graph keeps).
     pub(super) decodes: Option<DecodeLog>,
     pub(super) sample_vram: bool,
+    /// Whether finishing it advances `len` (a `submit`; `forward_batch` keeps its own).
+    pub(super) advance: bool,
 }
 
 /// A captured single-token step (everything `enqueue_step` enqueues).
@@ -56,6 +59,58 @@ impl GpuLlama<'_> {
             let _ = self.io.ready.synchronize();
         }
         self.len = 0;
+        self.seq_len.iter_mut().for_each(|l| *l = 0);
+    }
+
+    /// Makes room for `n` sequences at once (`forward_batch`): the KV cache is cut into `n`
+    /// runs of `max_context / n` positions, all empty, and forwards may return the logits of
+    /// up to `n` rows. Returns the positions each sequence may fill. `n = 1` goes back to the
+    /// one sequence `submit` / `forward` feed.
+    pub fn set_sequences(&mut self, n: usize) -> Result<usize> {
+        if n == 0 || n > self.max_context {
+            return Err(Error::Invalid(format!("{n} sequences in a KV cache of {} positions", self.max_context)));
+        }
+        self.reset();
+        self.reserve_logit_rows(n.min(self.max_m))?;
+        self.seq_len = if n > 1 { vec![0; n] } else { Vec::new() };
+        Ok(self.max_context / n)
+    }
+
+    /// Forgets sequence `s`'s positions (its run of the cache is free for the next prompt).
+    pub fn reset_sequence(&mut self, s: usize) -> Result<()> {
+        match self.seq_len.get_mut(s) {
+            Some(l) => *l = 0,
+            None if s == 0 => self.len = 0,
+            None => return Err(Error::Invalid(format!("sequence {s} of {}", self.seq_len.len().max(1)))),
+        }
+        Ok(())
+    }
+
+    /// One forward of `rows`, each a (sequence, token) fed at that sequence's next position
+    /// (rows of one sequence in order; prompts and decode steps of several sequences may
+    /// share a batch), returning the logits of the last `logit_rows` rows.
+    pub fn forward_batch(&mut self, rows: &[(usize, u32)], logit_rows: usize) -> Result<Vec<Vec<f32>>> {
+        let seqs = self.seq_len.len().max(1);
+        let per = self.max_context / seqs;
+        let mut next = if self.seq_len.is_empty() { vec![self.len] } else { self.seq_len.clone() };
+        let mut places = Vec::with_capacity(crate::abi::PLACE_WORDS * rows.len());
+        for &(s, _) in rows {
+            let Some(p) = next.get_mut(s) else { return Err(Error::Invalid(format!("sequence {s} of {seqs}"))) };
+            if *p >= per {
+                return Err(Error::Invalid(format!("sequence {s} is full: {per} positions each for {seqs} sequences")));
+            }
+            places.extend([*p as u32, (s * per) as u32]);
+            *p += 1;
+        }
+        let ids: Vec<u32> = rows.iter().map(|r| r.1).collect();
+        let m = ids.len();
+        self.launch(&ids, &places, m.saturating_sub(logit_rows)..m, false)?;
+        let out = self.finish_rows()?;
+        match self.seq_len.is_empty() {
+            true => self.len = next[0],
+            false => self.seq_len = next,
+        }
+        Ok(out)
     }
 
     /// Feeds `ids` at the next positions (one batch; prefill or a single decode step) and
@@ -109,7 +164,8 @@ impl GpuLlama<'_> {
         if m == 0 || m > self.max_m {
             return Err(Error::Invalid(format!("batch of {m} tokens; this model was loaded for 1..={}", self.max_m)));
         }
-        if self.len + m > self.max_context {
+        // One sequence fills positions from `len` (several: `forward_batch` checks each).
+        if self.seq_len.is_empty() && self.len + m > self.max_context {
             return Err(Error::Invalid(format!("{} positions exceed the context of {}", self.len + m, self.max_context)));
         }
         if let Some(&bad) = ids.iter().find(|&&t| t as usize >= self.cfg.vocab) {
@@ -120,10 +176,22 @@ impl GpuLlama<'_> {
 
     /// `submit`, computing the logits of batch rows `rows`.
     fn submit_rows(&mut self, ids: &[u32], rows: std::ops::Range<usize>) -> Result<()> {
+        if !self.seq_len.is_empty() {
+            return Err(Error::Invalid("this model holds several sequences (set_sequences): feed them with forward_batch".into()));
+        }
+        let m = ids.len();
+        let places: Vec<u32> = (0..m).flat_map(|r| [(self.len + r) as u32, 0]).collect();
+        self.launch(ids, &places, rows, true)
+    }
+
+    /// Submits a forward of `ids` at `places` (`abi::PLACE_WORDS` words a row, checked by
+    /// the caller against the cache), computing the logits of batch rows `rows`; `advance`:
+    /// finishing it moves `len` on by the batch.
+    fn launch(&mut self, ids: &[u32], places: &[u32], rows: std::ops::Range<usize>, advance: bool) -> Result<()> {
         self.check_submit(ids, &rows)?;
         let m = ids.len();
         // The previous step's copies from these buffers were done before its `ready`.
-        self.io.pos.as_mut_slice()[0] = self.len as u32;
+        self.io.places.as_mut_slice()[..places.len()].copy_from_slice(places);
         match &self.embed {
             Embedding::Device(_) => self.io.ids.as_mut_slice()[..m].copy_from_slice(ids),
             Embedding::Host(table) => {
@@ -139,10 +207,10 @@ impl GpuLlama<'_> {
         let step = if m == 1 && self.use_graph && self.capture_step()? {
             let graph = self.step_graph.as_mut().expect("captured above");
             graph.graph.launch()?;
-            Pending { m, rows, decodes: None, sample_vram: !std::mem::replace(&mut graph.launched, true) }
+            Pending { m, rows, decodes: None, sample_vram: !std::mem::replace(&mut graph.launched, true), advance }
         } else {
             self.enqueue_step(m, rows.clone())?;
-            Pending { m, rows, decodes: Some(self.take_decode_log()), sample_vram: true }
+            Pending { m, rows, decodes: Some(self.take_decode_log()), sample_vram: true, advance }
         };
         self.pending = Some(step);
         Ok(())
@@ -170,7 +238,9 @@ impl GpuLlama<'_> {
             }
             Weights::Resident(_) => {}
         }
-        self.len += step.m;
+        if step.advance {
+            self.len += step.m;
+        }
         if step.sample_vram {
             self.sample_vram()?;
         }
@@ -236,7 +306,8 @@ impl GpuLlama<'_> {
     fn enqueue_step(&mut self, m: usize, rows: std::ops::Range<usize>) -> Result<()> {
         let (gpu, st, d) = (self.gpu, &self.gpu.stream, self.cfg.dim);
         record_external(&self.io.started, st)?;
-        st.memcpy_htod(self.io.pos.as_slice(), &mut self.pos)?;
+        let pw = crate::abi::PLACE_WORDS * m;
+        st.memcpy_htod(&self.io.places.as_slice()[..pw], &mut self.places.slice_mut(..pw))?;
         let sc = &mut self.s;
         match &self.embed {
             Embedding::Device(table) => {
