@@ -292,7 +292,8 @@ def cmd_codecllm(a):
     r["budget_gb"] = float(budget) if budget not in ("", "none") else None
     r["sequences"] = seqs
     if seqs > 1:
-        r["decode_tok_s"] = find_num(j, [r"aggregate.*tok.*per_s", r"aggregate.*tok", r"^tokens_per_s$"])
+        # Decode steps only, as llama-batched-bench's aggregate decode speed (S_TG).
+        r["decode_tok_s"] = find_num(j, [r"^decode_tokens_per_s$", r"aggregate.*tok.*per_s", r"aggregate.*tok", r"^tokens_per_s$"])
     else:
         r["decode_tok_s"] = j.get("tokens_per_s")
     pt, ps = j.get("prompt_tokens"), j.get("prefill_s")

@@ -463,6 +463,7 @@ fn run_batch(
             "prompts": prompts.len(),
             "batch": batch,
             "outputs": outputs,
+            "prompt_tokens": ids.iter().map(Vec::len).sum::<usize>(),
             "new_tokens": total,
             "seconds": run.seconds,
             "aggregate_tokens_per_s": aggregate,
