@@ -25,14 +25,12 @@ impl Bench<'_> {
                 let dev: Vec<CudaSlice<u8>> = (0..copies).map(|_| s.clone_htod(&planes)).collect::<std::result::Result<_, _>>()?;
                 let mut w = Vec::new();
                 dequantize(ty, &blocks, &mut w);
-                let w16: Vec<f16> = w.into_iter().map(f16::from_f32).collect();
-                let fp16_copies = WORKING_SET.div_ceil(2 * n * k).max(2);
-                let w16: Vec<CudaSlice<f16>> = (0..fp16_copies).map(|_| s.clone_htod(&w16)).collect::<std::result::Result<_, _>>()?;
+                let w16 = self.fp16_copies(&w)?;
                 for &m in batches {
                     let x = s.clone_htod(&self.random_f16(m * k))?;
                     let mut y = s.alloc_zeros::<f16>(m * n)?;
                     let gpu = self.gpu;
-                    let cublas = self.time_us(fp16_copies, |i| crate::gpu::cublas_fp16_linear(&blas, &w16[i], &x, &mut y, m, n, k))?;
+                    let cublas = self.cublas_us(&blas, &w16, &x, &mut y, m, n, k)?;
                     let ours = self.time_us(copies, |i| {
                         let weights = GgmlWeights { layout, planes: dev[i].slice(..), rows: n, cols: k };
                         gpu.ggml_linear(&x, m, &weights, &mut y, &s)

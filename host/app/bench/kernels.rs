@@ -61,14 +61,12 @@ impl Bench<'_> {
             let w = Int8Matrix::quantize(&self.weights(n * k), n, k, k).expect("finite").0;
             let q: Vec<CudaSlice<u8>> = (0..copies).map(|_| s.clone_htod(bytemuck::cast_slice::<i8, u8>(&w.q))).collect::<std::result::Result<_, _>>()?;
             let sc = s.clone_htod(&w.scales)?;
-            let w16: Vec<f16> = w.dequantize().into_iter().map(f16::from_f32).collect();
-            let fp16_copies = WORKING_SET.div_ceil(2 * n * k).max(2);
-            let w16: Vec<CudaSlice<f16>> = (0..fp16_copies).map(|_| s.clone_htod(&w16)).collect::<std::result::Result<_, _>>()?;
+            let w16 = self.fp16_copies(&w.dequantize())?;
             for &m in batches {
                 let x = s.clone_htod(&self.random_f16(m * k))?;
                 let mut y = s.alloc_zeros::<f16>(m * n)?;
                 let gpu = self.gpu;
-                let cublas = self.time_us(fp16_copies, |i| crate::gpu::cublas_fp16_linear(&blas, &w16[i], &x, &mut y, m, n, k))?;
+                let cublas = self.cublas_us(&blas, &w16, &x, &mut y, m, n, k)?;
                 for plan in plans(m, n, k) {
                     let ours = self.time_us(copies, |i| {
                         let weights = Int8Weights { q: q[i].slice(..), scales: sc.slice(..), rows: n, cols: k, group_size: k };
@@ -103,6 +101,29 @@ impl Bench<'_> {
             }
         }
         Ok(rows)
+    }
+
+    /// Rotated FP16 copies of weights `w` for the cuBLAS FP16 baseline, enough of them that
+    /// a pass over them does not fit in L2.
+    pub(super) fn fp16_copies(&self, w: &[f32]) -> Result<Vec<CudaSlice<f16>>> {
+        let w16: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
+        let copies = WORKING_SET.div_ceil(2 * w16.len().max(1)).max(2);
+        Ok((0..copies).map(|_| self.gpu.stream.clone_htod(&w16)).collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// Time of cuBLAS's FP16 `[m, k] × [n, k]ᵀ` over `w16`'s rotated copies, µs per call.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn cublas_us(
+        &self,
+        blas: &CudaBlas,
+        w16: &[CudaSlice<f16>],
+        x: &CudaSlice<f16>,
+        y: &mut CudaSlice<f16>,
+        m: usize,
+        n: usize,
+        k: usize,
+    ) -> Result<f64> {
+        self.time_us(w16.len(), |i| crate::gpu::cublas_fp16_linear(blas, &w16[i], x, y, m, n, k))
     }
 
     /// A synthetic checkpoint of weights with real statistics, compressed with `codec`.
