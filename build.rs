@@ -170,7 +170,14 @@ fn check_ptx(ptx: &str, arch: &str) {
         ptx.split(".entry").skip(1).filter_map(|rest| rest.trim_start().split(|c: char| !(c.is_alphanumeric() || c == '_')).next()).collect();
     let wgmma = abi::WGMMA_TILES.iter().map(|t| t.name).filter(|_| hopper);
     let ggml = abi::GGML_LAYOUTS.iter().flat_map(|l| l.gemv.iter().copied().chain([l.dequant]));
-    let launched = abi::GEMV_KERNELS.iter().chain(abi::OTHER_KERNELS.iter()).copied().chain(abi::GEMM_TILES.iter().map(|t| t.name)).chain(ggml).chain(wgmma);
+    let launched = abi::GEMV_KERNELS
+        .iter()
+        .chain(abi::GEMV_F16_KERNELS.iter())
+        .chain(abi::OTHER_KERNELS.iter())
+        .copied()
+        .chain(abi::GEMM_TILES.iter().map(|t| t.name))
+        .chain(ggml)
+        .chain(wgmma);
     let absent: Vec<&str> = launched.filter(|n| !entries.contains(n)).collect();
     if !absent.is_empty() {
         fail(&format!("the {arch} PTX lacks kernels the host launches (named in kernels/src/abi.rs): {}", absent.join(", ")));

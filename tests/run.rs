@@ -46,6 +46,19 @@ fn a_batch_of_prompts_equals_each_prompt_alone() {
         assert!(o["new_tokens"].as_u64().unwrap() >= 1);
     }
     assert!(v["aggregate_tokens_per_s"].as_f64().unwrap() > 0.0);
+    // On a GPU, resident and streamed: two sequences a step, so decode steps take the GEMV
+    // as one sequence alone does (the prompts' prefill is a GEMM either way).
+    if common::gpu_or_skip("a_batch_of_prompts_equals_each_prompt_alone (GPU modes)").is_some() {
+        for mode in ["int8-resident", "stream"] {
+            let r = cli_ok(&["run", c, "--weights", mode, "--prompts-file", f, "--batch", "2", "--max-tokens", "6", "--json"]);
+            let v: serde_json::Value = serde_json::from_slice(&r.stdout).unwrap();
+            for (p, o) in prompts.iter().zip(v["outputs"].as_array().unwrap()) {
+                let alone: serde_json::Value =
+                    serde_json::from_slice(&cli_ok(&["run", c, "--weights", mode, "--prompt", p, "--max-tokens", "6", "--json"]).stdout).unwrap();
+                assert_eq!(o["text"], alone["text"], "{mode}, prompt {p:?}: batched and alone differ");
+            }
+        }
+    }
     // Bad input: an empty file, a JSON line without a prompt, both flags.
     let empty = dir.path().join("empty.txt");
     std::fs::write(&empty, "\n \n").unwrap();

@@ -135,6 +135,11 @@ pub const fn ggml_layout(id: u32) -> Option<usize> {
 pub const GGML_GEMV_ROWS: u32 = 2;
 pub const GGML_GEMV_WARPS: u32 = 4;
 
+/// The FP16-weight GEMV for batch `m` (the FP16 mode's products at M ≤ 8) is
+/// `GEMV_F16_KERNELS[m - 1]`.
+pub const GEMV_F16_KERNELS: [&str; GEMV_MAX_M] =
+    ["gemv_f16_m1", "gemv_f16_m2", "gemv_f16_m3", "gemv_f16_m4", "gemv_f16_m5", "gemv_f16_m6", "gemv_f16_m7", "gemv_f16_m8"];
+
 /// A tensor-core GEMM variant (`gemm.rs`).
 #[derive(Clone, Copy, Debug)]
 pub struct GemmTile {

@@ -11,7 +11,8 @@ use half::f16;
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum, serde::Serialize)]
 pub enum WeightMode {
-    /// FP16 weights resident, cuBLAS for every product (the baseline).
+    /// FP16 weights resident: an FP16 GEMV for batches up to 8 rows, cuBLAS beyond (the
+    /// baseline).
     #[value(name = "fp16-resident")]
     Fp16Resident,
     /// INT8 weights resident, codecllm's fused dequant kernels for every product.
@@ -152,6 +153,7 @@ impl Linear {
     /// `y[m, rows] = x[m, cols] · Wᵀ`.
     pub(super) fn apply(&self, gpu: &Gpu, blas: Option<&CudaBlas>, x: &CudaSlice<f16>, m: usize, y: &mut CudaSlice<f16>) -> Result<()> {
         match self {
+            Linear::Fp16 { w, rows, cols } if m <= crate::gpu::GEMV_MAX_M => gpu.fp16_gemv(x, m, w, *rows, *cols, y, &gpu.stream),
             Linear::Fp16 { w, rows, cols } => {
                 let blas = blas.expect("FP16 weights exist only in the FP16 mode, which creates cuBLAS");
                 cublas_fp16_linear(blas, w, x, y, m, *rows, *cols)
