@@ -65,13 +65,14 @@ pub(super) enum Linear {
     },
 }
 
-/// Where a resident load's seconds went (the rest: the GPU-side decode of ANS tensors,
-/// norms, tables, allocation).
+/// Where a resident load's seconds went (the rest: the GPU-side decode of ANS and rANS
+/// tensors, norms, tables, allocation).
 #[derive(Clone, Copy, Debug, Default, serde::Serialize)]
 pub struct LoadTimes {
     /// Reading and decoding weights on the CPU (INT8 values and scales, FP16 values).
     pub decode_s: f64,
-    /// Copying them to the device.
+    /// Copying them to the device (for chunks the GPU decodes: reading, checking and
+    /// copying the stored chunks).
     pub upload_s: f64,
 }
 
@@ -101,10 +102,9 @@ impl Linear {
             WeightMode::CompressedResident | WeightMode::Stream | WeightMode::Hybrid => {
                 return Err(Error::Invalid(format!("{mode:?} weights come from a container: use load_compressed / load_streamed")))
             }
-            _ if gpu_only(src, name) => {
-                // ANS chunks have no CPU decoder: decode on the GPU, once, at load.
-                let c = src.container().expect("gpu_only implies a container");
-                let t = DeviceCompressedTensor::upload(gpu, c, name)?;
+            _ if decode_on_gpu(src, name) => {
+                let c = src.container().expect("decode_on_gpu implies a container");
+                let t = times.upload(|| DeviceCompressedTensor::upload(gpu, c, name))?;
                 let mut decoder = Decoder::new(gpu, &[&t.table])?;
                 let mut q = DeviceInt8Buffer::new(gpu, t.len())?;
                 t.decode_into(&mut decoder, &mut q, st)?;
@@ -188,9 +188,12 @@ pub(super) const GATE: usize = 4;
 pub(super) const UP: usize = 5;
 pub(super) const DOWN: usize = 6;
 
-/// Whether tensor `name` of `src` is stored in a codec only the GPU decodes.
-pub(super) fn gpu_only(src: &dyn WeightSource, name: &str) -> bool {
-    src.container().and_then(|c| c.tensor(name)).is_some_and(|t| t.data.codec == Codec::Ans)
+/// Whether tensor `name` of `src` is loaded by uploading its stored chunks and decoding
+/// them on the GPU, once: ANS chunks have no CPU decoder, and rANS chunks decode at
+/// 230–434 GB/s in our kernel on H200 against 0.24 GB/s a core on the CPU (BENCHMARKS.md,
+/// `bench compress`), so the CPU would be most of an 8B model's load.
+pub(super) fn decode_on_gpu(src: &dyn WeightSource, name: &str) -> bool {
+    src.container().and_then(|c| c.tensor(name)).is_some_and(|t| matches!(t.data.codec, Codec::Ans | Codec::Rans))
 }
 
 /// Where the blocks' linear weights live.
