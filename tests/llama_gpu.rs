@@ -411,3 +411,17 @@ fn batched_sequences_equal_each_sequence_alone() {
         assert!(rel(&llm.forward(&prompts[0]).unwrap(), &alone[0][0]) < 1e-2, "{mode:?}: back to one sequence");
     }
 }
+
+/// `auto` on a checkpoint (not a container) runs it resident when it fits the budget and
+/// otherwise says that streaming needs a container, before allocating anything.
+#[test]
+fn auto_on_a_checkpoint_over_budget_asks_for_a_container() {
+    let Some(gpu) = gpu_or_skip("auto_on_a_checkpoint_over_budget_asks_for_a_container") else { return };
+    let mut rng = rng(fresh_seed());
+    let dir = tempfile::tempdir().unwrap();
+    let (source, _) = tiny_model(dir.path(), &mut rng, 64);
+    let err = GpuLlama::load_auto(&gpu, &source, Some(100_000), 2, 4, 64, None).err().expect("a 0.1 MB budget is too small");
+    assert!(err.to_string().contains("needs a container"), "{err}");
+    let (llm, p) = GpuLlama::load_auto(&gpu, &source, Some(1 << 30), 2, 4, 64, None).unwrap();
+    assert!(p.resident_blocks == llm.cfg.layers && p.lm_head_resident);
+}

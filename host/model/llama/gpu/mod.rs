@@ -295,6 +295,15 @@ impl<'g> GpuLlama<'g> {
             }
         };
         let Some(c) = src.container() else {
+            // A checkpoint (GGUF, safetensors) is run resident; streaming reads a container.
+            let need = source_resident_bytes(src, &cfg);
+            if need > budget {
+                return Err(Error::Invalid(format!(
+                    "this model's weights take about {:.2} GB resident, more than the {:.2} GB budget; streaming part of them needs a container: `codecllm compress MODEL -o model.clm` (`--keep-quant` keeps GGUF blocks as they are), then run model.clm",
+                    need as f64 / 1e9,
+                    budget as f64 / 1e9
+                )));
+            }
             let model = GpuLlama::load(gpu, src, WeightMode::Int8Resident, max_m, max_context)?;
             let p = Placement {
                 resident_blocks: cfg.layers,
@@ -697,6 +706,23 @@ fn planes_bytes(t: &crate::container::TensorEntry) -> Option<usize> {
     let crate::container::Encoding::Ggml { ggml_type, block_elems, .. } = t.encoding else { return None };
     let layout = &crate::abi::GGML_LAYOUTS[crate::abi::ggml_layout(ggml_type)?];
     Some(layout.bytes(t.numel() / block_elems.max(1) as u64) as usize)
+}
+
+/// Bytes a checkpoint's weights take int8-resident: projections as GGUF blocks in the
+/// kernels' planes or as INT8 with 32-column groups (`WeightSource::int8`), the LM head
+/// likewise, the FP16 embedding.
+fn source_resident_bytes(src: &dyn WeightSource, cfg: &ModelConfig) -> usize {
+    let bytes = |name: &str| -> usize {
+        let Some(shape) = src.shape(name) else { return 0 };
+        let numel: usize = shape.iter().product();
+        let cols = shape.last().copied().unwrap_or(1).max(1);
+        match weights::native_blocks(src, name) {
+            Some((layout, ..)) => crate::abi::GGML_LAYOUTS[layout].bytes((numel / crate::abi::GGML_LAYOUTS[layout].block_elems as usize) as u64) as usize,
+            None => numel + 4 * (numel / cols) * cols.div_ceil(crate::import::LOAD_TIME_GROUP),
+        }
+    };
+    let blocks: usize = (0..cfg.layers).flat_map(|i| BlockNames::of(i).linears().map(&bytes)).sum();
+    blocks + bytes(lm_head_name(src)) + 2 * cfg.vocab * cfg.dim
 }
 
 /// What `model::placement::plan` needs, from the container's index and the config: sizes
