@@ -51,13 +51,13 @@ for step in "${steps[@]}"; do
       for tool in memcheck racecheck synccheck; do
         echo "== compute-sanitizer $tool"
         compute-sanitizer --tool "$tool" --error-exitcode 9 --target-processes all \
-          "$b/gpu-tests" --test-threads=1 fused_linear fused_one_row tensor_core every_gemm every_wgmma dequantize dequant_cublas decode_then_linear gpu_decode rans 2>&1 | tail -n 6 || status=1
+          "$b/gpu-tests" --test-threads=1 fused_linear fused_one_row tensor_core every_gemm every_wgmma dequantize dequant_cublas decode_then_linear gpu_decode rans ggml_ fp16_gemv 2>&1 | tail -n 6 || status=1
       done
       echo "== compute-sanitizer memcheck (streaming engine)"
       compute-sanitizer --tool memcheck --error-exitcode 9 "$b/stream-tests" --test-threads=1 2>&1 | tail -n 3 || status=1
       for tool in memcheck racecheck; do
-        echo "== compute-sanitizer $tool (tiny LLaMA, every weight mode, graph replays)"
-        compute-sanitizer --tool "$tool" --error-exitcode 9 "$b/llama_gpu-tests" --test-threads=1 tiny 2>&1 | tail -n 3 || status=1
+        echo "== compute-sanitizer $tool (tiny LLaMA, every weight mode, graph replays, batched sequences)"
+        compute-sanitizer --tool "$tool" --error-exitcode 9 "$b/llama_gpu-tests" --test-threads=1 tiny batched 2>&1 | tail -n 3 || status=1
         echo "== compute-sanitizer $tool (every family: biases, q/k norms, post-norms, GELU, windows, head_dim 64)"
         compute-sanitizer --tool "$tool" --error-exitcode 9 "$b/families-tests" --test-threads=1 gpu_ 2>&1 | tail -n 3 || status=1
       done ;;
