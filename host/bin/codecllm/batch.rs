@@ -80,6 +80,10 @@ pub fn generate(engine: &mut dyn Engine, tok: &ModelTokenizer, ids: &[Vec<u32>],
         )));
     }
     let started = Instant::now();
+    if s.max_tokens == 0 {
+        let outputs = ids.iter().map(|p| Output { prompt_tokens: p.len(), new_tokens: 0, tokens: Vec::new(), seconds: 0.0, tokens_per_s: 0.0 }).collect();
+        return Ok(BatchRun { outputs, seconds: 0.0, prefill_s: 0.0, decode_s: 0.0, decode_steps: 0, decode_tokens: 0 });
+    }
     let mut outputs: Vec<Option<Output>> = (0..ids.len()).map(|_| None).collect();
     let mut slots: Vec<Option<Active>> = (0..batch).map(|_| None).collect();
     let (mut next, mut prefill_s, mut decode_s, mut decode_steps, mut decode_tokens) = (0, 0.0, 0.0, 0, 0);
