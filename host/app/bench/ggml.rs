@@ -1,6 +1,6 @@
-//! `bench kernels` rows for GGUF blocks computed on as stored: the ggml GEMV per block type
-//! against cuBLAS FP16 on the same (dequantized) weights, with the bandwidth it reaches on
-//! the bytes it reads.
+//! `bench kernels` rows for the GEMVs beside the INT8 ones: GGUF blocks computed on as
+//! stored (per block type) and the FP16 mode's GEMV, each against cuBLAS FP16 on the same
+//! (dequantized) weights, with the bandwidth it reaches on the bytes it reads.
 use super::{data, Bench, Row, WORKING_SET};
 use crate::abi::GGML_LAYOUTS;
 use crate::codec::ggml::{dequantize, GgmlType};
@@ -53,6 +53,39 @@ impl Bench<'_> {
                         ),
                     });
                 }
+            }
+        }
+        Ok(rows)
+    }
+}
+
+impl Bench<'_> {
+    /// The FP16 mode's GEMV (decode steps) against cuBLAS FP16 on the same weights.
+    pub fn fp16_gemv(&mut self, shapes: &[(usize, usize)], batches: &[usize]) -> Result<Vec<Row>> {
+        let s = self.gpu.stream.clone();
+        let blas = CudaBlas::new(s.clone())?;
+        let mut rows = Vec::new();
+        for &(n, k) in shapes {
+            let w = self.weights(n * k);
+            let w16 = self.fp16_copies(&w)?;
+            for &m in batches.iter().filter(|&&m| m <= crate::gpu::GEMV_MAX_M) {
+                let x = s.clone_htod(&self.random_f16(m * k))?;
+                let mut y = s.alloc_zeros::<f16>(m * n)?;
+                let gpu = self.gpu;
+                let cublas = self.cublas_us(&blas, &w16, &x, &mut y, m, n, k)?;
+                let ours = self.time_us(w16.len(), |i| gpu.fp16_gemv(&x, m, &w16[i], n, k, &mut y, &s))?;
+                let gbps = (2 * n * k + 2 * m * (k + n)) as f64 / ours / 1e3;
+                rows.push(Row {
+                    section: "fp16",
+                    case: format!("{n}x{k} M={m}"),
+                    ours_us: ours,
+                    baseline: "cuBLAS FP16",
+                    baseline_us: cublas,
+                    speedup: cublas / ours,
+                    gbps,
+                    pct_of_d2d: 100.0 * gbps / self.d2d_gbps,
+                    note: "FP16 GEMV (the FP16 mode's decode products)".into(),
+                });
             }
         }
         Ok(rows)
