@@ -323,7 +323,7 @@ impl<'g> GpuLlama<'g> {
         input.cpu_share = cpu_share;
         if !cpu_decodes_blocks(c) {
             if cpu_share.is_some_and(|f| f > 0.0) {
-                eprintln!("codecllm: this container's MLP matrices decode on the GPU only (ANS): the CPU takes no share of them");
+                eprintln!("codecllm: this container's MLP matrices are not INT8 the CPU decodes (ANS chunks, or GGUF blocks kept as stored): the CPU takes no share of them");
             }
             input.cpu_share = Some(0.0);
         }
@@ -637,7 +637,8 @@ fn gpu_supports(cfg: &ModelConfig) -> Result<()> {
 const AUTO_MARGIN: usize = 512 << 20;
 
 /// Whether the CPU can decode the blocks' MLP matrices into its share (not ANS, which
-/// decodes on the GPU only, nor tensors quantized at load).
+/// decodes on the GPU only, nor tensors quantized at load or GGUF blocks kept as stored,
+/// which its INT8 GEMV does not read).
 fn cpu_decodes_blocks(c: &Container) -> bool {
     let block = BlockNames::of(0);
     block.linears()[weights::GATE..=weights::DOWN]
