@@ -70,9 +70,10 @@ impl GgmlWeights<'_> {
         if !self.cols.is_multiple_of(l.block_elems as usize) || self.rows > u32::MAX as usize || self.cols > u32::MAX as usize {
             return Err(Error::Invalid(format!("{} weights of {}×{}: rows must be whole blocks of {} values", l.name, self.rows, self.cols, l.block_elems)));
         }
+        // Exactly: the kernels place each plane from the block count.
         let need = l.bytes((self.rows * self.cols / l.block_elems as usize) as u64);
-        if (self.planes.len() as u64) < need {
-            return Err(Error::Invalid(format!("{} weights of {}×{} need {need} bytes, got {}", l.name, self.rows, self.cols, self.planes.len())));
+        if self.planes.len() as u64 != need {
+            return Err(Error::Invalid(format!("{} weights of {}×{} are {need} bytes of planes, got {}", l.name, self.rows, self.cols, self.planes.len())));
         }
         Ok(l)
     }
