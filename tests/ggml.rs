@@ -190,7 +190,7 @@ fn gpu_layouts_match_the_cpu_block_types() {
             assert!(l.bytes(blocks) >= blocks * l.block_bytes() as u64 && l.bytes(blocks) < blocks * l.block_bytes() as u64 + 16 * l.fields.len() as u64);
         }
     }
-    for ty in [GgmlType::Q2_K, GgmlType::Q3_K, GgmlType::IQ4_XS, GgmlType::F16] {
+    for ty in [GgmlType::IQ4_NL, GgmlType::IQ4_XS, GgmlType::Q8_K, GgmlType::F16] {
         assert_eq!(codecllm::gpu::gpu_layout(ty), None, "{ty} has no GPU layout: converted to INT8 at load");
     }
 }
@@ -232,7 +232,7 @@ fn planes_hold_every_field_of_every_block() {
 #[test]
 fn kernel_block_logic_reproduces_the_cpu_dequantizer() {
     use codecllm::abi::GGML_LAYOUTS;
-    use codecllm::gpu::ggml_blocks::{Blocks, Mem, Planes, Task, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0};
+    use codecllm::gpu::ggml_blocks::{Blocks, Mem, Planes, Task, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0};
     use rand::SeedableRng;
 
     struct Host;
@@ -316,4 +316,6 @@ fn kernel_block_logic_reproduces_the_cpu_dequantizer() {
     replay::<Q4_K>(&mut rng);
     replay::<Q5_K>(&mut rng);
     replay::<Q6_K>(&mut rng);
+    replay::<Q2_K>(&mut rng);
+    replay::<Q3_K>(&mut rng);
 }

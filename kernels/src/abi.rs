@@ -105,9 +105,9 @@ macro_rules! ggml_layout {
 }
 
 /// The block types the GPU computes on as stored (the others are converted to INT8 at
-/// load). Fields as in ggml-common.h: `d` (and `m` / `dmin`) FP16 scales, `qh` high bits,
-/// `qs` / `ql` packed quants, `scales` packed sub-block scales.
-pub const GGML_LAYOUTS: [GgmlLayout; 8] = [
+/// load). Fields as in ggml-common.h: `d` (and `m` / `dmin`) FP16 scales, `qh` / `hmask`
+/// high bits, `qs` / `ql` packed quants, `scales` packed sub-block scales.
+pub const GGML_LAYOUTS: [GgmlLayout; 10] = [
     ggml_layout!("Q4_0", "q4_0", 2, 32, [2, 16]),               // d, qs
     ggml_layout!("Q4_1", "q4_1", 3, 32, [2, 2, 16]),            // d, m, qs
     ggml_layout!("Q5_0", "q5_0", 6, 32, [2, 4, 16]),            // d, qh, qs
@@ -116,6 +116,8 @@ pub const GGML_LAYOUTS: [GgmlLayout; 8] = [
     ggml_layout!("Q4_K", "q4_k", 12, 256, [2, 2, 12, 128]),     // d, dmin, scales, qs
     ggml_layout!("Q5_K", "q5_k", 13, 256, [2, 2, 12, 32, 128]), // d, dmin, scales, qh, qs
     ggml_layout!("Q6_K", "q6_k", 14, 256, [128, 64, 16, 2]),    // ql, qh, scales, d
+    ggml_layout!("Q2_K", "q2_k", 10, 256, [16, 64, 2, 2]),      // scales, qs, d, dmin
+    ggml_layout!("Q3_K", "q3_k", 11, 256, [32, 64, 12, 2]),     // hmask, qs, scales, d
 ];
 
 /// Index in `GGML_LAYOUTS` of ggml type `id`.

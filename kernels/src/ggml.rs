@@ -1,6 +1,6 @@
 //! GGUF block types computed on as stored: a fused GEMV for M = 1..=8
 //! (`y[m, n] = Σ_k x[m, k] · w[n, k]`, w dequantized in registers) and a dequantization to
-//! FP16 for larger batches (then cuBLAS), for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q4_K, Q5_K, Q6_K.
+//! FP16 for larger batches (then cuBLAS), for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K to Q6_K.
 //! The blocks sit in VRAM in `abi::GgmlLayout`'s planes (one per struct field, aligned).
 //!
 //! The blocks' bits are read by `ggml_blocks` (shared with the host's tests): sub-blocks
@@ -12,7 +12,7 @@
 //! more L1 traffic than the weights cost DRAM traffic).
 use crate::abi::{GEMV_MAX_M, GGML_GEMV_ROWS, GGML_LAYOUTS};
 use crate::dequant::pack_f16;
-use crate::ggml_blocks::{Blocks, Mem, Planes, NO_TASK, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0};
+use crate::ggml_blocks::{Blocks, Mem, Planes, NO_TASK, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0};
 use crate::ptx::{block_dim_x, block_x, f16x2_to_f32, fma, i8_to_f32, load_cached_v4, load_stream_v4, store_v4, thread_x, u8_to_f32, unroll, warp_sum, WARP};
 
 const R: usize = GGML_GEMV_ROWS as usize;
@@ -196,3 +196,5 @@ ggml_entries!(Q8_0: ggml_dequant_q8_0, [ggml_gemv_q8_0_m1 = 1, ggml_gemv_q8_0_m2
 ggml_entries!(Q4_K: ggml_dequant_q4_k, [ggml_gemv_q4_k_m1 = 1, ggml_gemv_q4_k_m2 = 2, ggml_gemv_q4_k_m3 = 3, ggml_gemv_q4_k_m4 = 4, ggml_gemv_q4_k_m5 = 5, ggml_gemv_q4_k_m6 = 6, ggml_gemv_q4_k_m7 = 7, ggml_gemv_q4_k_m8 = 8]);
 ggml_entries!(Q5_K: ggml_dequant_q5_k, [ggml_gemv_q5_k_m1 = 1, ggml_gemv_q5_k_m2 = 2, ggml_gemv_q5_k_m3 = 3, ggml_gemv_q5_k_m4 = 4, ggml_gemv_q5_k_m5 = 5, ggml_gemv_q5_k_m6 = 6, ggml_gemv_q5_k_m7 = 7, ggml_gemv_q5_k_m8 = 8]);
 ggml_entries!(Q6_K: ggml_dequant_q6_k, [ggml_gemv_q6_k_m1 = 1, ggml_gemv_q6_k_m2 = 2, ggml_gemv_q6_k_m3 = 3, ggml_gemv_q6_k_m4 = 4, ggml_gemv_q6_k_m5 = 5, ggml_gemv_q6_k_m6 = 6, ggml_gemv_q6_k_m7 = 7, ggml_gemv_q6_k_m8 = 8]);
+ggml_entries!(Q2_K: ggml_dequant_q2_k, [ggml_gemv_q2_k_m1 = 1, ggml_gemv_q2_k_m2 = 2, ggml_gemv_q2_k_m3 = 3, ggml_gemv_q2_k_m4 = 4, ggml_gemv_q2_k_m5 = 5, ggml_gemv_q2_k_m6 = 6, ggml_gemv_q2_k_m7 = 7, ggml_gemv_q2_k_m8 = 8]);
+ggml_entries!(Q3_K: ggml_dequant_q3_k, [ggml_gemv_q3_k_m1 = 1, ggml_gemv_q3_k_m2 = 2, ggml_gemv_q3_k_m3 = 3, ggml_gemv_q3_k_m4 = 4, ggml_gemv_q3_k_m5 = 5, ggml_gemv_q3_k_m6 = 6, ggml_gemv_q3_k_m7 = 7, ggml_gemv_q3_k_m8 = 8]);

@@ -315,11 +315,7 @@ impl Blocks for Q6_K {
         let h = L::v4(p.field(l, 1).add(blk as usize * 64 + (32 * n + 16 * half) as usize));
         let sw = L::v4(p.field(l, 2).add(blk as usize * 16));
         let d = f16_at::<L>(p.field(l, 3), blk);
-        // Scale byte 8n + half + 2v: word 2n + v / 2, byte half + 2·(v % 2).
-        let scale_of = |v: usize| {
-            let word = if n == 0 { sw[v / 2] } else { sw[2 + v / 2] };
-            d * (word >> (8 * (half + 2 * (v as u32 % 2)))) as u8 as i8 as f32
-        };
+        let scale_of = |v: usize| d * set_scale_byte(sw, n, half, v) as u8 as i8 as f32;
         let scale = [scale_of(0), scale_of(1), scale_of(2), scale_of(3)];
         Task {
             q: [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]],
@@ -338,6 +334,107 @@ impl Blocks for Q6_K {
     }
     #[inline(always)]
     fn x_index<const G: usize>(part: u32) -> u32 {
-        128 * (part / 2) + 32 * (G as u32 / 2) + 16 * (part % 2) + 8 * (G as u32 % 2)
+        x_index_sets::<G>(part)
+    }
+}
+
+/// Where group `G` of task `p` starts in the super-blocks whose tasks are half n = p / 2,
+/// l in 16·(p % 2)..+16, values 128n + 32v + l for value sets v in 0..4 (Q2_K, Q3_K, Q6_K):
+/// group G is set G / 2, l offset 8·(G % 2).
+#[inline(always)]
+fn x_index_sets<const G: usize>(part: u32) -> u32 {
+    128 * (part / 2) + 32 * (G as u32 / 2) + 16 * (part % 2) + 8 * (G as u32 % 2)
+}
+
+/// Byte `8n + half + 2v` of a 16-byte scale array held as four words: word `2n + v / 2`,
+/// byte `half + 2·(v % 2)` (the sub-block of value set v in task (n, half)).
+#[inline(always)]
+fn set_scale_byte(sw: [u32; 4], n: u32, half: u32, v: usize) -> u32 {
+    let word = if n == 0 { sw[v / 2] } else { sw[2 + v / 2] };
+    (word >> (8 * (half + 2 * (v as u32 % 2)))) & 0xFF
+}
+
+/// Q2_K: tasks and value sets as Q6_K's (`x_index_sets`); value set v is bits 2v..2v+2 of
+/// qs[32n + l]; sub-block 8n + 2v + half has the 4-bit scale and min of scales[that]
+/// (low and high nibble). `y = (d · scale) · u − dmin · min`.
+#[allow(non_camel_case_types)]
+pub struct Q2_K;
+impl Blocks for Q2_K {
+    const LAYOUT: usize = 8;
+    const TASKS: u32 = 4;
+    const GROUPS: usize = 8;
+    const SUB: usize = 2;
+    #[inline(always)]
+    unsafe fn load<L: Mem>(p: &Planes, blk: u64, part: u32) -> Task {
+        let l = &GGML_LAYOUTS[Self::LAYOUT];
+        let (n, half) = (part / 2, part % 2);
+        let sw = L::v4(p.field(l, 0).add(blk as usize * 16));
+        let q = L::v4(p.field(l, 1).add(blk as usize * 64 + (32 * n + 16 * half) as usize));
+        let (d, dmin) = (f16_at::<L>(p.field(l, 2), blk), f16_at::<L>(p.field(l, 3), blk));
+        let sc = |v: usize| set_scale_byte(sw, n, half, v);
+        Task {
+            q: [q[0], q[1], q[2], q[3], 0, 0, 0, 0],
+            h: [0; 8],
+            scale: [d * (sc(0) & 0xF) as f32, d * (sc(1) & 0xF) as f32, d * (sc(2) & 0xF) as f32, d * (sc(3) & 0xF) as f32],
+            off: [dmin * (sc(0) >> 4) as f32, dmin * (sc(1) >> 4) as f32, dmin * (sc(2) >> 4) as f32, dmin * (sc(3) >> 4) as f32],
+        }
+    }
+    #[inline(always)]
+    fn quants<const G: usize>(t: &Task, _part: u32) -> [u32; 2] {
+        let (v, w) = (G / 2, 2 * (G % 2));
+        [(t.q[w] >> (2 * v)) & 0x0303_0303, (t.q[w + 1] >> (2 * v)) & 0x0303_0303]
+    }
+    #[inline(always)]
+    fn x_index<const G: usize>(part: u32) -> u32 {
+        x_index_sets::<G>(part)
+    }
+}
+
+/// Q3_K: tasks and value sets as Q6_K's; value set v has bits 2v..2v+2 of qs[32n + l] and,
+/// as its third bit, bit 4n + v of hmask[l] (`u` = 0..8, the stored quant plus 4); sub-block
+/// 8n + 2v + half has a 6-bit scale stored +32 (low nibble in scales[i % 8] — high nibble
+/// for i ≥ 8 — and two high bits at 2·(i / 4) of scales[8 + i % 4]).
+/// `y = (d · (scale − 32)) · (u − 4)`.
+#[allow(non_camel_case_types)]
+pub struct Q3_K;
+impl Blocks for Q3_K {
+    const LAYOUT: usize = 9;
+    const TASKS: u32 = 4;
+    const GROUPS: usize = 8;
+    const SUB: usize = 2;
+    const ZP: f32 = 4.0;
+    #[inline(always)]
+    unsafe fn load<L: Mem>(p: &Planes, blk: u64, part: u32) -> Task {
+        let l = &GGML_LAYOUTS[Self::LAYOUT];
+        let (n, half) = (part / 2, part % 2);
+        let hm = L::v4(p.field(l, 0).add(blk as usize * 32 + 16 * half as usize));
+        let q = L::v4(p.field(l, 1).add(blk as usize * 64 + (32 * n + 16 * half) as usize));
+        let s = p.field(l, 2).add(blk as usize * 12);
+        let s = [L::word(s), L::word(s.add(4)), L::word(s.add(8))];
+        let d = f16_at::<L>(p.field(l, 3), blk);
+        let scale_of = |v: u32| {
+            let i = 8 * n + half + 2 * v;
+            let low = if i < 8 { byte_of3(s, i) & 0xF } else { byte_of3(s, i - 8) >> 4 };
+            let high = (byte_of3(s, 8 + i % 4) >> (2 * (i / 4))) & 3;
+            d * ((low | high << 4) as i32 - 32) as f32
+        };
+        let scale = [scale_of(0), scale_of(1), scale_of(2), scale_of(3)];
+        Task {
+            q: [q[0], q[1], q[2], q[3], 0, 0, 0, 0],
+            h: [hm[0], hm[1], hm[2], hm[3], 0, 0, 0, 0],
+            scale,
+            off: [4.0 * scale[0], 4.0 * scale[1], 4.0 * scale[2], 4.0 * scale[3]],
+        }
+    }
+    #[inline(always)]
+    fn quants<const G: usize>(t: &Task, part: u32) -> [u32; 2] {
+        let (v, w) = (G / 2, 2 * (G % 2));
+        let bit = 4 * (part / 2) + v as u32;
+        let u = |q: u32, h: u32| ((q >> (2 * v)) & 0x0303_0303) | ((h >> bit) & 0x0101_0101) << 2;
+        [u(t.q[w], t.h[w]), u(t.q[w + 1], t.h[w + 1])]
+    }
+    #[inline(always)]
+    fn x_index<const G: usize>(part: u32) -> u32 {
+        x_index_sets::<G>(part)
     }
 }

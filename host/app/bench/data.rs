@@ -65,7 +65,8 @@ pub fn random_ggml_blocks(rng: &mut impl Rng, layout: usize, rows: usize, cols: 
     // Typical |quant × sub-block scale| per type (GGML_LAYOUTS order), and where the second
     // FP16 scale centres the values (`m = c·d` for Q4_1 / Q5_1, `dmin = c·d` for the
     // K-quants, whose mins are subtracted; 0: no second scale).
-    let (typical, centre) = [(8.0, 0.0), (8.0, -7.5), (16.0, 0.0), (16.0, -15.5), (128.0, 0.0), (256.0, 7.5), (512.0, 15.5), (1024.0, 0.0)][layout];
+    let (typical, centre) =
+        [(8.0, 0.0), (8.0, -7.5), (16.0, 0.0), (16.0, -15.5), (128.0, 0.0), (256.0, 7.5), (512.0, 15.5), (1024.0, 0.0), (16.0, 1.5), (64.0, 0.0)][layout];
     // Byte offsets of the FP16 fields: the 2-byte ones, d first, then m / dmin.
     let mut offsets = Vec::new();
     let mut at = 0;

@@ -171,8 +171,8 @@ impl Linear {
 }
 
 /// The kernels' layout and the matrix shape of tensor `name` when the source holds it as
-/// GGUF blocks the GPU computes on as they are (`gpu::gpu_layout`: Q4_0, Q4_1, Q5_0, Q5_1,
-/// Q8_0, Q4_K, Q5_K, Q6_K); other block types are converted to INT8 at load.
+/// GGUF blocks the GPU computes on as they are (`abi::GGML_LAYOUTS`: Q4_0, Q4_1, Q5_0,
+/// Q5_1, Q8_0 and Q2_K to Q6_K); other block types are converted to INT8 at load.
 pub(super) fn native_blocks(src: &dyn WeightSource, name: &str) -> Option<(usize, usize, usize)> {
     let layout = gpu_layout(src.ggml_type(name)?)?;
     let [rows, cols] = src.shape(name)?[..] else { return None };
