@@ -417,7 +417,7 @@ fn gpu_runs_gguf_blocks_as_stored() {
     let mut t =
         vec![f32_tensor(&mut rng, "token_embd.weight", vec![d as u64, vocab as u64], 0.0), f32_tensor(&mut rng, "output_norm.weight", vec![d as u64], 1.0)];
     t.push(blocks(&mut rng, "output.weight", "Q6_K", vocab, d));
-    let types = [["Q4_K", "Q5_K", "Q6_K", "Q4_0", "Q5_0", "Q5_1", "Q8_0"], ["Q4_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "Q4_K", "Q5_K"]];
+    let types = [["Q4_K", "Q5_K", "Q6_K", "Q4_0", "Q5_0", "Q5_1", "Q8_0"], ["Q4_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K", "Q2_K", "Q3_K"]];
     for (l, ty) in types.iter().enumerate() {
         let c = |n: &str| format!("blk.{l}.{n}");
         t.push(f32_tensor(&mut rng, &c("attn_norm.weight"), vec![d as u64], 1.0));
