@@ -35,23 +35,12 @@ impl Bench<'_> {
                         let weights = GgmlWeights { layout, planes: dev[i].slice(..), rows: n, cols: k };
                         gpu.ggml_linear(&x, m, &weights, &mut y, &s)
                     })?;
-                    let bytes = (planes.len() + 2 * m * (k + n)) as f64;
-                    let gbps = bytes / ours / 1e3;
-                    rows.push(Row {
-                        section: "ggml",
-                        case: format!("{} {n}x{k} M={m}", l.name),
-                        ours_us: ours,
-                        baseline: "cuBLAS FP16",
-                        baseline_us: cublas,
-                        speedup: cublas / ours,
-                        gbps,
-                        pct_of_d2d: 100.0 * gbps / self.d2d_gbps,
-                        note: format!(
-                            "{:.2} bits/weight, {:.1} TFLOP/s, random valid blocks",
-                            8.0 * planes.len() as f64 / (n * k) as f64,
-                            2.0 * (m * n * k) as f64 / ours / 1e6
-                        ),
-                    });
+                    let note = format!(
+                        "{:.2} bits/weight, {:.1} TFLOP/s, random valid blocks",
+                        8.0 * planes.len() as f64 / (n * k) as f64,
+                        2.0 * (m * n * k) as f64 / ours / 1e6
+                    );
+                    rows.push(self.vs_cublas("ggml", format!("{} {n}x{k} M={m}", l.name), ours, cublas, planes.len() + 2 * m * (k + n), note));
                 }
             }
         }
@@ -74,18 +63,8 @@ impl Bench<'_> {
                 let gpu = self.gpu;
                 let cublas = self.cublas_us(&blas, &w16, &x, &mut y, m, n, k)?;
                 let ours = self.time_us(w16.len(), |i| gpu.fp16_gemv(&x, m, &w16[i], n, k, &mut y, &s))?;
-                let gbps = (2 * n * k + 2 * m * (k + n)) as f64 / ours / 1e3;
-                rows.push(Row {
-                    section: "fp16",
-                    case: format!("{n}x{k} M={m}"),
-                    ours_us: ours,
-                    baseline: "cuBLAS FP16",
-                    baseline_us: cublas,
-                    speedup: cublas / ours,
-                    gbps,
-                    pct_of_d2d: 100.0 * gbps / self.d2d_gbps,
-                    note: "FP16 GEMV (the FP16 mode's decode products)".into(),
-                });
+                let note = "FP16 GEMV (the FP16 mode's decode products)".to_string();
+                rows.push(self.vs_cublas("fp16", format!("{n}x{k} M={m}"), ours, cublas, 2 * n * k + 2 * m * (k + n), note));
             }
         }
         Ok(rows)

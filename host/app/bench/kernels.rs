@@ -72,8 +72,7 @@ impl Bench<'_> {
                         let weights = Int8Weights { q: q[i].slice(..), scales: sc.slice(..), rows: n, cols: k, group_size: k };
                         gpu.linear_planned(&x, m, &weights, &mut y, &s, plan)
                     })?;
-                    let bytes = (n * k + 4 * n + 2 * m * (k + n)) as f64;
-                    let gbps = bytes / ours / 1e3;
+                    let bytes = n * k + 4 * n + 2 * m * (k + n);
                     let plan_name = match plan {
                         LinearPlan::Gemv => "GEMV".to_string(),
                         LinearPlan::DequantCublas => "dequant+cuBLAS".to_string(),
@@ -86,17 +85,8 @@ impl Bench<'_> {
                             format!("{} splits={}", WGMMA_TILES[tile].name, if splits == 0 { "auto".into() } else { splits.to_string() })
                         }
                     };
-                    rows.push(Row {
-                        section: "linear",
-                        case: format!("{n}x{k} M={m}"),
-                        ours_us: ours,
-                        baseline: "cuBLAS FP16",
-                        baseline_us: cublas,
-                        speedup: cublas / ours,
-                        gbps,
-                        pct_of_d2d: 100.0 * gbps / self.d2d_gbps,
-                        note: format!("{:.1} TFLOP/s, {plan_name}", 2.0 * (m * n * k) as f64 / ours / 1e6),
-                    });
+                    let note = format!("{:.1} TFLOP/s, {plan_name}", 2.0 * (m * n * k) as f64 / ours / 1e6);
+                    rows.push(self.vs_cublas("linear", format!("{n}x{k} M={m}"), ours, cublas, bytes, note));
                 }
             }
         }
@@ -109,6 +99,22 @@ impl Bench<'_> {
         let w16: Vec<f16> = w.iter().map(|&v| f16::from_f32(v)).collect();
         let copies = WORKING_SET.div_ceil(2 * w16.len().max(1)).max(2);
         Ok((0..copies).map(|_| self.gpu.stream.clone_htod(&w16)).collect::<std::result::Result<_, _>>()?)
+    }
+
+    /// A row of ours (`bytes` moved in `ours` µs) against cuBLAS FP16 (`cublas` µs).
+    pub(super) fn vs_cublas(&self, section: &'static str, case: String, ours: f64, cublas: f64, bytes: usize, note: String) -> Row {
+        let gbps = bytes as f64 / ours / 1e3;
+        Row {
+            section,
+            case,
+            ours_us: ours,
+            baseline: "cuBLAS FP16",
+            baseline_us: cublas,
+            speedup: cublas / ours,
+            gbps,
+            pct_of_d2d: 100.0 * gbps / self.d2d_gbps,
+            note,
+        }
     }
 
     /// Time of cuBLAS's FP16 `[m, k] × [n, k]ᵀ` over `w16`'s rotated copies, µs per call.
