@@ -7,7 +7,7 @@ mod common;
 use codecllm::import::SourceModel;
 use codecllm::model::config::{Arch, ModelConfig};
 use codecllm::model::llama::{CpuLlama, KvCache};
-use common::gguf::{write_gguf, Kv};
+use common::gguf::{llama_kvs, write_gguf, Kv};
 use common::*;
 use rand::Rng;
 use safetensors::Dtype;
@@ -437,17 +437,7 @@ fn gpu_runs_gguf_blocks_as_stored() {
             t.push(blocks(&mut rng, &c(&format!("{name}.weight")), ty[i], rows, cols));
         }
     }
-    let kvs = [
-        ("general.architecture", Kv::Str("llama")),
-        ("llama.block_count", Kv::U32(2)),
-        ("llama.embedding_length", Kv::U32(d as u32)),
-        ("llama.feed_forward_length", Kv::U32(f as u32)),
-        ("llama.attention.head_count", Kv::U32(heads as u32)),
-        ("llama.attention.head_count_kv", Kv::U32(kv_heads as u32)),
-        ("llama.vocab_size", Kv::U32(vocab as u32)),
-        ("llama.rope.freq_base", Kv::F32(10_000.0)),
-        ("llama.attention.layer_norm_rms_epsilon", Kv::F32(1e-6)),
-    ];
+    let kvs = llama_kvs([2, d, f, heads, kv_heads, vocab], 1e-6);
     let dir = tempfile::tempdir().unwrap();
     let gguf = dir.path().join("blocks.gguf");
     let refs: Vec<(&str, Vec<u64>, u32, Vec<u8>)> = t.iter().map(|(n, dims, ty, b)| (n.as_str(), dims.clone(), *ty, b.clone())).collect();

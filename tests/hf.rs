@@ -5,7 +5,7 @@ mod common;
 use codecllm::import::SourceModel;
 use codecllm::model::llama::{CpuLlama, KvCache};
 use codecllm::model::tokenizer::ModelTokenizer;
-use common::gguf::{write_gguf, Kv};
+use common::gguf::{llama_kvs, write_gguf};
 use common::*;
 use rand::Rng;
 use safetensors::Dtype;
@@ -49,21 +49,7 @@ fn hf_checkpoint_matches_the_same_model_as_gguf() {
     }
     let gguf = dir.path().join("m.gguf");
     let refs: Vec<(&str, Vec<u64>, u32, Vec<u8>)> = gguf_tensors.iter().map(|(n, d, t, b)| (n.as_str(), d.clone(), *t, b.clone())).collect();
-    write_gguf(
-        &gguf,
-        &[
-            ("general.architecture", Kv::Str("llama")),
-            ("llama.block_count", Kv::U32(2)),
-            ("llama.embedding_length", Kv::U32(D as u32)),
-            ("llama.feed_forward_length", Kv::U32(F as u32)),
-            ("llama.attention.head_count", Kv::U32(HEADS as u32)),
-            ("llama.attention.head_count_kv", Kv::U32(KV_HEADS as u32)),
-            ("llama.vocab_size", Kv::U32(VOCAB as u32)),
-            ("llama.rope.freq_base", Kv::F32(10000.0)),
-            ("llama.attention.layer_norm_rms_epsilon", Kv::F32(1e-5)),
-        ],
-        &refs,
-    );
+    write_gguf(&gguf, &llama_kvs([2, D, F, HEADS, KV_HEADS, VOCAB], 1e-5), &refs);
     let hf_dir = dir.path().join("hf");
     std::fs::create_dir(&hf_dir).unwrap();
     write_safetensors(&hf_dir.join("model.safetensors"), &hf_tensors);

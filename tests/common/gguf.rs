@@ -69,3 +69,20 @@ pub fn write_gguf(path: &Path, kvs: &[(&str, Kv)], tensors: &[(&str, Vec<u64>, u
     }
     std::fs::write(path, out).unwrap();
 }
+
+/// The metadata of a LLaMA GGUF of these dimensions (`[layers, d, ffn, heads, kv_heads,
+/// vocab]`), RoPE base 10000 and RMSNorm epsilon `eps`.
+pub fn llama_kvs(dims: [usize; 6], eps: f32) -> Vec<(&'static str, Kv<'static>)> {
+    let [layers, d, f, heads, kv_heads, vocab] = dims.map(|x| x as u32);
+    vec![
+        ("general.architecture", Kv::Str("llama")),
+        ("llama.block_count", Kv::U32(layers)),
+        ("llama.embedding_length", Kv::U32(d)),
+        ("llama.feed_forward_length", Kv::U32(f)),
+        ("llama.attention.head_count", Kv::U32(heads)),
+        ("llama.attention.head_count_kv", Kv::U32(kv_heads)),
+        ("llama.vocab_size", Kv::U32(vocab)),
+        ("llama.rope.freq_base", Kv::F32(10_000.0)),
+        ("llama.attention.layer_norm_rms_epsilon", Kv::F32(eps)),
+    ]
+}
