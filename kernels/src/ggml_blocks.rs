@@ -153,11 +153,16 @@ macro_rules! block32 {
     };
 }
 
+/// Two 16-byte loads as a task's eight words (`[0; 4]` for a second one not needed).
+#[inline(always)]
+fn words8(a: [u32; 4], b: [u32; 4]) -> [u32; 8] {
+    [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]]
+}
+
 /// The 16 quant bytes of a 32-value block as four words.
 #[inline(always)]
 unsafe fn qs16<L: Mem>(p: *const u8, blk: u64) -> [u32; 8] {
-    let a = L::v4(p.add(blk as usize * 16));
-    [a[0], a[1], a[2], a[3], 0, 0, 0, 0]
+    words8(L::v4(p.add(blk as usize * 16)), [0; 4])
 }
 
 /// A symmetric block's task: `value = d · (u − zp)`.
@@ -172,17 +177,24 @@ fn with_min(q: [u32; 8], h: [u32; 8], d: f32, m: f32) -> Task {
     Task { q, h, scale: [d, 0.0, 0.0, 0.0], off: [-m, 0.0, 0.0, 0.0] }
 }
 
+/// Q4_0 / Q4_1 (and the low bits of Q5_0 / Q5_1): group G is nibble G / 2 of bytes
+/// 8·(G % 2)..+8.
+#[inline(always)]
+fn quants_q4<const G: usize>(t: &Task) -> [u32; 2] {
+    nibbles(t.q[2 * (G % 2)], t.q[2 * (G % 2) + 1], G >= 2)
+}
+
 block32!(Q4_0, 0, zp = 8.0,
     fn load(p, blk, l) { symmetric(qs16::<L>(p.field(l, 1), blk), [0; 8], f16_at::<L>(p.field(l, 0), blk), 8.0) },
-    fn quants(t, G) { nibbles(t.q[2 * (G % 2)], t.q[2 * (G % 2) + 1], G >= 2) });
+    fn quants(t, G) { quants_q4::<G>(t) });
 block32!(Q4_1, 1, zp = 0.0,
     fn load(p, blk, l) { with_min(qs16::<L>(p.field(l, 2), blk), [0; 8], f16_at::<L>(p.field(l, 0), blk), f16_at::<L>(p.field(l, 1), blk)) },
-    fn quants(t, G) { nibbles(t.q[2 * (G % 2)], t.q[2 * (G % 2) + 1], G >= 2) });
+    fn quants(t, G) { quants_q4::<G>(t) });
 
 /// Q5_0 / Q5_1: value v's fifth bit is bit v of the 32-bit `qh`.
 #[inline(always)]
 fn quants_q5<const G: usize>(t: &Task) -> [u32; 2] {
-    let [a, b] = nibbles(t.q[2 * (G % 2)], t.q[2 * (G % 2) + 1], G >= 2);
+    let [a, b] = quants_q4::<G>(t);
     let bits = t.h[0] >> (8 * G);
     [a | spread_bit4(bits), b | spread_bit4(bits >> 4)]
 }
@@ -215,7 +227,7 @@ impl Blocks for Q8_0 {
         let qs = p.field(l, 1).add(blk as usize * 32);
         let (a, b) = (L::v4(qs), L::v4(qs.add(16)));
         let d = f16_at::<L>(p.field(l, 0), blk);
-        Task { q: [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]], h: [0; 8], scale: [d, 0.0, 0.0, 0.0], off: [0.0; 4] }
+        Task { q: words8(a, b), h: [0; 8], scale: [d, 0.0, 0.0, 0.0], off: [0.0; 4] }
     }
     #[inline(always)]
     fn quants<const G: usize>(t: &Task, _part: u32) -> [u32; 2] {
@@ -240,7 +252,7 @@ unsafe fn load_k4<L: Mem>(p: &Planes, l: &GgmlLayout, qs_field: usize, blk: u64,
     let (a, b) = (L::v4(qs), L::v4(qs.add(16)));
     let (sc0, m0) = scale_min_k4(s, 2 * c);
     let (sc1, m1) = scale_min_k4(s, 2 * c + 1);
-    Task { q: [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]], h: [0; 8], scale: [d * sc0, d * sc1, 0.0, 0.0], off: [dmin * m0, dmin * m1, 0.0, 0.0] }
+    Task { q: words8(a, b), h: [0; 8], scale: [d * sc0, d * sc1, 0.0, 0.0], off: [dmin * m0, dmin * m1, 0.0, 0.0] }
 }
 
 #[allow(non_camel_case_types)]
@@ -278,19 +290,19 @@ impl Blocks for Q5_K {
         let mut t = load_k4::<L>(p, l, 4, blk, part);
         let qh = p.field(l, 3).add(blk as usize * 32);
         let (a, b) = (L::v4(qh), L::v4(qh.add(16)));
-        t.h = [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]];
+        t.h = words8(a, b);
         t
     }
     #[inline(always)]
     fn quants<const G: usize>(t: &Task, part: u32) -> [u32; 2] {
-        let [a, b] = nibbles(t.q[2 * (G % 4)], t.q[2 * (G % 4) + 1], G >= 4);
+        let [a, b] = Q4_K::quants::<G>(t, part);
         let bit = 2 * part + (G / 4) as u32;
         let high = |h: u32| ((h >> bit) & 0x0101_0101) << 4;
         [a | high(t.h[2 * (G % 4)]), b | high(t.h[2 * (G % 4) + 1])]
     }
     #[inline(always)]
     fn x_index<const G: usize>(part: u32) -> u32 {
-        64 * part + 8 * G as u32
+        Q4_K::x_index::<G>(part)
     }
 }
 
@@ -317,12 +329,7 @@ impl Blocks for Q6_K {
         let d = f16_at::<L>(p.field(l, 3), blk);
         let scale_of = |v: usize| d * set_scale_byte(sw, n, half, v) as u8 as i8 as f32;
         let scale = [scale_of(0), scale_of(1), scale_of(2), scale_of(3)];
-        Task {
-            q: [a[0], a[1], a[2], a[3], b[0], b[1], b[2], b[3]],
-            h: [h[0], h[1], h[2], h[3], 0, 0, 0, 0],
-            scale,
-            off: [32.0 * scale[0], 32.0 * scale[1], 32.0 * scale[2], 32.0 * scale[3]],
-        }
+        Task { q: words8(a, b), h: words8(h, [0; 4]), scale, off: [32.0 * scale[0], 32.0 * scale[1], 32.0 * scale[2], 32.0 * scale[3]] }
     }
     #[inline(always)]
     fn quants<const G: usize>(t: &Task, _part: u32) -> [u32; 2] {
@@ -373,7 +380,7 @@ impl Blocks for Q2_K {
         let (d, dmin) = (f16_at::<L>(p.field(l, 2), blk), f16_at::<L>(p.field(l, 3), blk));
         let sc = |v: usize| set_scale_byte(sw, n, half, v);
         Task {
-            q: [q[0], q[1], q[2], q[3], 0, 0, 0, 0],
+            q: words8(q, [0; 4]),
             h: [0; 8],
             scale: [d * (sc(0) & 0xF) as f32, d * (sc(1) & 0xF) as f32, d * (sc(2) & 0xF) as f32, d * (sc(3) & 0xF) as f32],
             off: [dmin * (sc(0) >> 4) as f32, dmin * (sc(1) >> 4) as f32, dmin * (sc(2) >> 4) as f32, dmin * (sc(3) >> 4) as f32],
@@ -419,12 +426,7 @@ impl Blocks for Q3_K {
             d * ((low | high << 4) as i32 - 32) as f32
         };
         let scale = [scale_of(0), scale_of(1), scale_of(2), scale_of(3)];
-        Task {
-            q: [q[0], q[1], q[2], q[3], 0, 0, 0, 0],
-            h: [hm[0], hm[1], hm[2], hm[3], 0, 0, 0, 0],
-            scale,
-            off: [4.0 * scale[0], 4.0 * scale[1], 4.0 * scale[2], 4.0 * scale[3]],
-        }
+        Task { q: words8(q, [0; 4]), h: words8(hm, [0; 4]), scale, off: [4.0 * scale[0], 4.0 * scale[1], 4.0 * scale[2], 4.0 * scale[3]] }
     }
     #[inline(always)]
     fn quants<const G: usize>(t: &Task, part: u32) -> [u32; 2] {
