@@ -1,6 +1,7 @@
 //! GGUF block tensors computed on as stored (`kernels/src/ggml.rs`): the planes layout the
 //! kernels read (`abi::GgmlLayout`, built on the CPU at load by [`ggml_planes`]) and the
 //! linear over it, a fused GEMV for small batches and dequantize-then-cuBLAS for large ones.
+use super::linear::{check_xy, gemv_batches};
 use super::Gpu;
 use crate::abi::{ggml_layout, GgmlLayout, GEMV_MAX_M, GGML_GEMV_ROWS, GGML_GEMV_WARPS, GGML_LAYOUTS};
 use crate::codec::ggml::GgmlType;
@@ -71,7 +72,7 @@ impl GgmlWeights<'_> {
             return Err(Error::Invalid(format!("{} weights of {}×{}: rows must be whole blocks of {} values", l.name, self.rows, self.cols, l.block_elems)));
         }
         // Exactly: the kernels place each plane from the block count.
-        let need = l.bytes((self.rows * self.cols / l.block_elems as usize) as u64);
+        let need = l.values_bytes((self.rows * self.cols) as u64);
         if self.planes.len() as u64 != need {
             return Err(Error::Invalid(format!("{} weights of {}×{} are {need} bytes of planes, got {}", l.name, self.rows, self.cols, self.planes.len())));
         }
@@ -88,18 +89,14 @@ impl Gpu {
         if x.device_ptr(stream).0 % 16 != 0 {
             return Err(Error::Invalid("linear: the activations must be 16-byte aligned".into()));
         }
-        if x.len() < m * w.cols || y.len() < m * w.rows {
-            return Err(Error::Invalid(format!("linear: x needs {} and y {} elements, got {} and {}", m * w.cols, m * w.rows, x.len(), y.len())));
-        }
+        check_xy(x.len(), y.len(), m, w.rows, w.cols)?;
         if m > GGML_GEMV_MAX_BATCH {
             return self.banded_cublas(x, m, w.rows, w.cols, y, stream, &mut |r0, rows, out| self.ggml_dequantize(w, r0, rows, out, stream));
         }
         let (n, k) = (w.rows as u32, w.cols as u32);
         let rows_per_block = GGML_GEMV_ROWS * GGML_GEMV_WARPS;
         let cfg = LaunchConfig { grid_dim: (n.div_ceil(rows_per_block), 1, 1), block_dim: (32 * GGML_GEMV_WARPS, 1, 1), shared_mem_bytes: 0 };
-        let mut m0 = 0;
-        while m0 < m {
-            let mb = (m - m0).min(GEMV_MAX_M);
+        gemv_batches(m, |m0, mb| {
             let xs = x.slice(m0 * w.cols..);
             let mut ys = y.slice_mut(m0 * w.rows..);
             let mut launch = stream.launch_builder(&self.kernels.ggml_gemv[w.layout][mb - 1]);
@@ -107,9 +104,8 @@ impl Gpu {
             // SAFETY: `check` and the sizes above; the kernel reads x[mb, k] and the planes of
             // n·k values, and writes y[mb, n] only.
             unsafe { launch.launch(cfg) }?;
-            m0 += mb;
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// Rows `row0..row0 + rows` of `w` dequantized to FP16 into `out` (`[rows, cols]`),

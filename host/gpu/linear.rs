@@ -158,9 +158,7 @@ impl Gpu {
         plan: LinearPlan,
     ) -> Result<()> {
         w.check()?;
-        if x.len() < m * w.cols || y.len() < m * w.rows {
-            return Err(Error::Invalid(format!("linear: x needs {} and y {} elements, got {} and {}", m * w.cols, m * w.rows, x.len(), y.len())));
-        }
+        check_xy(x.len(), y.len(), m, w.rows, w.cols)?;
         match plan {
             LinearPlan::Gemm { tile, splits } if w.cols.is_multiple_of(16) && tile < GEMM_TILES.len() => self.gemm(x, m, w, y, stream, tile, splits),
             LinearPlan::Gemm { .. } => Err(Error::Invalid(format!("linear: no GEMM plan {plan:?} for k = {}", w.cols))),
@@ -278,9 +276,7 @@ impl Gpu {
         let cfg = LaunchConfig { grid_dim: (n.div_ceil(GEMV_WARPS), 1, 1), block_dim: (32 * GEMV_WARPS, 1, 1), shared_mem_bytes: 0 };
         // Batches beyond GEMV_MAX_M (only when k % 16 != 0 rules out the GEMM) run as
         // consecutive launches over row blocks of x.
-        let mut m0 = 0;
-        while m0 < m {
-            let mb = (m - m0).min(GEMV_MAX_M);
+        gemv_batches(m, |m0, mb| {
             let xs = x.slice(m0 * w.cols..);
             let mut ys = y.slice_mut(m0 * w.rows..);
             let mut launch = stream.launch_builder(&self.kernels.gemv[mb - 1]);
@@ -288,9 +284,8 @@ impl Gpu {
             // SAFETY: sizes checked by `linear`; the kernel reads x[mb, k], q[n, k],
             // s[n, groups] and writes y[mb, n] only.
             unsafe { launch.launch(cfg) }?;
-            m0 += mb;
-        }
-        Ok(())
+            Ok(())
+        })
     }
 
     /// `linear` for one row over one to three matrices that share `cols` and the scale
@@ -305,9 +300,7 @@ impl Gpu {
         }
         for (w, y) in parts.iter() {
             w.check()?;
-            if x.len() < w.cols || y.len() < w.rows {
-                return Err(Error::Invalid(format!("linear: x needs {} and y {} elements, got {} and {}", w.cols, w.rows, x.len(), y.len())));
-            }
+            check_xy(x.len(), y.len(), 1, w.rows, w.cols)?;
         }
         // Raw addresses, so that absent matrices can be null with zero rows.
         let mut args = [(0u64, 0u64, 0u64, 0u32); 3];
@@ -453,6 +446,26 @@ impl Gpu {
         unsafe { launch.launch(cfg) }?;
         Ok(())
     }
+}
+
+/// That activations `x` and outputs `y` (lengths) hold `[m, cols]` and `[m, rows]`.
+pub(super) fn check_xy(x: usize, y: usize, m: usize, rows: usize, cols: usize) -> Result<()> {
+    if x < m * cols || y < m * rows {
+        return Err(Error::Invalid(format!("linear: x needs {} and y {} elements, got {x} and {y}", m * cols, m * rows)));
+    }
+    Ok(())
+}
+
+/// `launch(m0, mb)` for the consecutive row blocks of a batch of `m` that the GEMVs take,
+/// `GEMV_MAX_M` rows at most each.
+pub(super) fn gemv_batches(m: usize, mut launch: impl FnMut(usize, usize) -> Result<()>) -> Result<()> {
+    let mut m0 = 0;
+    while m0 < m {
+        let mb = (m - m0).min(GEMV_MAX_M);
+        launch(m0, mb)?;
+        m0 += mb;
+    }
+    Ok(())
 }
 
 /// How a GEMM of `tiles` output tiles splits its `k` columns (in steps of `k_step`): the

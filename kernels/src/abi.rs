@@ -84,6 +84,10 @@ impl GgmlLayout {
     pub const fn bytes(&self, blocks: u64) -> u64 {
         self.plane(self.fields.len(), blocks)
     }
+    /// `bytes` of a tensor of `values` values (whole blocks).
+    pub const fn values_bytes(&self, values: u64) -> u64 {
+        self.bytes(values / self.block_elems as u64)
+    }
 }
 
 macro_rules! ggml_layout {

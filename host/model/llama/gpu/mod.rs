@@ -691,22 +691,26 @@ fn int8_bytes(t: &crate::container::TensorEntry) -> usize {
     if let Some(planes) = planes_bytes(t) {
         return planes;
     }
-    let numel = t.numel() as usize;
     let cols = t.shape.last().copied().unwrap_or(1).max(1) as usize;
-    let groups = match &t.encoding {
-        Encoding::Int8 { group_size, .. } => cols.div_ceil(*group_size as usize),
+    let group = match &t.encoding {
+        Encoding::Int8 { group_size, .. } => *group_size as usize,
         // Quantized at load (`WeightSource::int8`), 32 columns a group.
-        Encoding::Lossless | Encoding::Ggml { .. } => cols.div_ceil(crate::import::LOAD_TIME_GROUP),
+        Encoding::Lossless | Encoding::Ggml { .. } => crate::import::LOAD_TIME_GROUP,
     };
-    numel + 4 * (numel / cols) * groups
+    int8_matrix_bytes(t.numel() as usize, cols, group)
+}
+
+/// INT8 values and f32 scales of `numel` values of a matrix `cols` wide, a scale per
+/// `group` columns.
+fn int8_matrix_bytes(numel: usize, cols: usize, group: usize) -> usize {
+    numel + 4 * (numel / cols) * cols.div_ceil(group)
 }
 
 /// Bytes of a GGUF block tensor in the kernels' planes, when the GPU computes on its
 /// blocks as stored (resident or streamed); `None` for every other tensor.
 fn planes_bytes(t: &crate::container::TensorEntry) -> Option<usize> {
-    let crate::container::Encoding::Ggml { ggml_type, block_elems, .. } = t.encoding else { return None };
-    let layout = &crate::abi::GGML_LAYOUTS[crate::abi::ggml_layout(ggml_type)?];
-    Some(layout.bytes(t.numel() / block_elems.max(1) as u64) as usize)
+    let crate::container::Encoding::Ggml { ggml_type, .. } = t.encoding else { return None };
+    Some(crate::abi::GGML_LAYOUTS[crate::abi::ggml_layout(ggml_type)?].values_bytes(t.numel()) as usize)
 }
 
 /// Bytes a checkpoint's weights take int8-resident: projections as GGUF blocks in the
@@ -718,8 +722,8 @@ fn source_resident_bytes(src: &dyn WeightSource, cfg: &ModelConfig) -> usize {
         let numel: usize = shape.iter().product();
         let cols = shape.last().copied().unwrap_or(1).max(1);
         match weights::native_blocks(src, name) {
-            Some((layout, ..)) => crate::abi::GGML_LAYOUTS[layout].bytes((numel / crate::abi::GGML_LAYOUTS[layout].block_elems as usize) as u64) as usize,
-            None => numel + 4 * (numel / cols) * cols.div_ceil(crate::import::LOAD_TIME_GROUP),
+            Some((layout, ..)) => crate::abi::GGML_LAYOUTS[layout].values_bytes(numel as u64) as usize,
+            None => int8_matrix_bytes(numel, cols, crate::import::LOAD_TIME_GROUP),
         }
     };
     let blocks: usize = (0..cfg.layers).flat_map(|i| BlockNames::of(i).linears().map(&bytes)).sum();
