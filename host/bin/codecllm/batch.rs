@@ -37,16 +37,10 @@ pub struct Sampling {
     pub seed: u64,
 }
 
-/// One prompt's generation.
-#[derive(serde::Serialize)]
+/// One prompt's generation: its new tokens, and the seconds from its prefill to its last.
 pub struct Output {
-    pub prompt_tokens: usize,
-    pub new_tokens: usize,
-    #[serde(skip)]
     pub tokens: Vec<u32>,
-    /// From its prefill to its last token.
     pub seconds: f64,
-    pub tokens_per_s: f64,
 }
 
 /// What a batched generation did.
@@ -81,22 +75,13 @@ pub fn generate(engine: &mut dyn Engine, tok: &ModelTokenizer, ids: &[Vec<u32>],
     }
     let started = Instant::now();
     if s.max_tokens == 0 {
-        let outputs = ids.iter().map(|p| Output { prompt_tokens: p.len(), new_tokens: 0, tokens: Vec::new(), seconds: 0.0, tokens_per_s: 0.0 }).collect();
+        let outputs = ids.iter().map(|_| Output { tokens: Vec::new(), seconds: 0.0 }).collect();
         return Ok(BatchRun { outputs, seconds: 0.0, prefill_s: 0.0, decode_s: 0.0, decode_steps: 0, decode_tokens: 0 });
     }
     let mut outputs: Vec<Option<Output>> = (0..ids.len()).map(|_| None).collect();
     let mut slots: Vec<Option<Active>> = (0..batch).map(|_| None).collect();
     let (mut next, mut prefill_s, mut decode_s, mut decode_steps, mut decode_tokens) = (0, 0.0, 0.0, 0, 0);
-    let done = |a: Active, outputs: &mut Vec<Option<Output>>| {
-        let seconds = a.started.elapsed().as_secs_f64();
-        outputs[a.prompt] = Some(Output {
-            prompt_tokens: ids[a.prompt].len(),
-            new_tokens: a.tokens.len(),
-            tokens_per_s: a.tokens.len() as f64 / seconds.max(1e-9),
-            tokens: a.tokens,
-            seconds,
-        });
-    };
+    let done = |a: Active, outputs: &mut Vec<Option<Output>>| outputs[a.prompt] = Some(Output { seconds: a.started.elapsed().as_secs_f64(), tokens: a.tokens });
     // Takes a sampled token: the sequence goes on, or is done (end of generation, or its
     // last new token), its slot free again.
     let take = |slot: &mut Option<Active>, token: u32, outputs: &mut Vec<Option<Output>>| {

@@ -447,7 +447,7 @@ fn run_batch(
     let warmup = warm.then(|| warmup.elapsed().as_secs_f64());
     let device_before = engine.gpu_report().map_or(0.0, |g| g.device_seconds);
     let run = generate(engine, tok, ids, batch, max_rows, &sampling)?;
-    let total: usize = run.outputs.iter().map(|o| o.new_tokens).sum();
+    let total: usize = run.outputs.iter().map(|o| o.tokens.len()).sum();
     let aggregate = total as f64 / run.seconds.max(1e-9);
     let decode_rate = run.decode_tokens as f64 / run.decode_s.max(1e-9);
     let report = engine.gpu_report();
@@ -457,7 +457,11 @@ fn run_batch(
             .iter()
             .zip(&run.outputs)
             .zip(&texts)
-            .map(|((p, o), t)| serde_json::json!({"prompt": p, "text": t, "prompt_tokens": o.prompt_tokens, "new_tokens": o.new_tokens, "seconds": o.seconds, "tokens_per_s": o.tokens_per_s}))
+            .zip(ids)
+            .map(|(((p, o), t), i)| {
+                let n = o.tokens.len();
+                serde_json::json!({"prompt": p, "text": t, "prompt_tokens": i.len(), "new_tokens": n, "seconds": o.seconds, "tokens_per_s": n as f64 / o.seconds.max(1e-9)})
+            })
             .collect();
         super::json_out(&serde_json::json!({
             "prompts": prompts.len(),
