@@ -129,16 +129,17 @@ impl Linear {
                 let w = times.decode(|| f16_values(src, name))?;
                 Linear::Fp16 { w: times.upload(|| Ok(st.clone_htod(&w)?))?, rows, cols }
             }
-            WeightMode::Int8Resident if native_blocks(src, name).is_some() => {
-                let (layout, rows, cols) = native_blocks(src, name).expect("checked by the guard");
-                let planes = times.decode(|| ggml_planes(layout, &src.ggml_bytes(name)?))?;
-                Linear::Ggml { planes: times.upload(|| Ok(st.clone_htod(&planes)?))?, layout, rows, cols }
-            }
-            WeightMode::Int8Resident => {
-                let m = times.decode(|| src.int8(name))?;
-                let (q, s) = times.upload(|| Ok((st.clone_htod(bytemuck::cast_slice::<i8, u8>(&m.q))?, st.clone_htod(&m.scales)?)))?;
-                Linear::Int8 { q, s, rows: m.rows, cols: m.cols, group: m.group_size }
-            }
+            WeightMode::Int8Resident => match native_blocks(src, name) {
+                Some((layout, rows, cols)) => {
+                    let planes = times.decode(|| ggml_planes(layout, &src.ggml_bytes(name)?))?;
+                    Linear::Ggml { planes: times.upload(|| Ok(st.clone_htod(&planes)?))?, layout, rows, cols }
+                }
+                None => {
+                    let m = times.decode(|| src.int8(name))?;
+                    let (q, s) = times.upload(|| Ok((st.clone_htod(bytemuck::cast_slice::<i8, u8>(&m.q))?, st.clone_htod(&m.scales)?)))?;
+                    Linear::Int8 { q, s, rows: m.rows, cols: m.cols, group: m.group_size }
+                }
+            },
         })
     }
 
