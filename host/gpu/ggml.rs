@@ -6,6 +6,7 @@ use super::Gpu;
 use crate::abi::{ggml_layout, GgmlLayout, GEMV_MAX_M, GGML_GEMV_ROWS, GGML_GEMV_WARPS, GGML_LAYOUTS};
 use crate::codec::ggml::GgmlType;
 use crate::error::{Error, Result};
+use crate::import::WeightSource;
 use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, LaunchConfig, PushKernelArg};
 use half::f16;
 use std::sync::Arc;
@@ -19,6 +20,16 @@ pub const GGML_GEMV_MAX_BATCH: usize = 4 * GEMV_MAX_M;
 /// The kernels' layout for ggml type `ty`, if they have one (`abi::GGML_LAYOUTS` index).
 pub fn gpu_layout(ty: GgmlType) -> Option<usize> {
     ggml_layout(ty.id())
+}
+
+/// The kernels' layout and the matrix shape `(layout, rows, cols)` of tensor `name` when
+/// `src` holds it as GGUF blocks the GPU computes on as they are (`abi::GGML_LAYOUTS`:
+/// Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K to Q6_K); other block types are converted to
+/// INT8 at load.
+pub fn native_blocks(src: &dyn WeightSource, name: &str) -> Option<(usize, usize, usize)> {
+    let layout = gpu_layout(src.ggml_type(name)?)?;
+    let [rows, cols] = src.shape(name)?[..] else { return None };
+    Some((layout, rows, cols))
 }
 
 /// `blocks` (whole blocks of `GGML_LAYOUTS[layout]`, row-major) rearranged into the

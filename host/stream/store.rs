@@ -214,11 +214,9 @@ impl HostStore {
                     gpu_stored = Some((pi, stored));
                 }
                 let stored_int8 = c.tensor(&part.name).is_none_or(|t| matches!(t.encoding, Encoding::Int8 { .. }));
-                let native = WeightSource::ggml_type(c, &part.name).and_then(crate::gpu::gpu_layout);
                 let table = if stored_int8 {
                     DeviceChunkTable::build_rows(gpu, c, &part.name, part.rows.clone())?
-                } else if let (Some(layout), Some([rows, cols])) = (native, WeightSource::shape(c, &part.name).as_deref()) {
-                    let (rows, cols) = (*rows, *cols);
+                } else if let Some((layout, rows, cols)) = crate::gpu::native_blocks(c, &part.name) {
                     let all = match blocks.get(&part.name) {
                         Some(b) => b.clone(),
                         None => {

@@ -721,7 +721,7 @@ fn source_resident_bytes(src: &dyn WeightSource, cfg: &ModelConfig) -> usize {
         let Some(shape) = src.shape(name) else { return 0 };
         let numel: usize = shape.iter().product();
         let cols = shape.last().copied().unwrap_or(1).max(1);
-        match weights::native_blocks(src, name) {
+        match crate::gpu::native_blocks(src, name) {
             Some((layout, ..)) => crate::abi::GGML_LAYOUTS[layout].values_bytes(numel as u64) as usize,
             None => int8_matrix_bytes(numel, cols, crate::import::LOAD_TIME_GROUP),
         }

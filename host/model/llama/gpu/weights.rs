@@ -2,7 +2,9 @@
 //! from them (cuBLAS FP16, or codecllm's fused INT8 kernels).
 use crate::container::Codec;
 use crate::error::{Error, Result};
-use crate::gpu::{cublas_fp16_linear, ggml_planes, gpu_layout, Decoder, DeviceCompressedTensor, DeviceInt8Buffer, GgmlWeights, Gpu, Int8Weights, WeightsView};
+use crate::gpu::{
+    cublas_fp16_linear, ggml_planes, native_blocks, Decoder, DeviceCompressedTensor, DeviceInt8Buffer, GgmlWeights, Gpu, Int8Weights, WeightsView,
+};
 use crate::import::WeightSource;
 use crate::stream::{CpuShare, WeightStream};
 use cudarc::cublas::CudaBlas;
@@ -169,15 +171,6 @@ impl Linear {
             }
         }
     }
-}
-
-/// The kernels' layout and the matrix shape of tensor `name` when the source holds it as
-/// GGUF blocks the GPU computes on as they are (`abi::GGML_LAYOUTS`: Q4_0, Q4_1, Q5_0,
-/// Q5_1, Q8_0 and Q2_K to Q6_K); other block types are converted to INT8 at load.
-pub(super) fn native_blocks(src: &dyn WeightSource, name: &str) -> Option<(usize, usize, usize)> {
-    let layout = gpu_layout(src.ggml_type(name)?)?;
-    let [rows, cols] = src.shape(name)?[..] else { return None };
-    Some((layout, rows, cols))
 }
 
 /// Indices of the seven projections in `BlockNames::linears` order.
