@@ -429,18 +429,9 @@ mod tests {
         StdRng::seed_from_u64(seed)
     }
 
-    /// A model of the warp kernel: its shared-memory tables built from the LUT as it
-    /// builds them (a symbol per slot; each symbol's `(freq − 1) | cum << 12` from the slot
-    /// where slot == cum), all 32 lanes in lockstep, word indices from the need mask by
-    /// popcount, as the format specifies.
+    /// A model of the warp kernel: all 32 lanes in lockstep, word indices from
+    /// the need mask by popcount, as the format specifies.
     fn warp_model(lut: &[u32], coded: &[u8], n: usize) -> Result<Vec<u8>, String> {
-        let syms: Vec<u32> = lut.iter().map(|&d| d & 0xff).collect();
-        let mut fcs = [u32::MAX; 256];
-        for (slot, &d) in lut.iter().enumerate() {
-            if (d >> 20) as usize == slot {
-                fcs[(d & 0xff) as usize] = d >> 8;
-            }
-        }
         let words: Vec<u32> = coded[HEADER_BYTES..].chunks_exact(2).map(|b| u16::from_le_bytes([b[0], b[1]]) as u32).collect();
         let mut x: Vec<u32> = (0..LANES).map(|j| u32::from_le_bytes(coded[4 * j..4 * j + 4].try_into().unwrap())).collect();
         let mut out = vec![0u8; n];
@@ -451,10 +442,9 @@ mod tests {
                 for j in 0..LANES {
                     let p = t * STEP_BYTES + 4 * j + i;
                     if p < n {
-                        let sym = syms[(x[j] & 4095) as usize];
-                        let fc = fcs[sym as usize];
-                        out[p] = sym as u8;
-                        x[j] = ((fc & 0xfff) + 1).wrapping_mul(x[j] >> 12).wrapping_add(x[j] & 4095).wrapping_sub(fc >> 12);
+                        let e = lut[(x[j] & 4095) as usize];
+                        out[p] = e as u8;
+                        x[j] = ((e >> 8 & 0xfff) + 1) * (x[j] >> 12) + (x[j] & 4095) - (e >> 20);
                         need |= ((x[j] < STATE_LOWER) as u32) << j;
                     }
                 }

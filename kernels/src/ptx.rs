@@ -222,13 +222,6 @@ pub fn f16x2_to_f32(w: u32) -> (f32, f32) {
     (lo, hi)
 }
 
-/// Warp-wide barrier that also orders the warp's shared-memory writes before its later
-/// reads (`bar.warp.sync`): lanes then read what other lanes of the warp wrote.
-#[inline(always)]
-pub fn sync_warp() {
-    unsafe { asm!("bar.warp.sync 0xffffffff;", options(nostack)) }
-}
-
 /// Block-wide barrier (`bar.sync 0`).
 #[inline(always)]
 pub fn sync_threads() {

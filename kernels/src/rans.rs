@@ -1,26 +1,14 @@
 //! GPU decode of `rans` chunks (host/codec/rans.rs is the format's CPU oracle): one warp
-//! per chunk, its decode table copied into shared memory first, 32 interleaved rANS
-//! states, lane `j` decoding bytes `128t + 4j .. + 3` of step `t` and storing them as one
-//! `u32`, so a warp writes 128 contiguous bytes a step; refills read the shared 16-bit word
-//! stream in lane order (ballot + prefix popcount). Each chunk is checked on the way as
-//! the CPU decoder checks it (stored length, lane states in range, words never read past
-//! the end, every lane ending in the encoder's start state, every word consumed) and its
-//! outcome written into the status/size arrays that `check_decoded` folds, as for nvCOMP's
-//! chunks; raw chunks are copied.
+//! per chunk, 32 interleaved rANS states, lane `j` decoding bytes `128t + 4j .. + 3` of
+//! step `t` and storing them as one `u32`, so a warp writes 128 contiguous bytes a step;
+//! refills read the shared 16-bit word stream in lane order (ballot + prefix popcount).
+//! Each chunk is checked on the way as the CPU decoder checks it (stored length, lane
+//! states in range, words never read past the end, every lane ending in the encoder's
+//! start state, every word consumed) and its outcome written
+//! into the status/size arrays that `check_decoded` folds, as for nvCOMP's chunks; raw
+//! chunks are copied.
 use crate::abi::{ChunkEntry, RANS_HEADER_BYTES, RANS_LUT_ENTRIES, RANS_WARPS, RAW_SLOT};
-use crate::ptx::{ballot, block_x, lanemask_lt, load_nc_u32, shared_array, sync_warp, thread_x, WARP};
-
-/// Shared-memory bytes of one warp's decode tables: the symbol of each of the
-/// `RANS_LUT_ENTRIES` slots (a byte), then per symbol `(freq − 1) | cum << 12` (a word).
-/// Gathering 32 random slots of the 16 KiB global table went through L1 as up to 32
-/// separate accesses per lane step, for every warp of the SM; from shared memory a gather
-/// costs a few bank conflicts.
-const WARP_TABLE_BYTES: usize = RANS_LUT_ENTRIES + 4 * 256;
-shared_array! {
-    /// `RANS_WARPS` warps' tables (`WARP_TABLE_BYTES` each).
-    fn rans_tables() -> *mut u8 = "codecllm_rans_tables"[20480], align 16
-}
-const _: () = assert!(RANS_WARPS as usize * WARP_TABLE_BYTES == 20480);
+use crate::ptx::{ballot, block_x, lanemask_lt, load_nc_u32, thread_x, WARP};
 
 /// Lower bound of a lane's state; also the state every lane starts encoding from, hence
 /// the one a correct decode ends in.
@@ -85,20 +73,6 @@ unsafe fn decode_chunk(from: *const u8, to: *mut u8, n: usize, nwords: usize, lu
     if ballot(x < STATE_LOWER) != 0 {
         return BAD_START;
     }
-    // This warp's tables, from the chunk's 16 KiB one (each symbol's word is written by
-    // the lane holding the symbol's first slot, where the slot equals its cum).
-    let tables = rans_tables().add((thread_x() / WARP) as usize * WARP_TABLE_BYTES);
-    let (syms, fcs) = (tables, tables.add(RANS_LUT_ENTRIES) as *mut u32);
-    let mut slot = lane as usize;
-    while slot < RANS_LUT_ENTRIES {
-        let d = load_nc_u32(lut.add(slot));
-        *syms.add(slot) = d as u8;
-        if (d >> 20) as usize == slot {
-            *fcs.add((d & 0xff) as usize) = d >> 8;
-        }
-        slot += WARP as usize;
-    }
-    sync_warp();
     let words = from.add(RANS_HEADER_BYTES as usize) as *const u16;
     let below = lanemask_lt();
     let mut base = 0usize;
@@ -112,11 +86,10 @@ unsafe fn decode_chunk(from: *const u8, to: *mut u8, n: usize, nwords: usize, lu
         while i < 4 {
             let active = at + i < n;
             if active {
-                let sym = *syms.add((x & 4095) as usize) as u32;
-                let fc = *fcs.add(sym as usize);
-                let freq = (fc & 0xfff) + 1;
-                x = freq.wrapping_mul(x >> 12).wrapping_add(x & 4095).wrapping_sub(fc >> 12);
-                v |= sym << (8 * i);
+                let d = load_nc_u32(lut.add((x & 4095) as usize));
+                let freq = ((d >> 8) & 0xfff) + 1;
+                x = freq.wrapping_mul(x >> 12).wrapping_add(x & 4095).wrapping_sub(d >> 20);
+                v |= (d & 0xff) << (8 * i);
             }
             let need = active && x < STATE_LOWER;
             let m = ballot(need);
