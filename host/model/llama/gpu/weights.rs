@@ -1,6 +1,6 @@
 //! Where a block's linear weights live in each weight mode, and how a product is computed
 //! from them (cuBLAS FP16, or codecllm's fused INT8 kernels).
-use crate::container::Codec;
+use crate::container::{Codec, Encoding};
 use crate::error::{Error, Result};
 use crate::gpu::{
     cublas_fp16_linear, ggml_planes, native_blocks, Decoder, DeviceCompressedTensor, DeviceInt8Buffer, GgmlWeights, Gpu, Int8Weights, WeightsView,
@@ -156,7 +156,9 @@ impl Linear {
     /// `y[m, rows] = x[m, cols] · Wᵀ`.
     pub(super) fn apply(&self, gpu: &Gpu, blas: Option<&CudaBlas>, x: &CudaSlice<f16>, m: usize, y: &mut CudaSlice<f16>) -> Result<()> {
         match self {
-            Linear::Fp16 { w, rows, cols } if m <= crate::gpu::GEMV_MAX_M => gpu.fp16_gemv(x, m, w, *rows, *cols, y, &gpu.stream),
+            // One row only: on the H200 (bench kernels, 2026-12-02) the FP16 GEMV is 1.28x
+            // cuBLAS at 4096x4096 and 0.98x at 14336x4096 for M = 1, but 0.40-0.71x at M = 4-8.
+            Linear::Fp16 { w, rows, cols } if m == 1 => gpu.fp16_gemv(x, m, w, *rows, *cols, y, &gpu.stream),
             Linear::Fp16 { w, rows, cols } => {
                 let blas = blas.expect("FP16 weights exist only in the FP16 mode, which creates cuBLAS");
                 cublas_fp16_linear(blas, w, x, y, m, *rows, *cols)
@@ -187,7 +189,10 @@ pub(super) const DOWN: usize = 6;
 /// 230–434 GB/s in our kernel on H200 against 0.24 GB/s a core on the CPU (BENCHMARKS.md,
 /// `bench compress`), so the CPU would be most of an 8B model's load.
 pub(super) fn decode_on_gpu(src: &dyn WeightSource, name: &str) -> bool {
-    src.container().and_then(|c| c.tensor(name)).is_some_and(|t| matches!(t.data.codec, Codec::Ans | Codec::Rans))
+    // INT8 only: GGUF blocks kept as stored decode on the CPU into the kernels' planes.
+    src.container()
+        .and_then(|c| c.tensor(name))
+        .is_some_and(|t| matches!(t.encoding, Encoding::Int8 { .. }) && matches!(t.data.codec, Codec::Ans | Codec::Rans))
 }
 
 /// Where the blocks' linear weights live.
