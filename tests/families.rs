@@ -236,10 +236,6 @@ fn check_family_gpu(arch: Arch, test: &str) {
     let container = Container::open(&clm).unwrap();
     let tokens = [2u32, 5, 6, 3, 4, 2, 19, 7, 1];
     let cpu = |src: &dyn WeightSource| CpuLlama::load(src).unwrap().forward(&tokens, &mut KvCache::default(), 0..tokens.len()).unwrap();
-    let rel = |a: &[f32], b: &[f32]| {
-        let (n, d) = a.iter().zip(b).fold((0f64, 0f64), |(n, d), (&x, &y)| (n + (x as f64 - y as f64).powi(2), d + (y as f64).powi(2)));
-        (n / d).sqrt()
-    };
     let mut int8 = Vec::new();
     for (mode, src) in [
         (WeightMode::Fp16Resident, &source as &dyn WeightSource),
@@ -249,14 +245,10 @@ fn check_family_gpu(arch: Arch, test: &str) {
     ] {
         let want = cpu(src);
         let mut llm = GpuLlama::load_mode(&gpu, src, mode, 2, 4, 64).unwrap();
-        // A prompt of 4 (one batch), then single-token steps (graph replays).
-        let mut got = vec![llm.forward(&tokens[..4]).unwrap()];
-        for &t in &tokens[4..] {
-            got.push(llm.forward(&[t]).unwrap());
-        }
+        let got = prompt_then_steps(&mut llm, &tokens);
         for (i, g) in got.iter().enumerate() {
             let w = &want[if i == 0 { 3 } else { 3 + i }];
-            let e = rel(g, w);
+            let e = logits_rel_err(g, w);
             assert!(e < 1e-2, "{arch:?} {mode:?} step {i}: relative error {e} against the CPU");
         }
         if mode != WeightMode::Fp16Resident {
@@ -472,26 +464,15 @@ fn gpu_runs_gguf_blocks_as_stored() {
         if mode == WeightMode::Int8Resident {
             assert_eq!(llm.weight_bytes as u64, native + 2 * (vocab * d) as u64, "{what}: the blocks as stored, in VRAM");
         }
-        let mut got = vec![llm.forward(&tokens[..4]).unwrap()];
-        for &tok in &tokens[4..] {
-            got.push(llm.forward(&[tok]).unwrap());
-        }
-        runs.push(got);
+        runs.push(prompt_then_steps(&mut llm, &tokens));
     }
     // The same source with the blocks dequantized to FP16 at load (cuBLAS / FP16 GEMV):
     // another GPU forward with FP16 activations, for telling a wrong block kernel from the
     // FP16 rounding that random blocks amplify over the positions.
     let mut fp16 = GpuLlama::load_mode(&gpu, &source, WeightMode::Fp16Resident, 2, 4, 64).unwrap();
-    let mut base = vec![fp16.forward(&tokens[..4]).unwrap()];
-    for &tok in &tokens[4..] {
-        base.push(fp16.forward(&[tok]).unwrap());
-    }
-    let rel = |g: &[f32], w: &[f32]| {
-        let (n, dd) = g.iter().zip(w).fold((0f64, 0f64), |(n, dd), (&x, &y)| (n + (x as f64 - y as f64).powi(2), dd + (y as f64).powi(2)));
-        (n / dd).sqrt()
-    };
+    let base = prompt_then_steps(&mut fp16, &tokens);
     for (i, g) in runs[0].iter().enumerate() {
-        let (to_cpu, to_fp16, fp16_to_cpu) = (rel(g, &want[3 + i]), rel(g, &base[i]), rel(&base[i], &want[3 + i]));
+        let (to_cpu, to_fp16, fp16_to_cpu) = (logits_rel_err(g, &want[3 + i]), logits_rel_err(g, &base[i]), logits_rel_err(&base[i], &want[3 + i]));
         eprintln!("step {i}: blocks vs CPU {to_cpu:.2e}, blocks vs fp16-resident {to_fp16:.2e}, fp16-resident vs CPU {fp16_to_cpu:.2e}");
         assert!(g.iter().all(|x| x.is_finite()) && to_fp16 < 1e-2, "step {i}: the blocks' relative error {to_fp16} against fp16-resident");
         assert!(to_cpu < 5e-2, "step {i}: the blocks' relative error {to_cpu} against the CPU");
@@ -499,4 +480,14 @@ fn gpu_runs_gguf_blocks_as_stored() {
     let runs: Vec<Vec<u32>> = runs.into_iter().map(|r| r.into_iter().flatten().map(f32::to_bits).collect()).collect();
     assert!(runs[0] == runs[1], "the GGUF and its container give different bits");
     assert!(runs[1] == runs[2], "streaming the blocks gives other bits than keeping them resident");
+}
+
+/// The logits of a prompt of 4 tokens as one batch, then of each later token alone (graph
+/// replays).
+fn prompt_then_steps(llm: &mut codecllm::model::llama::GpuLlama, tokens: &[u32]) -> Vec<Vec<f32>> {
+    let mut got = vec![llm.forward(&tokens[..4]).unwrap()];
+    for &t in &tokens[4..] {
+        got.push(llm.forward(&[t]).unwrap());
+    }
+    got
 }

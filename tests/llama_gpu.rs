@@ -81,11 +81,6 @@ fn gpu_logits(llm: &mut GpuLlama, prompt: &[u32], decode: &[u32]) -> Vec<Vec<f32
     out
 }
 
-fn rel(a: &[f32], b: &[f32]) -> f64 {
-    // (relative L2 error of logits)
-    rel_err(&a.iter().map(|&x| x as f64).collect::<Vec<_>>(), &b.iter().map(|&x| x as f64).collect::<Vec<_>>())
-}
-
 #[test]
 fn tiny_llama_gpu_forward_matches_cpu_reference() {
     let Some(gpu) = gpu_or_skip("tiny_llama_gpu_forward_matches_cpu_reference") else { return };
@@ -121,7 +116,7 @@ fn tiny_llama_gpu_forward_matches_cpu_reference() {
             }
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert!(g.iter().all(|x| x.is_finite()), "{name} {mode:?} step {i}: non-finite logits");
-                let e = rel(g, w);
+                let e = logits_rel_err(g, w);
                 // INT8 from the GGUF source quantizes here while the CPU reads the source:
                 // compare that case loosely, every like-for-like case tightly.
                 let tol = if name == "gguf" && mode == WeightMode::Int8Resident { 5e-2 } else { 1e-2 };
@@ -174,9 +169,9 @@ fn tiny_llama_gpu_forward_matches_cpu_reference() {
         assert!(llm.use_graph, "the CPU share's host functions could not be captured");
         assert!(bits(&got[..1].to_vec()) == bits(&int8_runs[0].1[..1].to_vec()), "{slots} slot(s): the prompt's full pass differs from int8-resident");
         for (i, (g, w)) in got.iter().zip(&int8_runs[0].1).enumerate().skip(1) {
-            let e = rel(g, w);
+            let e = logits_rel_err(g, w);
             assert!(e < 5e-3, "{slots} slot(s), step {i}: CPU-shared decode differs from int8-resident by {e}");
-            assert!(rel(g, &want_cpu[i]) < 1e-2, "{slots} slot(s), step {i}: far from the CPU reference");
+            assert!(logits_rel_err(g, &want_cpu[i]) < 1e-2, "{slots} slot(s), step {i}: far from the CPU reference");
         }
         assert!(bits(&gpu_logits(&mut llm, &prompt, &decode)) == bits(&got), "{slots} slot(s): a second run differs");
         llm.use_graph = false;
@@ -197,7 +192,7 @@ fn tiny_llama_gpu_forward_matches_cpu_reference() {
     assert_eq!(p.cpu_share, 0.0, "{p:?}");
     let mut llm = GpuLlama::load(&gpu, &ans, WeightMode::Fp16Resident, 16, 64).unwrap();
     let want = cpu_logits(&container, &prompt, &decode);
-    assert!(gpu_logits(&mut llm, &prompt, &decode).iter().zip(&want).all(|(g, w)| rel(g, w) < 1e-2), "FP16 from ANS");
+    assert!(gpu_logits(&mut llm, &prompt, &decode).iter().zip(&want).all(|(g, w)| logits_rel_err(g, w) < 1e-2), "FP16 from ANS");
 }
 
 #[test]
@@ -216,7 +211,7 @@ fn smollm2_gpu_matches_cpu_and_int8_agrees_with_fp16() {
     let want = cpu_logits(&source, &prompt, &[]);
     let mut fp16 = GpuLlama::load(&gpu, &source, WeightMode::Fp16Resident, 256, 512).unwrap();
     let got = gpu_logits(&mut fp16, &prompt, &[]);
-    let e = rel(&got[0], &want[0]);
+    let e = logits_rel_err(&got[0], &want[0]);
     assert!(e < 1e-2, "FP16 GPU vs CPU f32 logits: relative error {e}");
 
     // Teacher forcing: FP16 generates 64 tokens greedily on 3 prompts; INT8 is fed the same
@@ -292,7 +287,7 @@ fn long_context_split_attention_matches_cpu_reference() {
             got.push(llm.forward(&[t]).unwrap());
         }
         for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-            let e = rel(g, w);
+            let e = logits_rel_err(g, w);
             assert!(g.iter().all(|x| x.is_finite()) && e < 1e-2, "graph {graph}, step {i} after 1500 positions: logits relative error {e}");
         }
     }
@@ -352,7 +347,7 @@ fn hybrid_placements_equal_int8_resident_and_stay_within_budget() {
     let want = gpu_logits(&mut int8, &prompt, &steps);
     let argmax = |v: &[f32]| v.iter().enumerate().max_by(|a, b| a.1.total_cmp(b.1)).map(|(i, _)| i);
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
-        assert!(rel(g, w) < 1e-2 && argmax(g) == argmax(w), "step {i} with the CPU share ({p:?}): relative error {}", rel(g, w));
+        assert!(logits_rel_err(g, w) < 1e-2 && argmax(g) == argmax(w), "step {i} with the CPU share ({p:?}): relative error {}", logits_rel_err(g, w));
     }
     note(&format!(
         "hybrid at {:.1} MB with the CPU share: {:.0} % of the streamed MLP rows ({:.1} MB) on the CPU",
@@ -393,14 +388,14 @@ fn batched_sequences_equal_each_sequence_alone() {
         }
         for s in 0..3 {
             for (i, (g, w)) in got[s].iter().zip(&alone[s]).enumerate() {
-                let e = rel(g, w);
+                let e = logits_rel_err(g, w);
                 assert!(e < 1e-2, "{mode:?} sequence {s} step {i}: relative error {e} against the sequence alone");
             }
         }
         // Sequence 1 over again, alone in a step, while the others keep their caches.
         llm.reset_sequence(1).unwrap();
         let again = llm.forward_batch(&[(1, prompts[1][0])], 1).unwrap();
-        assert!(rel(&again[0], &alone[1][0]) < 1e-2, "{mode:?}: a reset sequence starts over");
+        assert!(logits_rel_err(&again[0], &alone[1][0]) < 1e-2, "{mode:?}: a reset sequence starts over");
         let next = llm.forward_batch(&[(0, 7), (2, 7)], 2).unwrap();
         assert!(next.iter().all(|l| l.iter().all(|x| x.is_finite())));
         // A full sequence and an unknown one are errors, not writes past its run.
@@ -408,7 +403,7 @@ fn batched_sequences_equal_each_sequence_alone() {
         assert!(llm.forward_batch(&vec![(0, 1); 32], 1).is_err(), "{mode:?}: 32 more positions overflow sequence 0's run");
         assert!(llm.forward(&[1]).is_err(), "several sequences are fed with forward_batch");
         llm.set_sequences(1).unwrap();
-        assert!(rel(&llm.forward(&prompts[0]).unwrap(), &alone[0][0]) < 1e-2, "{mode:?}: back to one sequence");
+        assert!(logits_rel_err(&llm.forward(&prompts[0]).unwrap(), &alone[0][0]) < 1e-2, "{mode:?}: back to one sequence");
     }
 }
 

@@ -136,10 +136,6 @@ fn container_of(source: &SourceModel, dir: &Path, group_size: Option<u32>) -> Co
     Container::open(&clm).unwrap()
 }
 
-fn rel(a: &[f32], b: &[f32]) -> f64 {
-    rel_err(&a.iter().map(|&x| x as f64).collect::<Vec<_>>(), &b.iter().map(|&x| x as f64).collect::<Vec<_>>())
-}
-
 /// The sharded CPU forward against `CpuLlama` on the same weights — the GGUF's f32 values
 /// and the container's INT8 — over 2 and 4 ranks: a prompt as one batch (every row's
 /// logits), then single tokens.
@@ -165,7 +161,7 @@ fn check_cpu(arch: Arch) {
             assert_eq!(got.len(), want.len());
             for (i, (g, w)) in got.iter().zip(&want).enumerate() {
                 assert_eq!(g.len(), VOCAB, "{arch:?} {what} over {ranks}: gathered logits");
-                let e = rel(g, w);
+                let e = logits_rel_err(g, w);
                 // Only the order of f32 additions differs.
                 assert!(e < 1e-5, "{arch:?} {what} over {ranks} ranks, row {i}: relative error {e} against the unsharded forward");
             }
@@ -367,7 +363,7 @@ fn check_gpu(arch: Arch, mode: WeightMode, ranks: usize, test: &str) {
     let (tokens, got) = greedy(&mut tp, &prompt, steps);
     for (i, (g, w)) in got.iter().zip(&want).enumerate() {
         assert_eq!(g.len(), VOCAB);
-        let e = rel(g, w);
+        let e = logits_rel_err(g, w);
         assert!(e < 1e-2, "{arch:?} {mode:?} over {ranks} GPUs, step {i}: logits relative error {e} against one GPU");
         if i == steps || tokens[i] == want_tokens[i] {
             continue;

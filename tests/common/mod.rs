@@ -157,6 +157,11 @@ pub fn rel_err(got: &[f64], want: &[f64]) -> f64 {
     (num / den).sqrt()
 }
 
+/// `rel_err` of f32 logits against f32 logits.
+pub fn logits_rel_err(got: &[f32], want: &[f32]) -> f64 {
+    rel_err(&got.iter().map(|&x| x as f64).collect::<Vec<_>>(), &want.iter().map(|&x| x as f64).collect::<Vec<_>>())
+}
+
 /// Prints past libtest's output capture (which only takes `print!`-style macros), so
 /// measurements and skip reasons show in a normal `cargo test` run.
 pub fn note(msg: &str) {

@@ -62,11 +62,23 @@ pub fn random_ggml_blocks(rng: &mut impl Rng, layout: usize, rows: usize, cols: 
     if !cols.is_multiple_of(elems) {
         return Err(Error::Invalid(format!("{}: {cols} columns are not whole blocks of {elems}", l.name)));
     }
-    // Typical |quant × sub-block scale| per type (GGML_LAYOUTS order), and where the second
+    // Per type (GGML_LAYOUTS order): the typical |quant × sub-block scale|; where the second
     // FP16 scale centres the values (`m = c·d` for Q4_1 / Q5_1, `dmin = c·d` for the
-    // K-quants, whose mins are subtracted; 0: no second scale).
-    let (typical, centre) =
-        [(8.0, 0.0), (8.0, -7.5), (16.0, 0.0), (16.0, -15.5), (128.0, 0.0), (256.0, 7.5), (512.0, 15.5), (1024.0, 0.0), (16.0, 1.5), (64.0, 0.0)][layout];
+    // K-quants, whose mins are subtracted; 0: no second scale); and the largest sub-block
+    // min the second scale is multiplied by (the K-quants' 6-bit, Q2_K's 4-bit ones), which
+    // divides the spread of `spread_mins` so that a row's sum stays finite in FP16.
+    let (typical, centre, widest) = [
+        (8.0, 0.0, 1.0),
+        (8.0, -7.5, 1.0),
+        (16.0, 0.0, 1.0),
+        (16.0, -15.5, 1.0),
+        (128.0, 0.0, 1.0),
+        (256.0, 7.5, 63.0),
+        (512.0, 15.5, 63.0),
+        (1024.0, 0.0, 1.0),
+        (16.0, 1.5, 15.0),
+        (64.0, 0.0, 1.0),
+    ][layout];
     // Byte offsets of the FP16 fields: the 2-byte ones, d first, then m / dmin.
     let mut offsets = Vec::new();
     let mut at = 0;
@@ -83,9 +95,6 @@ pub fn random_ggml_blocks(rng: &mut impl Rng, layout: usize, rows: usize, cols: 
         let d = sign * rng.gen_range(0.5f32..1.5) * 4.0 / ((cols as f32).sqrt() * typical);
         block[offsets[0]..offsets[0] + 2].copy_from_slice(&f16::from_f32(d).to_le_bytes());
         if let Some(&o) = offsets.get(1) {
-            // The K-quants multiply dmin by a sub-block's 6-bit (Q2_K: 4-bit) min: the
-            // spread is divided by the largest, so that a row's sum stays finite in FP16.
-            let widest = [1.0, 1.0, 1.0, 1.0, 1.0, 63.0, 63.0, 1.0, 15.0, 1.0][layout];
             let m = if spread_mins { rng.gen_range(-1.0f32..1.0) * 10f32.powi(rng.gen_range(-6..3)) / widest } else { centre * d * rng.gen_range(0.8..1.2) };
             block[o..o + 2].copy_from_slice(&f16::from_f32(m).to_le_bytes());
         }
