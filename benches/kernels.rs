@@ -10,7 +10,7 @@ fn main() {
         Err(why) => return eprintln!("bench kernels: nothing measured, no GPU ({why})"),
     };
     let quick = std::env::var("CODECLLM_BENCH_FULL").map_or(true, |v| v != "1");
-    let o = suites::KernelsOptions { quick, tune: false, reps: 20, model: None, scratch: std::env::temp_dir().join("codecllm-bench") };
+    let o = suites::KernelsOptions { quick, tune: false, ggml: false, reps: 20, model: None, scratch: std::env::temp_dir().join("codecllm-bench") };
     match suites::kernels(&gpu, &o) {
         Ok(r) => print_table(&r.rows, &mut std::io::stdout()),
         Err(e) => panic!("bench kernels: {e}"),

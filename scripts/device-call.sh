@@ -3,7 +3,8 @@
 # what each call carries). Runs on the device machine, in the working tree's copy; keeps
 # its state in /tmp (the binaries in /tmp/db, SmolLM2's parts, the peer benchmark's work),
 # which lasts while the machine stays warm between calls.
-# Usage: scripts/device-call.sh unpack|gpu-tests|model-tests|peer
+# Usage: scripts/device-call.sh unpack|gpu-tests|model-tests|peer [STAGE...]  (peer-bench.sh's
+# stages; default all)
 set -uo pipefail
 cd "$(dirname "$0")/.."
 p=.device-pack db=/tmp/db
@@ -55,7 +56,7 @@ case "${1:-}" in
     export NVCOMP_LIB=$db/libnvcomp.so.6
     while [ -f /tmp/pb-bg.pid ] && kill -0 "$(cat /tmp/pb-bg.pid)" 2>/dev/null; do sleep 3; done
     tail -n 5 /tmp/pb-bg.log
-    bash scripts/peer-bench.sh all; rc=$?
+    shift; bash scripts/peer-bench.sh "${@:-all}"; rc=$?
     echo "peer-bench rc $rc"; exit $rc ;;
   *) echo "usage: scripts/device-call.sh unpack|gpu-tests|model-tests|peer" >&2; exit 2 ;;
 esac

@@ -724,14 +724,15 @@ llama_bench() { # llama_bench MODEL SERIES GGUF NGL TG
   msg=$(ph llama-bench "$STEP" "$1" llama.cpp "$2" "-ngl $4" $(( $(date +%s) - t0 )) "$smif" "$base" "$js" "$vlog" "$4") || return 1
   say "$msg"
 }
-llama_batched() { # llama_batched MODEL GGUF NGL
+llama_batched() { # llama_batched MODEL GGUF NGL [SERIES]
   need "$LBIN/llama-batched-bench" "$2" || return 1
+  local series=${4:-llama.cpp Q8_0}
   local out=$W/logs/$STEP.jsonl vlog=$W/logs/$STEP.v.log smif=$W/logs/$STEP.smi base t0 rc msg
   base=$(smi_used); t0=$(date +%s); smi_on "$smif"
   tmo 400 "$LBIN/llama-batched-bench" -m "$2" -c 8192 -b 2048 -ub 512 -npp 128 -ntg 32 -npl 1,16 -ngl "$3" -t "$THREADS" --output-format jsonl > "$out" 2> "$vlog"; rc=$?
   smi_off
   [ "$rc" = 0 ] || { tail -n 20 "$vlog"; return "$rc"; }
-  msg=$(ph batched "$STEP" "$1" llama.cpp "llama.cpp Q8_0" "-ngl $3" $(( $(date +%s) - t0 )) "$smif" "$base" "$out" "$vlog" "$3") || return 1
+  msg=$(ph batched "$STEP" "$1" llama.cpp "$series" "-ngl $3" $(( $(date +%s) - t0 )) "$smif" "$base" "$out" "$vlog" "$3") || return 1
   say "$msg"
 }
 
@@ -814,6 +815,13 @@ stage_q4km() {
   for ngl in 99 16 0; do step "llama-$MAIN-q4km-ngl$ngl" 60 llama_bench "$MAIN" "llama.cpp Q4_K_M" "$g" "$ngl" "$TG"; done
   p=$(ph prompt 512)
   step "codecllm-$MAIN-q4km-int8" 90 codecllm_run "$MAIN" "codecllm Q4_K_M blocks resident" none 1 "$g" --weights int8-resident --prompt "$p" --max-tokens "$TG"
+  # 16 sequences at once on the same file, all on the GPU (the GEMVs at M = 16).
+  step "llama-$MAIN-q4km-batched-ngl99" 30 llama_batched "$MAIN" "$g" 99 "llama.cpp Q4_K_M"
+  if has_run_flag --prompts-file; then
+    local pf=$W/prompts-16x128.txt i
+    [ -s "$pf" ] || for i in $(seq 0 15); do ph prompt 128 "$i"; done > "$pf"
+    step "codecllm-$MAIN-q4km-batch16" 90 codecllm_run "$MAIN" "codecllm Q4_K_M blocks resident, 16 sequences" none 16 "$g" --weights int8-resident --prompts-file "$pf" --batch 16 --max-tokens 32
+  fi
   step "keep-quant-$MAIN" 120 keep_quant "$g" "$c"
   b=$(ph llama-vram "$MAIN" 16 "llama.cpp Q4_K_M")
   if [ -n "$b" ]; then

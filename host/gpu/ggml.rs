@@ -1,9 +1,9 @@
 //! GGUF block tensors computed on as stored (`kernels/src/ggml.rs`): the planes layout the
 //! kernels read (`abi::GgmlLayout`, built on the CPU at load by [`ggml_planes`]) and the
 //! linear over it, a fused GEMV for small batches and dequantize-then-cuBLAS for large ones.
-use super::linear::{check_xy, gemv_batches};
+use super::linear::check_xy;
 use super::Gpu;
-use crate::abi::{ggml_layout, GgmlLayout, GEMV_MAX_M, GGML_GEMV_ROWS, GGML_GEMV_WARPS, GGML_LAYOUTS};
+use crate::abi::{ggml_layout, GgmlLayout, GGML_GEMV1_ROWS, GGML_GEMV1_WARPS, GGML_LAYOUTS, GGML_MMA_ROWS, GGML_MMA_TILES, GGML_MMA_WARPS};
 use crate::codec::ggml::GgmlType;
 use crate::error::{Error, Result};
 use crate::import::WeightSource;
@@ -11,11 +11,16 @@ use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, La
 use half::f16;
 use std::sync::Arc;
 
-/// Batches up to which `ggml_linear` runs the GEMV (in launches of `GEMV_MAX_M` rows)
-/// rather than dequantizing to FP16 for cuBLAS. Each GEMV launch reads the blocks once
-/// (0.5–1.1 bytes a weight); the FP16 path writes and reads 4 bytes a weight besides, so up
-/// to four launches move fewer bytes. Not yet measured: `bench` will set it.
-pub const GGML_GEMV_MAX_BATCH: usize = 4 * GEMV_MAX_M;
+/// Rows of x one tensor-core GEMV launch takes (`abi::GGML_MMA_TILES` n8 tiles).
+const MMA_MAX_M: usize = 8 * GGML_MMA_TILES;
+
+/// Batches up to which `ggml_linear` runs the GEMVs rather than dequantizing to FP16 for
+/// cuBLAS: one tensor-core launch. Measured (H200, 2026-12-02, `bench kernels --ggml`): at
+/// M = 16 one launch takes 0.6–1.3× the time of cuBLAS alone on the dequantized weights
+/// (Q4_K 14336×4096: 54 µs against 37), and the dequantization would add writing and
+/// reading 4 bytes a weight (~40 µs there); at M = 32 two launches take 1.2–3× cuBLAS's
+/// time, more than the dequantization saves.
+pub const GGML_GEMV_MAX_BATCH: usize = MMA_MAX_M;
 
 /// The kernels' layout for ggml type `ty`, if they have one (`abi::GGML_LAYOUTS` index).
 pub fn gpu_layout(ty: GgmlType) -> Option<usize> {
@@ -105,18 +110,33 @@ impl Gpu {
             return self.banded_cublas(x, m, w.rows, w.cols, y, stream, &mut |r0, rows, out| self.ggml_dequantize(w, r0, rows, out, stream));
         }
         let (n, k) = (w.rows as u32, w.cols as u32);
-        let rows_per_block = GGML_GEMV_ROWS * GGML_GEMV_WARPS;
-        let cfg = LaunchConfig { grid_dim: (n.div_ceil(rows_per_block), 1, 1), block_dim: (32 * GGML_GEMV_WARPS, 1, 1), shared_mem_bytes: 0 };
-        gemv_batches(m, |m0, mb| {
-            let xs = x.slice(m0 * w.cols..);
-            let mut ys = y.slice_mut(m0 * w.rows..);
-            let mut launch = stream.launch_builder(&self.kernels.ggml_gemv[w.layout][mb - 1]);
-            launch.arg(&xs).arg(&w.planes).arg(&mut ys).arg(&n).arg(&k);
-            // SAFETY: `check` and the sizes above; the kernel reads x[mb, k] and the planes of
-            // n·k values, and writes y[mb, n] only.
+        if m == 1 {
+            let cfg = LaunchConfig {
+                grid_dim: (n.div_ceil(GGML_GEMV1_ROWS * GGML_GEMV1_WARPS), 1, 1),
+                block_dim: (32 * GGML_GEMV1_WARPS, 1, 1),
+                shared_mem_bytes: 0,
+            };
+            let mut launch = stream.launch_builder(&self.kernels.ggml_gemv[w.layout]);
+            launch.arg(x).arg(&w.planes).arg(y).arg(&n).arg(&k);
+            // SAFETY: `check` and the sizes above; the kernel reads x[1, k] and the planes of
+            // n·k values, and writes y[1, n] only.
             unsafe { launch.launch(cfg) }?;
-            Ok(())
-        })
+            return Ok(());
+        }
+        // Tensor cores, the batch in launches of up to MMA_MAX_M rows (kernels/src/ggml.rs).
+        let cfg = LaunchConfig { grid_dim: (n.div_ceil(GGML_MMA_ROWS), 1, 1), block_dim: (32 * GGML_MMA_WARPS, 1, 1), shared_mem_bytes: 0 };
+        let mut m0 = 0;
+        while m0 < m {
+            let mb = (m - m0).min(MMA_MAX_M);
+            let (xs, mut ys, mb32) = (x.slice(m0 * w.cols..), y.slice_mut(m0 * w.rows..), mb as u32);
+            let mut launch = stream.launch_builder(&self.kernels.ggml_mma[w.layout][mb.div_ceil(8) - 1]);
+            launch.arg(&xs).arg(&w.planes).arg(&mut ys).arg(&n).arg(&k).arg(&mb32);
+            // SAFETY: `check` and the sizes above; the kernel reads x[mb, k] (mb ≤ 8 · its
+            // tiles) and the planes of n·k values, and writes y[mb, n] only.
+            unsafe { launch.launch(cfg) }?;
+            m0 += mb;
+        }
+        Ok(())
     }
 
     /// Rows `row0..row0 + rows` of `w` dequantized to FP16 into `out` (`[rows, cols]`),

@@ -33,8 +33,10 @@ pub struct Kernels {
     pub(crate) add_bias: CudaFunction,
     pub(crate) head_rmsnorm: CudaFunction,
     pub(crate) rmsnorm_inplace: CudaFunction,
-    /// GGUF block GEMVs (`abi::GGML_LAYOUTS` order, then batch) and dequantizations.
-    pub(crate) ggml_gemv: Vec<Vec<CudaFunction>>,
+    /// GGUF block kernels, `abi::GGML_LAYOUTS` order: the M = 1 GEMVs, the tensor-core ones
+    /// (then tile count) and the dequantizations.
+    pub(crate) ggml_gemv: Vec<CudaFunction>,
+    pub(crate) ggml_mma: Vec<Vec<CudaFunction>>,
     pub(crate) ggml_dequant: Vec<CudaFunction>,
     /// The Hopper GEMM entries (`abi::WGMMA_TILES` order) or why there are none. Loaded on
     /// first use: the sm_90a module holds every other kernel too, and JIT-compiling it
@@ -75,7 +77,8 @@ impl Kernels {
             add_bias: f(abi::ADD_BIAS)?,
             head_rmsnorm: f(abi::HEAD_RMSNORM)?,
             rmsnorm_inplace: f(abi::RMSNORM_INPLACE)?,
-            ggml_gemv: abi::GGML_LAYOUTS.iter().map(|l| l.gemv.iter().map(|n| f(n)).collect()).collect::<std::result::Result<_, _>>()?,
+            ggml_gemv: abi::GGML_LAYOUTS.iter().map(|l| f(l.gemv)).collect::<std::result::Result<_, _>>()?,
+            ggml_mma: abi::GGML_LAYOUTS.iter().map(|l| l.mma.iter().map(|n| f(n)).collect()).collect::<std::result::Result<_, _>>()?,
             ggml_dequant: abi::GGML_LAYOUTS.iter().map(|l| f(l.dequant)).collect::<std::result::Result<_, _>>()?,
             wgmma: OnceLock::new(),
             ctx: ctx.clone(),

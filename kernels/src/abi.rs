@@ -56,8 +56,11 @@ pub struct GgmlLayout {
     pub block_elems: u32,
     /// Bytes of each field of the block.
     pub fields: &'static [u32],
-    /// The GEMV entry for batch `m` is `gemv[m - 1]`.
-    pub gemv: [&'static str; GEMV_MAX_M],
+    /// The GEMV for batch 1 (CUDA cores).
+    pub gemv: &'static str,
+    /// The GEMVs for batches 2 to 16 (tensor cores, the batch a parameter): `mma[i]` computes
+    /// up to 8 · (i + 1) rows of x in one launch.
+    pub mma: [&'static str; GGML_MMA_TILES],
     /// Dequantization to FP16 (`[rows, cols]` row-major).
     pub dequant: &'static str,
 }
@@ -97,12 +100,8 @@ macro_rules! ggml_layout {
             id: $id,
             block_elems: $elems,
             fields: &[$($f),*],
-            gemv: [
-                concat!("ggml_gemv_", $lower, "_m1"), concat!("ggml_gemv_", $lower, "_m2"),
-                concat!("ggml_gemv_", $lower, "_m3"), concat!("ggml_gemv_", $lower, "_m4"),
-                concat!("ggml_gemv_", $lower, "_m5"), concat!("ggml_gemv_", $lower, "_m6"),
-                concat!("ggml_gemv_", $lower, "_m7"), concat!("ggml_gemv_", $lower, "_m8"),
-            ],
+            gemv: concat!("ggml_gemv_", $lower),
+            mma: [concat!("ggml_mma_", $lower, "_n8"), concat!("ggml_mma_", $lower, "_n16")],
             dequant: concat!("ggml_dequant_", $lower),
         }
     };
@@ -136,10 +135,23 @@ pub const fn ggml_layout(id: u32) -> Option<usize> {
     None
 }
 
-/// Weight rows each warp of a `ggml_gemv_*` launch computes (each activation value loaded
-/// once serves them all), and warps per block.
-pub const GGML_GEMV_ROWS: u32 = 2;
-pub const GGML_GEMV_WARPS: u32 = 4;
+/// `ggml_gemv_*` (M = 1): weight rows each warp computes (each activation value loaded once
+/// serves them all), and warps per block.
+pub const GGML_GEMV1_ROWS: u32 = 2;
+pub const GGML_GEMV1_WARPS: u32 = 4;
+/// `ggml_mma_*` (M = 2..=16, tensor cores): n8 tiles of the batch the widest computes, weight
+/// rows each block computes (one m16 tile), and its warps, which split the rows' K between
+/// them.
+pub const GGML_MMA_TILES: usize = 2;
+pub const GGML_MMA_ROWS: u32 = 16;
+pub const GGML_MMA_WARPS: u32 = 8;
+/// Blocks of a `ggml_mma_*` launch that must fit one SM at once: build.rs gives
+/// the kernels PTX launch bounds (`.maxntid`, `.minnctapersm`, what CUDA C's
+/// `__launch_bounds__` emits; rustc has no attribute for them), so ptxas keeps their
+/// registers at 65536 / (this · 32 · GGML_MMA_WARPS). Left alone it spends 140–200
+/// registers on keeping two steps' loads in flight, and one block of 8 warps per SM cannot
+/// hide the loads' latency.
+pub const GGML_MMA_BLOCKS_PER_SM: u32 = 2;
 
 /// The FP16-weight GEMV for batch `m` (the FP16 mode's products at M ≤ 8) is
 /// `GEMV_F16_KERNELS[m - 1]`.

@@ -47,8 +47,11 @@ pub unsafe extern "ptx-kernel" fn dequant_i8_f16(q: *const i8, scales: *const f3
     }
 }
 
-/// Two f32 rounded to FP16 (the same rounding as `as f16`), `lo` in the low half.
+/// Two f32 rounded to FP16 (the same rounding as `as f16`), `lo` in the low half: one
+/// `cvt.rn.f16x2.f32` where two `as f16` are two conversions and a merge.
 #[inline(always)]
 pub(crate) fn pack_f16(lo: f32, hi: f32) -> u32 {
-    (lo as f16).to_bits() as u32 | ((hi as f16).to_bits() as u32) << 16
+    let r: u32;
+    unsafe { core::arch::asm!("cvt.rn.f16x2.f32 {r}, {hi}, {lo};", r = out(reg32) r, hi = in(reg32) hi, lo = in(reg32) lo, options(pure, nomem, nostack)) };
+    r
 }

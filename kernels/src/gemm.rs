@@ -17,8 +17,9 @@
 //! splits. With one split the kernel writes FP16 `y`; with several each split writes FP32
 //! partials to `partial[z, m, n]` and `gemm_reduce_splits` sums them in fixed order
 //! (deterministic, no atomics). Requires k % 16 == 0 (the host checks).
-use crate::ptx::{block_x, block_y, block_z, f32_to_f16x2, load_cached_v4, load_v4, mul_f16x2, shared_array, store_v4, thread_x, unroll, WARP};
-use core::arch::asm;
+use crate::ptx::{
+    block_x, block_y, block_z, bytes_to_f16x2x2, f32_to_f16x2, load_cached_v4, load_v4, mma_m16n8k16, mul_f16x2, shared_array, store_v4, thread_x, unroll, WARP,
+};
 
 /// Warps per block, side by side along N.
 pub const WARPS: u32 = 4;
@@ -39,48 +40,10 @@ const _: () = assert!(2 * X_BUF_BYTES == 34816);
 #[derive(Clone, Copy)]
 struct V4([u32; 4]);
 
-/// Tensor-core step: `d += a·b` for one 16×8×16 tile. Not `pure`: `mma.sync` needs the
-/// whole warp, so it must not be moved under a lane-dependent branch.
-#[inline(always)]
-fn mma(acc: &mut [f32; 4], a: [u32; 4], b: [u32; 2]) {
-    unsafe {
-        asm!(
-            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {{{d0}, {d1}, {d2}, {d3}}}, {{{a0}, {a1}, {a2}, {a3}}}, {{{b0}, {b1}}}, {{{d0}, {d1}, {d2}, {d3}}};",
-            d0 = inout(reg32) acc[0],
-            d1 = inout(reg32) acc[1],
-            d2 = inout(reg32) acc[2],
-            d3 = inout(reg32) acc[3],
-            a0 = in(reg32) a[0],
-            a1 = in(reg32) a[1],
-            a2 = in(reg32) a[2],
-            a3 = in(reg32) a[3],
-            b0 = in(reg32) b[0],
-            b1 = in(reg32) b[1],
-            options(nostack),
-        );
-    }
-}
-
 /// Four INT8 weights → two FP16 pairs (bytes 0,1 and bytes 2,3), exactly.
 #[inline(always)]
 fn i8x4_to_f16x2x2(w: u32) -> [u32; 2] {
-    let biased = w ^ 0x8080_8080;
-    let (lo, hi): (u32, u32);
-    unsafe {
-        asm!(
-            "prmt.b32 {lo}, {w}, {e}, 0x4140;",
-            "prmt.b32 {hi}, {w}, {e}, 0x4342;",
-            "sub.f16x2 {lo}, {lo}, {bias};",
-            "sub.f16x2 {hi}, {hi}, {bias};",
-            lo = out(reg32) lo,
-            hi = out(reg32) hi,
-            w = in(reg32) biased,
-            e = in(reg32) 0x6464_6464u32,
-            bias = in(reg32) 0x6480_6480u32, // 1152.0 in both halves
-            options(pure, nomem, nostack),
-        );
-    }
-    [lo, hi]
+    bytes_to_f16x2x2(w ^ 0x8080_8080, 0x6480_6480) // 1152.0 = 1024 + the bias 128, both halves
 }
 
 #[inline(always)]
@@ -193,7 +156,7 @@ unsafe fn k16_steps<const MT: usize, const NT: usize>(
                 let a = [lo[0], hi[0], lo[1], hi[1]];
                 unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
                     if J < NT {
-                        mma(&mut acc[I][J], a, b[J]);
+                        mma_m16n8k16(&mut acc[I][J], a, b[J]);
                     }
                 });
             }
@@ -265,7 +228,7 @@ fn compute_block<const MT: usize, const NT: usize>(acc: &mut [[[f32; 4]; NT]; MT
                 let a = [blk.x[I][0][2 * S], blk.x[I][1][2 * S], blk.x[I][0][2 * S + 1], blk.x[I][1][2 * S + 1]];
                 unroll!(J in [0, 1, 2, 3, 4, 5, 6, 7] {
                     if J < NT {
-                        mma(&mut acc[I][J], a, b[J]);
+                        mma_m16n8k16(&mut acc[I][J], a, b[J]);
                     }
                 });
             }

@@ -276,7 +276,10 @@ impl Blocks for Q4_K {
     }
 }
 
-/// Q5_K: Q4_K plus bit (2c + G / 4) of qh[l] as value l's fifth bit.
+/// Q5_K: Q4_K plus bit (2c + G / 4) of qh[l] as value l's fifth bit. The task keeps only
+/// its two bits of each qh byte, packed: bits 2c, 2c + 1 of qh word i sit at bits 2·(i % 4)
+/// and 2·(i % 4) + 1 of each byte of `h[i / 4]` (two registers instead of eight: the
+/// tensor-core GEMV holds two rows' tasks of two steps at once).
 #[allow(non_camel_case_types)]
 pub struct Q5_K;
 impl Blocks for Q5_K {
@@ -289,16 +292,17 @@ impl Blocks for Q5_K {
         let l = &GGML_LAYOUTS[Self::LAYOUT];
         let mut t = load_k4::<L>(p, l, 4, blk, part);
         let qh = p.field(l, 3).add(blk as usize * 32);
-        let (a, b) = (L::v4(qh), L::v4(qh.add(16)));
-        t.h = words8(a, b);
+        let w = words8(L::v4(qh), L::v4(qh.add(16)));
+        let two = |i: usize| ((w[i] >> (2 * part)) & 0x0303_0303) << (2 * (i % 4));
+        t.h[0] = two(0) | two(1) | two(2) | two(3);
+        t.h[1] = two(4) | two(5) | two(6) | two(7);
         t
     }
     #[inline(always)]
     fn quants<const G: usize>(t: &Task, part: u32) -> [u32; 2] {
         let [a, b] = Q4_K::quants::<G>(t, part);
-        let bit = 2 * part + (G / 4) as u32;
-        let high = |h: u32| ((h >> bit) & 0x0101_0101) << 4;
-        [a | high(t.h[2 * (G % 4)]), b | high(t.h[2 * (G % 4) + 1])]
+        let high = |i: usize| ((t.h[i / 4] >> (2 * (i % 4) + G / 4)) & 0x0101_0101) << 4;
+        [a | high(2 * (G % 4)), b | high(2 * (G % 4) + 1)]
     }
     #[inline(always)]
     fn x_index<const G: usize>(part: u32) -> u32 {

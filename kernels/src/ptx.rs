@@ -66,6 +66,52 @@ pub fn mul_f16x2(v: u32, s2: u32) -> u32 {
     r
 }
 
+/// Bytes 0, 1 and bytes 2, 3 of `w` as FP16 pairs `1024 + b − bias`, exactly: `prmt` puts
+/// each byte under the exponent of 1024 (whose ulp is 1) and one `sub.f16x2` removes
+/// `bias2` (1024 + bias in both halves); integers below 2048 are exact in FP16.
+#[inline(always)]
+pub fn bytes_to_f16x2x2(w: u32, bias2: u32) -> [u32; 2] {
+    let (lo, hi): (u32, u32);
+    unsafe {
+        asm!(
+            "prmt.b32 {lo}, {w}, {e}, 0x4140;",
+            "prmt.b32 {hi}, {w}, {e}, 0x4342;",
+            "sub.f16x2 {lo}, {lo}, {bias};",
+            "sub.f16x2 {hi}, {hi}, {bias};",
+            lo = out(reg32) lo,
+            hi = out(reg32) hi,
+            w = in(reg32) w,
+            e = in(reg32) 0x6464_6464u32,
+            bias = in(reg32) bias2,
+            options(pure, nomem, nostack),
+        );
+    }
+    [lo, hi]
+}
+
+/// Tensor-core step: `d += a·b` for one 16×8×16 tile (FP16 in, FP32 accumulators). Not
+/// `pure`: `mma.sync` needs the whole warp, so it must not be moved under a lane-dependent
+/// branch.
+#[inline(always)]
+pub fn mma_m16n8k16(acc: &mut [f32; 4], a: [u32; 4], b: [u32; 2]) {
+    unsafe {
+        asm!(
+            "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {{{d0}, {d1}, {d2}, {d3}}}, {{{a0}, {a1}, {a2}, {a3}}}, {{{b0}, {b1}}}, {{{d0}, {d1}, {d2}, {d3}}};",
+            d0 = inout(reg32) acc[0],
+            d1 = inout(reg32) acc[1],
+            d2 = inout(reg32) acc[2],
+            d3 = inout(reg32) acc[3],
+            a0 = in(reg32) a[0],
+            a1 = in(reg32) a[1],
+            a2 = in(reg32) a[2],
+            a3 = in(reg32) a[3],
+            b0 = in(reg32) b[0],
+            b1 = in(reg32) b[1],
+            options(nostack),
+        );
+    }
+}
+
 /// `s` rounded to FP16 in both halves (the pair `mul_f16x2` scales by).
 #[inline(always)]
 pub fn f32_to_f16x2(s: f32) -> u32 {

@@ -53,6 +53,10 @@ pub enum What {
         /// default one, and skip the decode sections.
         #[arg(long)]
         tune: bool,
+        /// Only the GEMVs on GGUF blocks (every type, M = 1, 4, 8, 16, 32): the rows to set beside
+        /// llama.cpp's kernels.
+        #[arg(long, conflicts_with = "tune")]
+        ggml: bool,
         /// Timed repetitions per case (the median is reported).
         #[arg(long, default_value_t = 20)]
         reps: usize,
@@ -112,9 +116,9 @@ pub fn run(what: What) -> Result<bool> {
                 print_table(&report.rows, &mut std::io::stdout());
             }
         }
-        What::Kernels { json, quick, tune, reps, model, scratch } => {
+        What::Kernels { json, quick, tune, ggml, reps, model, scratch } => {
             let gpu = Gpu::new(0)?;
-            let report = suites::kernels(&gpu, &KernelsOptions { quick, tune, reps, model, scratch })?;
+            let report = suites::kernels(&gpu, &KernelsOptions { quick, tune, ggml, reps, model, scratch })?;
             if json {
                 // The table still goes to stderr, so a run saved as JSON stays readable.
                 print_table(&report.rows, &mut std::io::stderr());
