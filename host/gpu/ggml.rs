@@ -17,9 +17,9 @@ const MMA_MAX_M: usize = 8 * GGML_MMA_TILES;
 /// Batches up to which `ggml_linear` runs the GEMVs rather than dequantizing to FP16 for
 /// cuBLAS: one tensor-core launch. Measured (H200, 2026-12-02, `bench kernels --ggml`): at
 /// M = 16 one launch takes 0.6–1.3× the time of cuBLAS alone on the dequantized weights
-/// (Q4_K 14336×4096: 54 µs against 37), and the dequantization would add writing and
-/// reading 4 bytes a weight (~40 µs there); at M = 32 two launches take 1.2–3× cuBLAS's
-/// time, more than the dequantization saves.
+/// (Q4_K 14336×4096: 54 µs against 37), and the dequantization adds writing and reading
+/// 4 bytes a weight (~40 µs there at the D2D copy rate, by its bytes; not timed alone); at
+/// M = 32 two launches take 1.2–3× cuBLAS's time.
 pub const GGML_GEMV_MAX_BATCH: usize = MMA_MAX_M;
 
 /// The kernels' layout for ggml type `ty`, if they have one (`abi::GGML_LAYOUTS` index).
