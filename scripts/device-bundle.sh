@@ -21,8 +21,11 @@ for l in sys.stdin:
 strip "$out/codecllm"
 for t in "${tests[@]}"; do strip "$out/$t-tests"; done
 cp .cache/nvcomp/libnvcomp.so.6 "$out/"
+# The PTX the binaries embed (build.rs's OUT_DIR: with the launch bounds it adds), for
+# device-check.sh's ptxas report.
 for arch in sm_90 sm_90a; do
-  cp "target/kernels/$arch/nvptx64-nvidia-cuda/release/codecllm_kernels.ptx" "$out/kernels_$arch.ptx"
+  ptx=$(ls -t target/release/build/codecllm-*/out/kernels_$arch.ptx | head -n 1)
+  cp "$ptx" "$out/kernels_$arch.ptx"
 done
 
 # The peer benchmark (scripts/peer-bench.sh; the device machine has no internet):
