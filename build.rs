@@ -186,7 +186,7 @@ fn check_ptx(ptx: &str, arch: &str) {
     let ggml = abi::GGML_LAYOUTS.iter().flat_map(|l| l.mma.into_iter().chain([l.gemv, l.dequant]));
     let launched = abi::GEMV_KERNELS
         .iter()
-        .chain(abi::GEMV_F16_KERNELS.iter())
+        .chain([&abi::GEMV_F16])
         .chain(abi::OTHER_KERNELS.iter())
         .copied()
         .chain(abi::GEMM_TILES.iter().map(|t| t.name))

@@ -243,29 +243,19 @@ impl Gpu {
         Ok(())
     }
 
-    /// `y[m, rows] = x[m, cols] · wᵀ` for FP16 weights `[rows, cols]` and `m ≤ GEMV_MAX_M`:
-    /// one warp per output row (the FP16 mode's decode steps; larger batches go to cuBLAS).
-    #[allow(clippy::too_many_arguments)]
-    pub fn fp16_gemv(
-        &self,
-        x: &CudaSlice<f16>,
-        m: usize,
-        w: &CudaSlice<f16>,
-        rows: usize,
-        cols: usize,
-        y: &mut CudaSlice<f16>,
-        stream: &Arc<CudaStream>,
-    ) -> Result<()> {
-        if m == 0 || m > GEMV_MAX_M || w.len() < rows * cols || x.len() < m * cols || y.len() < m * rows || rows > u32::MAX as usize || cols > u32::MAX as usize
-        {
-            return Err(Error::Invalid(format!("FP16 GEMV: [{m}, {cols}] × [{rows}, {cols}]ᵀ with {} and {} elements of x and y", x.len(), y.len())));
+    /// `y[rows] = x[cols] · wᵀ` for FP16 weights `[rows, cols]` (M = 1): one warp per output
+    /// row (the FP16 mode's decode steps; larger batches go to cuBLAS, which the kernel only
+    /// beats at M = 1).
+    pub fn fp16_gemv(&self, x: &CudaSlice<f16>, w: &CudaSlice<f16>, rows: usize, cols: usize, y: &mut CudaSlice<f16>, stream: &Arc<CudaStream>) -> Result<()> {
+        if w.len() < rows * cols || x.len() < cols || y.len() < rows || rows > u32::MAX as usize || cols > u32::MAX as usize {
+            return Err(Error::Invalid(format!("FP16 GEMV: [1, {cols}] × [{rows}, {cols}]ᵀ with {} and {} elements of x and y", x.len(), y.len())));
         }
         let (n, k) = (rows as u32, cols as u32);
         let cfg = LaunchConfig { grid_dim: (n.div_ceil(GEMV_WARPS), 1, 1), block_dim: (32 * GEMV_WARPS, 1, 1), shared_mem_bytes: 0 };
-        let mut launch = stream.launch_builder(&self.kernels.gemv_f16[m - 1]);
+        let mut launch = stream.launch_builder(&self.kernels.gemv_f16);
         launch.arg(x).arg(w).arg(y).arg(&n).arg(&k);
-        // SAFETY: sizes checked above; the kernel reads x[m, k] and w[n, k] (16-byte loads
-        // only when k % 8 == 0, on allocations' aligned starts) and writes y[m, n].
+        // SAFETY: sizes checked above; the kernel reads x[k] and w[n, k] (16-byte loads only
+        // when k % 8 == 0, on allocations' aligned starts) and writes y[n].
         unsafe { launch.launch(cfg) }?;
         Ok(())
     }

@@ -14,7 +14,7 @@ const PTX_SM90A: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels_sm_90a.p
 /// The loaded kernels, one field per entry point.
 pub struct Kernels {
     pub(crate) gemv: Vec<CudaFunction>,
-    pub(crate) gemv_f16: Vec<CudaFunction>,
+    pub(crate) gemv_f16: CudaFunction,
     pub(crate) gemv3: CudaFunction,
     pub(crate) gemm: Vec<CudaFunction>,
     pub(crate) reduce_splits: CudaFunction,
@@ -58,7 +58,7 @@ impl Kernels {
         let f = |name: &str| module.load_function(name).map_err(|source| GpuError::Kernels { what: format!("kernel {name}"), source });
         Ok(Kernels {
             gemv: abi::GEMV_KERNELS.iter().map(|n| f(n)).collect::<std::result::Result<_, _>>()?,
-            gemv_f16: abi::GEMV_F16_KERNELS.iter().map(|n| f(n)).collect::<std::result::Result<_, _>>()?,
+            gemv_f16: f(abi::GEMV_F16)?,
             gemv3: f(abi::GEMV3_M1)?,
             gemm: abi::GEMM_TILES.iter().map(|t| f(t.name)).collect::<std::result::Result<_, _>>()?,
             reduce_splits: f(abi::GEMM_REDUCE_SPLITS)?,

@@ -153,10 +153,8 @@ pub const GGML_MMA_WARPS: u32 = 8;
 /// hide the loads' latency.
 pub const GGML_MMA_BLOCKS_PER_SM: u32 = 2;
 
-/// The FP16-weight GEMV for batch `m` (the FP16 mode's products at M ≤ 8) is
-/// `GEMV_F16_KERNELS[m - 1]`.
-pub const GEMV_F16_KERNELS: [&str; GEMV_MAX_M] =
-    ["gemv_f16_m1", "gemv_f16_m2", "gemv_f16_m3", "gemv_f16_m4", "gemv_f16_m5", "gemv_f16_m6", "gemv_f16_m7", "gemv_f16_m8"];
+/// The FP16-weight GEMV (the FP16 mode's products at M = 1).
+pub const GEMV_F16: &str = "gemv_f16_m1";
 
 /// A tensor-core GEMM variant (`gemm.rs`).
 #[derive(Clone, Copy, Debug)]

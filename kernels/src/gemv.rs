@@ -198,18 +198,21 @@ unsafe fn dot8_f16(x: *const u16, w: [u32; 4]) -> f32 {
     sum
 }
 
-/// FP16 weights (the FP16 mode's baseline): `y[m, n] = Σ_k x[m, k] · w[n, k]`, one warp
+/// FP16 weights (the FP16 mode's baseline), M = 1: `y[n] = Σ_k x[k] · w[n, k]`, one warp
 /// per row as `gemv`, 8 weights per 16-byte load, FP32 accumulation. A cuBLAS call per
-/// product at M = 1 left the FP16 mode at 0.79× llama.cpp's F16 on H200.
-#[inline(always)]
-unsafe fn gemv_f16<const M: usize>(x: *const u16, w: *const u16, y: *mut u16, n: u32, k: u32) {
+/// product at M = 1 left the FP16 mode at 0.79× llama.cpp's F16 on H200; at M = 4–8 this
+/// kernel measured 0.40–0.71× cuBLAS (2026-12-02), so larger batches go to cuBLAS.
+///
+/// Launch: as `gemv_w8a16_m1`; x and w 16-byte aligned.
+#[no_mangle]
+pub unsafe extern "ptx-kernel" fn gemv_f16_m1(x: *const u16, w: *const u16, y: *mut u16, n: u32, k: u32) {
     let (row, lane) = (warp_row(), thread_x() % WARP);
     if row >= n {
         return;
     }
     let k_us = k as usize;
     let row_w = w.add(row as usize * k_us);
-    let mut acc = [0.0f32; M];
+    let mut acc = 0.0f32;
     if k % 8 == 0 {
         let chunks = k / 8;
         let mut c = lane;
@@ -219,56 +222,26 @@ unsafe fn gemv_f16<const M: usize>(x: *const u16, w: *const u16, y: *mut u16, n:
                 v[U] = load_stream_v4(row_w.add(((c + U as u32 * WARP) * 8) as usize) as *const u32);
             });
             unroll!(U in [0, 1, 2, 3] {
-                let cu = (c + U as u32 * WARP) as usize;
-                unroll!(MI in [0, 1, 2, 3, 4, 5, 6, 7] {
-                    if MI < M {
-                        acc[MI] += dot8_f16(x.add(MI * k_us + cu * 8), v[U]);
-                    }
-                });
+                acc += dot8_f16(x.add((c + U as u32 * WARP) as usize * 8), v[U]);
             });
             c += UNROLL * WARP;
         }
         while c < chunks {
             let v = load_stream_v4(row_w.add((c * 8) as usize) as *const u32);
-            unroll!(MI in [0, 1, 2, 3, 4, 5, 6, 7] {
-                if MI < M {
-                    acc[MI] += dot8_f16(x.add(MI * k_us + c as usize * 8), v);
-                }
-            });
+            acc += dot8_f16(x.add(c as usize * 8), v);
             c += WARP;
         }
     } else {
         // Rows not 16-byte aligned (k % 8 != 0): element-wise.
         let mut kk = lane as usize;
         while kk < k_us {
-            let wv = f16::from_bits(*row_w.add(kk)) as f32;
-            unroll!(MI in [0, 1, 2, 3, 4, 5, 6, 7] {
-                if MI < M {
-                    acc[MI] = fma(f16::from_bits(*x.add(MI * k_us + kk)) as f32, wv, acc[MI]);
-                }
-            });
+            acc = fma(f16::from_bits(*x.add(kk)) as f32, f16::from_bits(*row_w.add(kk)) as f32, acc);
             kk += WARP as usize;
         }
     }
-    unroll!(MI in [0, 1, 2, 3, 4, 5, 6, 7] {
-        if MI < M {
-            let total = warp_sum(acc[MI]);
-            if lane == 0 {
-                *y.add(MI * n as usize + row as usize) = (total as f16).to_bits();
-            }
-        }
-    });
+    let total = warp_sum(acc);
+    if lane == 0 {
+        *y.add(row as usize) = (total as f16).to_bits();
+    }
 }
-
-macro_rules! gemv_f16_entry {
-    ($($name:ident = $m:literal),* $(,)?) => {$(
-        /// Launch: as `gemv_w8a16_m1`; x and w 16-byte aligned.
-        #[no_mangle]
-        pub unsafe extern "ptx-kernel" fn $name(x: *const u16, w: *const u16, y: *mut u16, n: u32, k: u32) {
-            gemv_f16::<$m>(x, w, y, n, k)
-        }
-        const _: () = assert!(crate::abi::same_name(stringify!($name), crate::abi::GEMV_F16_KERNELS[$m - 1]));
-    )*};
-}
-
-gemv_f16_entry!(gemv_f16_m1 = 1, gemv_f16_m2 = 2, gemv_f16_m3 = 3, gemv_f16_m4 = 4, gemv_f16_m5 = 5, gemv_f16_m6 = 6, gemv_f16_m7 = 7, gemv_f16_m8 = 8,);
+const _: () = assert!(crate::abi::same_name("gemv_f16_m1", crate::abi::GEMV_F16));

@@ -49,23 +49,21 @@ impl Bench<'_> {
 }
 
 impl Bench<'_> {
-    /// The FP16 mode's GEMV (decode steps) against cuBLAS FP16 on the same weights.
-    pub fn fp16_gemv(&mut self, shapes: &[(usize, usize)], batches: &[usize]) -> Result<Vec<Row>> {
+    /// The FP16 mode's GEMV (decode steps, M = 1) against cuBLAS FP16 on the same weights.
+    pub fn fp16_gemv(&mut self, shapes: &[(usize, usize)]) -> Result<Vec<Row>> {
         let s = self.gpu.stream.clone();
         let blas = CudaBlas::new(s.clone())?;
         let mut rows = Vec::new();
         for &(n, k) in shapes {
             let w = self.weights(n * k);
             let w16 = self.fp16_copies(&w)?;
-            for &m in batches.iter().filter(|&&m| m <= crate::gpu::GEMV_MAX_M) {
-                let x = s.clone_htod(&self.random_f16(m * k))?;
-                let mut y = s.alloc_zeros::<f16>(m * n)?;
-                let gpu = self.gpu;
-                let cublas = self.cublas_us(&blas, &w16, &x, &mut y, m, n, k)?;
-                let ours = self.time_us(w16.len(), |i| gpu.fp16_gemv(&x, m, &w16[i], n, k, &mut y, &s))?;
-                let note = "FP16 GEMV (the FP16 mode's decode products)".to_string();
-                rows.push(self.vs_cublas("fp16", format!("{n}x{k} M={m}"), ours, cublas, 2 * n * k + 2 * m * (k + n), note));
-            }
+            let x = s.clone_htod(&self.random_f16(k))?;
+            let mut y = s.alloc_zeros::<f16>(n)?;
+            let gpu = self.gpu;
+            let cublas = self.cublas_us(&blas, &w16, &x, &mut y, 1, n, k)?;
+            let ours = self.time_us(w16.len(), |i| gpu.fp16_gemv(&x, &w16[i], n, k, &mut y, &s))?;
+            let note = "FP16 GEMV (the FP16 mode's decode products)".to_string();
+            rows.push(self.vs_cublas("fp16", format!("{n}x{k} M=1"), ours, cublas, 2 * n * k + 2 * (k + n), note));
         }
         Ok(rows)
     }

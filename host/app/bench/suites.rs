@@ -67,7 +67,7 @@ pub fn kernels(gpu: &Gpu, o: &KernelsOptions) -> Result<Report> {
         rows = b.linear(shapes, batches)?;
         // The 8B shapes (all rows whole K-quant super-blocks), at the GEMV's batches.
         rows.extend(b.ggml(&shapes[..shapes.len().min(3)], if o.quick { &[1] } else { &[1, 4, 8, 16, 32] })?);
-        rows.extend(b.fp16_gemv(shapes, &[1, 4, 8])?);
+        rows.extend(b.fp16_gemv(shapes)?);
         rows.extend(b.decode(&o.scratch, real.as_ref())?);
         rows.extend(b.layer(&o.scratch, Codec::Zstd)?);
         rows.extend(b.layer(&o.scratch, Codec::Ans)?);

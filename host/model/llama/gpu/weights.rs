@@ -158,7 +158,7 @@ impl Linear {
         match self {
             // One row only: on the H200 (bench kernels, 2026-12-02) the FP16 GEMV is 1.28x
             // cuBLAS at 4096x4096 and 0.98x at 14336x4096 for M = 1, but 0.40-0.71x at M = 4-8.
-            Linear::Fp16 { w, rows, cols } if m == 1 => gpu.fp16_gemv(x, m, w, *rows, *cols, y, &gpu.stream),
+            Linear::Fp16 { w, rows, cols } if m == 1 => gpu.fp16_gemv(x, w, *rows, *cols, y, &gpu.stream),
             Linear::Fp16 { w, rows, cols } => {
                 let blas = blas.expect("FP16 weights exist only in the FP16 mode, which creates cuBLAS");
                 cublas_fp16_linear(blas, w, x, y, m, *rows, *cols)
