@@ -1,15 +1,16 @@
 //! GGUF block types computed on as stored: fused GEMVs for M = 1 (CUDA cores, f32) and
 //! M = 2..=16 (tensor cores) (`y[m, n] = Σ_k x[m, k] · w[n, k]`, w dequantized in
-//! registers) and a dequantization to FP16 for larger batches (then cuBLAS), for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K to Q6_K.
-//! The blocks sit in VRAM in `abi::GgmlLayout`'s planes (one per struct field, aligned).
+//! registers), and a dequantization to FP16 for larger batches (then cuBLAS), for Q4_0,
+//! Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K to Q6_K. The blocks sit in VRAM in `abi::GgmlLayout`'s
+//! planes (one per struct field, aligned).
 //!
 //! The blocks' bits are read by `ggml_blocks` (shared with the host's tests): sub-blocks
 //! with `value = scale · u − off`, one task (32 or 64 values) per lane at a time, in groups
-//! of 8 consecutive values. The GEMV runs on tensor cores (`mma.sync.m16n8k16`): each group
-//! is dequantized in registers with the reference's f32 arithmetic and rounded to FP16 (the
-//! weights the larger batches' dequantization writes, bit for bit), and 16 rows × the whole
-//! batch come out of each mma, so M = 8 reads what M = 1 does and the FMAs per value and
-//! row of a CUDA-core dot product are gone.
+//! of 8 consecutive values. From M = 2 the GEMV runs on tensor cores (`mma.sync.m16n8k16`):
+//! each group is dequantized in registers with the reference's f32 arithmetic and rounded
+//! to FP16 (the weights the larger batches' dequantization writes, bit for bit), and 16
+//! rows × 8 or 16 batch rows come out of each block's mmas, so M = 8 reads what M = 1 does
+//! and the FMAs per value and batch row of a CUDA-core dot product are gone.
 use crate::abi::{GGML_GEMV1_ROWS, GGML_GEMV1_WARPS, GGML_LAYOUTS, GGML_MMA_ROWS, GGML_MMA_TILES, GGML_MMA_WARPS};
 use crate::dequant::pack_f16;
 use crate::ggml_blocks::{Blocks, Mem, Planes, Task, NO_TASK, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0};
