@@ -57,7 +57,7 @@ fn main() {
     for arch in ARCHS {
         let ptx = build_ptx(&kernels, &channel, &llvm_bin, &target_root.join(arch), arch);
         check_ptx(&ptx, arch);
-        let ptx = ggml_gemv_launch_bounds(ptx);
+        let ptx = ggml_mma_launch_bounds(ptx);
         std::fs::write(out_dir.join(format!("kernels_{arch}.ptx")), ptx).unwrap();
     }
 }
@@ -125,7 +125,7 @@ fn build_ptx(kernels: &Path, channel: &str, llvm_bin: &Path, target_dir: &Path, 
 /// The tensor-core `ggml_mma_*` entries with PTX launch bounds
 /// (`abi::GGML_MMA_BLOCKS_PER_SM`): the performance-tuning directives go between an entry's
 /// parameter list and its body.
-fn ggml_gemv_launch_bounds(mut ptx: String) -> String {
+fn ggml_mma_launch_bounds(mut ptx: String) -> String {
     let bounds = format!("\n.maxntid {}, 1, 1\n.minnctapersm {}", 32 * abi::GGML_MMA_WARPS, abi::GGML_MMA_BLOCKS_PER_SM);
     for name in abi::GGML_LAYOUTS.iter().flat_map(|l| l.mma) {
         let entry = ptx.find(&format!(".entry {name}(")).unwrap_or_else(|| fail(&format!("the PTX lacks {name}")));
