@@ -41,8 +41,7 @@ fn check_plan(gpu: &Gpu, rng: &mut impl Rng, n: usize, k: usize, m: usize, group
     // The dequantize-then-cuBLAS plan multiplies by q·s rounded to FP16: compare with those
     // weights' product, so that a short row whose sum cancels is not blamed for the rounding.
     let want = if plan == LinearPlan::DequantCublas {
-        let groups = k.div_ceil(group);
-        let w16: Vec<f32> = (0..n * k).map(|i| f16::from_f32(w.q[i] as f32 * w.scales[(i / k) * groups + (i % k) / group]).to_f32()).collect();
+        let w16: Vec<f32> = w.dequantize().iter().map(|&v| f16::from_f32(v).to_f32()).collect();
         reference_linear(&x, m, &w16, n, k)
     } else {
         linear(&x.iter().map(|v| v.to_f32()).collect::<Vec<_>>(), m, &w)

@@ -167,10 +167,10 @@ fn group_values<F: Blocks, const G: usize>(task: &Task, part: u32) -> [f32; 8] {
     v
 }
 
-/// Group `G`'s values of one row as FP16 pairs (values 0,1 | 2,3 | 4,5 | 6,7).
+/// Group `G`'s values of a task as FP16 pairs (values 0,1 | 2,3 | 4,5 | 6,7).
 #[inline(always)]
-fn group_f16<F: Blocks, const G: usize>(st: &Step, r: usize) -> [u32; 4] {
-    let v = group_values::<F, G>(&st.task[r], st.part);
+fn group_f16<F: Blocks, const G: usize>(task: &Task, part: u32) -> [u32; 4] {
+    let v = group_values::<F, G>(task, part);
     [pack_f16(v[0], v[1]), pack_f16(v[2], v[3]), pack_f16(v[4], v[5]), pack_f16(v[6], v[7])]
 }
 
@@ -184,7 +184,7 @@ fn group_f16<F: Blocks, const G: usize>(st: &Step, r: usize) -> [u32; 4] {
 unsafe fn mma_step<F: Blocks, const NT: usize>(acc: &mut [[[f32; 4]; 2]; NT], st: &Step, x: *const u16, k: usize, g: usize, m: usize) {
     unroll!(G in [0, 1, 2, 3, 4, 5, 6, 7] {
         if G < F::GROUPS {
-            let (w0, w8) = (group_f16::<F, G>(st, 0), group_f16::<F, G>(st, 1));
+            let (w0, w8) = (group_f16::<F, G>(&st.task[0], st.part), group_f16::<F, G>(&st.task[1], st.part));
             let xo = st.x0 + F::x_index::<G>(st.part) as usize;
             unroll!(J in [0, 1] {
                 if J < NT {
@@ -285,9 +285,8 @@ unsafe fn dequant<F: Blocks>(w: *const u8, out: *mut u16, n: u32, k: u32, row0: 
         let xb = blk as usize * layout.block_elems as usize;
         unroll!(G in [0, 1, 2, 3, 4, 5, 6, 7] {
             if G < F::GROUPS {
-                let v = group_values::<F, G>(&task, part);
                 let dst = row_out.add(xb + F::x_index::<G>(part) as usize) as *mut u32;
-                store_v4(dst, [pack_f16(v[0], v[1]), pack_f16(v[2], v[3]), pack_f16(v[4], v[5]), pack_f16(v[6], v[7])]);
+                store_v4(dst, group_f16::<F, G>(&task, part));
             }
         });
         t += block_dim_x();
