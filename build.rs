@@ -57,7 +57,7 @@ fn main() {
     for arch in ARCHS {
         let ptx = build_ptx(&kernels, &channel, &llvm_bin, &target_root.join(arch), arch);
         check_ptx(&ptx, arch);
-        let ptx = ggml_mma_launch_bounds(ptx);
+        let ptx = ggml_launch_bounds(ptx);
         std::fs::write(out_dir.join(format!("kernels_{arch}.ptx")), ptx).unwrap();
     }
 }
@@ -122,12 +122,12 @@ fn build_ptx(kernels: &Path, channel: &str, llvm_bin: &Path, target_dir: &Path, 
     std::fs::read_to_string(&ptx_path).unwrap_or_else(|e| fail(&format!("no PTX at {}: {e}", ptx_path.display())))
 }
 
-/// The tensor-core `ggml_mma_*` entries with PTX launch bounds
+/// The tensor-core `ggml_gemv_*` and `ggml_mma_*` entries with PTX launch bounds
 /// (`abi::GGML_MMA_BLOCKS_PER_SM`): the performance-tuning directives go between an entry's
 /// parameter list and its body.
-fn ggml_mma_launch_bounds(mut ptx: String) -> String {
+fn ggml_launch_bounds(mut ptx: String) -> String {
     let bounds = format!("\n.maxntid {}, 1, 1\n.minnctapersm {}", 32 * abi::GGML_MMA_WARPS, abi::GGML_MMA_BLOCKS_PER_SM);
-    for name in abi::GGML_LAYOUTS.iter().flat_map(|l| l.mma) {
+    for name in abi::GGML_LAYOUTS.iter().flat_map(|l| l.mma.into_iter().chain([l.gemv])) {
         let entry = ptx.find(&format!(".entry {name}(")).unwrap_or_else(|| fail(&format!("the PTX lacks {name}")));
         let close = entry + ptx[entry..].find("\n)").unwrap_or_else(|| fail(&format!("no parameter list for {name} in the PTX"))) + 2;
         ptx.insert_str(close, &bounds);

@@ -290,7 +290,7 @@ fn kernel_block_logic_reproduces_the_cpu_dequantizer() {
                     macro_rules! group {
                         ($($g:literal),*) => {$(
                             if $g < F::GROUPS {
-                                let at = base + F::x_index::<$g>(part) as usize;
+                                let at = base + F::x_index(part, $g as u32) as usize;
                                 for i in 0..8 {
                                     got[at + i] = value::<F, $g>(&task, part, i);
                                     seen[at + i] += 1;

@@ -474,16 +474,16 @@ fn reference_linear(x: &[f16], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f
 }
 
 /// Every GGUF block type the GPU computes on as stored: the GEMV at every batch up to
-/// `GEMV_MAX_M`, several launches of it, and dequantize-then-cuBLAS beyond
-/// `GGML_GEMV_MAX_BATCH`, against the f64 product with the CPU's dequantized weights (for
-/// M ≥ 2 rounded to FP16, the weights those paths multiply by), on one block per row, row
+/// `GGML_GEMV_MAX_BATCH`, several launches of it, and dequantize-then-cuBLAS beyond it,
+/// against the f64 product with the CPU's dequantized weights (above
+/// `GGML_EXACT_MAX_BATCH` rounded to FP16, the weights those paths multiply by), on one block per row, row
 /// counts that leave a warp's second row or a 16-row tile partly past the end, rows wider
 /// than a pass of the warp, and mins from centred to extreme.
 #[test]
 fn ggml_linear_matches_reference_for_every_native_type() {
     use codecllm::abi::GGML_LAYOUTS;
     use codecllm::codec::ggml::{dequantize, GgmlType};
-    use codecllm::gpu::{ggml_planes, GgmlWeights, GGML_GEMV_MAX_BATCH};
+    use codecllm::gpu::{ggml_planes, GgmlWeights, GGML_EXACT_MAX_BATCH, GGML_GEMV_MAX_BATCH};
     let Some(gpu) = gpu_or_skip("ggml_linear_matches_reference_for_every_native_type") else { return };
     let mut rng = rng(fresh_seed());
     let s = &gpu.stream;
@@ -493,8 +493,9 @@ fn ggml_linear_matches_reference_for_every_native_type() {
             let blocks = codecllm::app::bench::data::random_ggml_blocks(&mut rng, layout, n, k, spread_mins).unwrap();
             let mut w = Vec::new();
             dequantize(GgmlType::from_id(l.id).unwrap(), &blocks, &mut w);
-            // M = 1 computes in f32 from the quants; larger batches multiply by the weights
-            // rounded to FP16 (tensor cores, or the dequantization for cuBLAS).
+            // M ≤ 2 multiplies by the exact weights (integer quants, f32 scales); larger
+            // batches by the weights rounded to FP16 (tensor cores, or the dequantization
+            // for cuBLAS).
             let w16: Vec<f32> = w.iter().map(|&v| f16::from_f32(v).to_f32()).collect();
             let planes = s.clone_htod(&ggml_planes(layout, &blocks).unwrap()).unwrap();
             let weights = GgmlWeights { layout, planes: planes.slice(..), rows: n, cols: k };
@@ -505,7 +506,7 @@ fn ggml_linear_matches_reference_for_every_native_type() {
                 gpu.ggml_linear(&xd, m, &weights, &mut y, s).unwrap();
                 let got: Vec<f64> = s.clone_dtoh(&y).unwrap().iter().map(|v| v.to_f64()).collect();
                 assert!(got.iter().all(|v| v.is_finite()), "{} {n}x{k} m={m}: unwritten (poisoned) or non-finite outputs", l.name);
-                let e = rel_err(&got, &reference_linear(&x, m, if m == 1 { &w } else { &w16 }, n, k));
+                let e = rel_err(&got, &reference_linear(&x, m, if m <= GGML_EXACT_MAX_BATCH { &w } else { &w16 }, n, k));
                 assert!(e < LINEAR_TOL, "{} {n}x{k} m={m}: relative error {e}", l.name);
             }
         }

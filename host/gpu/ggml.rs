@@ -3,7 +3,7 @@
 //! linear over it, a fused GEMV for small batches and dequantize-then-cuBLAS for large ones.
 use super::linear::check_xy;
 use super::Gpu;
-use crate::abi::{ggml_layout, GgmlLayout, GGML_GEMV1_ROWS, GGML_GEMV1_WARPS, GGML_LAYOUTS, GGML_MMA_ROWS, GGML_MMA_TILES, GGML_MMA_WARPS};
+use crate::abi::{ggml_layout, GgmlLayout, GGML_GEMV_BATCH, GGML_LAYOUTS, GGML_MMA_ROWS, GGML_MMA_TILES, GGML_MMA_WARPS};
 use crate::codec::ggml::GgmlType;
 use crate::error::{Error, Result};
 use crate::import::WeightSource;
@@ -21,6 +21,10 @@ const MMA_MAX_M: usize = 8 * GGML_MMA_TILES;
 /// 4 bytes a weight (~40 µs there at the D2D copy rate, by its bytes; not timed alone); at
 /// M = 32 two launches take 1.2–3× cuBLAS's time.
 pub const GGML_GEMV_MAX_BATCH: usize = MMA_MAX_M;
+
+/// Batches the exact-integer GEMV takes (`ggml_gemv_*`); larger ones multiply by the
+/// weights rounded to FP16.
+pub const GGML_EXACT_MAX_BATCH: usize = GGML_GEMV_BATCH as usize;
 
 /// The kernels' layout for ggml type `ty`, if they have one (`abi::GGML_LAYOUTS` index).
 pub fn gpu_layout(ty: GgmlType) -> Option<usize> {
@@ -110,21 +114,17 @@ impl Gpu {
             return self.banded_cublas(x, m, w.rows, w.cols, y, stream, &mut |r0, rows, out| self.ggml_dequantize(w, r0, rows, out, stream));
         }
         let (n, k) = (w.rows as u32, w.cols as u32);
-        if m == 1 {
-            let cfg = LaunchConfig {
-                grid_dim: (n.div_ceil(GGML_GEMV1_ROWS * GGML_GEMV1_WARPS), 1, 1),
-                block_dim: (32 * GGML_GEMV1_WARPS, 1, 1),
-                shared_mem_bytes: 0,
-            };
+        let cfg = LaunchConfig { grid_dim: (n.div_ceil(GGML_MMA_ROWS), 1, 1), block_dim: (32 * GGML_MMA_WARPS, 1, 1), shared_mem_bytes: 0 };
+        if m <= GGML_EXACT_MAX_BATCH {
+            let m32 = m as u32;
             let mut launch = stream.launch_builder(&self.kernels.ggml_gemv[w.layout]);
-            launch.arg(x).arg(&w.planes).arg(y).arg(&n).arg(&k);
-            // SAFETY: `check` and the sizes above; the kernel reads x[1, k] and the planes of
-            // n·k values, and writes y[1, n] only.
+            launch.arg(x).arg(&w.planes).arg(y).arg(&n).arg(&k).arg(&m32);
+            // SAFETY: `check` and the sizes above; the kernel reads x[m, k] (m ≤
+            // GGML_GEMV_BATCH) and the planes of n·k values, and writes y[m, n] only.
             unsafe { launch.launch(cfg) }?;
             return Ok(());
         }
-        // Tensor cores, the batch in launches of up to MMA_MAX_M rows (kernels/src/ggml.rs).
-        let cfg = LaunchConfig { grid_dim: (n.div_ceil(GGML_MMA_ROWS), 1, 1), block_dim: (32 * GGML_MMA_WARPS, 1, 1), shared_mem_bytes: 0 };
+        // FP16 weights on tensor cores, the batch in launches of up to MMA_MAX_M rows.
         let mut m0 = 0;
         while m0 < m {
             let mb = (m - m0).min(MMA_MAX_M);

@@ -135,17 +135,17 @@ pub const fn ggml_layout(id: u32) -> Option<usize> {
     None
 }
 
-/// `ggml_gemv_*` (M = 1): weight rows each warp computes (each activation value loaded once
-/// serves them all), and warps per block.
-pub const GGML_GEMV1_ROWS: u32 = 2;
-pub const GGML_GEMV1_WARPS: u32 = 4;
-/// `ggml_mma_*` (M = 2..=16, tensor cores): n8 tiles of the batch the widest computes, weight
+/// `ggml_gemv_*` (exact integer weights on tensor cores): the batch rows it takes (lane t's
+/// k slots meet x in B's columns 2t and 2t + 1 only). Its rows, warps and launch bounds are
+/// `ggml_mma_*`'s.
+pub const GGML_GEMV_BATCH: u32 = 2;
+/// `ggml_mma_*` (M = 3..=16, tensor cores): n8 tiles of the batch the widest computes, weight
 /// rows each block computes (one m16 tile), and its warps, which split the rows' K between
 /// them.
 pub const GGML_MMA_TILES: usize = 2;
 pub const GGML_MMA_ROWS: u32 = 16;
 pub const GGML_MMA_WARPS: u32 = 8;
-/// Blocks of a `ggml_mma_*` launch that must fit one SM at once: build.rs gives
+/// Blocks of a `ggml_gemv_*` or `ggml_mma_*` launch that must fit one SM at once: build.rs gives
 /// the kernels PTX launch bounds (`.maxntid`, `.minnctapersm`, what CUDA C's
 /// `__launch_bounds__` emits; rustc has no attribute for them), so ptxas keeps their
 /// registers at 65536 / (this · 32 · GGML_MMA_WARPS). Left alone it gave them 140–200

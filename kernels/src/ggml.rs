@@ -1,22 +1,25 @@
-//! GGUF block types computed on as stored: fused GEMVs for M = 1 (CUDA cores, f32) and
-//! M = 2..=16 (tensor cores) (`y[m, n] = Σ_k x[m, k] · w[n, k]`, w dequantized in
-//! registers), and a dequantization to FP16 for larger batches (then cuBLAS), for Q4_0,
-//! Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K to Q6_K. The blocks sit in VRAM in `abi::GgmlLayout`'s
-//! planes (one per struct field, aligned).
+//! GGUF block types computed on as stored: fused GEMVs on tensor cores for M ≤ 2 (exact
+//! integer weights) and M = 3..=16 (FP16 weights) (`y[m, n] = Σ_k x[m, k] · w[n, k]`, w
+//! decoded in registers), and a dequantization to FP16 for larger batches (then cuBLAS),
+//! for Q4_0, Q4_1, Q5_0, Q5_1, Q8_0 and Q2_K to Q6_K. The blocks sit in VRAM in
+//! `abi::GgmlLayout`'s planes (one per struct field, aligned).
 //!
 //! The blocks' bits are read by `ggml_blocks` (shared with the host's tests): sub-blocks
 //! with `value = scale · u − off`, one task (32 or 64 values) per lane at a time, in groups
-//! of 8 consecutive values. From M = 2 the GEMV runs on tensor cores (`mma.sync.m16n8k16`):
-//! each group is dequantized in registers with the reference's f32 arithmetic and rounded
-//! to FP16 (the weights the larger batches' dequantization writes, bit for bit), and 16
-//! rows × 8 or 16 batch rows come out of each block's mmas, so M = 8 reads what M = 1 does
-//! and the FMAs per value and batch row of a CUDA-core dot product are gone.
-use crate::abi::{GGML_GEMV1_ROWS, GGML_GEMV1_WARPS, GGML_LAYOUTS, GGML_MMA_ROWS, GGML_MMA_TILES, GGML_MMA_WARPS};
+//! of 8 consecutive values. Both GEMVs use `mma.sync.m16n8k16` with the weights as A (16
+//! rows a block) and x as B. At M ≤ 2 A holds the stored quants as FP16 integers and B is
+//! block-diagonal, so each lane gets its own task's sums and applies the sub-block scales
+//! in f32 (two conversion instructions per pair of weights; a CUDA-core f32 GEMV spent ~6.6
+//! instructions per weight). From M = 3 each group is dequantized with the reference's f32
+//! arithmetic and rounded to FP16 (the weights the larger batches' dequantization writes,
+//! bit for bit), and 16 rows × 8 or 16 batch rows come out of each block's mmas, so M = 8
+//! reads what M = 1 does.
+use crate::abi::{GGML_LAYOUTS, GGML_MMA_ROWS, GGML_MMA_TILES, GGML_MMA_WARPS};
 use crate::dequant::pack_f16;
 use crate::ggml_blocks::{Blocks, Mem, Planes, Task, NO_TASK, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0};
 use crate::ptx::{
-    block_dim_x, block_x, f16x2_to_f32, fma, i8_to_f32, load_cached_v4, load_stream_v4, load_v4, mma_m16n8k16, shared_array, store_v4, sync_threads, thread_x,
-    u8_to_f32, unroll, warp_sum, WARP,
+    block_dim_x, block_x, bytes_to_f16x2x2, f16x2_to_f32, fma, i8_to_f32, load_cached_v4, load_stream_v4, load_v4, mma_m16n8k16, shared_array, shfl_idx,
+    shfl_xor, store_v4, sync_threads, thread_x, u8_to_f32, unroll, WARP,
 };
 
 /// Weight loads that skip L1 (read once), FP16 widened by `cvt`.
@@ -36,26 +39,6 @@ impl Mem for Device {
     }
 }
 
-/// The 8 quants of a group as f32 (`u`, or the signed byte for `SIGNED` types).
-#[inline(always)]
-fn quants_f32<F: Blocks>(u: [u32; 2]) -> [f32; 8] {
-    let mut v = [0f32; 8];
-    unroll!(I in [0, 1] {
-        if F::SIGNED {
-            v[4 * I] = i8_to_f32::<0>(u[I]);
-            v[4 * I + 1] = i8_to_f32::<1>(u[I]);
-            v[4 * I + 2] = i8_to_f32::<2>(u[I]);
-            v[4 * I + 3] = i8_to_f32::<3>(u[I]);
-        } else {
-            v[4 * I] = u8_to_f32::<0>(u[I]);
-            v[4 * I + 1] = u8_to_f32::<1>(u[I]);
-            v[4 * I + 2] = u8_to_f32::<2>(u[I]);
-            v[4 * I + 3] = u8_to_f32::<3>(u[I]);
-        }
-    });
-    v
-}
-
 /// 8 FP16 activations (16-byte aligned) as f32.
 #[inline(always)]
 unsafe fn x8(x: *const u16) -> [f32; 8] {
@@ -65,68 +48,6 @@ unsafe fn x8(x: *const u16) -> [f32; 8] {
         (v[2 * I], v[2 * I + 1]) = f16x2_to_f32(w[I]);
     });
     v
-}
-
-const R: usize = GGML_GEMV1_ROWS as usize;
-const _: () = assert!(R == 2, "the unroll! lists below spell out rows 0..R");
-
-/// M = 1 on CUDA cores, in f32 from the stored quants: each warp computes `R` rows (each
-/// activation load and conversion serves them all: at 4–6 bits a weight, re-reading the
-/// activations per row would cost more L1 traffic than the weights cost DRAM traffic), a
-/// task per lane at a time; per sub-block a lane sums `x·u` and `x` and adds
-/// `scale · Σx·u − off · Σx`, so the offset costs nothing per value. At M = 1 this
-/// outruns the tensor-core kernel below (H200, 2026-12-02: Q4_K 14336×4096 24 µs against
-/// 28 µs), whose FP16 conversion of every weight is paid for by one batch column only.
-#[inline(always)]
-unsafe fn gemv_one<F: Blocks>(x: *const u16, w: *const u8, y: *mut u16, n: u32, k: u32) {
-    let layout = &GGML_LAYOUTS[F::LAYOUT];
-    let lane = thread_x() % WARP;
-    let row0 = (block_x() * (block_dim_x() / WARP) + thread_x() / WARP) * GGML_GEMV1_ROWS;
-    if row0 >= n {
-        return;
-    }
-    let bpr = k / layout.block_elems;
-    let p = Planes { base: w, blocks: n as u64 * bpr as u64 };
-    // A last odd row is computed twice (the second copy is not stored).
-    let rows = [row0, core::cmp::min(row0 + 1, n - 1)];
-    let mut acc = [0f32; R];
-    let mut t = lane;
-    while t < bpr * F::TASKS {
-        let (blk, part) = ((t / F::TASKS) as u64, t % F::TASKS);
-        let mut task = [NO_TASK; R];
-        unroll!(RI in [0, 1] {
-            task[RI] = F::load::<Device>(&p, rows[RI] as u64 * bpr as u64 + blk, part);
-        });
-        let xb = blk as usize * layout.block_elems as usize;
-        let mut psum = [0f32; R];
-        let mut xsum = 0f32;
-        unroll!(G in [0, 1, 2, 3, 4, 5, 6, 7] {
-            if G < F::GROUPS {
-                let u = [quants_f32::<F>(F::quants::<G>(&task[0], part)), quants_f32::<F>(F::quants::<G>(&task[1], part))];
-                let xv = x8(x.add(xb + F::x_index::<G>(part) as usize));
-                unroll!(I in [0, 1, 2, 3, 4, 5, 6, 7] {
-                    xsum += xv[I];
-                    psum[0] = fma(xv[I], u[0][I], psum[0]);
-                    psum[1] = fma(xv[I], u[1][I], psum[1]);
-                });
-                if G % F::SUB == F::SUB - 1 {
-                    let s = G / F::SUB;
-                    unroll!(RI in [0, 1] {
-                        acc[RI] = fma(task[RI].scale[s], psum[RI], fma(-task[RI].off[s], xsum, acc[RI]));
-                        psum[RI] = 0.0;
-                    });
-                    xsum = 0.0;
-                }
-            }
-        });
-        t += WARP;
-    }
-    unroll!(RI in [0, 1] {
-        let total = warp_sum(acc[RI]);
-        if lane == 0 && row0 + (RI as u32) < n {
-            *y.add(row0 as usize + RI) = (total as f16).to_bits();
-        }
-    });
 }
 
 /// One lane's share of one step: its task of rows g and g + 8 (`NO_TASK` past the row's
@@ -151,6 +72,26 @@ unsafe fn load_step<F: Blocks>(p: &Planes, rows: [u32; 2], bpr: u32, s: u32, t: 
         });
     }
     Step { task, part, x0: (blk * GGML_LAYOUTS[F::LAYOUT].block_elems) as usize, valid }
+}
+
+/// The 8 quants of a group as f32 (`u`, or the signed byte for `SIGNED` types).
+#[inline(always)]
+fn quants_f32<F: Blocks>(u: [u32; 2]) -> [f32; 8] {
+    let mut v = [0f32; 8];
+    unroll!(I in [0, 1] {
+        if F::SIGNED {
+            v[4 * I] = i8_to_f32::<0>(u[I]);
+            v[4 * I + 1] = i8_to_f32::<1>(u[I]);
+            v[4 * I + 2] = i8_to_f32::<2>(u[I]);
+            v[4 * I + 3] = i8_to_f32::<3>(u[I]);
+        } else {
+            v[4 * I] = u8_to_f32::<0>(u[I]);
+            v[4 * I + 1] = u8_to_f32::<1>(u[I]);
+            v[4 * I + 2] = u8_to_f32::<2>(u[I]);
+            v[4 * I + 3] = u8_to_f32::<3>(u[I]);
+        }
+    });
+    v
 }
 
 /// Group `G`'s 8 values of a task, the reference's arithmetic in f32 (the dequantization
@@ -185,7 +126,7 @@ unsafe fn mma_step<F: Blocks, const NT: usize>(acc: &mut [[[f32; 4]; 2]; NT], st
     unroll!(G in [0, 1, 2, 3, 4, 5, 6, 7] {
         if G < F::GROUPS {
             let (w0, w8) = (group_f16::<F, G>(&st.task[0], st.part), group_f16::<F, G>(&st.task[1], st.part));
-            let xo = st.x0 + F::x_index::<G>(st.part) as usize;
+            let xo = st.x0 + F::x_index(st.part, G as u32) as usize;
             unroll!(J in [0, 1] {
                 if J < NT {
                     let row = 8 * J + g;
@@ -265,6 +206,149 @@ unsafe fn gemv_mma<F: Blocks, const NT: usize>(x: *const u16, w: *const u8, y: *
     });
 }
 
+/// What A subtracts from each stored quant at M ≤ 2: the zero point of the symmetric types
+/// (Q8_0's bias of 128 included), so that their products need no offset term; 0 for the
+/// types with mins.
+#[inline(always)]
+fn centre<F: Blocks>() -> u32 {
+    if F::SIGNED {
+        128
+    } else {
+        F::ZP as u32
+    }
+}
+
+/// Group `G`'s quants of a task as exact FP16 integers `u − centre` in A's pairs (values
+/// 0,1 | 2,3 | 4,5 | 6,7): the FP16 bits of 1024 + c are 0x6400 + c.
+#[inline(always)]
+fn group_ints<F: Blocks, const G: usize>(task: &Task, part: u32) -> [u32; 4] {
+    let bias2 = (0x6400 + centre::<F>()) * 0x0001_0001;
+    let u = F::quants::<G>(task, part);
+    let ([p0, p1], [p2, p3]) = (bytes_to_f16x2x2(u[0], bias2), bytes_to_f16x2x2(u[1], bias2));
+    [p0, p1, p2, p3]
+}
+
+/// Σ x over each of a task's sub-blocks, for x's rows 0 and 1 (types with mins: their
+/// offsets multiply it). Lane (g, t) sums group g of task t and the lanes of one sub-block
+/// add theirs; each lane then takes its task's sums. Index [sub-block][x row].
+#[inline(always)]
+unsafe fn sub_block_x_sums<F: Blocks>(st: &Step, x: *const u16, k: usize, g: u32, t: u32, m: u32) -> [[f32; 2]; 4] {
+    let mut own = [0f32; 2];
+    unroll!(B in [0, 1] {
+        if (B as u32) < m {
+            if st.valid && (g as usize) < F::GROUPS {
+                let v = x8(x.add(B * k + st.x0 + F::x_index(st.part, g) as usize));
+                own[B] = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+            }
+            // Lanes g of one sub-block differ in lane bits 2 and up.
+            own[B] += shfl_xor(own[B], 4);
+            if F::SUB == 4 {
+                own[B] += shfl_xor(own[B], 8);
+            }
+        }
+    });
+    let mut sums = [[0f32; 2]; 4];
+    unroll!(S in [0, 1, 2, 3] {
+        if S < F::GROUPS / F::SUB {
+            unroll!(B in [0, 1] {
+                if (B as u32) < m {
+                    sums[S][B] = shfl_idx(own[B], 4 * (F::SUB * S) as u32 + t);
+                }
+            });
+        }
+    });
+    sums
+}
+
+/// The step's products into the lane's sums for M ≤ 2, in exact integers: A is the stored
+/// quants (`group_ints`), and B holds x only where its column meets the lane's own k slots
+/// (column 2t + b takes x's row b on lane t's slots, zero elsewhere: block-diagonal), so
+/// that C[g][2t + b] is lane t's task alone and the lane can apply its task's sub-block
+/// scales: per sub-block, `scale · C − off · Σx` in f32. The tensor cores add exact
+/// products of small integers and FP16 activations, so no weight is ever rounded, and
+/// converting a quant costs half a `prmt` and half a `sub.f16x2`.
+#[inline(always)]
+unsafe fn exact_step<F: Blocks>(acc: &mut [f32; 4], st: &Step, x: *const u16, k: usize, g: u32, t: u32, m: u32) {
+    let xs = if centre::<F>() == 0 { sub_block_x_sums::<F>(st, x, k, g, t, m) } else { [[0f32; 2]; 4] };
+    // The x row this lane's B fragment carries, if any (g − 2t wraps past 1 otherwise).
+    let b = g.wrapping_sub(2 * t);
+    let loads = st.valid && b < m;
+    let mut c = [0f32; 4];
+    unroll!(G in [0, 1, 2, 3, 4, 5, 6, 7] {
+        if G < F::GROUPS {
+            let (w0, w8) = (group_ints::<F, G>(&st.task[0], st.part), group_ints::<F, G>(&st.task[1], st.part));
+            let xo = b as usize * k + st.x0 + F::x_index(st.part, G as u32) as usize;
+            let xv = if loads { load_cached_v4(x.add(xo) as *const u32) } else { [0; 4] };
+            if G % F::SUB == 0 {
+                c = [0.0; 4];
+            }
+            mma_m16n8k16(&mut c, [w0[0], w8[0], w0[1], w8[1]], [xv[0], xv[1]]);
+            mma_m16n8k16(&mut c, [w0[2], w8[2], w0[3], w8[3]], [xv[2], xv[3]]);
+            if G % F::SUB == F::SUB - 1 {
+                let s = G / F::SUB;
+                // c[2r + b]: row g + 8r, x row b.
+                unroll!(I in [0, 1, 2, 3] {
+                    let task = &st.task[I / 2];
+                    acc[I] = fma(task.scale[s], c[I], acc[I]);
+                    if centre::<F>() == 0 {
+                        acc[I] = fma(-task.off[s], xs[s][I % 2], acc[I]);
+                    }
+                });
+            }
+        }
+    });
+}
+
+/// Rows `16 · blockIdx.x ..+16` of `y` for a batch of m ≤ 2 (`abi::GGML_GEMV_BATCH`), on
+/// tensor cores with exact integer weights (`exact_step`): lanes and steps as `gemv_mma`'s,
+/// each lane's sums of rows g, g + 8 and x rows 0, 1 added over the lanes of a row, then
+/// over the warps in shared memory. The weights are the reference's `scale · u − off` in
+/// f32 arithmetic, not rounded to FP16.
+#[inline(always)]
+unsafe fn gemv_exact<F: Blocks>(x: *const u16, w: *const u8, y: *mut u16, n: u32, k: u32, m: u32) {
+    let layout = &GGML_LAYOUTS[F::LAYOUT];
+    let (lane, warp) = (thread_x() % WARP, thread_x() / WARP);
+    let (g, t) = (lane / 4, lane % 4);
+    let row0 = block_x() * GGML_MMA_ROWS;
+    let bpr = k / layout.block_elems;
+    let p = Planes { base: w, blocks: n as u64 * bpr as u64 };
+    // Rows past n read row n − 1 (not stored).
+    let rows = [core::cmp::min(row0 + g, n - 1), core::cmp::min(row0 + g + 8, n - 1)];
+    let steps = (bpr * F::TASKS).div_ceil(4);
+    let mut acc = [0f32; 4];
+    let mut s = warp;
+    // Two steps' loads in flight before either's arithmetic.
+    while s < steps {
+        let a = load_step::<F>(&p, rows, bpr, s, t);
+        let b = load_step::<F>(&p, rows, bpr, s + WARPS, t);
+        exact_step::<F>(&mut acc, &a, x, k as usize, g, t, m);
+        exact_step::<F>(&mut acc, &b, x, k as usize, g, t, m);
+        s += 2 * WARPS;
+    }
+    unroll!(I in [0, 1, 2, 3] {
+        acc[I] += shfl_xor(acc[I], 1);
+        acc[I] += shfl_xor(acc[I], 2);
+    });
+    store_v4(partials().add(4 * thread_x() as usize) as *mut u32, acc.map(f32::to_bits));
+    sync_threads();
+    if warp != 0 || t != 0 {
+        return;
+    }
+    let mut sum = [0f32; 4];
+    for wi in 0..WARPS {
+        let v = load_v4(partials().add((4 * (wi * WARP + lane)) as usize) as *const u32);
+        unroll!(I in [0, 1, 2, 3] {
+            sum[I] += f32::from_bits(v[I]);
+        });
+    }
+    unroll!(I in [0, 1, 2, 3] {
+        let (b, r) = (I as u32 % 2, row0 + g + 8 * (I as u32 / 2));
+        if b < m && r < n {
+            *y.add(b as usize * n as usize + r as usize) = (sum[I] as f16).to_bits();
+        }
+    });
+}
+
 /// `out[r - row0, c]` = the reference dequantization of w's row r, rounded to FP16 (bit
 /// for bit what `codec::ggml::dequantize` gives, then `as f16`), for r = row0 + the block's
 /// index: a band of rows, one block per row.
@@ -285,7 +369,7 @@ unsafe fn dequant<F: Blocks>(w: *const u8, out: *mut u16, n: u32, k: u32, row0: 
         let xb = blk as usize * layout.block_elems as usize;
         unroll!(G in [0, 1, 2, 3, 4, 5, 6, 7] {
             if G < F::GROUPS {
-                let dst = row_out.add(xb + F::x_index::<G>(part) as usize) as *mut u32;
+                let dst = row_out.add(xb + F::x_index(part, G as u32) as usize) as *mut u32;
                 store_v4(dst, group_f16::<F, G>(&task, part));
             }
         });
@@ -295,12 +379,12 @@ unsafe fn dequant<F: Blocks>(w: *const u8, out: *mut u16, n: u32, k: u32, row0: 
 
 macro_rules! ggml_entries {
     ($ty:ident: $gemv:ident, $n8:ident, $n16:ident, $dequant:ident) => {
-        /// Launch (M = 1): blockDim.x = 32 · GGML_GEMV1_WARPS, gridDim.x = ceil(n /
-        /// (GGML_GEMV1_ROWS · GGML_GEMV1_WARPS)); k a multiple of the block's values, x and y
-        /// 16-byte aligned.
+        /// Launch (M = m ≤ GGML_GEMV_BATCH): blockDim.x = 32 · GGML_MMA_WARPS, gridDim.x =
+        /// ceil(n / GGML_MMA_ROWS); k a multiple of the block's values, x and y 16-byte
+        /// aligned.
         #[no_mangle]
-        pub unsafe extern "ptx-kernel" fn $gemv(x: *const u16, w: *const u8, y: *mut u16, n: u32, k: u32) {
-            gemv_one::<$ty>(x, w, y, n, k)
+        pub unsafe extern "ptx-kernel" fn $gemv(x: *const u16, w: *const u8, y: *mut u16, n: u32, k: u32, m: u32) {
+            gemv_exact::<$ty>(x, w, y, n, k, m)
         }
         /// Launch (M = m ≤ 8): blockDim.x = 32 · GGML_MMA_WARPS, gridDim.x = ceil(n /
         /// GGML_MMA_ROWS); k a multiple of the block's values, x and y 16-byte aligned.

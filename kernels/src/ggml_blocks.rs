@@ -69,8 +69,9 @@ pub trait Blocks {
     unsafe fn load<L: Mem>(p: &Planes, blk: u64, part: u32) -> Task;
     /// Group `G`'s 8 quants, one byte each in value order.
     fn quants<const G: usize>(t: &Task, part: u32) -> [u32; 2];
-    /// Index within the block of group `G`'s first value.
-    fn x_index<const G: usize>(part: u32) -> u32;
+    /// Index within the block of the first value of group `group` of task `part` (a
+    /// runtime group for the GEMV's activation sums; constant-folded elsewhere).
+    fn x_index(part: u32, group: u32) -> u32;
 }
 
 const LOW: u32 = 0x0F0F_0F0F;
@@ -146,8 +147,8 @@ macro_rules! block32 {
                 $quants
             }
             #[inline(always)]
-            fn x_index<const G: usize>(_part: u32) -> u32 {
-                8 * G as u32
+            fn x_index(_part: u32, group: u32) -> u32 {
+                8 * group
             }
         }
     };
@@ -234,8 +235,8 @@ impl Blocks for Q8_0 {
         [t.q[2 * G] ^ 0x8080_8080, t.q[2 * G + 1] ^ 0x8080_8080]
     }
     #[inline(always)]
-    fn x_index<const G: usize>(_part: u32) -> u32 {
-        8 * G as u32
+    fn x_index(_part: u32, group: u32) -> u32 {
+        8 * group
     }
 }
 
@@ -271,8 +272,8 @@ impl Blocks for Q4_K {
         nibbles(t.q[2 * (G % 4)], t.q[2 * (G % 4) + 1], G >= 4)
     }
     #[inline(always)]
-    fn x_index<const G: usize>(part: u32) -> u32 {
-        64 * part + 8 * G as u32
+    fn x_index(part: u32, group: u32) -> u32 {
+        64 * part + 8 * group
     }
 }
 
@@ -305,8 +306,8 @@ impl Blocks for Q5_K {
         [a | high(2 * (G % 4)), b | high(2 * (G % 4) + 1)]
     }
     #[inline(always)]
-    fn x_index<const G: usize>(part: u32) -> u32 {
-        Q4_K::x_index::<G>(part)
+    fn x_index(part: u32, group: u32) -> u32 {
+        Q4_K::x_index(part, group)
     }
 }
 
@@ -344,17 +345,17 @@ impl Blocks for Q6_K {
         [a | high(t.h[w]), b | high(t.h[w + 1])]
     }
     #[inline(always)]
-    fn x_index<const G: usize>(part: u32) -> u32 {
-        x_index_sets::<G>(part)
+    fn x_index(part: u32, group: u32) -> u32 {
+        x_index_sets(part, group)
     }
 }
 
-/// Where group `G` of task `p` starts in the super-blocks whose tasks are half n = p / 2,
-/// l in 16·(p % 2)..+16, values 128n + 32v + l for value sets v in 0..4 (Q2_K, Q3_K, Q6_K):
-/// group G is set G / 2, l offset 8·(G % 2).
+/// Where group `group` of task `part` starts in the super-blocks whose tasks are half
+/// n = part / 2, l in 16·(part % 2)..+16, values 128n + 32v + l for value sets v in 0..4
+/// (Q2_K, Q3_K, Q6_K): group G is set G / 2, l offset 8·(G % 2).
 #[inline(always)]
-fn x_index_sets<const G: usize>(part: u32) -> u32 {
-    128 * (part / 2) + 32 * (G as u32 / 2) + 16 * (part % 2) + 8 * (G as u32 % 2)
+fn x_index_sets(part: u32, group: u32) -> u32 {
+    128 * (part / 2) + 32 * (group / 2) + 16 * (part % 2) + 8 * (group % 2)
 }
 
 /// Byte `8n + half + 2v` of a 16-byte scale array held as four words: word `2n + v / 2`,
@@ -396,8 +397,8 @@ impl Blocks for Q2_K {
         [(t.q[w] >> (2 * v)) & 0x0303_0303, (t.q[w + 1] >> (2 * v)) & 0x0303_0303]
     }
     #[inline(always)]
-    fn x_index<const G: usize>(part: u32) -> u32 {
-        x_index_sets::<G>(part)
+    fn x_index(part: u32, group: u32) -> u32 {
+        x_index_sets(part, group)
     }
 }
 
@@ -440,7 +441,7 @@ impl Blocks for Q3_K {
         [u(t.q[w], t.h[w]), u(t.q[w + 1], t.h[w + 1])]
     }
     #[inline(always)]
-    fn x_index<const G: usize>(part: u32) -> u32 {
-        x_index_sets::<G>(part)
+    fn x_index(part: u32, group: u32) -> u32 {
+        x_index_sets(part, group)
     }
 }

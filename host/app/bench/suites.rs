@@ -60,13 +60,13 @@ pub fn kernels(gpu: &Gpu, o: &KernelsOptions) -> Result<Report> {
     let (shapes, batches): (&[(usize, usize)], &[usize]) = if o.quick { (&SHAPES[..2], &[1, 16, 256]) } else { (&SHAPES, &BATCHES) };
     let mut rows;
     if o.ggml {
-        rows = b.ggml(&SHAPES[..3], &[1, 4, 8, 16, 32])?;
+        rows = b.ggml(&SHAPES[..3], &[1, 2, 4, 8, 16, 32])?;
     } else if o.tune {
         rows = b.tune(shapes, &[4, 8, 16, 32, 64, 256, 4096])?;
     } else {
         rows = b.linear(shapes, batches)?;
         // The 8B shapes (all rows whole K-quant super-blocks), at the GEMV's batches.
-        rows.extend(b.ggml(&shapes[..shapes.len().min(3)], if o.quick { &[1] } else { &[1, 4, 8, 16, 32] })?);
+        rows.extend(b.ggml(&shapes[..shapes.len().min(3)], if o.quick { &[1] } else { &[1, 2, 4, 8, 16, 32] })?);
         rows.extend(b.fp16_gemv(shapes)?);
         rows.extend(b.decode(&o.scratch, real.as_ref())?);
         rows.extend(b.layer(&o.scratch, Codec::Zstd)?);

@@ -53,7 +53,7 @@ pub enum What {
         /// default one, and skip the decode sections.
         #[arg(long)]
         tune: bool,
-        /// Only the GEMVs on GGUF blocks (every type, M = 1, 4, 8, 16, 32): the rows to set beside
+        /// Only the GEMVs on GGUF blocks (every type, M = 1, 2, 4, 8, 16, 32): the rows to set beside
         /// llama.cpp's kernels.
         #[arg(long, conflicts_with = "tune")]
         ggml: bool,
