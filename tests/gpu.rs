@@ -476,14 +476,14 @@ fn reference_linear(x: &[f16], m: usize, w: &[f32], n: usize, k: usize) -> Vec<f
 /// Every GGUF block type the GPU computes on as stored: the GEMV at every batch up to
 /// `GGML_GEMV_MAX_BATCH`, several launches of it, and dequantize-then-cuBLAS beyond it,
 /// against the f64 product with the CPU's dequantized weights (above
-/// `GGML_EXACT_MAX_BATCH` rounded to FP16, the weights those paths multiply by), on one block per row, row
+/// `abi::GGML_GEMV_BATCH` rounded to FP16, the weights those paths multiply by), on one block per row, row
 /// counts that leave a warp's second row or a 16-row tile partly past the end, rows wider
 /// than a pass of the warp, and mins from centred to extreme.
 #[test]
 fn ggml_linear_matches_reference_for_every_native_type() {
-    use codecllm::abi::GGML_LAYOUTS;
+    use codecllm::abi::{GGML_GEMV_BATCH, GGML_LAYOUTS};
     use codecllm::codec::ggml::{dequantize, GgmlType};
-    use codecllm::gpu::{ggml_planes, GgmlWeights, GGML_EXACT_MAX_BATCH, GGML_GEMV_MAX_BATCH};
+    use codecllm::gpu::{ggml_planes, GgmlWeights, GGML_GEMV_MAX_BATCH};
     let Some(gpu) = gpu_or_skip("ggml_linear_matches_reference_for_every_native_type") else { return };
     let mut rng = rng(fresh_seed());
     let s = &gpu.stream;
@@ -506,7 +506,7 @@ fn ggml_linear_matches_reference_for_every_native_type() {
                 gpu.ggml_linear(&xd, m, &weights, &mut y, s).unwrap();
                 let got: Vec<f64> = s.clone_dtoh(&y).unwrap().iter().map(|v| v.to_f64()).collect();
                 assert!(got.iter().all(|v| v.is_finite()), "{} {n}x{k} m={m}: unwritten (poisoned) or non-finite outputs", l.name);
-                let e = rel_err(&got, &reference_linear(&x, m, if m <= GGML_EXACT_MAX_BATCH { &w } else { &w16 }, n, k));
+                let e = rel_err(&got, &reference_linear(&x, m, if m <= GGML_GEMV_BATCH as usize { &w } else { &w16 }, n, k));
                 assert!(e < LINEAR_TOL, "{} {n}x{k} m={m}: relative error {e}", l.name);
             }
         }

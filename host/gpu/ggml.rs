@@ -22,10 +22,6 @@ const MMA_MAX_M: usize = 8 * GGML_MMA_TILES;
 /// M = 32 two launches take 1.2–3× cuBLAS's time.
 pub const GGML_GEMV_MAX_BATCH: usize = MMA_MAX_M;
 
-/// Batches the exact-integer GEMV takes (`ggml_gemv_*`); larger ones multiply by the
-/// weights rounded to FP16.
-pub const GGML_EXACT_MAX_BATCH: usize = GGML_GEMV_BATCH as usize;
-
 /// The kernels' layout for ggml type `ty`, if they have one (`abi::GGML_LAYOUTS` index).
 pub fn gpu_layout(ty: GgmlType) -> Option<usize> {
     ggml_layout(ty.id())
@@ -115,7 +111,8 @@ impl Gpu {
         }
         let (n, k) = (w.rows as u32, w.cols as u32);
         let cfg = LaunchConfig { grid_dim: (n.div_ceil(GGML_MMA_ROWS), 1, 1), block_dim: (32 * GGML_MMA_WARPS, 1, 1), shared_mem_bytes: 0 };
-        if m <= GGML_EXACT_MAX_BATCH {
+        // Exact integer weights up to abi::GGML_GEMV_BATCH; above, weights rounded to FP16.
+        if m <= GGML_GEMV_BATCH as usize {
             let m32 = m as u32;
             let mut launch = stream.launch_builder(&self.kernels.ggml_gemv[w.layout]);
             launch.arg(x).arg(&w.planes).arg(y).arg(&n).arg(&k).arg(&m32);
