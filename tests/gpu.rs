@@ -510,6 +510,18 @@ fn ggml_linear_matches_reference_for_every_native_type() {
                 assert!(e < LINEAR_TOL, "{} {n}x{k} m={m}: relative error {e}", l.name);
             }
         }
+        // Rows too wide for the batch-≤ 2 GEMV's activation sums: refused before the launch.
+        if l.gemv_sum_values > 0 {
+            let k = ((48 << 10) / (4 * GGML_GEMV_BATCH as usize) + 1) * l.gemv_sum_values as usize;
+            let k = k.next_multiple_of(e);
+            let blocks = codecllm::app::bench::data::random_ggml_blocks(&mut rng, layout, 1, k, false).unwrap();
+            let planes = s.clone_htod(&ggml_planes(layout, &blocks).unwrap()).unwrap();
+            let weights = GgmlWeights { layout, planes: planes.slice(..), rows: 1, cols: k };
+            let xd = s.clone_htod(&vec![f16::ONE; k]).unwrap();
+            let mut y = s.clone_htod(&[POISON]).unwrap();
+            let err = gpu.ggml_linear(&xd, 1, &weights, &mut y, s).unwrap_err().to_string();
+            assert!(err.contains("rows wider"), "{} 1x{k}: {err}", l.name);
+        }
     }
 }
 

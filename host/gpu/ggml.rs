@@ -100,7 +100,7 @@ impl Gpu {
     /// `y[m, rows] = x[m, cols] · Wᵀ` with `W` the blocks' reference dequantization: FP16 in
     /// and out, FP32 accumulation.
     pub fn ggml_linear(&self, x: &CudaSlice<f16>, m: usize, w: &GgmlWeights, y: &mut CudaSlice<f16>, stream: &Arc<CudaStream>) -> Result<()> {
-        w.check()?;
+        let l = w.check()?;
         // 16-byte activation loads and row strides of whole blocks.
         if x.device_ptr(stream).0 % 16 != 0 {
             return Err(Error::Invalid("linear: the activations must be 16-byte aligned".into()));
@@ -113,12 +113,22 @@ impl Gpu {
         let cfg = LaunchConfig { grid_dim: (n.div_ceil(GGML_MMA_ROWS), 1, 1), block_dim: (32 * GGML_MMA_WARPS, 1, 1), shared_mem_bytes: 0 };
         // Exact integer weights up to abi::GGML_GEMV_BATCH; above, weights rounded to FP16.
         if m <= GGML_GEMV_BATCH as usize {
+            // The activations' sub-block sums (Q4_1, Q5_1), within the 48 KiB a launch gets
+            // without opting in: rows up to 196608 values.
+            let shared = l.gemv_shared_bytes(w.cols as u64);
+            if shared > 48 << 10 {
+                return Err(Error::Invalid(format!(
+                    "{} weights of {}×{}: rows wider than the batch-{m} GEMV takes ({shared} bytes of activation sums)",
+                    l.name, w.rows, w.cols
+                )));
+            }
             let m32 = m as u32;
             let mut launch = stream.launch_builder(&self.kernels.ggml_gemv[w.layout]);
             launch.arg(x).arg(&w.planes).arg(y).arg(&n).arg(&k).arg(&m32);
             // SAFETY: `check` and the sizes above; the kernel reads x[m, k] (m ≤
-            // GGML_GEMV_BATCH) and the planes of n·k values, and writes y[m, n] only.
-            unsafe { launch.launch(cfg) }?;
+            // GGML_GEMV_BATCH) and the planes of n·k values, writes y[m, n] only, and its
+            // x sums fill the dynamic shared memory given.
+            unsafe { launch.launch(LaunchConfig { shared_mem_bytes: shared as u32, ..cfg }) }?;
             return Ok(());
         }
         // FP16 weights on tensor cores, the batch in launches of up to MMA_MAX_M rows.

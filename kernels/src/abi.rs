@@ -63,6 +63,9 @@ pub struct GgmlLayout {
     pub mma: [&'static str; GGML_MMA_TILES],
     /// Dequantization to FP16 (`[rows, cols]` row-major).
     pub dequant: &'static str,
+    /// Values of a sub-block whose activation sum `gemv` keeps in shared memory: the types
+    /// whose GEMV tasks are one sub-block with a min (Q4_1, Q5_1; 0 for the others).
+    pub gemv_sum_values: u32,
 }
 
 impl GgmlLayout {
@@ -91,10 +94,19 @@ impl GgmlLayout {
     pub const fn values_bytes(&self, values: u64) -> u64 {
         self.bytes(values / self.block_elems as u64)
     }
+    /// Dynamic shared memory of `gemv` for rows of `k` values: the activations' sums over
+    /// each sub-block, f32 `[k / gemv_sum_values][GGML_GEMV_BATCH]`.
+    pub const fn gemv_shared_bytes(&self, k: u64) -> u64 {
+        if self.gemv_sum_values == 0 {
+            0
+        } else {
+            k / self.gemv_sum_values as u64 * GGML_GEMV_BATCH as u64 * 4
+        }
+    }
 }
 
 macro_rules! ggml_layout {
-    ($name:literal, $lower:literal, $id:literal, $elems:literal, [$($f:literal),*]) => {
+    ($name:literal, $lower:literal, $id:literal, $elems:literal, [$($f:literal),*], $sum_values:literal) => {
         GgmlLayout {
             name: $name,
             id: $id,
@@ -103,24 +115,26 @@ macro_rules! ggml_layout {
             gemv: concat!("ggml_gemv_", $lower),
             mma: [concat!("ggml_mma_", $lower, "_n8"), concat!("ggml_mma_", $lower, "_n16")],
             dequant: concat!("ggml_dequant_", $lower),
+            gemv_sum_values: $sum_values,
         }
     };
 }
 
 /// The block types the GPU computes on as stored (the others are converted to INT8 at
 /// load). Fields as in ggml-common.h: `d` (and `m` / `dmin`) FP16 scales, `qh` / `hmask`
-/// high bits, `qs` / `ql` packed quants, `scales` packed sub-block scales.
+/// high bits, `qs` / `ql` packed quants, `scales` packed sub-block scales. Last:
+/// `gemv_sum_values`.
 pub const GGML_LAYOUTS: [GgmlLayout; 10] = [
-    ggml_layout!("Q4_0", "q4_0", 2, 32, [2, 16]),               // d, qs
-    ggml_layout!("Q4_1", "q4_1", 3, 32, [2, 2, 16]),            // d, m, qs
-    ggml_layout!("Q5_0", "q5_0", 6, 32, [2, 4, 16]),            // d, qh, qs
-    ggml_layout!("Q5_1", "q5_1", 7, 32, [2, 2, 4, 16]),         // d, m, qh, qs
-    ggml_layout!("Q8_0", "q8_0", 8, 32, [2, 32]),               // d, qs
-    ggml_layout!("Q4_K", "q4_k", 12, 256, [2, 2, 12, 128]),     // d, dmin, scales, qs
-    ggml_layout!("Q5_K", "q5_k", 13, 256, [2, 2, 12, 32, 128]), // d, dmin, scales, qh, qs
-    ggml_layout!("Q6_K", "q6_k", 14, 256, [128, 64, 16, 2]),    // ql, qh, scales, d
-    ggml_layout!("Q2_K", "q2_k", 10, 256, [16, 64, 2, 2]),      // scales, qs, d, dmin
-    ggml_layout!("Q3_K", "q3_k", 11, 256, [32, 64, 12, 2]),     // hmask, qs, scales, d
+    ggml_layout!("Q4_0", "q4_0", 2, 32, [2, 16], 0),               // d, qs
+    ggml_layout!("Q4_1", "q4_1", 3, 32, [2, 2, 16], 32),           // d, m, qs
+    ggml_layout!("Q5_0", "q5_0", 6, 32, [2, 4, 16], 0),            // d, qh, qs
+    ggml_layout!("Q5_1", "q5_1", 7, 32, [2, 2, 4, 16], 32),        // d, m, qh, qs
+    ggml_layout!("Q8_0", "q8_0", 8, 32, [2, 32], 0),               // d, qs
+    ggml_layout!("Q4_K", "q4_k", 12, 256, [2, 2, 12, 128], 0),     // d, dmin, scales, qs
+    ggml_layout!("Q5_K", "q5_k", 13, 256, [2, 2, 12, 32, 128], 0), // d, dmin, scales, qh, qs
+    ggml_layout!("Q6_K", "q6_k", 14, 256, [128, 64, 16, 2], 0),    // ql, qh, scales, d
+    ggml_layout!("Q2_K", "q2_k", 10, 256, [16, 64, 2, 2], 0),      // scales, qs, d, dmin
+    ggml_layout!("Q3_K", "q3_k", 11, 256, [32, 64, 12, 2], 0),     // hmask, qs, scales, d
 ];
 
 /// Index in `GGML_LAYOUTS` of ggml type `id`.

@@ -260,6 +260,69 @@ unsafe fn sub_block_x_sums<F: Blocks>(st: &Step, x: *const u16, k: usize, g: u32
     sums
 }
 
+// The sub-block sums of x for the types whose tasks are one sub-block with a min (Q4_1,
+// Q5_1): dynamic shared memory of `GgmlLayout::gemv_shared_bytes`, set by the host at
+// launch. Summing x in each step costs such a task as much as its 32 weights' products
+// (a 1.03-1.2x slower GEMV, H200, 2026-12-03); for the K-quants, whose tasks hold 2 or 4
+// sub-blocks, shared sums measured no faster (Q4_K 0.95-1.03x, Q5_K 0.92-0.98x: spills).
+core::arch::global_asm!(".extern .shared .align 16 .b8 codecllm_ggml_x_sums[];");
+
+/// `[j][b]`: Σ x[b, j · V ..+ V] over sub-block j (V = 8 · SUB values) of x's row b < 2.
+#[inline(always)]
+fn x_sums() -> *mut f32 {
+    let p: u64;
+    unsafe { core::arch::asm!("cvta.shared.u64 {p}, codecllm_ggml_x_sums;", p = out(reg64) p, options(pure, nomem, nostack)) };
+    p as *mut f32
+}
+
+/// Whether `gemv_exact` reads its sub-block sums of x from `x_sums`.
+#[inline(always)]
+const fn shared_x_sums<F: Blocks>() -> bool {
+    !F::SIGNED && F::ZP == 0.0 && F::GROUPS == F::SUB
+}
+
+/// Fills `x_sums` for x's m rows (zeros for rows past m), by the whole block: every row
+/// of weights multiplies the same sums, so each block adds x once rather than each step
+/// once for its task (`shared_x_sums` types; `sync_threads` before reading).
+#[inline(always)]
+unsafe fn fill_x_sums<F: Blocks>(x: *const u16, k: u32, m: u32) {
+    let values = 8 * F::SUB as u32;
+    let mut j = thread_x();
+    while j < k / values {
+        let mut sums = [0f32; 2];
+        unroll!(B in [0, 1] {
+            if (B as u32) < m {
+                // The order of the sums is fixed: groups in pairs, then the pairs.
+                let mut own = [0f32; 4];
+                unroll!(G in [0, 1, 2, 3] {
+                    if G < F::SUB {
+                        let v = x8(x.add(B * k as usize + (j * values) as usize + 8 * G));
+                        own[G] = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+                    }
+                });
+                sums[B] = if F::SUB == 4 { (own[0] + own[1]) + (own[2] + own[3]) } else { own[0] + own[1] };
+            }
+        });
+        *(x_sums().add(2 * j as usize) as *mut [f32; 2]) = sums;
+        j += block_dim_x();
+    }
+}
+
+/// The lane's task's `x_sums`, `[sub-block][x row]`.
+#[inline(always)]
+unsafe fn task_x_sums<F: Blocks>(st: &Step) -> [[f32; 2]; 4] {
+    let mut sums = [[0f32; 2]; 4];
+    if st.valid {
+        unroll!(S in [0, 1, 2, 3] {
+            if S < F::GROUPS / F::SUB {
+                let j = (st.x0 + F::x_index(st.part, (S * F::SUB) as u32) as usize) / (8 * F::SUB);
+                sums[S] = *(x_sums().add(2 * j) as *const [f32; 2]);
+            }
+        });
+    }
+    sums
+}
+
 /// The step's products into the lane's sums for M ≤ 2, in exact integers: A is the stored
 /// quants (`group_ints`), and B holds x only where its column meets the lane's own k slots
 /// (column 2t + b takes x's row b on lane t's slots, zero elsewhere: block-diagonal), so
@@ -269,7 +332,13 @@ unsafe fn sub_block_x_sums<F: Blocks>(st: &Step, x: *const u16, k: usize, g: u32
 /// converting a quant costs half a `prmt` and half a `sub.f16x2`.
 #[inline(always)]
 unsafe fn exact_step<F: Blocks>(acc: &mut [f32; 4], st: &Step, x: *const u16, k: usize, g: u32, t: u32, m: u32) {
-    let xs = if centre::<F>() == 0 { sub_block_x_sums::<F>(st, x, k, g, t, m) } else { [[0f32; 2]; 4] };
+    let xs = if shared_x_sums::<F>() {
+        task_x_sums::<F>(st)
+    } else if centre::<F>() == 0 {
+        sub_block_x_sums::<F>(st, x, k, g, t, m)
+    } else {
+        [[0f32; 2]; 4]
+    };
     // The x row this lane's B fragment carries, if any (g − 2t wraps past 1 otherwise).
     let b = g.wrapping_sub(2 * t);
     let loads = st.valid && b < m;
@@ -306,6 +375,11 @@ unsafe fn exact_step<F: Blocks>(acc: &mut [f32; 4], st: &Step, x: *const u16, k:
 /// f32 arithmetic, not rounded to FP16.
 #[inline(always)]
 unsafe fn gemv_exact<F: Blocks>(x: *const u16, w: *const u8, y: *mut u16, n: u32, k: u32, m: u32) {
+    // The host sizes `x_sums` by the layout's `gemv_sum_values`.
+    const {
+        let v = GGML_LAYOUTS[F::LAYOUT].gemv_sum_values;
+        assert!(if shared_x_sums::<F>() { v == 8 * F::SUB as u32 } else { v == 0 });
+    };
     let layout = &GGML_LAYOUTS[F::LAYOUT];
     let (lane, warp) = (thread_x() % WARP, thread_x() / WARP);
     let (g, t) = (lane / 4, lane % 4);
@@ -317,6 +391,10 @@ unsafe fn gemv_exact<F: Blocks>(x: *const u16, w: *const u8, y: *mut u16, n: u32
     let steps = (bpr * F::TASKS).div_ceil(4);
     let mut acc = [0f32; 4];
     let mut s = warp;
+    if shared_x_sums::<F>() {
+        fill_x_sums::<F>(x, k, m);
+        sync_threads();
+    }
     // Two steps' loads in flight before either's arithmetic.
     while s < steps {
         let a = load_step::<F>(&p, rows, bpr, s, t);
