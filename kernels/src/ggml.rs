@@ -228,6 +228,13 @@ fn group_ints<F: Blocks, const G: usize>(task: &Task, part: u32) -> [u32; 4] {
     [p0, p1, p2, p3]
 }
 
+/// A group's 8 activations added in a fixed order (both sub-block sums use it, so the
+/// shared and per-step sums agree bit for bit).
+#[inline(always)]
+fn group_sum(v: [f32; 8]) -> f32 {
+    ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]))
+}
+
 /// Σ x over each of a task's sub-blocks, for x's rows 0 and 1 (types with mins: their
 /// offsets multiply it). Lane (g, t) sums group g of task t and the lanes of one sub-block
 /// add theirs; each lane then takes its task's sums. Index [sub-block][x row].
@@ -237,8 +244,7 @@ unsafe fn sub_block_x_sums<F: Blocks>(st: &Step, x: *const u16, k: usize, g: u32
     unroll!(B in [0, 1] {
         if (B as u32) < m {
             if st.valid && (g as usize) < F::GROUPS {
-                let v = x8(x.add(B * k + st.x0 + F::x_index(st.part, g) as usize));
-                own[B] = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+                own[B] = group_sum(x8(x.add(B * k + st.x0 + F::x_index(st.part, g) as usize)));
             }
             // Lanes g of one sub-block differ in lane bits 2 and up.
             own[B] += shfl_xor(own[B], 4);
@@ -296,8 +302,7 @@ unsafe fn fill_x_sums<F: Blocks>(x: *const u16, k: u32, m: u32) {
                 let mut own = [0f32; 4];
                 unroll!(G in [0, 1, 2, 3] {
                     if G < F::SUB {
-                        let v = x8(x.add(B * k as usize + (j * values) as usize + 8 * G));
-                        own[G] = ((v[0] + v[1]) + (v[2] + v[3])) + ((v[4] + v[5]) + (v[6] + v[7]));
+                        own[G] = group_sum(x8(x.add(B * k as usize + (j * values) as usize + 8 * G)));
                     }
                 });
                 sums[B] = if F::SUB == 4 { (own[0] + own[1]) + (own[2] + own[3]) } else { own[0] + own[1] };
