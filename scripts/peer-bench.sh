@@ -46,13 +46,16 @@
 # the plot stage peer-plot.svg. The plot can also be drawn on the dev machine:
 #   codecllm bench plot --json peer-results.json --svg peer-plot.svg
 #
-# Usage: scripts/peer-bench.sh [all|resume|build|data|quantize|llama|codecllm|q4km|smollm2|fp16|summary|plot|status|clean]...
+# Usage: scripts/peer-bench.sh [all|resume|build|gen|data|quantize|llama|codecllm|q4km|smollm2|fp16|summary|plot|status|clean]...
 #   all/resume: every stage, skipping steps done in an earlier call (failed steps too:
-#   PEER_RETRY=1 retries them). A stage named explicitly runs its steps again.
+#   PEER_RETRY=1 retries them). A stage named explicitly runs its steps again, unless
+#   PEER_MODE=resume (then named stages skip and continue like `resume`).
 # Knobs (environment): PEER_WORK (/tmp/peer-bench: models, build, logs; ~35 GB for 8b),
 #   PEER_SHAPE (8b; 70b: 80 layers, d 8192, ffn 28672, 64/8 heads, with PEER_GEN_TYPE=q8_0
 #   and a machine with the disk for 73 GB of Q8_0 + a 65 GB container, e.g. nvidia-h200-x4),
 #   PEER_GEN_TYPE (f16; q8_0 writes the Q8_0 GGUF directly, no F16 rows),
+#   PEER_Q4KM_NGL ("99 16 0": llama.cpp's -ngl rows of the q4km stage; `build gen q4km`
+#   with "99" is the shortest run of the resident Q4_K_M comparison),
 #   PEER_LAYERS, PEER_SEED (0), PEER_CODEC (rans), PEER_NGL ("0 8 16 24 99"),
 #   PEER_BUDGETS ("1.5 2.5 4.5 6.5", GB; the VRAM llama.cpp measured at each -ngl is added),
 #   PEER_TG (64 new tokens), PEER_DEPTH (512: cached tokens before llama-bench's decode), PEER_REPS (3), PEER_THREADS (nproc), PEER_DEADLINE (540 s),
@@ -71,6 +74,7 @@ BUNDLE=${PEER_BUNDLE:-$ROOT/.device-bundle}
 W=${PEER_WORK:-/tmp/peer-bench}
 M=$W/models
 OUTD=${OUT:-$W/out}
+bash "$ROOT/scripts/device-unpack.sh" "$BUNDLE"
 CLI=${CODECLLM_BIN:-$BUNDLE/codecllm}
 SHAPE=${PEER_SHAPE:-8b}
 SEED=${PEER_SEED:-0}
@@ -760,8 +764,10 @@ has_run_flag() { "$CLI" run --help 2>/dev/null | grep -q -- "$1"; }
 
 # ---------------------------------------------------------------------------------------
 stage_build() { step build-start 30 build_start; }
+# gen: the main model's GGUF alone (what the q4km stage reads).
+stage_gen() { step "gen-$MAIN-$GEN" 150 gen_model "$MAIN" "$GEN" "$SHAPE" "${PEER_LAYERS:-}"; }
 stage_data() {
-  step "gen-$MAIN-$GEN" 150 gen_model "$MAIN" "$GEN" "$SHAPE" "${PEER_LAYERS:-}"
+  stage_gen
   step "compress-$MAIN-$CODEC" 150 compress_model "$MAIN" "$M/$MAIN-$GEN.gguf"
   [ -z "${PEER_SMOLLM2:-}" ] && step "gen-$SMALL" 20 gen_model "$SMALL" f16 smollm2
   step "compress-$SMALL-$CODEC" 30 compress_model "$SMALL" "$(small_src)"
@@ -812,7 +818,7 @@ stage_q4km() {
   local g=$M/$MAIN-q4_k_m.gguf c=$M/$MAIN-q4_k_m-kept.clm p b
   step build-wait 60 build_wait
   step "q4_k_m-$MAIN" 120 quantize_model "$MAIN" "$M/$MAIN-$GEN.gguf" Q4_K_M
-  for ngl in 99 16 0; do step "llama-$MAIN-q4km-ngl$ngl" 60 llama_bench "$MAIN" "llama.cpp Q4_K_M" "$g" "$ngl" "$TG"; done
+  for ngl in ${PEER_Q4KM_NGL:-99 16 0}; do step "llama-$MAIN-q4km-ngl$ngl" 60 llama_bench "$MAIN" "llama.cpp Q4_K_M" "$g" "$ngl" "$TG"; done
   p=$(ph prompt 512)
   step "codecllm-$MAIN-q4km-int8" 90 codecllm_run "$MAIN" "codecllm Q4_K_M blocks resident" none 1 "$g" --weights int8-resident --prompt "$p" --max-tokens "$TG"
   # 16 sequences at once on the same file, all on the GPU (the GEMVs at M = 16).
@@ -872,14 +878,14 @@ stage_status() {
 
 # ---------------------------------------------------------------------------------------
 stages=("$@"); [ ${#stages[@]} -eq 0 ] && stages=(all)
-MODE=force
+MODE=${PEER_MODE:-force}
 case " ${stages[*]} " in *" all "*|*" resume "*) MODE=resume; stages=(build data quantize llama codecllm q4km smollm2 fp16 plot) ;; esac
 echo "peer-bench: ${stages[*]} (mode $MODE, deadline ${DEADLINE} s, work $W, GPU: $(have_smi && nvidia-smi --query-gpu=name,driver_version --format=csv,noheader -i "$GPU" || echo none))"
 ph invocation "${stages[@]}"
 [ -x "$CLI" ] || echo "warning: no codecllm CLI at $CLI (carry .device-bundle/codecllm)"
 for s in "${stages[@]}"; do
   case "$s" in
-    build) stage_build ;; data) stage_data ;; quantize) stage_quantize ;; llama) stage_llama ;; q4km) stage_q4km ;;
+    build) stage_build ;; gen) stage_gen ;; data) stage_data ;; quantize) stage_quantize ;; llama) stage_llama ;; q4km) stage_q4km ;;
     codecllm) stage_codecllm ;; smollm2) stage_smollm2 ;; fp16) stage_fp16 ;; summary) ;; plot) stage_plot ;;
     status) stage_status ;;
     clean) rm -rf "$W"; echo "removed $W"; exit 0 ;;

@@ -165,11 +165,9 @@ fn fused_one_row_linear_equals_separate_launches() {
             dev.iter().zip(&mats).map(|((q, sc), w)| Int8Weights { q: q.slice(..), scales: sc.slice(..), rows: w.rows, cols: k, group_size: group }).collect();
         let mut ys: Vec<_> = rows.iter().map(|&n| s.clone_htod(&vec![POISON; n]).unwrap()).collect();
         let xd = s.clone_htod(&x).unwrap();
-        let mut views: Vec<_> = ys.iter_mut().map(|y| y.slice_mut(..)).collect();
-        let mut parts: Vec<(&Int8Weights, &mut cudarc::driver::CudaViewMut<f16>)> = weights.iter().zip(views.iter_mut()).collect();
+        let mut parts: Vec<_> = weights.iter().zip(ys.iter_mut()).map(|(w, y)| (w, y.slice_mut(..))).collect();
         gpu.linear_m1_fused(&xd, &mut parts, s).unwrap();
         drop(parts);
-        drop(views);
         for ((w, y), m) in weights.iter().zip(&ys).zip(&mats) {
             let got = s.clone_dtoh(y).unwrap();
             let alone = run_linear(&gpu, m, &x, 1, Gpu::plan(1, m.rows, k));
@@ -523,6 +521,69 @@ fn ggml_linear_matches_reference_for_every_native_type() {
             assert!(err.contains("rows wider"), "{} 1x{k}: {err}", l.name);
         }
     }
+}
+
+/// One GEMV call over several GGUF block matrices of one width (a block's q, k, v or gate,
+/// up; Q4_K_M files mix Q4_K and Q6_K there): each output is the bits of its own
+/// `ggml_linear` and near the f64 product, every row written (outputs poisoned first), for
+/// one layout in one launch, a run of two layouts, and four matrices (two launches of one
+/// layout); mismatched widths and batches past `abi::GGML_GEMV_BATCH` are refused.
+#[test]
+fn ggml_gemv_over_several_matrices_equals_separate_launches() {
+    use codecllm::abi::{GGML_GEMV_BATCH, GGML_LAYOUTS};
+    use codecllm::codec::ggml::{dequantize, GgmlType};
+    use codecllm::gpu::{ggml_planes, GgmlWeights};
+    let Some(gpu) = gpu_or_skip("ggml_gemv_over_several_matrices_equals_separate_launches") else { return };
+    let mut rng = rng(fresh_seed());
+    let s = &gpu.stream;
+    let k = 512;
+    let q6_k = GGML_LAYOUTS.iter().position(|l| l.name == "Q6_K").unwrap();
+    for layout in 0..GGML_LAYOUTS.len() {
+        let other = if layout == q6_k { 0 } else { q6_k };
+        for spec in [vec![(layout, 48), (layout, 17), (layout, 5)], vec![(layout, 33), (other, 16), (layout, 1)], vec![(layout, 9); 4]] {
+            let mats: Vec<_> = spec
+                .iter()
+                .map(|&(l, n)| {
+                    let blocks = codecllm::app::bench::data::random_ggml_blocks(&mut rng, l, n, k, true).unwrap();
+                    let mut w = Vec::new();
+                    dequantize(GgmlType::from_id(GGML_LAYOUTS[l].id).unwrap(), &blocks, &mut w);
+                    (s.clone_htod(&ggml_planes(l, &blocks).unwrap()).unwrap(), w)
+                })
+                .collect();
+            let weights: Vec<_> = spec.iter().zip(&mats).map(|(&(layout, rows), (p, _))| GgmlWeights { layout, planes: p.slice(..), rows, cols: k }).collect();
+            for m in 1..=GGML_GEMV_BATCH as usize {
+                let x: Vec<f16> = (0..m * k).map(|_| f16::from_f32(rng.gen_range(-1.0..1.0))).collect();
+                let xd = s.clone_htod(&x).unwrap();
+                let mut ys: Vec<_> = spec.iter().map(|&(_, n)| s.clone_htod(&vec![POISON; m * n]).unwrap()).collect();
+                let mut parts: Vec<_> = weights.iter().zip(ys.iter_mut()).map(|(w, y)| (w, y.slice_mut(..))).collect();
+                gpu.ggml_gemv(&xd, m, &mut parts, s).unwrap();
+                drop(parts);
+                for ((w, y), (_, wf)) in weights.iter().zip(&ys).zip(&mats) {
+                    let name = GGML_LAYOUTS[w.layout].name;
+                    let got = s.clone_dtoh(y).unwrap();
+                    let mut alone = s.clone_htod(&vec![POISON; m * w.rows]).unwrap();
+                    gpu.ggml_linear(&xd, m, w, &mut alone, s).unwrap();
+                    let alone = s.clone_dtoh(&alone).unwrap();
+                    let bits = |v: &[f16]| v.iter().map(|h| h.to_bits()).collect::<Vec<_>>();
+                    assert_eq!(bits(&got), bits(&alone), "{name} {}x{k} m={m} in {spec:?}", w.rows);
+                    let got: Vec<f64> = got.iter().map(|v| v.to_f64()).collect();
+                    assert!(got.iter().all(|v| v.is_finite()), "{name} {}x{k} m={m}: unwritten (poisoned) or non-finite outputs", w.rows);
+                    let e = rel_err(&got, &reference_linear(&x, m, wf, w.rows, k));
+                    assert!(e < LINEAR_TOL, "{name} {}x{k} m={m}: relative error {e}", w.rows);
+                }
+            }
+        }
+    }
+    // Refused before any launch: two widths, or a batch the exact GEMV does not take.
+    let blocks: Vec<_> = [k, 2 * k].iter().map(|&c| codecllm::app::bench::data::random_ggml_blocks(&mut rng, q6_k, 1, c, false).unwrap()).collect();
+    let planes: Vec<_> = blocks.iter().map(|b| s.clone_htod(&ggml_planes(q6_k, b).unwrap()).unwrap()).collect();
+    let w: Vec<_> = planes.iter().zip([k, 2 * k]).map(|(p, cols)| GgmlWeights { layout: q6_k, planes: p.slice(..), rows: 1, cols }).collect();
+    let xd = s.clone_htod(&vec![f16::ONE; 3 * 2 * k]).unwrap();
+    let (mut y0, mut y1) = (s.clone_htod(&[POISON; 3]).unwrap(), s.clone_htod(&[POISON; 3]).unwrap());
+    let err = gpu.ggml_gemv(&xd, 1, &mut [(&w[0], y0.slice_mut(..)), (&w[1], y1.slice_mut(..))], s).unwrap_err().to_string();
+    assert!(err.contains("columns"), "{err}");
+    let err = gpu.ggml_gemv(&xd, GGML_GEMV_BATCH as usize + 1, &mut [(&w[0], y0.slice_mut(..))], s).unwrap_err().to_string();
+    assert!(err.contains("batch"), "{err}");
 }
 
 /// The GPU's dequantization of GGUF blocks is the CPU's (gguf-py's) bit for bit, rounded to

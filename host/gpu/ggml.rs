@@ -7,7 +7,7 @@ use crate::abi::{ggml_layout, GgmlLayout, GGML_GEMV_BATCH, GGML_LAYOUTS, GGML_MM
 use crate::codec::ggml::GgmlType;
 use crate::error::{Error, Result};
 use crate::import::WeightSource;
-use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, LaunchConfig, PushKernelArg};
+use cudarc::driver::{CudaSlice, CudaStream, CudaView, CudaViewMut, DevicePtr, DevicePtrMut, LaunchConfig, PushKernelArg};
 use half::f16;
 use std::sync::Arc;
 
@@ -100,7 +100,7 @@ impl Gpu {
     /// `y[m, rows] = x[m, cols] · Wᵀ` with `W` the blocks' reference dequantization: FP16 in
     /// and out, FP32 accumulation.
     pub fn ggml_linear(&self, x: &CudaSlice<f16>, m: usize, w: &GgmlWeights, y: &mut CudaSlice<f16>, stream: &Arc<CudaStream>) -> Result<()> {
-        let l = w.check()?;
+        w.check()?;
         // 16-byte activation loads and row strides of whole blocks.
         if x.device_ptr(stream).0 % 16 != 0 {
             return Err(Error::Invalid("linear: the activations must be 16-byte aligned".into()));
@@ -109,28 +109,12 @@ impl Gpu {
         if m > GGML_GEMV_MAX_BATCH {
             return self.banded_cublas(x, m, w.rows, w.cols, y, stream, &mut |r0, rows, out| self.ggml_dequantize(w, r0, rows, out, stream));
         }
-        let (n, k) = (w.rows as u32, w.cols as u32);
-        let cfg = LaunchConfig { grid_dim: (n.div_ceil(GGML_MMA_ROWS), 1, 1), block_dim: (32 * GGML_MMA_WARPS, 1, 1), shared_mem_bytes: 0 };
         // Exact integer weights up to abi::GGML_GEMV_BATCH; above, weights rounded to FP16.
         if m <= GGML_GEMV_BATCH as usize {
-            // The activations' sub-block sums (Q4_1, Q5_1), within the 48 KiB a launch gets
-            // without opting in: rows up to 196608 values.
-            let shared = l.gemv_shared_bytes(w.cols as u64);
-            if shared > 48 << 10 {
-                return Err(Error::Invalid(format!(
-                    "{} weights of {}×{}: rows wider than the batch-{m} GEMV takes ({shared} bytes of activation sums)",
-                    l.name, w.rows, w.cols
-                )));
-            }
-            let m32 = m as u32;
-            let mut launch = stream.launch_builder(&self.kernels.ggml_gemv[w.layout]);
-            launch.arg(x).arg(&w.planes).arg(y).arg(&n).arg(&k).arg(&m32);
-            // SAFETY: `check` and the sizes above; the kernel reads x[m, k] (m ≤
-            // GGML_GEMV_BATCH) and the planes of n·k values, writes y[m, n] only, and its
-            // x sums fill the dynamic shared memory given.
-            unsafe { launch.launch(LaunchConfig { shared_mem_bytes: shared as u32, ..cfg }) }?;
-            return Ok(());
+            return self.ggml_gemv(x, m, &mut [(w, y.slice_mut(..))], stream);
         }
+        let (n, k) = (w.rows as u32, w.cols as u32);
+        let cfg = LaunchConfig { grid_dim: (n.div_ceil(GGML_MMA_ROWS), 1, 1), block_dim: (32 * GGML_MMA_WARPS, 1, 1), shared_mem_bytes: 0 };
         // FP16 weights on tensor cores, the batch in launches of up to MMA_MAX_M rows.
         let mut m0 = 0;
         while m0 < m {
@@ -142,6 +126,69 @@ impl Gpu {
             // tiles) and the planes of n·k values, and writes y[mb, n] only.
             unsafe { launch.launch(cfg) }?;
             m0 += mb;
+        }
+        Ok(())
+    }
+
+    /// `y_i[m, rows_i] = x[m, cols] · W_iᵀ` for several matrices of one width at m ≤
+    /// `abi::GGML_GEMV_BATCH` (a decode step's q, k and v, or gate and up), exactly as
+    /// `ggml_linear` computes each: one launch for each run of consecutive matrices in the
+    /// same layout, up to three a launch. Alone, a 1024-row k or v fills 64 blocks of the
+    /// GPU's 2 · SMs (an H200: 264).
+    pub fn ggml_gemv(&self, x: &CudaSlice<f16>, m: usize, parts: &mut [(&GgmlWeights, CudaViewMut<f16>)], stream: &Arc<CudaStream>) -> Result<()> {
+        let Some((first, _)) = parts.first() else { return Err(Error::Invalid("ggml_gemv: no matrices".into())) };
+        let cols = first.cols;
+        if m == 0 || m > GGML_GEMV_BATCH as usize {
+            return Err(Error::Invalid(format!("ggml_gemv: batch {m}, not 1..={GGML_GEMV_BATCH}")));
+        }
+        // 16-byte activation loads and row strides of whole blocks.
+        if x.device_ptr(stream).0 % 16 != 0 {
+            return Err(Error::Invalid("linear: the activations must be 16-byte aligned".into()));
+        }
+        for (w, y) in parts.iter() {
+            let l = w.check()?;
+            if w.cols != cols {
+                return Err(Error::Invalid(format!("ggml_gemv: matrices of {cols} and {} columns in one launch", w.cols)));
+            }
+            check_xy(x.len(), y.len(), m, w.rows, w.cols)?;
+            // The activations' sub-block sums (Q4_1, Q5_1), within the 48 KiB a launch gets
+            // without opting in: rows up to 196608 values.
+            let shared = l.gemv_shared_bytes(w.cols as u64);
+            if shared > 48 << 10 {
+                return Err(Error::Invalid(format!(
+                    "{} weights of {}×{}: rows wider than the batch-{m} GEMV takes ({shared} bytes of activation sums)",
+                    l.name, w.rows, w.cols
+                )));
+            }
+        }
+        let (k, m32) = (cols as u32, m as u32);
+        let mut rest = &mut parts[..];
+        while !rest.is_empty() {
+            let layout = rest[0].0.layout;
+            let run = rest.iter().take(3).take_while(|(w, _)| w.layout == layout).count();
+            let (now, later) = rest.split_at_mut(run);
+            // Raw addresses, so that absent matrices can be null with zero rows.
+            let mut args = [(0u64, 0u64, 0u32); 3];
+            for (a, (w, y)) in args.iter_mut().zip(now.iter_mut()) {
+                *a = (w.planes.device_ptr(stream).0, y.device_ptr_mut(stream).0, w.rows as u32);
+            }
+            let tiles: u32 = args.iter().map(|a| a.2.div_ceil(GGML_MMA_ROWS)).sum();
+            let shared = GGML_LAYOUTS[layout].gemv_shared_bytes(cols as u64) as u32;
+            let cfg = LaunchConfig { grid_dim: (tiles, 1, 1), block_dim: (32 * GGML_MMA_WARPS, 1, 1), shared_mem_bytes: shared };
+            let mut launch = stream.launch_builder(&self.kernels.ggml_gemv[layout]);
+            launch.arg(x);
+            for a in &args {
+                launch.arg(&a.0).arg(&a.1).arg(&a.2);
+            }
+            launch.arg(&k).arg(&m32);
+            if tiles > 0 {
+                // SAFETY: every present matrix passed `check` and the sizes above, and its
+                // output holds its m · rows; absent ones have zero rows and no tiles, so
+                // the kernel never touches their null addresses. It reads x[m, k] (m ≤
+                // GGML_GEMV_BATCH), and its x sums fill the dynamic shared memory given.
+                unsafe { launch.launch(cfg) }?;
+            }
+            rest = later;
         }
         Ok(())
     }

@@ -282,7 +282,7 @@ impl Gpu {
     /// grouping (a block's q, k and v, or gate and up), in one launch: the same values as
     /// one `linear` per matrix, a fraction of the launch cost; outputs may be views (a
     /// band of the logits).
-    pub fn linear_m1_fused(&self, x: &CudaSlice<f16>, parts: &mut [(&Int8Weights, &mut CudaViewMut<f16>)], stream: &Arc<CudaStream>) -> Result<()> {
+    pub fn linear_m1_fused(&self, x: &CudaSlice<f16>, parts: &mut [(&Int8Weights, CudaViewMut<f16>)], stream: &Arc<CudaStream>) -> Result<()> {
         let Some((first, _)) = parts.first() else { return Err(Error::Invalid("linear_m1_fused: no matrices".into())) };
         let (cols, group, groups) = (first.cols, first.group_size, first.groups());
         if parts.len() > 3 || parts.iter().any(|(w, _)| w.cols != cols || w.group_size != group) {

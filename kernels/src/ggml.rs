@@ -373,13 +373,13 @@ unsafe fn exact_step<F: Blocks>(acc: &mut [f32; 4], st: &Step, x: *const u16, k:
     });
 }
 
-/// Rows `16 · blockIdx.x ..+16` of `y` for a batch of m ≤ 2 (`abi::GGML_GEMV_BATCH`), on
+/// Rows `16 · tile ..+16` of `y` for a batch of m ≤ 2 (`abi::GGML_GEMV_BATCH`), on
 /// tensor cores with exact integer weights (`exact_step`): lanes and steps as `gemv_mma`'s,
 /// each lane's sums of rows g, g + 8 and x rows 0, 1 added over the lanes of a row, then
 /// over the warps in shared memory. The weights are the reference's `scale · u − off` in
 /// f32 arithmetic, not rounded to FP16.
 #[inline(always)]
-unsafe fn gemv_exact<F: Blocks>(x: *const u16, w: *const u8, y: *mut u16, n: u32, k: u32, m: u32) {
+unsafe fn gemv_exact<F: Blocks>(x: *const u16, w: *const u8, y: *mut u16, n: u32, k: u32, m: u32, tile: u32) {
     // The host sizes `x_sums` by the layout's `gemv_sum_values`.
     const {
         let v = GGML_LAYOUTS[F::LAYOUT].gemv_sum_values;
@@ -388,7 +388,7 @@ unsafe fn gemv_exact<F: Blocks>(x: *const u16, w: *const u8, y: *mut u16, n: u32
     let layout = &GGML_LAYOUTS[F::LAYOUT];
     let (lane, warp) = (thread_x() % WARP, thread_x() / WARP);
     let (g, t) = (lane / 4, lane % 4);
-    let row0 = block_x() * GGML_MMA_ROWS;
+    let row0 = tile * GGML_MMA_ROWS;
     let bpr = k / layout.block_elems;
     let p = Planes { base: w, blocks: n as u64 * bpr as u64 };
     // Rows past n read row n − 1 (not stored).
@@ -462,12 +462,38 @@ unsafe fn dequant<F: Blocks>(w: *const u8, out: *mut u16, n: u32, k: u32, row0: 
 
 macro_rules! ggml_entries {
     ($ty:ident: $gemv:ident, $n8:ident, $n16:ident, $dequant:ident) => {
+        /// `y_i = x · w_iᵀ` for up to three matrices of this type and width k (q, k and v,
+        /// or gate and up: the narrow k and v fill few SMs alone), `n_i` rows each (0: none).
         /// Launch (M = m ≤ GGML_GEMV_BATCH): blockDim.x = 32 · GGML_MMA_WARPS, gridDim.x =
-        /// ceil(n / GGML_MMA_ROWS); k a multiple of the block's values, x and y 16-byte
-        /// aligned.
+        /// Σ ceil(n_i / GGML_MMA_ROWS), the first matrix's tiles first; k a multiple of the
+        /// block's values, x and the y_i 16-byte aligned; dynamic shared memory of
+        /// `GgmlLayout::gemv_shared_bytes(k)`.
         #[no_mangle]
-        pub unsafe extern "ptx-kernel" fn $gemv(x: *const u16, w: *const u8, y: *mut u16, n: u32, k: u32, m: u32) {
-            gemv_exact::<$ty>(x, w, y, n, k, m)
+        #[allow(clippy::too_many_arguments)]
+        pub unsafe extern "ptx-kernel" fn $gemv(
+            x: *const u16,
+            w0: *const u8,
+            y0: *mut u16,
+            n0: u32,
+            w1: *const u8,
+            y1: *mut u16,
+            n1: u32,
+            w2: *const u8,
+            y2: *mut u16,
+            n2: u32,
+            k: u32,
+            m: u32,
+        ) {
+            // The block's matrix picked first, so that the kernel body exists once.
+            let (t0, t1, b) = (n0.div_ceil(GGML_MMA_ROWS), n1.div_ceil(GGML_MMA_ROWS), block_x());
+            let (w, y, n, tile) = if b < t0 {
+                (w0, y0, n0, b)
+            } else if b < t0 + t1 {
+                (w1, y1, n1, b - t0)
+            } else {
+                (w2, y2, n2, b - t0 - t1)
+            };
+            gemv_exact::<$ty>(x, w, y, n, k, m, tile)
         }
         /// Launch (M = m ≤ 8): blockDim.x = 32 · GGML_MMA_WARPS, gridDim.x = ceil(n /
         /// GGML_MMA_ROWS); k a multiple of the block's values, x and y 16-byte aligned.

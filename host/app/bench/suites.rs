@@ -61,6 +61,7 @@ pub fn kernels(gpu: &Gpu, o: &KernelsOptions) -> Result<Report> {
     let mut rows;
     if o.ggml {
         rows = b.ggml(&SHAPES[..3], &[1, 2, 4, 8, 16, 32])?;
+        rows.extend(b.ggml_fused(&[1, 2])?);
     } else if o.tune {
         rows = b.tune(shapes, &[4, 8, 16, 32, 64, 256, 4096])?;
     } else {

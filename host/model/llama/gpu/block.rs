@@ -90,15 +90,7 @@ impl BlockCtx<'_> {
         let mu = m as u32;
         let pending = (!first).then(|| sc.o.slice(..m * d));
         norm(gpu, &mut sc.x.slice_mut(..m * d), pending.as_ref(), &b.attn_norm, &mut sc.h, m, d, cfg.eps)?;
-        // One row on INT8 weights (a decode step): q, k and v in one launch, as gate and up.
-        let fused = |i: &[usize]| if m == 1 { i.iter().map(|&j| lin[j].int8()).collect::<Option<Vec<_>>>() } else { None };
-        if let Some(w) = fused(&[Q, K, V]) {
-            gpu.linear_m1_fused(&sc.h, &mut [(&w[0], &mut sc.q.slice_mut(..)), (&w[1], &mut sc.k.slice_mut(..)), (&w[2], &mut sc.v.slice_mut(..))], st)?;
-        } else {
-            lin[Q].apply(gpu, self.blas, &sc.h, m, &mut sc.q)?;
-            lin[K].apply(gpu, self.blas, &sc.h, m, &mut sc.k)?;
-            lin[V].apply(gpu, self.blas, &sc.h, m, &mut sc.v)?;
-        }
+        self.products(lin, &sc.h, &mut [(Q, &mut sc.q), (K, &mut sc.k), (V, &mut sc.v)])?;
         let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
         if let Some([bq, bk, bv]) = &b.qkv_bias {
             for (y, bias, n) in [(&mut sc.q, bq, qd), (&mut sc.k, bk, kvd), (&mut sc.v, bv, kvd)] {
@@ -156,12 +148,7 @@ impl BlockCtx<'_> {
             norm_in_place(gpu, &mut sc.o, post_attn, m, d, cfg.eps)?;
         }
         norm(gpu, &mut sc.x.slice_mut(..m * d), Some(&sc.o.slice(..m * d)), &b.ffn_norm, &mut sc.h, m, d, cfg.eps)?;
-        if let Some(w) = fused(&[GATE, UP]) {
-            gpu.linear_m1_fused(&sc.h, &mut [(&w[0], &mut sc.g.slice_mut(..)), (&w[1], &mut sc.u.slice_mut(..))], st)?;
-        } else {
-            lin[GATE].apply(gpu, self.blas, &sc.h, m, &mut sc.g)?;
-            lin[UP].apply(gpu, self.blas, &sc.h, m, &mut sc.u)?;
-        }
+        self.products(lin, &sc.h, &mut [(GATE, &mut sc.g), (UP, &mut sc.u)])?;
         if let Some(c) = cpu.as_mut() {
             c.enqueue(st, 0, &sc.h.slice(..d), &mut [(GATE, &mut sc.g), (UP, &mut sc.u)])?;
         }
@@ -180,6 +167,27 @@ impl BlockCtx<'_> {
         self.all_reduce(&mut sc.o, m * d)?;
         if let Some([_, post_ffn]) = &b.post_norms {
             norm_in_place(gpu, &mut sc.o, post_ffn, m, d, cfg.eps)?;
+        }
+        Ok(())
+    }
+
+    /// `y = x · lin[i]ᵀ` for each `(i, y)` of `outs` (q, k and v, or gate and up, all of
+    /// one width): in fused launches where the weights have them — a decode step on INT8
+    /// weights, up to `abi::GGML_GEMV_BATCH` rows on GGUF blocks — else one product each.
+    fn products(&self, lin: &[LinRef], x: &CudaSlice<f16>, outs: &mut [(usize, &mut CudaSlice<f16>)]) -> Result<()> {
+        let (gpu, m, st) = (self.gpu, self.m, &self.gpu.stream);
+        if m == 1 {
+            if let Some(w) = outs.iter().map(|(i, _)| lin[*i].int8()).collect::<Option<Vec<_>>>() {
+                return gpu.linear_m1_fused(x, &mut w.iter().zip(outs.iter_mut()).map(|(w, (_, y))| (w, y.slice_mut(..))).collect::<Vec<_>>(), st);
+            }
+        }
+        if m <= crate::abi::GGML_GEMV_BATCH as usize {
+            if let Some(w) = outs.iter().map(|(i, _)| lin[*i].ggml()).collect::<Option<Vec<_>>>() {
+                return gpu.ggml_gemv(x, m, &mut w.iter().zip(outs.iter_mut()).map(|(w, (_, y))| (w, y.slice_mut(..))).collect::<Vec<_>>(), st);
+            }
+        }
+        for (i, y) in outs.iter_mut() {
+            lin[*i].apply(gpu, self.blas, x, m, y)?;
         }
         Ok(())
     }

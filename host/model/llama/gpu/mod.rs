@@ -590,7 +590,7 @@ impl<'g> GpuLlama<'g> {
                     }
                     let b = w[0].rows();
                     match (&w[0], n) {
-                        (crate::gpu::WeightsView::Int8(w8), 1) => gpu.linear_m1_fused(&sc.h, &mut [(w8, &mut sc.logits.slice_mut(at..at + b))], st)?,
+                        (crate::gpu::WeightsView::Int8(w8), 1) => gpu.linear_m1_fused(&sc.h, &mut [(w8, sc.logits.slice_mut(at..at + b))], st)?,
                         (view, _) => {
                             gpu.linear_view(&sc.h, n, view, &mut sc.band, st)?;
                             st.memcpy_dtod(&sc.band.slice(..n * b), &mut sc.logits.slice_mut(at..at + n * b))?;

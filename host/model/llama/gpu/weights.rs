@@ -235,6 +235,17 @@ impl LinRef<'_> {
         }
     }
 
+    /// The GGUF blocks, when they are GGUF blocks.
+    pub(super) fn ggml(&self) -> Option<GgmlWeights<'_>> {
+        match self {
+            LinRef::Owned(Linear::Ggml { planes, layout, rows, cols }) => {
+                Some(GgmlWeights { layout: *layout, planes: planes.slice(..), rows: *rows, cols: *cols })
+            }
+            LinRef::Owned(Linear::Fp16 { .. } | Linear::Int8 { .. }) | LinRef::View(WeightsView::Int8(_)) => None,
+            LinRef::View(WeightsView::Ggml(w)) => Some(GgmlWeights { layout: w.layout, planes: w.planes.slice(..), rows: w.rows, cols: w.cols }),
+        }
+    }
+
     pub(super) fn apply(&self, gpu: &Gpu, blas: Option<&CudaBlas>, x: &CudaSlice<f16>, m: usize, y: &mut CudaSlice<f16>) -> Result<()> {
         match self {
             LinRef::Owned(l) => l.apply(gpu, blas, x, m, y),
