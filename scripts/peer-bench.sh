@@ -74,7 +74,6 @@ BUNDLE=${PEER_BUNDLE:-$ROOT/.device-bundle}
 W=${PEER_WORK:-/tmp/peer-bench}
 M=$W/models
 OUTD=${OUT:-$W/out}
-bash "$ROOT/scripts/device-unpack.sh" "$BUNDLE"
 CLI=${CODECLLM_BIN:-$BUNDLE/codecllm}
 SHAPE=${PEER_SHAPE:-8b}
 SEED=${PEER_SEED:-0}
