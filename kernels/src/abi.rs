@@ -281,8 +281,9 @@ pub const fn wgmma_tile(name: &str) -> Option<usize> {
 pub const PLACE_WORDS: usize = 2;
 
 /// Threads per RMSNorm block (one block per row); the kernel returns without writing on
-/// any other block size.
-pub const NORM_THREADS: u32 = 256;
+/// any other block size. 1024: a decode step's norm is one block, and a 4096-wide row then
+/// takes each thread one batch of loads (`llama.rs`'s `NORM_BATCH`).
+pub const NORM_THREADS: u32 = 1024;
 /// Warps per attention block (one block per (row, head)); likewise checked by the kernel.
 pub const ATT_WARPS: u32 = 8;
 /// Largest head dimension the attention kernel holds in registers and shared memory

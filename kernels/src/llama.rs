@@ -20,17 +20,46 @@ fn f2h(v: f32) -> u16 {
     (v as f16).to_bits()
 }
 
-// `NORM_THREADS` per RMSNorm block (one block per row): d = 576 is 2–3 elements per
-// thread, and the reduction is one warp sum plus one exchange of 8 partials through shared
-// memory. A single warp per row (the first version) spent 11 µs per row in serial load
-// latency.
+// `NORM_THREADS` per RMSNorm block (one block per row), and the reduction is one warp sum
+// plus one exchange of the warps' partials through shared memory. A single warp per row
+// (the first version) spent 11 µs per row in serial load latency.
 use crate::abi::NORM_THREADS;
 shared_array! {
     /// One partial sum per warp of a norm block.
-    fn norm_partials() -> *mut f32 = "codecllm_norm_partials"[32], align 4
+    fn norm_partials() -> *mut f32 = "codecllm_norm_partials"[128], align 4
 }
-const _: () = assert!(4 * (NORM_THREADS / WARP) as usize == 32);
+const _: () = assert!(4 * (NORM_THREADS / WARP) as usize == 128);
 
+/// Elements of a row each thread of a norm pass loads before it uses any. The passes
+/// store into memory the compiler cannot prove apart from what they load, so element by
+/// element each waited for the last one's store and its own load: a 4096-wide
+/// `add_rmsnorm_f32_f16` of one row took 11.7 µs on an H200 (ncu, 256 threads, 16
+/// elements a thread), 4.0 µs so (llama.cpp's `rms_norm_f32`: 4.6).
+const NORM_BATCH: usize = 4;
+// `norm_pass`'s unrolled lists name 4 elements.
+const _: () = assert!(NORM_BATCH == 4);
+
+/// `put(j, get(j))` for this thread's elements j = t, t + NORM_THREADS, … < d, each
+/// batch's `get`s (the loads) before its `put`s.
+#[inline(always)]
+unsafe fn norm_pass<T: Copy + Default>(d: usize, t: usize, mut get: impl FnMut(usize) -> T, mut put: impl FnMut(usize, T)) {
+    let step = NORM_THREADS as usize;
+    let mut i = t;
+    while i < d {
+        let mut v = [T::default(); NORM_BATCH];
+        unroll!(J in [0, 1, 2, 3] {
+            if i + J * step < d {
+                v[J] = get(i + J * step);
+            }
+        });
+        unroll!(J in [0, 1, 2, 3] {
+            if i + J * step < d {
+                put(i + J * step, v[J]);
+            }
+        });
+        i += NORM_BATCH * step;
+    }
+}
 /// The sum of every thread's `v` over a `NORM_THREADS` block: warp shuffles, then one
 /// shared slot per warp. Every thread of the block must call it (it synchronizes).
 #[inline(always)]
@@ -59,24 +88,21 @@ unsafe fn norm_rows(x: *mut f32, add: *const u16, w: *const f32, y: *mut u16, ro
         return;
     }
     let (t, d) = (thread_x() as usize, d as usize);
-    let xr = x.add(row * d);
+    let (xr, ar, yr) = (x.add(row * d), add.wrapping_add(row * d), y.add(row * d));
     let mut ss = 0.0f32;
-    let mut i = t;
-    while i < d {
-        let mut v = *xr.add(i);
-        if !add.is_null() {
-            v += h2f(add.add(row * d + i));
-            *xr.add(i) = v;
-        }
-        ss += v * v;
-        i += NORM_THREADS as usize;
-    }
+    norm_pass(
+        d,
+        t,
+        |j| if add.is_null() { *xr.add(j) } else { *xr.add(j) + h2f(ar.add(j)) },
+        |j, v| {
+            if !add.is_null() {
+                *xr.add(j) = v;
+            }
+            ss += v * v;
+        },
+    );
     let r = rsqrt(block_sum(ss, t) / d as f32 + eps);
-    let mut i = t;
-    while i < d {
-        *y.add(row * d + i) = f2h(*xr.add(i) * r * *w.add(i));
-        i += NORM_THREADS as usize;
-    }
+    norm_pass(d, t, |j| (*xr.add(j), *w.add(j)), |j, (v, wj)| *yr.add(j) = f2h(v * r * wj));
 }
 
 /// `y = rmsnorm(x) · w` per row, x FP32 → y FP16.
@@ -177,18 +203,9 @@ pub unsafe extern "ptx-kernel" fn rmsnorm_f16_inplace(x: *mut u16, w: *const f32
     let (t, d) = (thread_x() as usize, d as usize);
     let xr = x.add(row * d);
     let mut ss = 0.0f32;
-    let mut i = t;
-    while i < d {
-        let v = h2f(xr.add(i));
-        ss += v * v;
-        i += NORM_THREADS as usize;
-    }
+    norm_pass(d, t, |j| h2f(xr.add(j)), |_, v| ss += v * v);
     let r = rsqrt(block_sum(ss, t) / d as f32 + eps);
-    let mut i = t;
-    while i < d {
-        *xr.add(i) = f2h(h2f(xr.add(i)) * r * *w.add(i));
-        i += NORM_THREADS as usize;
-    }
+    norm_pass(d, t, |j| (h2f(xr.add(j)), *w.add(j)), |j, (v, wj)| *xr.add(j) = f2h(v * r * wj));
 }
 
 /// RoPE on the new query and key rows at positions `*pos0 + row` (rotated in place: pair
@@ -460,18 +477,37 @@ pub unsafe extern "ptx-kernel" fn attention_merge_f16(partial: *const f32, out: 
     let f = if ms == f32::NEG_INFINITY { 0.0 } else { exp2((ms - big) * core::f32::consts::LOG2_E) };
     let total = warp_sum(ls * f);
     let mut o = [0.0f32; ATT_DPL];
+    // Four splits' partials loaded before any is used: split by split, each waited for
+    // its loads behind a branch (H200, ncu, 9 splits of a decode step: 5.1 µs, now 4.3;
+    // llama.cpp's `flash_attn_combine_results` 2.6). The same batching of the attention
+    // kernel's key and value loads made it slower (7.1 → 7.7 µs at 82 registers): not kept.
+    // A split without positions left its partials unwritten: they are loaded, never used.
     let mut sp = 0;
     while sp < splits {
-        let fs = shfl_idx(f, sp as u32);
-        if fs != 0.0 {
-            let p = base.add(sp * ATT_PARTIAL + 2);
-            unroll!(E in [0, 1, 2, 3, 4, 5, 6, 7] {
-                if E * (WARP as usize) < hd {
-                    o[E] = fma(fs, *p.add(E * WARP as usize + lane as usize), o[E]);
+        let mut v = [[0.0f32; ATT_DPL]; 4];
+        unroll!(S in [0, 1, 2, 3] {
+            if sp + S < splits {
+                let p = base.add((sp + S) * ATT_PARTIAL + 2);
+                unroll!(E in [0, 1, 2, 3, 4, 5, 6, 7] {
+                    if E * (WARP as usize) < hd {
+                        v[S][E] = *p.add(E * WARP as usize + lane as usize);
+                    }
+                });
+            }
+        });
+        unroll!(S in [0, 1, 2, 3] {
+            if sp + S < splits {
+                let fs = shfl_idx(f, (sp + S) as u32);
+                if fs != 0.0 {
+                    unroll!(E in [0, 1, 2, 3, 4, 5, 6, 7] {
+                        if E * (WARP as usize) < hd {
+                            o[E] = fma(fs, v[S][E], o[E]);
+                        }
+                    });
                 }
-            });
-        }
-        sp += 1;
+            }
+        });
+        sp += 4;
     }
     let orow = out.add(item * hd);
     unroll!(E in [0, 1, 2, 3, 4, 5, 6, 7] {
