@@ -17,6 +17,10 @@ fn smollm2_answers_from_its_compressed_container() {
     let r = cli(&["run", clm.to_str().unwrap(), "--prompt", "x", "--max-tokens", "9000"]);
     let err = String::from_utf8_lossy(&r.stderr);
     assert!(!r.status.success() && err.contains("exceed the context of 8192"), "{err}");
+    // SmolLM2 adds no BOS: an empty prompt is no tokens, refused before any forward.
+    let r = cli(&["run", clm.to_str().unwrap(), "--prompt", "", "--max-tokens", "4"]);
+    let err = String::from_utf8_lossy(&r.stderr);
+    assert!(!r.status.success() && err.contains("the prompt encodes to no tokens"), "{err}");
 }
 
 /// `run --prompts-file`: five prompts (one a JSON line) two at a time — so finished

@@ -224,6 +224,11 @@ pub fn run(a: Args) -> Result<bool> {
         None => vec![a.prompt.clone().expect("clap requires --prompt without --prompts-file")],
     };
     let all_ids = prompts.iter().map(|p| tok.encode(&if a.chat { tok.chat_prompt(p)? } else { p.clone() })).collect::<Result<Vec<_>>>()?;
+    // Nothing to condition the first token on (a model without a BOS token, an empty line).
+    if let Some(i) = all_ids.iter().position(Vec::is_empty) {
+        let which = if a.prompts_file.is_some() { format!("prompt {} of the file", i + 1) } else { "the prompt".into() };
+        return Err(Error::Invalid(format!("{which} encodes to no tokens (this model adds no BOS): give it some text")));
+    }
     let ids = all_ids[0].clone();
     let started = std::time::Instant::now();
     let longest = all_ids.iter().map(Vec::len).max().unwrap_or(0);
