@@ -196,14 +196,16 @@ fn gpu_layouts_match_the_cpu_block_types() {
 }
 
 /// `ggml_planes` puts field f of block b at `plane(f) + b · len(f)`, and nothing else
-/// anywhere (the padding is zero); a run that is not whole blocks is an error.
+/// anywhere (the padding is zero), also across the runs of blocks it fills in parallel
+/// (16384 a run: 40001 blocks end in a partial third run); a run that is not whole blocks
+/// is an error.
 #[test]
 fn planes_hold_every_field_of_every_block() {
     use codecllm::abi::GGML_LAYOUTS;
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     for (i, l) in GGML_LAYOUTS.iter().enumerate() {
         let size = l.block_bytes() as usize;
-        for blocks in [1usize, 5, 33] {
+        for blocks in [1usize, 5, 33, 40_001] {
             let data: Vec<u8> = (0..blocks * size).map(|_| (rng.next() >> 56) as u8 | 1).collect();
             let planes = codecllm::gpu::ggml_planes(i, &data).unwrap();
             assert_eq!(planes.len() as u64, l.bytes(blocks as u64));

@@ -49,23 +49,49 @@ pub fn ggml_planes(layout: usize, blocks: &[u8]) -> Result<Vec<u8>> {
     }
     let count = (blocks.len() / size) as u64;
     let mut out = vec![0u8; l.bytes(count) as usize];
-    // Split `out` into one slice per plane, then fill the planes in parallel.
-    let mut planes = Vec::with_capacity(l.fields.len());
+    // Split `out` into runs of each plane, PLANE_RUN blocks a run, and fill them in
+    // parallel: a tensor has only 2–5 planes, too few to share out whole (on 2 cores,
+    // 14336×4096 tensors: Q4_K 2.3 → 2.6–3.8 GB/s of blocks, Q6_K 1.2 → 1.7–2.2, Q8_0
+    // 1.1 → 2.2–2.5; one core fills ~1–1.6 GB/s, much of it first touches of `out`).
+    const PLANE_RUN: usize = 16384;
+    let mut runs = Vec::new();
     let mut rest = out.as_mut_slice();
     let mut field_offset = 0;
     for (f, &len) in l.fields.iter().enumerate() {
+        let len = len as usize;
         let plane_len = (l.plane(f + 1, count) - l.plane(f, count)) as usize;
         let (plane, tail) = rest.split_at_mut(plane_len);
-        planes.push((plane, field_offset, len as usize));
-        field_offset += len as usize;
+        let values = &mut plane[..count as usize * len];
+        runs.extend(values.chunks_mut(PLANE_RUN * len).zip(blocks.chunks(PLANE_RUN * size)).map(|(dst, src)| (dst, src, field_offset, len)));
+        field_offset += len;
         rest = tail;
     }
-    planes.into_par_iter().for_each(|(plane, offset, len)| {
-        for (dst, block) in plane.chunks_exact_mut(len).zip(blocks.chunks_exact(size)) {
-            dst.copy_from_slice(&block[offset..offset + len]);
+    runs.into_par_iter().for_each(|(dst, src, offset, len)| match len {
+        2 => gather::<2>(dst, src, size, offset),
+        4 => gather::<4>(dst, src, size, offset),
+        12 => gather::<12>(dst, src, size, offset),
+        16 => gather::<16>(dst, src, size, offset),
+        32 => gather::<32>(dst, src, size, offset),
+        64 => gather::<64>(dst, src, size, offset),
+        128 => gather::<128>(dst, src, size, offset),
+        _ => {
+            for (d, b) in dst.chunks_exact_mut(len).zip(src.chunks_exact(size)) {
+                d.copy_from_slice(&b[offset..offset + len]);
+            }
         }
     });
     Ok(out)
+}
+
+/// Field `offset..offset + L` of each `size`-byte block of `src` into `dst`, one after
+/// another: with the length a constant each copy is a few moves rather than a `memcpy`
+/// call (1.05–1.2× on one core).
+fn gather<const L: usize>(dst: &mut [u8], src: &[u8], size: usize, offset: usize) {
+    for (d, b) in dst.chunks_exact_mut(L).zip(src.chunks_exact(size)) {
+        if let (Ok(d), Some(Ok(b))) = (<&mut [u8; L]>::try_from(d), b.get(offset..offset + L).map(<&[u8; L]>::try_from)) {
+            *d = *b;
+        }
+    }
 }
 
 fn layout_at(layout: usize) -> Result<&'static GgmlLayout> {
