@@ -198,7 +198,11 @@ impl Gpu {
             for (a, (w, y)) in args.iter_mut().zip(now.iter_mut()) {
                 *a = (w.planes.device_ptr(stream).0, y.device_ptr_mut(stream).0, w.rows as u32);
             }
+            rest = later;
             let tiles: u32 = args.iter().map(|a| a.2.div_ceil(GGML_MMA_ROWS)).sum();
+            if tiles == 0 {
+                continue;
+            }
             let shared = GGML_LAYOUTS[layout].gemv_shared_bytes(cols as u64) as u32;
             let cfg = LaunchConfig { grid_dim: (tiles, 1, 1), block_dim: (32 * GGML_MMA_WARPS, 1, 1), shared_mem_bytes: shared };
             let mut launch = stream.launch_builder(&self.kernels.ggml_gemv[layout]);
@@ -207,14 +211,11 @@ impl Gpu {
                 launch.arg(&a.0).arg(&a.1).arg(&a.2);
             }
             launch.arg(&k).arg(&m32);
-            if tiles > 0 {
-                // SAFETY: every present matrix passed `check` and the sizes above, and its
-                // output holds its m · rows; absent ones have zero rows and no tiles, so
-                // the kernel never touches their null addresses. It reads x[m, k] (m ≤
-                // GGML_GEMV_BATCH), and its x sums fill the dynamic shared memory given.
-                unsafe { launch.launch(cfg) }?;
-            }
-            rest = later;
+            // SAFETY: every present matrix passed `check` and the sizes above, and its
+            // output holds its m · rows; absent ones have zero rows and no tiles, so the
+            // kernel never touches their null addresses. It reads x[m, k] (m ≤
+            // GGML_GEMV_BATCH), and its x sums fill the dynamic shared memory given.
+            unsafe { launch.launch(cfg) }?;
         }
         Ok(())
     }
