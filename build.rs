@@ -180,6 +180,19 @@ fn check_ptx(ptx: &str, arch: &str) {
     if !hopper && ptx.contains("wgmma") {
         fail(&format!("the {arch} PTX holds wgmma code, which only sm_90a accepts (kernels/src/wgmma.rs must be compiled for sm_90a alone)"));
     }
+    // The host makes the edges into these kernels programmatic (host/gpu/graph.rs): one
+    // that does not wait for its predecessor would read its inputs before they are written.
+    if arch != "sm_80" {
+        let unwaited: Vec<&str> = ptx
+            .split(".entry")
+            .skip(1)
+            .filter(|body| !body.contains("griddepcontrol.wait"))
+            .filter_map(|body| body.trim_start().split(|c: char| !(c.is_alphanumeric() || c == '_')).next())
+            .collect();
+        if !unwaited.is_empty() {
+            fail(&format!("the {arch} PTX has entries that do not begin with ptx::await_inputs() (griddepcontrol.wait): {}", unwaited.join(", ")));
+        }
+    }
     let entries: std::collections::HashSet<&str> =
         ptx.split(".entry").skip(1).filter_map(|rest| rest.trim_start().split(|c: char| !(c.is_alphanumeric() || c == '_')).next()).collect();
     let wgmma = abi::WGMMA_TILES.iter().map(|t| t.name).filter(|_| hopper);

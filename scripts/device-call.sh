@@ -23,7 +23,8 @@ case "${1:-}" in
     cp "$p/smol.part0" /tmp/smol.part0 || exit 5
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem --format=csv,noheader
     # CPU work while the GPU tests run: llama.cpp's build, the models, the containers.
-    OUT=/tmp/pb-out PEER_DEADLINE=1700 setsid nohup bash scripts/peer-bench.sh build data quantize > /tmp/pb-bg.log 2>&1 < /dev/null &
+    # PEER_BG: the stages to run there (default: what the whole peer benchmark reads).
+    OUT=/tmp/pb-out PEER_DEADLINE=1700 setsid nohup bash scripts/peer-bench.sh ${PEER_BG:-build data quantize} > /tmp/pb-bg.log 2>&1 < /dev/null &
     echo $! > /tmp/pb-bg.pid
     bundle
     bash scripts/device-check.sh ptxas

@@ -820,6 +820,10 @@ stage_q4km() {
   for ngl in ${PEER_Q4KM_NGL:-99 16 0}; do step "llama-$MAIN-q4km-ngl$ngl" 60 llama_bench "$MAIN" "llama.cpp Q4_K_M" "$g" "$ngl" "$TG"; done
   p=$(ph prompt 512)
   step "codecllm-$MAIN-q4km-int8" 90 codecllm_run "$MAIN" "codecllm Q4_K_M blocks resident" none 1 "$g" --weights int8-resident --prompt "$p" --max-tokens "$TG"
+  # The same without programmatic dependent launch: what it saves, in the same lease.
+  if has_run_flag --serial-launch; then
+    step "codecllm-$MAIN-q4km-int8-serial" 90 codecllm_run "$MAIN" "codecllm Q4_K_M blocks resident, serial launches" none 1 "$g" --weights int8-resident --prompt "$p" --max-tokens "$TG" --serial-launch
+  fi
   # 16 sequences at once on the same file, all on the GPU (the GEMVs at M = 16).
   step "llama-$MAIN-q4km-batched-ngl99" 30 llama_batched "$MAIN" "$g" 99 "llama.cpp Q4_K_M"
   if has_run_flag --prompts-file; then

@@ -28,6 +28,7 @@ mod ggml;
 /// replay it against the CPU dequantizer).
 #[path = "../../kernels/src/ggml_blocks.rs"]
 pub mod ggml_blocks;
+mod graph;
 mod linear;
 mod module;
 pub mod nccl;
@@ -38,6 +39,7 @@ pub use crate::abi::{GemmTile, GEMM_TILES, GEMV_MAX_M};
 pub use ans::ans_encode_chunks;
 pub use decode::{ChunkBatch, DecodeLog, Decoder, DeviceChunkTable, DeviceCompressedTensor, DeviceInt8Buffer};
 pub use ggml::{ggml_planes, gpu_layout, native_blocks, GgmlWeights, GGML_GEMV_MAX_BATCH};
+pub use graph::CapturedGraph;
 pub use linear::{cublas_fp16_linear, Int8Weights, LinearPlan, WeightsView, DEQUANT_BAND_ELEMS, DEQUANT_CUBLAS_MIN_M};
 pub use module::Kernels;
 pub use pinned::{launch_host_func, record_external, PinnedBuffer};

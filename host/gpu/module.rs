@@ -5,6 +5,7 @@
 use crate::abi;
 use crate::error::{GpuError, Result};
 use cudarc::driver::{CudaContext, CudaFunction};
+use std::collections::HashSet;
 use std::sync::{Arc, OnceLock};
 
 const PTX_SM80: &str = include_str!(concat!(env!("OUT_DIR"), "/kernels_sm_80.ptx"));
@@ -42,6 +43,8 @@ pub struct Kernels {
     /// first use: the sm_90a module holds every other kernel too, and JIT-compiling it
     /// doubles the driver's work at start for a plan `Gpu::plan` does not pick yet.
     wgmma: OnceLock<std::result::Result<Vec<CudaFunction>, String>>,
+    /// Every entry point above, as the driver's handles (`waits_for_inputs`).
+    entry_points: HashSet<usize>,
     ctx: Arc<CudaContext>,
     compute_capability: (i32, i32),
 }
@@ -56,7 +59,7 @@ impl Kernels {
             .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
             .map_err(|source| GpuError::Kernels { what: format!("the sm_{major}{minor} PTX does not load"), source })?;
         let f = |name: &str| module.load_function(name).map_err(|source| GpuError::Kernels { what: format!("kernel {name}"), source });
-        Ok(Kernels {
+        let mut k = Kernels {
             gemv: abi::GEMV_KERNELS.iter().map(|n| f(n)).collect::<std::result::Result<_, _>>()?,
             gemv_f16: f(abi::GEMV_F16)?,
             gemv3: f(abi::GEMV3_M1)?,
@@ -81,9 +84,22 @@ impl Kernels {
             ggml_mma: abi::GGML_LAYOUTS.iter().map(|l| l.mma.iter().map(|n| f(n)).collect()).collect::<std::result::Result<_, _>>()?,
             ggml_dequant: abi::GGML_LAYOUTS.iter().map(|l| f(l.dequant)).collect::<std::result::Result<_, _>>()?,
             wgmma: OnceLock::new(),
+            entry_points: HashSet::new(),
             ctx: ctx.clone(),
             compute_capability: (major, minor),
-        })
+        };
+        // One handle per `.entry` of the module: what build.rs checked is what is counted.
+        let entries = ptx.split(".entry").skip(1).filter_map(|rest| rest.trim_start().split(|c: char| !(c.is_alphanumeric() || c == '_')).next());
+        k.entry_points = entries.map(|name| f(name).map(|h| h.cu_function() as usize)).collect::<std::result::Result<_, _>>()?;
+        Ok(k)
+    }
+
+    /// Whether `f` is one of these kernels, which all begin by waiting for the grids they
+    /// depend on (`ptx::await_inputs`), so that an edge into it may be programmatic
+    /// (`gpu::CapturedGraph`). Only compute capability 9.0 and up: the sm_80 PTX has no wait.
+    pub(crate) fn waits_for_inputs(&self, f: cudarc::driver::sys::CUfunction) -> bool {
+        let hopper = self.wgmma.get().and_then(|w| w.as_ref().ok()).is_some_and(|w| w.iter().any(|h| h.cu_function() == f));
+        self.compute_capability.0 >= 9 && (self.entry_points.contains(&(f as usize)) || hopper)
     }
 
     /// The Hopper GEMM kernels (`abi::WGMMA_TILES` order), from the sm_90a PTX, loaded with

@@ -47,6 +47,9 @@ pub struct GpuReport {
     pub allocated: usize,
     /// Device seconds spent in forwards.
     pub device_seconds: f64,
+    /// Edges of the captured decode-step graph that launch a kernel as a programmatic
+    /// dependent of the one before (0: no graph, or serial launches).
+    pub programmatic_edges: usize,
 }
 
 impl Engine for GpuLlama<'_> {
@@ -60,7 +63,13 @@ impl Engine for GpuLlama<'_> {
         GpuLlama::reset(self)
     }
     fn gpu_report(&self) -> Option<GpuReport> {
-        Some(GpuReport { peak: self.peak_vram, net: self.peak_vram_net, allocated: self.vram_accounted, device_seconds: self.device_seconds })
+        Some(GpuReport {
+            peak: self.peak_vram,
+            net: self.peak_vram_net,
+            allocated: self.vram_accounted,
+            device_seconds: self.device_seconds,
+            programmatic_edges: self.programmatic_edges(),
+        })
     }
     fn cpu_share_stats(&self) -> Option<crate::stream::CpuShareStats> {
         GpuLlama::cpu_share_stats(self)

@@ -12,6 +12,7 @@ use crate::ptx::{block_dim_x, block_x, i8_to_f32, load_stream_v4, store_v4, thre
 /// take the scalar loop.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn dequant_i8_f16(q: *const i8, scales: *const f32, out: *mut u16, rows: u32, cols: u32, group: u32, groups: u32) {
+    crate::ptx::await_inputs();
     let r = block_x();
     if r >= rows || cols == 0 || group == 0 {
         return;

@@ -513,6 +513,7 @@ macro_rules! gemm_smem_entry {
             x: *const u16, q: *const i8, scales: *const f32, y: *mut u16, partial: *mut f32,
             m: u32, n: u32, k: u32, group: u32, groups: u32, k_per_split: u32,
         ) {
+            crate::ptx::await_inputs();
             gemm_smem::<$mt, $nt>(x, q, scales, y, partial, m, n, k, group, groups, k_per_split)
         }
         const _: () = assert_tile(stringify!($name), $mt, $nt, SMEM_WARPS, true);
@@ -532,6 +533,7 @@ macro_rules! gemm_entry {
             x: *const u16, q: *const i8, scales: *const f32, y: *mut u16, partial: *mut f32,
             m: u32, n: u32, k: u32, group: u32, groups: u32, k_per_split: u32,
         ) {
+            crate::ptx::await_inputs();
             gemm::<$mt, $nt, $pf>(x, q, scales, y, partial, m, n, k, group, groups, k_per_split)
         }
         const _: () = assert_tile(stringify!($name), $mt, $nt, WARPS, false);
@@ -545,6 +547,7 @@ gemm_entry!(gemm_w8a16_mt1_nt2 = (1, 2, true), gemm_w8a16_mt2_nt4 = (2, 4, true)
 /// `y[m, n] = Σ_z partial[z, m, n] · (per-channel ? s[n] : 1)`, summed in split order.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn gemm_reduce_splits(partial: *const f32, scales: *const f32, y: *mut u16, m: u32, n: u32, splits: u32, groups: u32) {
+    crate::ptx::await_inputs();
     let i = block_x() as usize * crate::ptx::block_dim_x() as usize + thread_x() as usize;
     let total = m as usize * n as usize;
     if i >= total || n == 0 {

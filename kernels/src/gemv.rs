@@ -131,6 +131,7 @@ macro_rules! gemv_entry {
             x: *const u16, q: *const i8, scales: *const f32, y: *mut u16,
             n: u32, k: u32, group: u32, groups: u32,
         ) {
+            crate::ptx::await_inputs();
             gemv::<$m>(x, q, scales, y, n, k, group, groups)
         }
         // The host launches batch m as `abi::GEMV_KERNELS[m - 1]`.
@@ -174,6 +175,7 @@ pub unsafe extern "ptx-kernel" fn gemv3_w8a16_m1(
     group: u32,
     groups: u32,
 ) {
+    crate::ptx::await_inputs();
     let row = warp_row();
     if row < n0 {
         gemv_row::<1>(x, q0, s0, y0, row, n0, k, group, groups)
@@ -206,6 +208,7 @@ unsafe fn dot8_f16(x: *const u16, w: [u32; 4]) -> f32 {
 /// Launch: as `gemv_w8a16_m1`; x and w 16-byte aligned.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn gemv_f16_m1(x: *const u16, w: *const u16, y: *mut u16, n: u32, k: u32) {
+    crate::ptx::await_inputs();
     let (row, lane) = (warp_row(), thread_x() % WARP);
     if row >= n {
         return;

@@ -484,6 +484,7 @@ macro_rules! ggml_entries {
             k: u32,
             m: u32,
         ) {
+            crate::ptx::await_inputs();
             // The block's matrix picked first, so that the kernel body exists once.
             let (t0, t1, b) = (n0.div_ceil(GGML_MMA_ROWS), n1.div_ceil(GGML_MMA_ROWS), block_x());
             let (w, y, n, tile) = if b < t0 {
@@ -499,17 +500,20 @@ macro_rules! ggml_entries {
         /// GGML_MMA_ROWS); k a multiple of the block's values, x and y 16-byte aligned.
         #[no_mangle]
         pub unsafe extern "ptx-kernel" fn $n8(x: *const u16, w: *const u8, y: *mut u16, n: u32, k: u32, m: u32) {
+            crate::ptx::await_inputs();
             gemv_mma::<$ty, 1>(x, w, y, n, k, m)
         }
         /// As the n8 entry, for m ≤ 16.
         #[no_mangle]
         pub unsafe extern "ptx-kernel" fn $n16(x: *const u16, w: *const u8, y: *mut u16, n: u32, k: u32, m: u32) {
+            crate::ptx::await_inputs();
             gemv_mma::<$ty, 2>(x, w, y, n, k, m)
         }
         /// Launch: gridDim.x = rows of the band from `row0` (one block per row), any
         /// blockDim.x; `out` 16-byte aligned.
         #[no_mangle]
         pub unsafe extern "ptx-kernel" fn $dequant(w: *const u8, out: *mut u16, n: u32, k: u32, row0: u32) {
+            crate::ptx::await_inputs();
             dequant::<$ty>(w, out, n, k, row0)
         }
         const _: () = {

@@ -7,6 +7,9 @@
 //!   such a module. Use raw pointers and make divisors provably non-zero.
 //! - Every entry point is `#[no_mangle] pub unsafe extern "ptx-kernel"`, named in `abi.rs`
 //!   (shared with the host; build.rs checks each name there is an entry of the PTX).
+//! - Every entry point's first statement is `ptx::await_inputs()` (build.rs checks the
+//!   sm_90 PTX): the host lets a captured step's kernels launch before their predecessor
+//!   ends, and that wait is what keeps them from reading its outputs early.
 //!
 //! Weight layout (see docs/FORMAT.md): INT8 row-major `[n, k]` (row = output channel),
 //! scales f32 `[n, groups]` with `groups = ceil(k / group)`, `group` a multiple of 16 or

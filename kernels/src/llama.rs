@@ -108,12 +108,14 @@ unsafe fn norm_rows(x: *mut f32, add: *const u16, w: *const f32, y: *mut u16, ro
 /// `y = rmsnorm(x) · w` per row, x FP32 → y FP16.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn rmsnorm_f32_f16(x: *mut f32, w: *const f32, y: *mut u16, rows: u32, d: u32, eps: f32) {
+    crate::ptx::await_inputs();
     norm_rows(x, core::ptr::null(), w, y, rows, d, eps);
 }
 
 /// `x += add` (FP32 residual += FP16 branch output), then `y = rmsnorm(x) · w`.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn add_rmsnorm_f32_f16(x: *mut f32, add: *const u16, w: *const f32, y: *mut u16, rows: u32, d: u32, eps: f32) {
+    crate::ptx::await_inputs();
     norm_rows(x, add, w, y, rows, d, eps);
 }
 
@@ -121,6 +123,7 @@ pub unsafe extern "ptx-kernel" fn add_rmsnorm_f32_f16(x: *mut f32, add: *const u
 /// by the host.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn embed_f16_f32(table: *const u16, ids: *const u32, x: *mut f32, rows: u32, d: u32, scale: f32) {
+    crate::ptx::await_inputs();
     let i = global_index();
     if i >= rows as usize * d as usize || d == 0 {
         return;
@@ -133,6 +136,7 @@ pub unsafe extern "ptx-kernel" fn embed_f16_f32(table: *const u16, ids: *const u
 /// SwiGLU: `y = silu(g) · u`.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn silu_mul_f16(g: *const u16, u: *const u16, y: *mut u16, n: u32) {
+    crate::ptx::await_inputs();
     let i = global_index();
     if i < n as usize {
         let gv = h2f(g.add(i));
@@ -145,6 +149,7 @@ pub unsafe extern "ptx-kernel" fn silu_mul_f16(g: *const u16, u: *const u16, y: 
 /// GeGLU: `y = gelu(g) · u`, GELU's tanh approximation (Gemma's activation).
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn gelu_mul_f16(g: *const u16, u: *const u16, y: *mut u16, n: u32) {
+    crate::ptx::await_inputs();
     let i = global_index();
     if i < n as usize {
         let gv = h2f(g.add(i));
@@ -158,6 +163,7 @@ pub unsafe extern "ptx-kernel" fn gelu_mul_f16(g: *const u16, u: *const u16, y: 
 /// `y[r, c] += b[c]` for `rows` rows of `n` (Qwen2's q/k/v biases).
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn add_bias_f16(y: *mut u16, b: *const f32, rows: u32, n: u32) {
+    crate::ptx::await_inputs();
     let i = global_index();
     if n == 0 || i >= rows as usize * n as usize {
         return;
@@ -171,6 +177,7 @@ pub unsafe extern "ptx-kernel" fn add_bias_f16(y: *mut u16, b: *const f32, rows:
 /// Launch: blockDim.x a multiple of 32, one warp per vector.
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn head_rmsnorm_f16(x: *mut u16, w: *const f32, vectors: u32, hd: u32, eps: f32) {
+    crate::ptx::await_inputs();
     let v = (block_x() * block_dim_x() + thread_x()) / WARP;
     let lane = (thread_x() % WARP) as usize;
     if v >= vectors || hd == 0 {
@@ -196,6 +203,7 @@ pub unsafe extern "ptx-kernel" fn head_rmsnorm_f16(x: *mut u16, w: *const f32, v
 /// the attention and MLP outputs before they join the residual).
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn rmsnorm_f16_inplace(x: *mut u16, w: *const f32, rows: u32, d: u32, eps: f32) {
+    crate::ptx::await_inputs();
     let row = block_x() as usize;
     if row >= rows as usize || d == 0 || block_dim_x() != NORM_THREADS {
         return;
@@ -233,6 +241,7 @@ pub unsafe extern "ptx-kernel" fn rope_qk_store_f16(
     places: *const u32,
     split_half: u32,
 ) {
+    crate::ptx::await_inputs();
     let i = global_index();
     let half = hd as usize / 2;
     let (q_pairs, k_pairs) = (heads as usize * half, kv_heads as usize * half);
@@ -302,6 +311,7 @@ pub unsafe extern "ptx-kernel" fn attention_f16(
     window: u32,
     partial: *mut f32,
 ) {
+    crate::ptx::await_inputs();
     let item = block_x() as usize;
     if heads == 0 || kv_heads == 0 || item >= rows as usize * heads as usize || hd % WARP != 0 || hd as usize > ATT_MAX_HD || block_dim_x() != ATT_WARPS * WARP
     {
@@ -458,6 +468,7 @@ pub unsafe extern "ptx-kernel" fn attention_f16(
 /// over the splits that saw a position (M: their largest max).
 #[no_mangle]
 pub unsafe extern "ptx-kernel" fn attention_merge_f16(partial: *const f32, out: *mut u16, items: u32, splits: u32, hd: u32) {
+    crate::ptx::await_inputs();
     let item = block_x() as usize;
     let lane = thread_x();
     if item >= items as usize || splits as usize > ATT_MAX_SPLITS || splits == 0 || hd % WARP != 0 || hd as usize > ATT_MAX_HD || block_dim_x() != WARP {

@@ -268,6 +268,24 @@ pub fn f16x2_to_f32(w: u32) -> (f32, f32) {
     (lo, hi)
 }
 
+/// The first statement of every entry point: waits until the grids this one depends on
+/// have finished and their writes are visible (`griddepcontrol.wait`), then lets the grid
+/// that depends on this one start its blocks (`griddepcontrol.launch_dependents`), which
+/// stop at this same wait. The host makes a captured step's kernel-to-kernel edges
+/// programmatic (Hopper's programmatic dependent launch), so that a kernel's launch and
+/// block start-up overlap its predecessor's last blocks instead of following them; with
+/// plain launches both instructions are no-ops. Every thread waits before touching global
+/// memory and before any early return: a grid that finished without waiting would let the
+/// one after it run ahead of the one before. sm_90 and up; earlier PTX has neither.
+#[inline(always)]
+pub fn await_inputs() {
+    #[cfg(target_feature = "sm_90")]
+    unsafe {
+        // Not `nomem`: no load or store of the kernel may move above the wait.
+        asm!("griddepcontrol.wait;", "griddepcontrol.launch_dependents;", options(nostack));
+    }
+}
+
 /// Block-wide barrier (`bar.sync 0`).
 #[inline(always)]
 pub fn sync_threads() {

@@ -37,6 +37,7 @@ pub unsafe extern "ptx-kernel" fn rans_decode_chunks(
     actual_bytes: *mut usize,
     expected_bytes: *mut usize,
 ) {
+    crate::ptx::await_inputs();
     let lane = thread_x() % WARP;
     let c = block_x() * RANS_WARPS + thread_x() / WARP;
     if c >= chunks {

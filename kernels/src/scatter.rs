@@ -19,6 +19,7 @@ pub unsafe extern "ptx-kernel" fn scatter_chunks(
     out_ptrs: *mut *mut u8,
     out_bytes: *mut usize,
 ) {
+    crate::ptx::await_inputs();
     let b = block_x();
     if b >= chunks {
         return;
@@ -64,6 +65,7 @@ pub unsafe extern "ptx-kernel" fn check_decoded(
     base: u32,
     first_bad: *mut u32,
 ) {
+    crate::ptx::await_inputs();
     let i = block_x() * block_dim_x() + thread_x();
     if i < slots && (*statuses.add(i as usize) != 0 || *actual_bytes.add(i as usize) != *expected_bytes.add(i as usize)) {
         (*(first_bad as *const core::sync::atomic::AtomicU32)).fetch_min(base + i, core::sync::atomic::Ordering::Relaxed);

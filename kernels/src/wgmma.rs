@@ -537,6 +537,7 @@ macro_rules! wgmma_entry {
             x: *const u16, q: *const i8, scales: *const f32, y: *mut u16, partial: *mut f32,
             m: u32, n: u32, k: u32, group: u32, groups: u32, k_per_split: u32,
         ) {
+            crate::ptx::await_inputs();
             const T: usize = tile_index(stringify!($name), $r);
             gemm::<T, $r, { WGMMA_TILES[T].stages as u32 - 2 }, { WGMMA_TILES[T].stages as u32 - 3 }>(
                 x, q, scales, y, partial, m, n, k, group, groups, k_per_split,

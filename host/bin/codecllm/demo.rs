@@ -73,6 +73,7 @@ pub fn run(a: Args) -> Result<bool> {
                 top_p: 0.9,
                 seed: 0,
                 no_graph: false,
+                serial_launch: false,
                 no_warmup: true,
                 gpus: super::run::Gpus::Count(1),
             })

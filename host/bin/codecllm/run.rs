@@ -86,6 +86,10 @@ pub struct Args {
     /// CUDA graph (to measure what the graph saves).
     #[arg(long)]
     pub no_graph: bool,
+    /// Replay that graph with each kernel starting only after the previous one ended,
+    /// without programmatic dependent launch (to measure what it saves).
+    #[arg(long)]
+    pub serial_launch: bool,
     /// Time the prompt and the decode from the start: without the warm-up pass (the prompt
     /// and one decode step, then forgotten) that otherwise loads the kernels and cuBLAS,
     /// plans the products and captures the step graph first, as llama.cpp warms up.
@@ -278,6 +282,7 @@ pub fn run(a: Args) -> Result<bool> {
             }
             placement = p;
             llm.use_graph = !a.no_graph;
+            llm.programmatic_launch = !a.serial_launch;
             let t = llm.load_times;
             load = Some(serde_json::json!({ "seconds": started.elapsed().as_secs_f64(), "decode_s": t.decode_s, "upload_s": t.upload_s }));
             eprintln!(
@@ -384,7 +389,7 @@ pub fn run(a: Args) -> Result<bool> {
         out.len(),
         out.len() as f64 / decode.max(1e-9)
     );
-    if let Some(GpuReport { peak, net, allocated, device_seconds }) = report {
+    if let Some(GpuReport { peak, net, allocated, device_seconds, .. }) = report {
         let steps = out.len().max(1) as f64;
         eprintln!(
             "device time per new token {:.3} ms of {:.3} ms; VRAM: peak {:.1} MB measured ({:.1} MB without the driver pool's unallocated reserve), {:.1} MB allocated by the model",

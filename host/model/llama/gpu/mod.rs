@@ -56,6 +56,10 @@ pub struct GpuLlama<'g> {
     /// Whether single-token steps replay a captured CUDA graph (on by default): at this
     /// size a step is hundreds of small launches, and the graph issues them from the GPU.
     pub use_graph: bool,
+    /// Whether that graph's kernels launch as programmatic dependents of the one before
+    /// (on by default; compute capability 9.0 and up): each starts while its predecessor's
+    /// last blocks finish, and waits inside for its inputs (`gpu::CapturedGraph`).
+    pub programmatic_launch: bool,
     /// Rows whose logits one forward can return (`reserve_logit_rows`).
     max_logit_rows: usize,
     /// Logits per row: the LM head's rows — the vocabulary, or a tensor-parallel rank's
@@ -487,6 +491,7 @@ impl<'g> GpuLlama<'g> {
             s,
             max_m,
             use_graph: true,
+            programmatic_launch: true,
             step_graph: None,
             pending: None,
             io: StepIo {

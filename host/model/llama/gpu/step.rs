@@ -39,13 +39,13 @@ pub(super) struct Pending {
 
 /// A captured single-token step (everything `enqueue_step` enqueues).
 pub(super) struct StepGraph {
-    pub(super) graph: cudarc::driver::CudaGraph,
+    pub(super) graph: crate::gpu::CapturedGraph,
     /// The decodes inside it, to trace a failed chunk after each replay.
     pub(super) decodes: DecodeLog,
     pub(super) launched: bool,
 }
 
-// SAFETY: cudarc's graph is not `Send` because CUDA graph objects must not be used from two
+// SAFETY: the graph is not `Send` because CUDA graph objects must not be used from two
 // threads at once; this one belongs to one model, which one thread at a time drives (a
 // tensor-parallel rank, on a thread of its own), and cudarc makes the context current
 // before each call.
@@ -272,6 +272,11 @@ impl GpuLlama<'_> {
         }
     }
 
+    /// Edges of the captured step graph made programmatic (0 before a capture).
+    pub fn programmatic_edges(&self) -> usize {
+        self.step_graph.as_ref().map_or(0, |g| g.graph.programmatic_edges)
+    }
+
     /// Captures the single-token step into a graph unless one exists; false (and graphs
     /// off, said once) when this mode's work cannot be captured.
     fn capture_step(&mut self) -> Result<bool> {
@@ -282,7 +287,7 @@ impl GpuLlama<'_> {
         // Relaxed: cuBLAS and nvCOMP may query or set up state while being captured.
         st.begin_capture(cudarc::driver::sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_RELAXED)?;
         let enqueued = self.enqueue_step(1, 0..1);
-        let captured = st.end_capture(cudarc::driver::sys::CUgraphInstantiate_flags(0));
+        let captured = crate::gpu::CapturedGraph::end_capture(&st, &self.gpu.kernels, self.programmatic_launch);
         let decodes = self.take_decode_log();
         match (enqueued, captured) {
             (Ok(()), Ok(Some(graph))) => {

@@ -120,6 +120,7 @@ impl Engine for TpLlama<'_> {
             net: a.net.max(b.net),
             allocated: a.allocated.max(b.allocated),
             device_seconds: a.device_seconds.max(b.device_seconds),
+            programmatic_edges: a.programmatic_edges.max(b.programmatic_edges),
         })
     }
 }
