@@ -384,6 +384,8 @@ unsafe fn gemv_exact<F: Blocks>(x: *const u16, w: *const u8, y: *mut u16, n: u32
     const {
         let v = GGML_LAYOUTS[F::LAYOUT].gemv_sum_values;
         assert!(if shared_x_sums::<F>() { v == 8 * F::SUB as u32 } else { v == 0 });
+        let steps = GGML_LAYOUTS[F::LAYOUT].gemv_steps;
+        assert!(steps == 1 || steps == 2);
     };
     let layout = &GGML_LAYOUTS[F::LAYOUT];
     let (lane, warp) = (thread_x() % WARP, thread_x() / WARP);
@@ -400,13 +402,22 @@ unsafe fn gemv_exact<F: Blocks>(x: *const u16, w: *const u8, y: *mut u16, n: u32
         fill_x_sums::<F>(x, k, m);
         sync_threads();
     }
-    // Two steps' loads in flight before either's arithmetic.
-    while s < steps {
-        let a = load_step::<F>(&p, rows, bpr, s, t);
-        let b = load_step::<F>(&p, rows, bpr, s + WARPS, t);
-        exact_step::<F>(&mut acc, &a, x, k as usize, g, t, m);
-        exact_step::<F>(&mut acc, &b, x, k as usize, g, t, m);
-        s += 2 * WARPS;
+    if layout.gemv_steps == 2 {
+        // Two steps' loads in flight before either's arithmetic.
+        while s < steps {
+            let a = load_step::<F>(&p, rows, bpr, s, t);
+            let b = load_step::<F>(&p, rows, bpr, s + WARPS, t);
+            exact_step::<F>(&mut acc, &a, x, k as usize, g, t, m);
+            exact_step::<F>(&mut acc, &b, x, k as usize, g, t, m);
+            s += 2 * WARPS;
+        }
+    } else {
+        // One step at a time: more warps an SM hold the loads in flight instead.
+        while s < steps {
+            let a = load_step::<F>(&p, rows, bpr, s, t);
+            exact_step::<F>(&mut acc, &a, x, k as usize, g, t, m);
+            s += WARPS;
+        }
     }
     unroll!(I in [0, 1, 2, 3] {
         acc[I] += shfl_xor(acc[I], 1);
