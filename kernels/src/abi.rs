@@ -169,14 +169,14 @@ pub const GGML_GEMV_BATCH: u32 = 2;
 pub const GGML_MMA_TILES: usize = 2;
 pub const GGML_MMA_ROWS: u32 = 16;
 pub const GGML_MMA_WARPS: u32 = 8;
-/// Blocks of a `ggml_gemv_*` or `ggml_mma_*` launch that must fit one SM at once: build.rs gives
+/// Blocks of a `ggml_mma_*` launch that must fit one SM at once (`ggml_gemv_*`: each layout's
+/// `gemv_blocks_per_sm`): build.rs gives
 /// the kernels PTX launch bounds (`.maxntid`, `.minnctapersm`, what CUDA C's
 /// `__launch_bounds__` emits; rustc has no attribute for them), so ptxas keeps their
 /// registers at 65536 / (this · 32 · GGML_MMA_WARPS). Left alone it gave them 140–200
 /// registers (two steps' loads in flight), i.e. one block of 8 warps per SM; the bounds
 /// were not timed against that.
 pub const GGML_MMA_BLOCKS_PER_SM: u32 = 2;
-/// The same for `ggml_gemv_*` (M ≤ 2).
 
 /// The FP16-weight GEMV (the FP16 mode's products at M = 1).
 pub const GEMV_F16: &str = "gemv_f16_m1";
