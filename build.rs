@@ -122,15 +122,13 @@ fn build_ptx(kernels: &Path, channel: &str, llvm_bin: &Path, target_dir: &Path, 
     std::fs::read_to_string(&ptx_path).unwrap_or_else(|e| fail(&format!("no PTX at {}: {e}", ptx_path.display())))
 }
 
-/// The tensor-core `ggml_gemv_*` and `ggml_mma_*` entries with PTX launch bounds
-/// (`abi::GGML_MMA_BLOCKS_PER_SM`, each layout's `gemv_blocks_per_sm`): the performance-tuning directives go between an entry's
+/// The tensor-core `ggml_gemv_*` and `ggml_mma_*` entries with PTX launch bounds (each
+/// layout's `KernelBounds`): the performance-tuning directives go between an entry's
 /// parameter list and its body.
 fn ggml_launch_bounds(mut ptx: String) -> String {
-    let bounds = |blocks: u32| format!("\n.maxntid {}, 1, 1\n.minnctapersm {blocks}", 32 * abi::GGML_MMA_WARPS);
-    let mma = abi::GGML_LAYOUTS.iter().flat_map(|l| l.mma.into_iter().map(|n| (n, abi::GGML_MMA_BLOCKS_PER_SM)));
-    let gemv = abi::GGML_LAYOUTS.iter().map(|l| (l.gemv, l.gemv_blocks_per_sm));
-    for (name, blocks) in mma.chain(gemv) {
-        let bounds = bounds(blocks);
+    let entries = abi::GGML_LAYOUTS.iter().flat_map(|l| [(l.gemv, l.gemv_bounds)].into_iter().chain(l.mma.into_iter().zip(l.mma_bounds)));
+    for (name, b) in entries {
+        let bounds = format!("\n.maxntid {}, 1, 1\n.minnctapersm {}", 32 * abi::GGML_MMA_WARPS, b.blocks_per_sm);
         let entry = ptx.find(&format!(".entry {name}(")).unwrap_or_else(|| fail(&format!("the PTX lacks {name}")));
         let close = entry + ptx[entry..].find("\n)").unwrap_or_else(|| fail(&format!("no parameter list for {name} in the PTX"))) + 2;
         ptx.insert_str(close, &bounds);

@@ -66,14 +66,23 @@ pub struct GgmlLayout {
     /// Values of a sub-block whose activation sum `gemv` keeps in shared memory: the types
     /// whose GEMV tasks are one sub-block with a min (Q4_1, Q5_1; 0 for the others).
     pub gemv_sum_values: u32,
-    /// `gemv`'s blocks that must fit one SM at once (its PTX launch bounds, as
-    /// `GGML_MMA_BLOCKS_PER_SM`: 2, 3, 4 → 128, 80, 64 registers a lane) and the steps each
-    /// warp loads before computing on them (1 or 2). Fewer registers, more warps: the GEMV
-    /// is latency-bound at 2 blocks (ncu: 0.88 eligible warps a scheduler), but spills once
-    /// a type's tasks outgrow the registers. Chosen per type from `bench kernels --ggml`
-    /// of each setting in one lease (H200, 2026-12-04; BENCHMARKS.md, eighth session).
-    pub gemv_blocks_per_sm: u32,
-    pub gemv_steps: u32,
+    /// `gemv`'s launch bounds and steps in flight, and each `mma` entry's.
+    pub gemv_bounds: KernelBounds,
+    pub mma_bounds: [KernelBounds; GGML_MMA_TILES],
+}
+
+/// How a GGUF GEMV entry trades registers for warps: `blocks_per_sm` blocks of
+/// `GGML_MMA_WARPS` warps must fit one SM at once (build.rs gives the entry PTX launch
+/// bounds, `.maxntid` / `.minnctapersm`, what CUDA C's `__launch_bounds__` emits; rustc
+/// has no attribute for them: 2, 3, 4 → 128, 80, 64 registers a lane), and each warp
+/// loads `steps` (1 or 2) steps before computing on them. These kernels are latency-bound
+/// at 2 blocks (ncu: 0.88 eligible warps a scheduler), but spill once a type's tasks
+/// outgrow the registers. Chosen per type and entry from `bench kernels --ggml` of each
+/// setting in one lease (H200; BENCHMARKS.md, eighth session).
+#[derive(Clone, Copy, Debug)]
+pub struct KernelBounds {
+    pub blocks_per_sm: u32,
+    pub steps: u32,
 }
 
 impl GgmlLayout {
@@ -114,7 +123,7 @@ impl GgmlLayout {
 }
 
 macro_rules! ggml_layout {
-    ($name:literal, $lower:literal, $id:literal, $elems:literal, [$($f:literal),*], $sum_values:literal, $blocks:literal x $steps:literal) => {
+    ($name:literal, $lower:literal, $id:literal, $elems:literal, [$($f:literal),*], $sum_values:literal, $gb:literal x $gs:literal, $n8b:literal x $n8s:literal, $n16b:literal x $n16s:literal) => {
         GgmlLayout {
             name: $name,
             id: $id,
@@ -124,8 +133,8 @@ macro_rules! ggml_layout {
             mma: [concat!("ggml_mma_", $lower, "_n8"), concat!("ggml_mma_", $lower, "_n16")],
             dequant: concat!("ggml_dequant_", $lower),
             gemv_sum_values: $sum_values,
-            gemv_blocks_per_sm: $blocks,
-            gemv_steps: $steps,
+            gemv_bounds: KernelBounds { blocks_per_sm: $gb, steps: $gs },
+            mma_bounds: [KernelBounds { blocks_per_sm: $n8b, steps: $n8s }, KernelBounds { blocks_per_sm: $n16b, steps: $n16s }],
         }
     };
 }
@@ -133,19 +142,34 @@ macro_rules! ggml_layout {
 /// The block types the GPU computes on as stored (the others are converted to INT8 at
 /// load). Fields as in ggml-common.h: `d` (and `m` / `dmin`) FP16 scales, `qh` / `hmask`
 /// high bits, `qs` / `ql` packed quants, `scales` packed sub-block scales. Then
-/// `gemv_sum_values`, `gemv_blocks_per_sm x gemv_steps`.
+/// `gemv_sum_values` and the `KernelBounds` (blocks an SM x steps) of `gemv`, `mma[0]`
+/// (n8) and `mma[1]` (n16).
 pub const GGML_LAYOUTS: [GgmlLayout; 10] = [
-    ggml_layout!("Q4_0", "q4_0", 2, 32, [2, 16], 0, 4 x 1),               // d, qs
-    ggml_layout!("Q4_1", "q4_1", 3, 32, [2, 2, 16], 32, 4 x 1),           // d, m, qs
-    ggml_layout!("Q5_0", "q5_0", 6, 32, [2, 4, 16], 0, 4 x 1),            // d, qh, qs
-    ggml_layout!("Q5_1", "q5_1", 7, 32, [2, 2, 4, 16], 32, 4 x 1),        // d, m, qh, qs
-    ggml_layout!("Q8_0", "q8_0", 8, 32, [2, 32], 0, 4 x 1),               // d, qs
-    ggml_layout!("Q4_K", "q4_k", 12, 256, [2, 2, 12, 128], 0, 3 x 1),     // d, dmin, scales, qs
-    ggml_layout!("Q5_K", "q5_k", 13, 256, [2, 2, 12, 32, 128], 0, 3 x 1), // d, dmin, scales, qh, qs
-    ggml_layout!("Q6_K", "q6_k", 14, 256, [128, 64, 16, 2], 0, 3 x 1),    // ql, qh, scales, d
-    ggml_layout!("Q2_K", "q2_k", 10, 256, [16, 64, 2, 2], 0, 2 x 2),      // scales, qs, d, dmin
-    ggml_layout!("Q3_K", "q3_k", 11, 256, [32, 64, 12, 2], 0, 2 x 2),     // hmask, qs, scales, d
+    ggml_layout!("Q4_0", "q4_0", 2, 32, [2, 16], 0, 4 x 1, 2 x 2, 2 x 2),               // d, qs
+    ggml_layout!("Q4_1", "q4_1", 3, 32, [2, 2, 16], 32, 4 x 1, 3 x 1, 3 x 1),           // d, m, qs
+    ggml_layout!("Q5_0", "q5_0", 6, 32, [2, 4, 16], 0, 4 x 1, 3 x 1, 3 x 1),            // d, qh, qs
+    ggml_layout!("Q5_1", "q5_1", 7, 32, [2, 2, 4, 16], 32, 4 x 1, 3 x 1, 3 x 1),        // d, m, qh, qs
+    ggml_layout!("Q8_0", "q8_0", 8, 32, [2, 32], 0, 4 x 1, 3 x 1, 3 x 1),               // d, qs
+    ggml_layout!("Q4_K", "q4_k", 12, 256, [2, 2, 12, 128], 0, 3 x 1, 3 x 1, 2 x 2),     // d, dmin, scales, qs
+    ggml_layout!("Q5_K", "q5_k", 13, 256, [2, 2, 12, 32, 128], 0, 3 x 1, 2 x 2, 2 x 2), // d, dmin, scales, qh, qs
+    ggml_layout!("Q6_K", "q6_k", 14, 256, [128, 64, 16, 2], 0, 3 x 1, 3 x 1, 2 x 2),    // ql, qh, scales, d
+    ggml_layout!("Q2_K", "q2_k", 10, 256, [16, 64, 2, 2], 0, 2 x 2, 3 x 1, 2 x 2),      // scales, qs, d, dmin
+    ggml_layout!("Q3_K", "q3_k", 11, 256, [32, 64, 12, 2], 0, 2 x 2, 2 x 2, 2 x 2),     // hmask, qs, scales, d
 ];
+
+// The kernels have a one-step and a two-step loop; 8 blocks of 256 threads leave 32
+// registers a lane, the fewest ptxas takes.
+const _: () = {
+    const fn valid(b: KernelBounds) -> bool {
+        b.blocks_per_sm >= 1 && b.blocks_per_sm <= 8 && (b.steps == 1 || b.steps == 2)
+    }
+    let mut i = 0;
+    while i < GGML_LAYOUTS.len() {
+        let l = &GGML_LAYOUTS[i];
+        assert!(valid(l.gemv_bounds) && valid(l.mma_bounds[0]) && valid(l.mma_bounds[1]));
+        i += 1;
+    }
+};
 
 /// Index in `GGML_LAYOUTS` of ggml type `id`.
 pub const fn ggml_layout(id: u32) -> Option<usize> {
@@ -169,14 +193,6 @@ pub const GGML_GEMV_BATCH: u32 = 2;
 pub const GGML_MMA_TILES: usize = 2;
 pub const GGML_MMA_ROWS: u32 = 16;
 pub const GGML_MMA_WARPS: u32 = 8;
-/// Blocks of a `ggml_mma_*` launch that must fit one SM at once (`ggml_gemv_*`: each layout's
-/// `gemv_blocks_per_sm`): build.rs gives
-/// the kernels PTX launch bounds (`.maxntid`, `.minnctapersm`, what CUDA C's
-/// `__launch_bounds__` emits; rustc has no attribute for them), so ptxas keeps their
-/// registers at 65536 / (this · 32 · GGML_MMA_WARPS). Left alone it gave them 140–200
-/// registers (two steps' loads in flight), i.e. one block of 8 warps per SM; the bounds
-/// were not timed against that.
-pub const GGML_MMA_BLOCKS_PER_SM: u32 = 2;
 
 /// The FP16-weight GEMV (the FP16 mode's products at M = 1).
 pub const GEMV_F16: &str = "gemv_f16_m1";

@@ -169,13 +169,22 @@ unsafe fn gemv_mma<F: Blocks, const NT: usize>(x: *const u16, w: *const u8, y: *
     let steps = (bpr * F::TASKS).div_ceil(4);
     let mut acc = [[[0f32; 4]; 2]; NT];
     let mut s = warp;
-    // Two steps' loads in flight before either's arithmetic.
-    while s < steps {
-        let a = load_step::<F>(&p, rows, bpr, s, t);
-        let b = load_step::<F>(&p, rows, bpr, s + WARPS, t);
-        mma_step::<F, NT>(&mut acc, &a, x, k as usize, g as usize, m as usize);
-        mma_step::<F, NT>(&mut acc, &b, x, k as usize, g as usize, m as usize);
-        s += 2 * WARPS;
+    if layout.mma_bounds[NT - 1].steps == 2 {
+        // Two steps' loads in flight before either's arithmetic.
+        while s < steps {
+            let a = load_step::<F>(&p, rows, bpr, s, t);
+            let b = load_step::<F>(&p, rows, bpr, s + WARPS, t);
+            mma_step::<F, NT>(&mut acc, &a, x, k as usize, g as usize, m as usize);
+            mma_step::<F, NT>(&mut acc, &b, x, k as usize, g as usize, m as usize);
+            s += 2 * WARPS;
+        }
+    } else {
+        // One step at a time: more warps an SM hold the loads in flight instead.
+        while s < steps {
+            let a = load_step::<F>(&p, rows, bpr, s, t);
+            mma_step::<F, NT>(&mut acc, &a, x, k as usize, g as usize, m as usize);
+            s += WARPS;
+        }
     }
     unroll!(J in [0, 1] {
         if J < NT {
@@ -384,8 +393,6 @@ unsafe fn gemv_exact<F: Blocks>(x: *const u16, w: *const u8, y: *mut u16, n: u32
     const {
         let v = GGML_LAYOUTS[F::LAYOUT].gemv_sum_values;
         assert!(if shared_x_sums::<F>() { v == 8 * F::SUB as u32 } else { v == 0 });
-        let steps = GGML_LAYOUTS[F::LAYOUT].gemv_steps;
-        assert!(steps == 1 || steps == 2);
     };
     let layout = &GGML_LAYOUTS[F::LAYOUT];
     let (lane, warp) = (thread_x() % WARP, thread_x() / WARP);
@@ -402,7 +409,7 @@ unsafe fn gemv_exact<F: Blocks>(x: *const u16, w: *const u8, y: *mut u16, n: u32
         fill_x_sums::<F>(x, k, m);
         sync_threads();
     }
-    if layout.gemv_steps == 2 {
+    if layout.gemv_bounds.steps == 2 {
         // Two steps' loads in flight before either's arithmetic.
         while s < steps {
             let a = load_step::<F>(&p, rows, bpr, s, t);
