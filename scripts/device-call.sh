@@ -19,12 +19,13 @@ case "${1:-}" in
   unpack)
     rm -rf "$db" && mkdir -p "$db" && tar xJf "$p/bins.tar.xz" -C "$db" || exit 5
     [ -d "$p/peer-src" ] && cp -r "$p/peer-src" "$db/"
-    [ -d "$p/peer-llama" ] && cp -r "$p/peer-llama" "$db/"
     cp "$p/smol.part0" /tmp/smol.part0 || exit 5
     nvidia-smi --query-gpu=name,driver_version,clocks.sm,clocks.max.sm,clocks.mem --format=csv,noheader
     # CPU work while the GPU tests run: llama.cpp's build, the models, the containers.
-    # PEER_BG: the stages to run there (default: what the whole peer benchmark reads).
-    OUT=/tmp/pb-out PEER_DEADLINE=1700 setsid nohup bash scripts/peer-bench.sh ${PEER_BG:-build data quantize} > /tmp/pb-bg.log 2>&1 < /dev/null &
+    # PEER_BG: the stages to run there (default: what the whole peer benchmark reads; with
+    # a returned llama.cpp build, which comes with the peer call, only the models).
+    bg="build data quantize"; [ -d "$db/peer-src" ] || bg="data"
+    OUT=/tmp/pb-out PEER_DEADLINE=1700 setsid nohup bash scripts/peer-bench.sh ${PEER_BG:-$bg} > /tmp/pb-bg.log 2>&1 < /dev/null &
     echo $! > /tmp/pb-bg.pid
     bundle
     bash scripts/device-check.sh ptxas
@@ -55,6 +56,8 @@ case "${1:-}" in
   peer)
     warm
     export NVCOMP_LIB=$db/libnvcomp.so.6
+    # A returned llama.cpp build comes with this call (device-pack.sh).
+    [ -d "$p/peer-llama" ] && mkdir -p "$db/peer-llama" && cp "$p/peer-llama/"* "$db/peer-llama/"
     while [ -f /tmp/pb-bg.pid ] && kill -0 "$(cat /tmp/pb-bg.pid)" 2>/dev/null; do sleep 3; done
     tail -n 5 /tmp/pb-bg.log
     shift; bash scripts/peer-bench.sh "${@:-all}"; rc=$?

@@ -8,6 +8,8 @@
 #
 #   call 1  unpack       binaries, llama.cpp's source, SmolLM2 part 0; starts the llama.cpp
 #                        build and the peer benchmark's data in the background; ptxas
+#                        (with a build an earlier machine returned: no source, and the
+#                        build's 47 MB come with the peer call instead)
 #   call 2  gpu-tests    libnvcomp, SmolLM2 part 1; every GPU test that needs no model file,
 #                        compute-sanitizer over the kernels, families and tiny LLaMA
 #   call 3  model-tests  SmolLM2's last part; the SmolLM2 forward, hybrid placement,
@@ -33,18 +35,20 @@ tar cf - -C "$b" --exclude=libnvcomp.so.6 --exclude=peer-src --exclude=peer-llam
 xz -T0 -6 -c "$b/libnvcomp.so.6" > "$p/nvcomp.xz"
 # llama.cpp: a build an earlier machine returned (peer-bench.sh leaves it in \$OUT as
 # peer-llama-bin.tgz.part*: keep them in .cache/peer-llama/), else its source.
+# The build is too large to share a call with the binaries; the peer call carries it.
+first=("$p/bins.tar.xz") peer=()
 if compgen -G ".cache/peer-llama/peer-llama-bin.tgz.part*" > /dev/null; then
   mkdir -p "$p/peer-llama" && cp .cache/peer-llama/peer-llama-bin.tgz.part* "$p/peer-llama/"
-  llama=$p/peer-llama
+  peer=("$p/peer-llama")
 else
   cp -r "$b/peer-src" "$p/peer-src"
-  llama=$p/peer-src
+  first+=("$p/peer-src")
 fi
 sha256sum "$smol" | cut -d' ' -f1 > "$p/smollm2.sha256"
 mib() { echo $(( ($(du -cb "$@" | tail -n 1 | cut -f1) + (1 << 20) - 1) >> 20 )); }
 tree=$(( ($(git ls-files -z | xargs -0 du -cb | tail -n 1 | cut -f1) >> 20) + 1 ))
 limit=62
-room1=$(( limit - tree - $(mib "$p/bins.tar.xz" "$llama") ))
+room1=$(( limit - tree - $(mib "${first[@]}") ))
 room2=$(( limit - tree - $(mib "$p/nvcomp.xz") ))
 size=$(( $(stat -c %s "$smol") >> 20 ))
 [ "$room1" -ge 0 ] && [ "$room2" -ge 0 ] || { echo "device-pack: the first calls are over ${limit} MiB" >&2; exit 1; }
@@ -56,13 +60,13 @@ git describe --always --dirty > "$p/commit.txt"
 carry() { printf '"%s", ' "$@" | sed 's/, $//'; }
 cat > "$p/CALLS.md" <<EOF
 # Device calls for $(cat "$p/commit.txt") (kind nvidia-h200; one after the other, within ~30 s)
-1. carry [$(carry "$p/bins.tar.xz" "$llama" "$p/smol.part0")]
+1. carry [$(carry "${first[@]}" "$p/smol.part0")]
    command: bash scripts/device-call.sh unpack        (timeout 120)
 2. carry [$(carry "$p/nvcomp.xz" "$p/smol.part1")]
    command: bash scripts/device-call.sh gpu-tests     (timeout 600)
 3. carry [$(carry "$p/smol.part2" "$p/smollm2.sha256")]
    command: bash scripts/device-call.sh model-tests   (timeout 600)
-4. carry []
+4. carry [$( [ ${#peer[@]} -eq 0 ] || carry "${peer[@]}" )]
    command: bash scripts/device-call.sh peer          (timeout 600; again while it prints "peer-bench rc 3")
 EOF
 cat "$p/CALLS.md"
