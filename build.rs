@@ -181,21 +181,21 @@ fn check_ptx(ptx: &str, arch: &str) {
     if !hopper && ptx.contains("wgmma") {
         fail(&format!("the {arch} PTX holds wgmma code, which only sm_90a accepts (kernels/src/wgmma.rs must be compiled for sm_90a alone)"));
     }
+    // Each entry's name and the PTX up to the next entry (its body).
+    let entry_bodies: Vec<(&str, &str)> = ptx
+        .split(".entry")
+        .skip(1)
+        .filter_map(|rest| rest.trim_start().split(|c: char| !(c.is_alphanumeric() || c == '_')).next().map(|name| (name, rest)))
+        .collect();
     // The host makes the edges into these kernels programmatic (host/gpu/graph.rs): one
     // that does not wait for its predecessor would read its inputs before they are written.
     if arch != "sm_80" {
-        let unwaited: Vec<&str> = ptx
-            .split(".entry")
-            .skip(1)
-            .filter(|body| !body.contains("griddepcontrol.wait"))
-            .filter_map(|body| body.trim_start().split(|c: char| !(c.is_alphanumeric() || c == '_')).next())
-            .collect();
+        let unwaited: Vec<&str> = entry_bodies.iter().filter(|(_, body)| !body.contains("griddepcontrol.wait")).map(|(name, _)| *name).collect();
         if !unwaited.is_empty() {
             fail(&format!("the {arch} PTX has entries that do not begin with ptx::await_inputs() (griddepcontrol.wait): {}", unwaited.join(", ")));
         }
     }
-    let entries: std::collections::HashSet<&str> =
-        ptx.split(".entry").skip(1).filter_map(|rest| rest.trim_start().split(|c: char| !(c.is_alphanumeric() || c == '_')).next()).collect();
+    let entries: std::collections::HashSet<&str> = entry_bodies.iter().map(|(name, _)| *name).collect();
     let wgmma = abi::WGMMA_TILES.iter().map(|t| t.name).filter(|_| hopper);
     let ggml = abi::GGML_LAYOUTS.iter().flat_map(|l| l.mma.into_iter().chain([l.gemv, l.dequant]));
     let launched = abi::GEMV_KERNELS

@@ -43,7 +43,7 @@ pub struct Kernels {
     /// first use: the sm_90a module holds every other kernel too, and JIT-compiling it
     /// doubles the driver's work at start for a plan `Gpu::plan` does not pick yet.
     wgmma: OnceLock<std::result::Result<Vec<CudaFunction>, String>>,
-    /// Every entry point above, as the driver's handles (`waits_for_inputs`).
+    /// The driver's handles of the entry points above (`waits_for_inputs`).
     entry_points: HashSet<usize>,
     ctx: Arc<CudaContext>,
     compute_capability: (i32, i32),
@@ -58,8 +58,14 @@ impl Kernels {
         let module = ctx
             .load_module(cudarc::nvrtc::Ptx::from_src(ptx))
             .map_err(|source| GpuError::Kernels { what: format!("the sm_{major}{minor} PTX does not load"), source })?;
-        let f = |name: &str| module.load_function(name).map_err(|source| GpuError::Kernels { what: format!("kernel {name}"), source });
-        let mut k = Kernels {
+        // Every handle loaded is remembered for `waits_for_inputs`.
+        let loaded = std::cell::RefCell::new(HashSet::new());
+        let f = |name: &str| {
+            let h = module.load_function(name).map_err(|source| GpuError::Kernels { what: format!("kernel {name}"), source })?;
+            loaded.borrow_mut().insert(h.cu_function() as usize);
+            Ok::<_, GpuError>(h)
+        };
+        Ok(Kernels {
             gemv: abi::GEMV_KERNELS.iter().map(|n| f(n)).collect::<std::result::Result<_, _>>()?,
             gemv_f16: f(abi::GEMV_F16)?,
             gemv3: f(abi::GEMV3_M1)?,
@@ -84,14 +90,11 @@ impl Kernels {
             ggml_mma: abi::GGML_LAYOUTS.iter().map(|l| l.mma.iter().map(|n| f(n)).collect()).collect::<std::result::Result<_, _>>()?,
             ggml_dequant: abi::GGML_LAYOUTS.iter().map(|l| f(l.dequant)).collect::<std::result::Result<_, _>>()?,
             wgmma: OnceLock::new(),
-            entry_points: HashSet::new(),
+            // After every field above has loaded its kernels.
+            entry_points: loaded.take(),
             ctx: ctx.clone(),
             compute_capability: (major, minor),
-        };
-        // One handle per `.entry` of the module: what build.rs checked is what is counted.
-        let entries = ptx.split(".entry").skip(1).filter_map(|rest| rest.trim_start().split(|c: char| !(c.is_alphanumeric() || c == '_')).next());
-        k.entry_points = entries.map(|name| f(name).map(|h| h.cu_function() as usize)).collect::<std::result::Result<_, _>>()?;
-        Ok(k)
+        })
     }
 
     /// Whether `f` is one of these kernels, which all begin by waiting for the grids they
