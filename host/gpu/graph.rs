@@ -4,7 +4,8 @@
 //! to ~3.84 ms a token of an 8B Q4_K_M model, the step takes ~4.15). A programmatic edge
 //! lets the next kernel's blocks start while the previous one finishes; they stop at
 //! `griddepcontrol.wait` (`ptx::await_inputs`, the first statement of every kernel of
-//! ours, which build.rs checks) until its writes are visible.
+//! ours, which build.rs checks) until its writes are visible. Measured end to end (H200,
+//! 8B Q4_K_M): 1.00–1.02× the same graph with serial launches (`run --serial-launch`).
 //!
 //! cudarc's `CudaGraph` instantiates at the end of the capture, before its edges could be
 //! changed, hence this small owner of the raw graph and its executable.
