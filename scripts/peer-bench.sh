@@ -832,10 +832,14 @@ stage_q4km() {
     step "codecllm-$MAIN-q4km-batch16" 90 codecllm_run "$MAIN" "codecllm Q4_K_M blocks resident, 16 sequences" none 16 "$g" --weights int8-resident --prompts-file "$pf" --batch 16 --max-tokens 32
   fi
   step "keep-quant-$MAIN" 120 keep_quant "$g" "$c"
-  b=$(ph llama-vram "$MAIN" 16 "llama.cpp Q4_K_M")
-  if [ -n "$b" ]; then
+  # codecllm at the VRAM llama.cpp used at each partial -ngl (hybrid, or streamed whole).
+  local ngl
+  for ngl in ${PEER_Q4KM_NGL:-99 16 0}; do
+    [ "$ngl" = 99 ] && continue
+    b=$(ph llama-vram "$MAIN" "$ngl" "llama.cpp Q4_K_M")
+    [ -n "$b" ] || continue
     step "codecllm-$MAIN-q4km-budget$b" 90 codecllm_run "$MAIN" "codecllm auto (Q4_K_M kept)" "$b" 1 "$c" --weights auto --vram-budget "${b}GB" --prompt "$p" --max-tokens "$TG"
-  fi
+  done
 }
 # fp16: the FP16 baseline of both (last: codecllm's fp16-resident load of a 15 GB GGUF is slow).
 stage_fp16() {
