@@ -473,3 +473,64 @@ fn bench_table() {
         }
     }
 }
+
+/// The GEMV on GGUF blocks as stored (`stream::cpu_ggml`): every type at batches 1, 3 and
+/// 9 (two passes of its 8 rows) against the f64 product with the dequantized weights, on a
+/// row count that leaves a task's run of rows partly past the end, outputs pre-filled with
+/// NaN; every build this CPU supports gives the portable build's bits.
+#[test]
+fn ggml_gemv_matches_the_dequantized_product_in_every_build() {
+    use codecllm::abi::GGML_LAYOUTS;
+    use codecllm::codec::ggml::{dequantize, GgmlType};
+    use codecllm::stream::cpu_ggml::{gemv_ggml, gemv_ggml_with, GgmlMatrix};
+    let mut rng = StdRng::seed_from_u64(seed());
+    for (layout, l) in GGML_LAYOUTS.iter().enumerate() {
+        let (rows, cols) = (19, 2 * l.block_elems as usize);
+        let blocks = codecllm::app::bench::data::random_ggml_blocks(&mut rng, layout, rows, cols, true).unwrap();
+        let mut wf = Vec::new();
+        dequantize(GgmlType::from_id(l.id).unwrap(), &blocks, &mut wf);
+        let w = GgmlMatrix::from_blocks(layout, &blocks, rows, cols).unwrap();
+        for m in [1, 3, 9] {
+            let x: Vec<f32> = (0..m * cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
+            let mut y = vec![f32::NAN; m * rows];
+            gemv_ggml(&w, &x, m, &mut y).unwrap();
+            let (mut err, mut norm) = (0f64, 0f64);
+            for i in 0..m {
+                for r in 0..rows {
+                    let want: f64 = (0..cols).map(|k| x[i * cols + k] as f64 * wf[r * cols + k] as f64).sum();
+                    err += (y[i * rows + r] as f64 - want).powi(2);
+                    norm += want * want;
+                }
+            }
+            let rel = (err / norm.max(1e-30)).sqrt();
+            assert!(rel < 1e-5, "{} {rows}x{cols} m={m}: relative error {rel}", l.name);
+            let mut portable = vec![f32::NAN; m * rows];
+            gemv_ggml_with(Kernel::Scalar, &w, &x, m, &mut portable).unwrap();
+            for k in Kernel::ALL {
+                if !k.is_supported() {
+                    skip("ggml_gemv_matches_the_dequantized_product_in_every_build", &format!("no {} on this CPU", k.name()));
+                    continue;
+                }
+                let mut got = vec![f32::NAN; m * rows];
+                gemv_ggml_with(k, &w, &x, m, &mut got).unwrap();
+                let bits = |v: &[f32]| v.iter().map(|f| f.to_bits()).collect::<Vec<_>>();
+                assert_eq!(bits(&got), bits(&portable), "{} m={m}: the {} build differs from the portable one", l.name, k.name());
+            }
+        }
+    }
+}
+
+/// Blocks that do not make the matrix, and x or y too short for it, are refused.
+#[test]
+fn ggml_gemv_refuses_bad_shapes() {
+    use codecllm::stream::cpu_ggml::{gemv_ggml, GgmlMatrix};
+    let mut rng = StdRng::seed_from_u64(1);
+    let blocks = codecllm::app::bench::data::random_ggml_blocks(&mut rng, 0, 2, 64, false).unwrap();
+    assert!(GgmlMatrix::from_blocks(0, &blocks, 3, 64).is_err());
+    assert!(GgmlMatrix::from_blocks(0, &blocks, 2, 48).is_err());
+    assert!(GgmlMatrix::from_blocks(99, &blocks, 2, 64).is_err());
+    let w = GgmlMatrix::from_blocks(0, &blocks, 2, 64).unwrap();
+    let mut y = vec![0f32; 2];
+    assert!(gemv_ggml(&w, &[0.0; 63], 1, &mut y).is_err());
+    assert!(gemv_ggml(&w, &[0.0; 64], 1, &mut y[..1]).is_err());
+}

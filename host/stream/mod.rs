@@ -27,6 +27,7 @@
 //! # Ok(()) }
 mod chain;
 pub mod cpu_gemv;
+pub mod cpu_ggml;
 mod cpu_share;
 mod engine;
 mod plan;

@@ -17,6 +17,7 @@ use crate::error::{Error, Result};
 use crate::import::WeightSource;
 use crate::model::config::{Activation, BlockNames, ModelConfig, RopeStyle, ROPE_FREQS};
 use crate::stream::cpu_gemv::{gemv_int8, Int8View};
+use crate::stream::cpu_ggml::{gemv_ggml, GgmlMatrix};
 use rayon::prelude::*;
 
 /// A linear layer's weights `[rows, cols]` as the CPU computes with them.
@@ -25,10 +26,19 @@ enum CpuLinear {
     /// Stored as INT8 in the container: kept so (a byte per weight), multiplied by the
     /// INT8 GEMV.
     Int8(Int8Matrix),
+    /// GGUF blocks of a type the GPU computes on as stored (a GGUF, or a `--keep-quant`
+    /// container): kept so, multiplied by the GGUF-block GEMV.
+    Ggml(GgmlMatrix),
 }
 
 impl CpuLinear {
     fn load(c: &dyn WeightSource, name: &str, rows: usize, cols: usize) -> Result<Self> {
+        if let Some((layout, r, k)) = crate::gpu::native_blocks(c, name) {
+            if (r, k) != (rows, cols) {
+                return Err(Error::Invalid(format!("tensor '{name}' is {r}×{k}, the configuration needs {rows}×{cols}")));
+            }
+            return Ok(CpuLinear::Ggml(GgmlMatrix::from_blocks(layout, &c.ggml_bytes(name)?, rows, cols)?));
+        }
         let stored_int8 = c.container().and_then(|k| k.tensor(name)).is_some_and(|t| matches!(t.encoding, Encoding::Int8 { .. }));
         if !stored_int8 {
             return Ok(CpuLinear::F32(tensor(c, name, rows * cols)?));
@@ -47,6 +57,11 @@ impl CpuLinear {
             CpuLinear::Int8(w) => {
                 let mut y = vec![0f32; m * w.rows];
                 gemv_int8(&Int8View::try_from(w)?, 0..w.rows, x, m, &mut y, None)?;
+                Ok(y)
+            }
+            CpuLinear::Ggml(w) => {
+                let mut y = vec![0f32; m * w.rows];
+                gemv_ggml(w, x, m, &mut y)?;
                 Ok(y)
             }
         }
