@@ -534,3 +534,54 @@ fn ggml_gemv_refuses_bad_shapes() {
     assert!(gemv_ggml(&w, &[0.0; 63], 1, &mut y).is_err());
     assert!(gemv_ggml(&w, &[0.0; 64], 1, &mut y[..1]).is_err());
 }
+
+/// The GGUF-block GEMV's bandwidth table: 14336x4096 of Q4_K, Q6_K and Q8_0 (the types of a
+/// Q4_K_M file and its LM head) at m = 1, over copies totalling 1 GiB (beyond the L3), the
+/// median of 15 calls after a warm-up pass, at each thread count of `CPU_GEMV_THREADS`
+/// (default 1, 2 and every CPU) and with each build this CPU supports.
+#[test]
+#[ignore = "benchmark: cargo test --release --test cpu_gemv -- --ignored --nocapture ggml_bench_table"]
+fn ggml_bench_table() {
+    use codecllm::abi::GGML_LAYOUTS;
+    use codecllm::stream::cpu_ggml::{gemv_ggml_with, GgmlMatrix};
+    let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
+    let threads: Vec<usize> = env_list("CPU_GEMV_THREADS", &[1, 2, cpus]);
+    let mut rng = StdRng::seed_from_u64(seed());
+    let (rows, cols) = (14336, 4096);
+    println!("{:>7} {:>5} {:>3} {:>8} {:>9} {:>12}", "build", "type", "thr", "ms", "GB/s", "G weights/s");
+    for name in ["Q4_K", "Q6_K", "Q8_0"] {
+        let layout = GGML_LAYOUTS.iter().position(|l| l.name == name).unwrap();
+        let blocks = codecllm::app::bench::data::random_ggml_blocks(&mut rng, layout, rows, cols, false).unwrap();
+        let first = GgmlMatrix::from_blocks(layout, &blocks, rows, cols).unwrap();
+        let copies = (1usize << 30).div_ceil(first.planes.len()).max(2);
+        let mats: Vec<GgmlMatrix> = (0..copies).map(|_| GgmlMatrix { layout, planes: first.planes.clone(), rows, cols }).collect();
+        let x: Vec<f32> = (0..cols).map(|_| rng.gen_range(-1.0..1.0)).collect();
+        let mut y = vec![0f32; rows];
+        for kernel in Kernel::supported() {
+            for &t in &threads {
+                let pool = rayon::ThreadPoolBuilder::new().num_threads(t).build().unwrap();
+                let mut times: Vec<f64> = pool.install(|| {
+                    mats.iter().for_each(|w| gemv_ggml_with(kernel, w, &x, 1, &mut y).unwrap());
+                    (0..15)
+                        .map(|i| {
+                            let t0 = std::time::Instant::now();
+                            gemv_ggml_with(kernel, &mats[i % copies], &x, 1, &mut y).unwrap();
+                            t0.elapsed().as_secs_f64()
+                        })
+                        .collect()
+                });
+                times.sort_by(f64::total_cmp);
+                let s = times[times.len() / 2];
+                println!(
+                    "{:>7} {:>5} {:>3} {:>8.3} {:>9.2} {:>12.2}",
+                    kernel.name(),
+                    name,
+                    t,
+                    s * 1e3,
+                    first.planes.len() as f64 / s / 1e9,
+                    (rows * cols) as f64 / s / 1e9
+                );
+            }
+        }
+    }
+}
