@@ -13,8 +13,8 @@
 //! Rows are shared out over rayon in runs of `ROWS_PER_TASK`; within a row each block's
 //! tasks (32 or 64 values) are read once for all `m` activation rows. The sums are f32 in a
 //! fixed order (eight running sums a row, one a value slot of the 8-value groups, added
-//! pairwise at the end), so the result does not depend on the thread count. No crate computes on GGUF's block layouts (ggml does, in
-//! C), hence this file.
+//! pairwise at the end), so the result does not depend on the thread count. No crate
+//! computes on GGUF's block layouts (ggml does, in C), hence this file.
 use crate::abi::GGML_LAYOUTS;
 use crate::error::{Error, Result};
 use crate::gpu::ggml_blocks::{Blocks, Mem, Planes, Task, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0};
@@ -83,10 +83,10 @@ pub fn gemv_ggml_with(kernel: Kernel, w: &GgmlMatrix, x: &[f32], m: usize, y: &m
     let l = GGML_LAYOUTS.get(w.layout).ok_or_else(|| Error::Invalid(format!("no GPU layout {} for GGUF blocks", w.layout)))?;
     let bpr = w.cols / l.block_elems as usize;
     if !w.cols.is_multiple_of(l.block_elems as usize) || w.planes.len() as u64 != l.bytes((w.rows * bpr) as u64) {
-        return Err(Error::Invalid(format!("{} planes of {} bytes are not a {}×{} matrix", l.name, w.planes.len(), w.rows, w.cols)));
+        return Err(Error::Invalid(format!("cpu_ggml: {} planes of {} bytes are not a {}×{} matrix", l.name, w.planes.len(), w.rows, w.cols)));
     }
     if x.len() < m * w.cols || y.len() < m * w.rows {
-        return Err(Error::Invalid(format!("gemv: x holds {} of {m}×{}, y {} of {m}×{}", x.len(), w.cols, y.len(), w.rows)));
+        return Err(Error::Invalid(format!("cpu_ggml: x holds {} of {m}×{}, y {} of {m}×{}", x.len(), w.cols, y.len(), w.rows)));
     }
     match w.layout {
         0 => rows_of::<Q4_0>(w, x, m, y, vectorized),
@@ -118,6 +118,8 @@ const _: () = {
 /// row-major `[rows, m]` transpose, scattered into `y` after.
 fn rows_of<F: Blocks>(w: &GgmlMatrix, x: &[f32], m: usize, y: &mut [f32], vectorized: bool) {
     let mut yt = vec![0f32; w.rows * m];
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = vectorized; // only x86-64 has the vector build
     yt.par_chunks_mut(ROWS_PER_TASK * m).enumerate().for_each(|(c, out)| {
         #[cfg(target_arch = "x86_64")]
         if vectorized {
@@ -163,7 +165,7 @@ fn row<F: Blocks>(w: &GgmlMatrix, r: usize, x: &[f32], m: usize, out: &mut [f32]
         let mut acc = [[0f32; 8]; MAX_M];
         for b in 0..bpr {
             for part in 0..F::TASKS {
-                // SAFETY: `gemv_ggml` checked that the planes hold rows · bpr blocks, and
+                // SAFETY: `gemv_ggml_with` checked that the planes hold rows · bpr blocks, and
                 // b < bpr, r < rows, part < TASKS.
                 let t = unsafe { F::load::<Host>(&planes, (r * bpr + b) as u64, part) };
                 let x0 = i0 * w.cols + b * e;
