@@ -234,7 +234,7 @@ fn planes_hold_every_field_of_every_block() {
 #[test]
 fn kernel_block_logic_reproduces_the_cpu_dequantizer() {
     use codecllm::abi::GGML_LAYOUTS;
-    use codecllm::gpu::ggml_blocks::{Blocks, Mem, Planes, Task, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0};
+    use codecllm::gpu::ggml_blocks::{self, Blocks, Mem, Planes, Task, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0};
     use rand::SeedableRng;
 
     struct Host;
@@ -256,15 +256,8 @@ fn kernel_block_logic_reproduces_the_cpu_dequantizer() {
 
     /// Value `i` of group `G` of the task, as the GPU's dequantization computes it.
     fn value<F: Blocks, const G: usize>(t: &Task, part: u32, i: usize) -> f32 {
-        let w = F::quants::<G>(t, part)[i / 4];
-        let byte = (w >> (8 * (i % 4))) & 0xFF;
-        let u = if F::SIGNED { byte as f32 - 128.0 } else { byte as f32 };
         let (scale, off) = (t.scale[G / F::SUB], t.off[G / F::SUB]);
-        if F::ZP != 0.0 {
-            scale * (u - F::ZP)
-        } else {
-            scale * u - off
-        }
+        ggml_blocks::value::<F>(ggml_blocks::quant::<F>(F::quants::<G>(t, part), i), scale, off)
     }
 
     fn replay<F: Blocks>(rng: &mut rand::rngs::StdRng) {

@@ -17,7 +17,7 @@
 //! computes on GGUF's block layouts (ggml does, in C), hence this file.
 use crate::abi::GGML_LAYOUTS;
 use crate::error::{Error, Result};
-use crate::gpu::ggml_blocks::{Blocks, Mem, Planes, Task, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0};
+use crate::gpu::ggml_blocks::{quant, value, Blocks, Mem, Planes, Task, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0};
 use crate::stream::cpu_gemv::Kernel;
 use rayon::prelude::*;
 
@@ -179,7 +179,7 @@ fn row<F: Blocks>(w: &GgmlMatrix, r: usize, x: &[f32], m: usize, out: &mut [f32]
 }
 
 /// One task's products into `acc[..mb]`, x's rows `cols` apart from `x` (its block's first
-/// value): each group's values as `ggml.rs`'s `group_values` makes them.
+/// value): each group's values as the kernels make them (`ggml_blocks::value`).
 #[inline(always)]
 fn task<F: Blocks>(t: &Task, part: u32, x: &[f32], cols: usize, mb: usize, acc: &mut [[f32; 8]; MAX_M]) {
     macro_rules! group {
@@ -187,11 +187,7 @@ fn task<F: Blocks>(t: &Task, part: u32, x: &[f32], cols: usize, mb: usize, acc: 
             if $g < F::GROUPS {
                 let q = F::quants::<$g>(t, part);
                 let (scale, off) = (t.scale[$g / F::SUB], t.off[$g / F::SUB]);
-                let v: [f32; 8] = std::array::from_fn(|j| {
-                    let byte = (q[j / 4] >> (8 * (j % 4))) & 0xFF;
-                    let u = if F::SIGNED { byte as f32 - 128.0 } else { byte as f32 };
-                    if F::ZP != 0.0 { scale * (u - F::ZP) } else { scale * u - off }
-                });
+                let v: [f32; 8] = std::array::from_fn(|j| value::<F>(quant::<F>(q, j), scale, off));
                 let xo = F::x_index(part, $g) as usize;
                 for (i, a) in acc.iter_mut().enumerate().take(mb) {
                     let xs: &[f32; 8] = x[i * cols + xo..i * cols + xo + 8].try_into().expect("8 values");

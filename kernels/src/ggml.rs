@@ -16,7 +16,7 @@
 //! reads what M = 1 does.
 use crate::abi::{GGML_LAYOUTS, GGML_MMA_ROWS, GGML_MMA_TILES, GGML_MMA_WARPS};
 use crate::dequant::pack_f16;
-use crate::ggml_blocks::{Blocks, Mem, Planes, Task, NO_TASK, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0};
+use crate::ggml_blocks::{value, Blocks, Mem, Planes, Task, NO_TASK, Q2_K, Q3_K, Q4_0, Q4_1, Q4_K, Q5_0, Q5_1, Q5_K, Q6_K, Q8_0};
 use crate::ptx::{
     block_dim_x, block_x, bytes_to_f16x2x2, f16x2_to_f32, fma, i8_to_f32, load_cached_v4, load_stream_v4, load_v4, mma_m16n8k16, shared_array, shfl_idx,
     shfl_xor, store_v4, sync_threads, thread_x, u8_to_f32, unroll, WARP,
@@ -103,7 +103,7 @@ fn group_values<F: Blocks, const G: usize>(task: &Task, part: u32) -> [f32; 8] {
     let (scale, off) = (task.scale[G / F::SUB], task.off[G / F::SUB]);
     let mut v = [0f32; 8];
     unroll!(I in [0, 1, 2, 3, 4, 5, 6, 7] {
-        v[I] = if F::ZP != 0.0 { scale * (u[I] - F::ZP) } else { scale * u[I] - off };
+        v[I] = value::<F>(u[I], scale, off);
     });
     v
 }

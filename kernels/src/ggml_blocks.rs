@@ -74,6 +74,30 @@ pub trait Blocks {
     fn x_index(part: u32, group: u32) -> u32;
 }
 
+/// The value of quant `u` of a sub-block with `scale` and `off` (`Task`), in the
+/// reference's order of operations: what the kernels, the CPU GEMV and the host's replay
+/// all compute.
+#[inline(always)]
+pub fn value<F: Blocks>(u: f32, scale: f32, off: f32) -> f32 {
+    if F::ZP != 0.0 {
+        scale * (u - F::ZP)
+    } else {
+        scale * u - off
+    }
+}
+
+/// Quant `i` of a group's `quants` as f32 (the signed byte for `SIGNED` types), in plain
+/// Rust (the kernels convert with PTX byte tricks instead).
+#[inline(always)]
+pub fn quant<F: Blocks>(q: [u32; 2], i: usize) -> f32 {
+    let byte = (q[i / 4] >> (8 * (i % 4))) & 0xFF;
+    if F::SIGNED {
+        byte as f32 - 128.0
+    } else {
+        byte as f32
+    }
+}
+
 const LOW: u32 = 0x0F0F_0F0F;
 
 /// Nibble `hi` (0: low, 1: high) of each byte of two words.
