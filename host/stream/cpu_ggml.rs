@@ -44,6 +44,33 @@ impl GgmlMatrix {
         }
         Ok(GgmlMatrix { layout, planes: crate::gpu::ggml_planes(layout, blocks)?, rows, cols })
     }
+
+    pub fn view(&self) -> GgmlView<'_> {
+        GgmlView { layout: self.layout, planes: &self.planes, rows: self.rows, cols: self.cols }
+    }
+}
+
+/// A `[rows, cols]` matrix of GGUF blocks in the kernels' planes, borrowed (a `GgmlMatrix`,
+/// or a tensor's planes in the streaming engine's host arena).
+#[derive(Clone, Copy)]
+pub struct GgmlView<'a> {
+    /// Index in `abi::GGML_LAYOUTS`.
+    pub layout: usize,
+    pub planes: &'a [u8],
+    pub rows: usize,
+    pub cols: usize,
+}
+
+impl GgmlView<'_> {
+    /// The layout, after checking that the planes are exactly a `rows × cols` matrix of it.
+    pub fn check(&self) -> Result<&'static crate::abi::GgmlLayout> {
+        let l = GGML_LAYOUTS.get(self.layout).ok_or_else(|| Error::Invalid(format!("no GPU layout {} for GGUF blocks", self.layout)))?;
+        let e = l.block_elems as usize;
+        if !self.cols.is_multiple_of(e) || self.planes.len() as u64 != l.bytes((self.rows * (self.cols / e)) as u64) {
+            return Err(Error::Invalid(format!("cpu_ggml: {} planes of {} bytes are not a {}×{} matrix", l.name, self.planes.len(), self.rows, self.cols)));
+        }
+        Ok(l)
+    }
 }
 
 /// Plain little-endian reads of the planes in host memory.
@@ -72,33 +99,42 @@ pub fn gemv_ggml(w: &GgmlMatrix, x: &[f32], m: usize, y: &mut [f32]) -> Result<(
     gemv_ggml_with(Kernel::best(), w, x, m, y)
 }
 
+/// `gemv_ggml` over rows `rows` of `w` only: `y[i · rows.len() + r - rows.start]`, on the
+/// current rayon pool.
+pub fn gemv_ggml_rows(w: &GgmlView, rows: std::ops::Range<usize>, x: &[f32], m: usize, y: &mut [f32]) -> Result<()> {
+    product(Kernel::best(), w, rows, x, m, y)
+}
+
 /// `gemv_ggml` with a given build: `Scalar` the portable one, `Avx2` and `Avx512` the one
 /// compiled for AVX2 and FMA (the 8-value groups fill 256-bit registers; AVX-512 adds
 /// nothing to them). Every build gives the same bits.
 pub fn gemv_ggml_with(kernel: Kernel, w: &GgmlMatrix, x: &[f32], m: usize, y: &mut [f32]) -> Result<()> {
+    product(kernel, &w.view(), 0..w.rows, x, m, y)
+}
+
+fn product(kernel: Kernel, w: &GgmlView, rows: std::ops::Range<usize>, x: &[f32], m: usize, y: &mut [f32]) -> Result<()> {
     if !kernel.is_supported() {
         return Err(Error::Invalid(format!("cpu_ggml: this CPU does not support the {} kernel", kernel.name())));
     }
     let vectorized = kernel != Kernel::Scalar;
-    let l = GGML_LAYOUTS.get(w.layout).ok_or_else(|| Error::Invalid(format!("no GPU layout {} for GGUF blocks", w.layout)))?;
-    let bpr = w.cols / l.block_elems as usize;
-    if !w.cols.is_multiple_of(l.block_elems as usize) || w.planes.len() as u64 != l.bytes((w.rows * bpr) as u64) {
-        return Err(Error::Invalid(format!("cpu_ggml: {} planes of {} bytes are not a {}×{} matrix", l.name, w.planes.len(), w.rows, w.cols)));
+    w.check()?;
+    if rows.start > rows.end || rows.end > w.rows {
+        return Err(Error::Invalid(format!("cpu_ggml: rows {rows:?} of a {}-row matrix", w.rows)));
     }
-    if x.len() < m * w.cols || y.len() < m * w.rows {
-        return Err(Error::Invalid(format!("cpu_ggml: x holds {} of {m}×{}, y {} of {m}×{}", x.len(), w.cols, y.len(), w.rows)));
+    if x.len() < m * w.cols || y.len() < m * rows.len() {
+        return Err(Error::Invalid(format!("cpu_ggml: x holds {} of {m}×{}, y {} of {m}×{}", x.len(), w.cols, y.len(), rows.len())));
     }
     match w.layout {
-        0 => rows_of::<Q4_0>(w, x, m, y, vectorized),
-        1 => rows_of::<Q4_1>(w, x, m, y, vectorized),
-        2 => rows_of::<Q5_0>(w, x, m, y, vectorized),
-        3 => rows_of::<Q5_1>(w, x, m, y, vectorized),
-        4 => rows_of::<Q8_0>(w, x, m, y, vectorized),
-        5 => rows_of::<Q4_K>(w, x, m, y, vectorized),
-        6 => rows_of::<Q5_K>(w, x, m, y, vectorized),
-        7 => rows_of::<Q6_K>(w, x, m, y, vectorized),
-        8 => rows_of::<Q2_K>(w, x, m, y, vectorized),
-        _ => rows_of::<Q3_K>(w, x, m, y, vectorized),
+        0 => rows_of::<Q4_0>(w, rows, x, m, y, vectorized),
+        1 => rows_of::<Q4_1>(w, rows, x, m, y, vectorized),
+        2 => rows_of::<Q5_0>(w, rows, x, m, y, vectorized),
+        3 => rows_of::<Q5_1>(w, rows, x, m, y, vectorized),
+        4 => rows_of::<Q8_0>(w, rows, x, m, y, vectorized),
+        5 => rows_of::<Q4_K>(w, rows, x, m, y, vectorized),
+        6 => rows_of::<Q5_K>(w, rows, x, m, y, vectorized),
+        7 => rows_of::<Q6_K>(w, rows, x, m, y, vectorized),
+        8 => rows_of::<Q2_K>(w, rows, x, m, y, vectorized),
+        _ => rows_of::<Q3_K>(w, rows, x, m, y, vectorized),
     }
     Ok(())
 }
@@ -114,30 +150,31 @@ const _: () = {
     assert!(Q4_K::LAYOUT == 5 && Q5_K::LAYOUT == 6 && Q6_K::LAYOUT == 7 && Q2_K::LAYOUT == 8 && Q3_K::LAYOUT == 9);
 };
 
-/// The checked product for type `F`: runs of rows in parallel, each into its own slice of a
-/// row-major `[rows, m]` transpose, scattered into `y` after.
-fn rows_of<F: Blocks>(w: &GgmlMatrix, x: &[f32], m: usize, y: &mut [f32], vectorized: bool) {
-    let mut yt = vec![0f32; w.rows * m];
+/// The checked product for type `F` over `rows`: runs of rows in parallel, each into its own
+/// slice of a row-major `[rows, m]` transpose, scattered into `y` after.
+fn rows_of<F: Blocks>(w: &GgmlView, range: std::ops::Range<usize>, x: &[f32], m: usize, y: &mut [f32], vectorized: bool) {
+    let (n, first) = (range.len(), range.start);
+    let mut yt = vec![0f32; n * m];
     #[cfg(not(target_arch = "x86_64"))]
     let _ = vectorized; // only x86-64 has the vector build
     yt.par_chunks_mut(ROWS_PER_TASK * m).enumerate().for_each(|(c, out)| {
         #[cfg(target_arch = "x86_64")]
         if vectorized {
-            // SAFETY: `gemv_ggml_with` checked that the CPU has AVX2 and FMA.
-            return unsafe { rows_avx2::<F>(w, c * ROWS_PER_TASK, x, m, out) };
+            // SAFETY: `product` checked that the CPU has AVX2 and FMA.
+            return unsafe { rows_avx2::<F>(w, first + c * ROWS_PER_TASK, x, m, out) };
         }
-        rows::<F>(w, c * ROWS_PER_TASK, x, m, out)
+        rows::<F>(w, first + c * ROWS_PER_TASK, x, m, out)
     });
     for (r, v) in yt.chunks(m).enumerate() {
         for (i, &s) in v.iter().enumerate() {
-            y[i * w.rows + r] = s;
+            y[i * n + r] = s;
         }
     }
 }
 
 /// Rows `r0..` (as many as `out` holds, m values each) into `out`.
 #[inline(always)]
-fn rows<F: Blocks>(w: &GgmlMatrix, r0: usize, x: &[f32], m: usize, out: &mut [f32]) {
+fn rows<F: Blocks>(w: &GgmlView, r0: usize, x: &[f32], m: usize, out: &mut [f32]) {
     for (i, yr) in out.chunks_mut(m).enumerate() {
         row::<F>(w, r0 + i, x, m, yr);
     }
@@ -148,13 +185,13 @@ fn rows<F: Blocks>(w: &GgmlMatrix, r0: usize, x: &[f32], m: usize, out: &mut [f3
 /// same bits as `rows`.
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2,fma")]
-unsafe fn rows_avx2<F: Blocks>(w: &GgmlMatrix, r0: usize, x: &[f32], m: usize, out: &mut [f32]) {
+unsafe fn rows_avx2<F: Blocks>(w: &GgmlView, r0: usize, x: &[f32], m: usize, out: &mut [f32]) {
     rows::<F>(w, r0, x, m, out)
 }
 
 /// Row `r`'s products with `m` activation rows into `out[..m]`.
 #[inline(always)]
-fn row<F: Blocks>(w: &GgmlMatrix, r: usize, x: &[f32], m: usize, out: &mut [f32]) {
+fn row<F: Blocks>(w: &GgmlView, r: usize, x: &[f32], m: usize, out: &mut [f32]) {
     let e = GGML_LAYOUTS[F::LAYOUT].block_elems as usize;
     let bpr = w.cols / e;
     let planes = Planes { base: w.planes.as_ptr(), blocks: (w.rows * bpr) as u64 };
@@ -165,7 +202,7 @@ fn row<F: Blocks>(w: &GgmlMatrix, r: usize, x: &[f32], m: usize, out: &mut [f32]
         let mut acc = [[0f32; 8]; MAX_M];
         for b in 0..bpr {
             for part in 0..F::TASKS {
-                // SAFETY: `gemv_ggml_with` checked that the planes hold rows · bpr blocks, and
+                // SAFETY: `product` checked that the planes hold rows · bpr blocks, and
                 // b < bpr, r < rows, part < TASKS.
                 let t = unsafe { F::load::<Host>(&planes, (r * bpr + b) as u64, part) };
                 let x0 = i0 * w.cols + b * e;

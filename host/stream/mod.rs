@@ -28,6 +28,7 @@
 mod chain;
 pub mod cpu_gemv;
 pub mod cpu_ggml;
+pub mod cpu_ggml_q8;
 mod cpu_share;
 mod engine;
 mod plan;
