@@ -54,8 +54,9 @@
 #   PEER_SHAPE (8b; 70b: 80 layers, d 8192, ffn 28672, 64/8 heads, with PEER_GEN_TYPE=q8_0
 #   and a machine with the disk for 73 GB of Q8_0 + a 65 GB container, e.g. nvidia-h200-x4),
 #   PEER_GEN_TYPE (f16; q8_0 writes the Q8_0 GGUF directly, no F16 rows),
-#   PEER_Q4KM_NGL ("99 16 0": llama.cpp's -ngl rows of the q4km stage; `build gen q4km`
-#   with "99" is the shortest run of the resident Q4_K_M comparison),
+#   PEER_Q4KM_NGL ("99 16 0": llama.cpp's -ngl rows of the q4km stage, codecllm's resident
+#   rows only with 99 and its budget rows at each other's VRAM; `build gen q4km` with "99"
+#   is the shortest run of the resident Q4_K_M comparison, with "16" of a budget's),
 #   PEER_LAYERS, PEER_SEED (0), PEER_CODEC (rans), PEER_NGL ("0 8 16 24 99"),
 #   PEER_BUDGETS ("1.5 2.5 4.5 6.5", GB; the VRAM llama.cpp measured at each -ngl is added),
 #   PEER_TG (64 new tokens), PEER_DEPTH (512: cached tokens before llama-bench's decode), PEER_REPS (3), PEER_THREADS (nproc), PEER_DEADLINE (540 s),
@@ -819,6 +820,22 @@ stage_q4km() {
   step "q4_k_m-$MAIN" 120 quantize_model "$MAIN" "$M/$MAIN-$GEN.gguf" Q4_K_M
   for ngl in ${PEER_Q4KM_NGL:-99 16 0}; do step "llama-$MAIN-q4km-ngl$ngl" 60 llama_bench "$MAIN" "llama.cpp Q4_K_M" "$g" "$ngl" "$TG"; done
   p=$(ph prompt 512)
+  # codecllm's all-resident rows answer llama.cpp's -ngl 99 row: without it, only the budgets.
+  case " ${PEER_Q4KM_NGL:-99 16 0} " in *" 99 "*) stage_q4km_resident "$g" "$p" ;; esac
+  step "keep-quant-$MAIN" 120 keep_quant "$g" "$c"
+  # codecllm at the VRAM llama.cpp used at each partial -ngl (hybrid, or streamed whole),
+  # with the CPU's share of the streamed MLP rows balanced at load, and without it.
+  local ngl
+  for ngl in ${PEER_Q4KM_NGL:-99 16 0}; do
+    [ "$ngl" = 99 ] && continue
+    b=$(ph llama-vram "$MAIN" "$ngl" "llama.cpp Q4_K_M")
+    [ -n "$b" ] || continue
+    step "codecllm-$MAIN-q4km-budget$b" 90 codecllm_run "$MAIN" "codecllm auto (Q4_K_M kept)" "$b" 1 "$c" --weights auto --vram-budget "${b}GB" --prompt "$p" --max-tokens "$TG"
+    step "codecllm-$MAIN-q4km-budget$b-link" 90 codecllm_run "$MAIN" "codecllm auto (Q4_K_M kept), no CPU share" "$b" 1 "$c" --weights auto --vram-budget "${b}GB" --cpu-share 0 --prompt "$p" --max-tokens "$TG"
+  done
+}
+stage_q4km_resident() { # stage_q4km_resident GGUF PROMPT
+  local g=$1 p=$2
   step "codecllm-$MAIN-q4km-int8" 90 codecllm_run "$MAIN" "codecllm Q4_K_M blocks resident" none 1 "$g" --weights int8-resident --prompt "$p" --max-tokens "$TG"
   # The same without programmatic dependent launch: what it saves, in the same lease.
   if has_run_flag --serial-launch; then
@@ -831,15 +848,6 @@ stage_q4km() {
     [ -s "$pf" ] || for i in $(seq 0 15); do ph prompt 128 "$i"; done > "$pf"
     step "codecllm-$MAIN-q4km-batch16" 90 codecllm_run "$MAIN" "codecllm Q4_K_M blocks resident, 16 sequences" none 16 "$g" --weights int8-resident --prompts-file "$pf" --batch 16 --max-tokens 32
   fi
-  step "keep-quant-$MAIN" 120 keep_quant "$g" "$c"
-  # codecllm at the VRAM llama.cpp used at each partial -ngl (hybrid, or streamed whole).
-  local ngl
-  for ngl in ${PEER_Q4KM_NGL:-99 16 0}; do
-    [ "$ngl" = 99 ] && continue
-    b=$(ph llama-vram "$MAIN" "$ngl" "llama.cpp Q4_K_M")
-    [ -n "$b" ] || continue
-    step "codecllm-$MAIN-q4km-budget$b" 90 codecllm_run "$MAIN" "codecllm auto (Q4_K_M kept)" "$b" 1 "$c" --weights auto --vram-budget "${b}GB" --prompt "$p" --max-tokens "$TG"
-  done
 }
 # fp16: the FP16 baseline of both (last: codecllm's fp16-resident load of a 15 GB GGUF is slow).
 stage_fp16() {

@@ -476,6 +476,22 @@ fn gpu_runs_gguf_blocks_as_stored() {
     assert!(bits(&runs[0]) == bits(&runs[1]), "the GGUF and its container give different bits");
     assert!(bits(&runs[1]) == bits(&runs[2]), "streaming the blocks gives other bits than keeping them resident");
     assert!(bits(&runs[0]) == bits(&serial), "programmatic dependent launch changes the bits");
+    // Streamed with the CPU computing 60 % of the MLP rows in decode steps (from the
+    // blocks' planes in host RAM: integer products on Q6_K, f32 on the others). The prompt
+    // is a full pass over the whole matrices, so it keeps the bits; the steps differ by
+    // the CPU's rounding only.
+    let (mut shared, placement) = GpuLlama::load_stream_shared(&gpu, &container, 2, 4, 64, Some(0.6)).unwrap();
+    assert!(placement.cpu_share == 0.6 && placement.cpu_bytes > 0, "{placement:?}");
+    let with_cpu = prompt_then_steps(&mut shared, &tokens);
+    let stats = shared.cpu_share_stats().expect("a CPU share");
+    assert!(stats.jobs >= 2 * 2 * (tokens.len() - 4) as u64, "the CPU took part in every decode step: {stats:?}");
+    assert!(bits(&vec![with_cpu[0].clone()]) == bits(&vec![runs[2][0].clone()]), "a full pass over split GGUF matrices changes the bits");
+    for (i, (g, s)) in with_cpu.iter().zip(&runs[2]).enumerate().skip(1) {
+        let err = logits_rel_err(g, s);
+        eprintln!("step {i}: CPU-shared stream vs stream {err:.2e}");
+        assert!(g.iter().all(|x| x.is_finite()) && err < 5e-2, "step {i}: the CPU share's relative error {err}");
+        assert!(err > 0.0, "step {i}: the CPU share computed nothing (bits equal to the GPU's)");
+    }
     // The same source with the blocks dequantized to FP16 at load (cuBLAS / FP16 GEMV):
     // another GPU forward with FP16 activations, for telling a wrong block kernel from the
     // FP16 rounding that random blocks amplify over the positions.

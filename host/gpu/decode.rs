@@ -348,6 +348,76 @@ impl DeviceCompressedTensor {
     }
 }
 
+/// Several tensors' compressed chunks (a block's projections) resident in one VRAM
+/// allocation and decoded as one merged batch — one launch (or nvCOMP call) and one status
+/// check for all of them, where each tensor alone would pay its own: a rANS chunk's
+/// decode is latency-bound, so the group's chunks decode side by side in the time of one.
+pub struct DeviceCompressedGroup {
+    pub tables: Vec<DeviceChunkTable>,
+    stored: CudaSlice<u8>,
+    /// Each tensor's stored and decoded offsets (256-aligned) in `stored` and in the target.
+    offsets: Vec<(usize, usize)>,
+    /// `None` when the tensors' coded chunks mix codecs: then one decode each.
+    batch: Option<ChunkBatch>,
+    decoded_len: usize,
+}
+
+impl DeviceCompressedGroup {
+    /// Uploads `names` of `c` (checksums verified) into one allocation.
+    pub fn upload(gpu: &Gpu, c: &Container, names: &[&str]) -> Result<Self> {
+        let align = |x: usize| x.div_ceil(256) * 256;
+        let tables = names.iter().map(|n| DeviceChunkTable::build(gpu, c, n)).collect::<Result<Vec<_>>>()?;
+        let (mut host, mut offsets, mut decoded) = (Vec::new(), Vec::with_capacity(names.len()), 0);
+        for (t, n) in tables.iter().zip(names) {
+            let blob = c.read_stored_blob(n, &c.tensor(n).expect("build checked it").data)?;
+            offsets.push((host.len(), decoded));
+            host.extend_from_slice(&blob);
+            host.resize(align(host.len()), 0);
+            decoded += align(t.len());
+        }
+        let stored = gpu.stream.clone_htod(&host)?;
+        let parts: Vec<_> = tables.iter().zip(&offsets).map(|(t, &(s, d))| (t, s, d)).collect();
+        let batch = ChunkBatch::new(gpu, &parts, None)?;
+        Ok(DeviceCompressedGroup { tables, stored, offsets, batch, decoded_len: decoded })
+    }
+
+    /// Bytes the decoded tensors take, back to back at 256-aligned offsets.
+    pub fn decoded_len(&self) -> usize {
+        self.decoded_len
+    }
+
+    /// VRAM held: the stored chunks, the tables and the merged batch.
+    pub fn device_bytes(&self) -> usize {
+        self.stored.len() + self.tables.iter().map(DeviceChunkTable::device_bytes).sum::<usize>() + self.batch.as_ref().map_or(0, ChunkBatch::device_bytes)
+    }
+
+    /// Enqueues the decode of every tensor into `out` (at least `decoded_len` bytes) on
+    /// `stream`; failures are reported by the decoder's next check.
+    pub fn decode_into(&self, decoder: &mut Decoder, out: &mut CudaSlice<u8>, stream: &Arc<CudaStream>) -> Result<()> {
+        if out.len() < self.decoded_len {
+            return Err(Error::Invalid(format!("a group decode needs {} bytes, the buffer has {}", self.decoded_len, out.len())));
+        }
+        let (src, dst) = (self.stored.device_ptr(stream).0, out.device_ptr(stream).0);
+        // SAFETY: `stored` holds every tensor's stored bytes at its offset and `out` every
+        // decoded one (checked above); both outlive the enqueued work as long as the caller
+        // keeps them (as with any cudarc buffer used asynchronously).
+        unsafe {
+            match &self.batch {
+                Some(b) => decoder.decode_merged(b, src, dst, stream),
+                None => {
+                    let items: Vec<_> = self.tables.iter().zip(&self.offsets).map(|(t, &(s, d))| (t, src + s as u64, dst + d as u64)).collect();
+                    decoder.decode_batch(&items, stream)
+                }
+            }
+        }
+    }
+
+    /// The decoded weights in `decoded` (where `decode_into` put them).
+    pub fn weights<'a>(&'a self, decoded: &'a CudaSlice<u8>) -> Vec<WeightsView<'a>> {
+        self.tables.iter().zip(&self.offsets).map(|(t, &(_, d))| t.weights_at(decoded.slice(d..d + t.len()))).collect()
+    }
+}
+
 /// A decode target: INT8 bytes in VRAM.
 pub struct DeviceInt8Buffer {
     pub data: CudaSlice<u8>,

@@ -37,7 +37,7 @@ mod pinned;
 
 pub use crate::abi::{GemmTile, GEMM_TILES, GEMV_MAX_M};
 pub use ans::ans_encode_chunks;
-pub use decode::{ChunkBatch, DecodeLog, Decoder, DeviceChunkTable, DeviceCompressedTensor, DeviceInt8Buffer};
+pub use decode::{ChunkBatch, DecodeLog, Decoder, DeviceChunkTable, DeviceCompressedGroup, DeviceCompressedTensor, DeviceInt8Buffer};
 pub use ggml::{ggml_planes, gpu_layout, native_blocks, GgmlWeights, GGML_GEMV_MAX_BATCH};
 pub use graph::CapturedGraph;
 pub use linear::{cublas_fp16_linear, Int8Weights, LinearPlan, WeightsView, DEQUANT_BAND_ELEMS, DEQUANT_CUBLAS_MIN_M};

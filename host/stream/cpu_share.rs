@@ -6,7 +6,9 @@
 //! the same time, which is the point (issue 18: the CPU reads RAM faster than PCIe
 //! carries it).
 use super::cpu_gemv::{gemv_int8, Int8View};
-use super::store::CpuRows;
+use super::cpu_ggml::gemv_ggml_rows;
+use super::cpu_ggml_q8::{gemv_q8, q8_supported, Q8Row};
+use super::store::{CpuMatrix, CpuRows};
 use crate::codec::Int8Matrix;
 use crate::error::{Error, Result};
 use crate::gpu::{launch_host_func, Gpu, PinnedBuffer};
@@ -58,7 +60,7 @@ struct Job {
     cols: usize,
     y: *mut f16,
     /// Each matrix and where its rows go in `y`.
-    outs: Vec<(*const Int8Matrix, usize)>,
+    outs: Vec<(*const CpuMatrix, usize)>,
     shared: *mut Shared,
 }
 
@@ -120,18 +122,18 @@ impl CpuShare {
         outs: &mut [CudaViewMut<f16>],
     ) -> Result<()> {
         let cols = x.len();
-        let total: usize = rows.iter().map(|r| r.matrix.rows).sum();
+        let total: usize = rows.iter().map(|r| r.matrix.rows()).sum();
         if cols > self.x.as_slice().len() || total > self.y.as_slice().len() || rows.len() != outs.len() {
             return Err(Error::Invalid(format!("CPU share: {} matrices ({total} rows of {cols}) exceed its buffers or outputs", rows.len())));
         }
-        if let Some((r, o)) = rows.iter().zip(outs.iter()).find(|(r, o)| r.matrix.cols != cols || o.len() != r.matrix.rows) {
-            return Err(Error::Invalid(format!("CPU share: {}×{} rows for an input of {cols} into {} outputs", r.matrix.rows, r.matrix.cols, o.len())));
+        if let Some((r, o)) = rows.iter().zip(outs.iter()).find(|(r, o)| r.matrix.cols() != cols || o.len() != r.matrix.rows()) {
+            return Err(Error::Invalid(format!("CPU share: {}×{} rows for an input of {cols} into {} outputs", r.matrix.rows(), r.matrix.cols(), o.len())));
         }
         self.stream.get_or_insert_with(|| stream.clone());
         stream.memcpy_dtoh(x, &mut self.x.as_mut_slice()[..cols])?;
         let (xp, yp, shared) = (self.x.as_slice().as_ptr(), self.y.as_mut_slice().as_mut_ptr(), &mut *self.shared as *mut Shared);
         let job = self.jobs.entry(site).or_insert_with(|| {
-            let outs = rows.iter().scan(0, |at, r| Some((&r.matrix as *const Int8Matrix, std::mem::replace(at, *at + r.matrix.rows)))).collect();
+            let outs = rows.iter().scan(0, |at, r| Some((&r.matrix as *const CpuMatrix, std::mem::replace(at, *at + r.matrix.rows())))).collect();
             Box::new(Job { x: xp, cols, y: yp, outs, shared })
         });
         // SAFETY: the job and everything it points to live as long as this `CpuShare` and
@@ -188,13 +190,30 @@ impl Job {
         for (f, h) in shared.xf.iter_mut().zip(x) {
             *f = h.to_f32();
         }
+        // GGUF rows with integer products take x quantized once for all of them.
+        let mut q8 = None;
         for &(m, at) in &self.outs {
             let m = &*m;
-            let yf = &mut shared.yf[at..at + m.rows];
+            let yf = &mut shared.yf[at..at + m.rows()];
             let t = std::time::Instant::now();
-            gemv_pass(m, &shared.xf[..self.cols], yf, &shared.pool)?;
+            let x = &shared.xf[..self.cols];
+            match m {
+                CpuMatrix::Int8(m) => gemv_pass(m, x, yf, &shared.pool)?,
+                CpuMatrix::Ggml(g) if q8_supported(g.layout) => {
+                    let xq = match &q8 {
+                        Some(q) => q,
+                        None => q8.insert(Q8Row::quantize(x)?),
+                    };
+                    let (w, rows) = (g.view(), g.rows.clone());
+                    shared.pool.install(|| gemv_q8(&w, rows, xq, yf))?
+                }
+                CpuMatrix::Ggml(g) => {
+                    let (w, rows) = (g.view(), g.rows.clone());
+                    shared.pool.install(|| gemv_ggml_rows(&w, rows, x, 1, yf))?
+                }
+            }
             gemv += t.elapsed();
-            let y = std::slice::from_raw_parts_mut(self.y.add(at), m.rows);
+            let y = std::slice::from_raw_parts_mut(self.y.add(at), m.rows());
             for (h, f) in y.iter_mut().zip(yf.iter()) {
                 *h = f16::from_f32(*f);
             }
@@ -228,7 +247,7 @@ impl CpuCall<'_> {
         for (t, y) in products.iter_mut() {
             if let Some(r) = self.rows.iter().find(|r| r.after == *t) {
                 rows.push(r);
-                outs.push(y.slice_mut(r.first_row..r.first_row + r.matrix.rows));
+                outs.push(y.slice_mut(r.first_row..r.first_row + r.matrix.rows()));
             }
         }
         if rows.is_empty() {
@@ -265,6 +284,48 @@ pub fn calibration_rows(bytes: usize, pool: &ThreadPool) -> Int8Matrix {
             .for_each(|(c, b)| b.iter_mut().enumerate().for_each(|(i, v)| *v = ((c << 20 | i).wrapping_mul(2_654_435_761) >> 13) as i8))
     });
     Int8Matrix { rows, cols: COLS, group_size: COLS, q, scales: vec![1e-2; rows] }
+}
+
+/// The CPU share's product on GGUF blocks of `layout` (index in `abi::GGML_LAYOUTS`) on
+/// `pool`, in GB/s of planes, as `cpu_gemv_gbps` times the INT8 one: 512 MB of 4096-wide
+/// rows with pseudo-random quants and every 2-byte field (the f16 scales) a small normal
+/// value, so that no denormal or NaN slows the float path (the time depends on nothing else).
+pub fn cpu_ggml_gbps(pool: &ThreadPool, layout: usize) -> f64 {
+    use rayon::prelude::*;
+    const COLS: usize = 4096;
+    let Some(l) = crate::abi::GGML_LAYOUTS.get(layout) else { return 0.0 };
+    let row_bytes = l.values_bytes(COLS as u64) as usize;
+    let rows = ((512usize << 20) / row_bytes.max(1)).max(1);
+    let blocks = (rows * COLS / l.block_elems as usize) as u64;
+    let mut planes = vec![0u8; l.bytes(blocks) as usize];
+    pool.install(|| {
+        planes
+            .par_chunks_mut(1 << 20)
+            .enumerate()
+            .for_each(|(c, b)| b.iter_mut().enumerate().for_each(|(i, v)| *v = ((c << 20 | i).wrapping_mul(2_654_435_761) >> 13) as u8))
+    });
+    let scale = half::f16::from_f32(1e-2).to_bits().to_le_bytes();
+    for f in (0..l.fields.len()).filter(|&f| l.fields[f] == 2) {
+        let at = l.plane(f, blocks) as usize;
+        planes[at..at + 2 * blocks as usize].chunks_exact_mut(2).for_each(|h| h.copy_from_slice(&scale));
+    }
+    let w = super::cpu_ggml::GgmlView { layout, planes: &planes, rows, cols: COLS };
+    let x: Vec<f32> = (0..COLS).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
+    let Ok(xq) = Q8Row::quantize(&x) else { return 0.0 };
+    let mut y = vec![0f32; rows];
+    let mut best = f64::INFINITY;
+    for run in 0..6 {
+        let t = std::time::Instant::now();
+        let done = pool.install(|| if q8_supported(layout) { gemv_q8(&w, 0..rows, &xq, &mut y) } else { gemv_ggml_rows(&w, 0..rows, &x, 1, &mut y) });
+        if done.is_err() {
+            return 0.0;
+        }
+        // The first run warms the pool and the pages.
+        if run > 0 {
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+    }
+    planes.len() as f64 / best / 1e9
 }
 
 /// One GEMV of every row of `m` with one input row on `pool`, into `y` (`m.rows` values).

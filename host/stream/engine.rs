@@ -116,8 +116,8 @@ impl<'a> WeightStream<'a> {
             (0..2)
                 .map(|_| {
                     // SAFETY: written before each copy reads it.
-                    let mem = unsafe { gpu.ctx.alloc_pinned::<u8>(plan.slot_stored.max(1)) }.map_err(|source| GpuError::Pinning {
-                        what: format!("even the {:.1} MB pinned staging buffer was refused", plan.slot_stored as f64 / 1e6),
+                    let mem = unsafe { gpu.ctx.alloc_pinned::<u8>(store.max_copy_bytes().max(1)) }.map_err(|source| GpuError::Pinning {
+                        what: format!("even the {:.1} MB pinned staging buffer was refused", store.max_copy_bytes() as f64 / 1e6),
                         source,
                     })?;
                     Ok(Staging { mem, copied: ev()? })

@@ -35,7 +35,7 @@ mod plan;
 mod store;
 
 pub use chain::{forward_resident, split_two};
-pub use cpu_share::{calibration_rows, cpu_gemv_gbps, cpu_share_pool, gemv_pass, CpuCall, CpuShare, CpuShareStats};
+pub use cpu_share::{calibration_rows, cpu_gemv_gbps, cpu_ggml_gbps, cpu_share_pool, gemv_pass, CpuCall, CpuShare, CpuShareStats};
 pub use engine::{StreamRun, WeightStream};
 pub use plan::{schedule, SlotPlan, Step, UnitSize, ALIGN as SLOT_ALIGN};
-pub use store::{CpuRows, HostStore, HostTensor, HostUnit, SplitUnit, UnitPart};
+pub use store::{CpuMatrix, CpuRows, GgmlRows, HostStore, HostTensor, HostUnit, SplitUnit, UnitPart};

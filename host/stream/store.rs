@@ -34,15 +34,69 @@ impl From<&str> for UnitPart {
     }
 }
 
-/// A unit's CPU rows, INT8 in host RAM (uncompressed: the CPU GEMV reads them every
-/// decode step, at RAM speed).
+/// A unit's CPU rows in host RAM, uncompressed: the CPU GEMV reads them every decode step,
+/// at RAM speed.
 pub struct CpuRows {
     /// The unit tensor (a GPU band) whose rows these continue: output row `r` of this
     /// matrix is row `tensors[after].table.rows + r` of the whole.
     pub after: usize,
     /// Where these rows start in the whole matrix (the band's row count).
     pub first_row: usize,
-    pub matrix: crate::codec::Int8Matrix,
+    pub matrix: CpuMatrix,
+}
+
+/// What the CPU computes its rows from.
+pub enum CpuMatrix {
+    /// INT8 values and scales, decoded from the container at load.
+    Int8(crate::codec::Int8Matrix),
+    /// GGUF blocks: rows of the whole tensor's planes, which the arena holds for full passes.
+    Ggml(GgmlRows),
+}
+
+impl CpuMatrix {
+    pub fn rows(&self) -> usize {
+        match self {
+            CpuMatrix::Int8(m) => m.rows,
+            CpuMatrix::Ggml(g) => g.rows.len(),
+        }
+    }
+
+    pub fn cols(&self) -> usize {
+        match self {
+            CpuMatrix::Int8(m) => m.cols,
+            CpuMatrix::Ggml(g) => g.cols,
+        }
+    }
+
+    /// Bytes the CPU reads for one product.
+    pub fn bytes(&self) -> usize {
+        match self {
+            CpuMatrix::Int8(m) => m.q.len() + 4 * m.scales.len(),
+            CpuMatrix::Ggml(g) => crate::abi::GGML_LAYOUTS[g.layout].values_bytes((g.rows.len() * g.cols) as u64) as usize,
+        }
+    }
+}
+
+/// Rows `rows` of a `[total_rows, cols]` GGUF block tensor whose planes sit in a
+/// `HostStore`'s arena.
+pub struct GgmlRows {
+    pub layout: usize,
+    planes: *const u8,
+    planes_len: usize,
+    pub total_rows: usize,
+    pub cols: usize,
+    pub rows: std::ops::Range<usize>,
+}
+
+impl GgmlRows {
+    /// The whole tensor's planes.
+    pub fn view(&self) -> super::cpu_ggml::GgmlView<'_> {
+        // SAFETY: `planes` points at `planes_len` bytes of the arena of the store that owns
+        // this value; the arena is written only before the store is built and never moves
+        // (a page-locked allocation or a Vec's heap buffer) nor is freed while the store lives.
+        let planes = unsafe { std::slice::from_raw_parts(self.planes, self.planes_len) };
+        super::cpu_ggml::GgmlView { layout: self.layout, planes, rows: self.total_rows, cols: self.cols }
+    }
 }
 
 /// How a unit with CPU rows streams in a sharing pass.
@@ -61,9 +115,17 @@ pub struct HostTensor {
     pub(super) host_offset: usize,
     pub(super) slot_stored_offset: usize,
     pub(super) slot_decoded_offset: usize,
-    /// A GPU band that CPU rows continue: the rows of both and their scales on the device,
-    /// so a full pass multiplies the whole matrix (decoded back to back in the slot).
-    pub(super) joined: Option<(usize, CudaSlice<f32>)>,
+    /// A GPU band that CPU rows continue: how a full pass multiplies the whole matrix.
+    pub(super) joined: Option<Joined>,
+}
+
+/// How a full pass sees a GPU band and the CPU rows that continue it as one matrix.
+pub(super) enum Joined {
+    /// INT8: both decoded back to back in the slot; the rows of both and their scales.
+    Int8 { rows: usize, scales: CudaSlice<f32> },
+    /// GGUF blocks: the unit tensor at this index holds the whole matrix's planes (the CPU
+    /// part's, which the CPU reads its rows from).
+    Whole(usize),
 }
 
 pub struct HostUnit {
@@ -105,6 +167,11 @@ impl HostUnit {
         self.pass_batch(sharing).is_some_and(|b| b.identity)
     }
 
+    /// Identity in full passes and, when split, in sharing passes too.
+    fn always_identity(&self) -> bool {
+        self.identity(false) && (self.split.is_none() || self.identity(true))
+    }
+
     /// The CPU's rows in a sharing pass (none in a full one).
     pub fn cpu_rows(&self, sharing: bool) -> &[CpuRows] {
         match (&self.split, sharing) {
@@ -123,13 +190,17 @@ impl HostUnit {
             _ => self.tensors[..self.split.as_ref().map_or(self.tensors.len(), |s| s.gpu_tensors)]
                 .iter()
                 .map(|t| match &t.joined {
-                    Some((rows, scales)) => WeightsView::Int8(Int8Weights {
+                    Some(Joined::Int8 { rows, scales }) => WeightsView::Int8(Int8Weights {
                         q: view(t, rows * t.table.cols),
                         scales: scales.slice(..),
                         rows: *rows,
                         cols: t.table.cols,
                         group_size: t.table.group_size,
                     }),
+                    Some(Joined::Whole(i)) => {
+                        let whole = &self.tensors[*i];
+                        whole.table.weights_at(view(whole, whole.table.len()))
+                    }
                     None => t.table.weights_at(view(t, t.table.len())),
                 })
                 .collect(),
@@ -204,6 +275,8 @@ impl HostStore {
         // into host RAM once the arena is loaded (its stored chunks stay in the arena too,
         // for the full passes of large batches).
         let mut cpu_parts = Vec::new();
+        // (unit, tensor, band it continues, rows) of every GGUF CPU part.
+        let mut ggml_cpu_parts = Vec::new();
         for (ui, names) in units.iter().enumerate() {
             let parts: Vec<UnitPart> = names.iter().map(|p| p.clone().into()).collect();
             let continued = split_layout(&parts)?;
@@ -228,7 +301,9 @@ impl HostStore {
                             b
                         }
                     };
-                    let band = part.rows.clone().unwrap_or(0..rows);
+                    // A CPU part holds the whole matrix: a full pass computes on it, and the CPU
+                    // reads its rows from it.
+                    let band = if part.cpu { 0..rows } else { part.rows.clone().unwrap_or(0..rows) };
                     if band.is_empty() || band.end > rows {
                         return Err(crate::error::Error::Invalid(format!("rows {band:?} of '{}' ({rows} rows)", part.name)));
                     }
@@ -255,6 +330,13 @@ impl HostStore {
                 // A CPU part decodes right after the band it continues, whose slot space
                 // was reserved for both; the band must end aligned for the decode.
                 let slot_decoded_offset = match continued[pi] {
+                    // GGUF planes are per field, so bands do not join; the whole matrix is a
+                    // tensor of its own.
+                    Continues::Band(j) if table.ggml.is_some() => {
+                        ggml_cpu_parts.push((ui, pi, j, part.rows.clone().expect("split_layout: CPU parts are bands")));
+                        decoded += align(decoded_len);
+                        decoded - align(decoded_len)
+                    }
                     Continues::Band(j) => {
                         let band: &HostTensor = &tensors[j];
                         if !stored_int8 || !band.table.len().is_multiple_of(super::plan::ALIGN) {
@@ -268,6 +350,10 @@ impl HostStore {
                         band.slot_decoded_offset + band.table.len()
                     }
                     Continues::Whole => {
+                        decoded += align(decoded_len);
+                        decoded - align(decoded_len)
+                    }
+                    Continues::ReserveFor(_) if table.ggml.is_some() => {
                         decoded += align(decoded_len);
                         decoded - align(decoded_len)
                     }
@@ -331,8 +417,23 @@ impl HostStore {
             let mut scales = gpu.stream.alloc_zeros::<f32>(band.table.scales().len() + matrix.scales.len())?;
             gpu.stream.memcpy_dtod(band.table.scales(), &mut scales.slice_mut(..band.table.scales().len()))?;
             gpu.stream.memcpy_htod(&matrix.scales, &mut scales.slice_mut(band.table.scales().len()..))?;
-            unit.tensors[j].joined = Some((joined_rows, scales));
-            unit.split.as_mut().expect("a unit with CPU parts is split").cpu.push(CpuRows { after: j, first_row: joined_rows - matrix.rows, matrix });
+            unit.tensors[j].joined = Some(Joined::Int8 { rows: joined_rows, scales });
+            unit.split.as_mut().expect("a unit with CPU parts is split").cpu.push(CpuRows {
+                after: j,
+                first_row: joined_rows - matrix.rows,
+                matrix: CpuMatrix::Int8(matrix),
+            });
+        }
+        let base = store.base_mut() as *const u8;
+        for (u, i, j, rows) in ggml_cpu_parts {
+            let unit = &mut store.units[u];
+            let whole = &unit.tensors[i];
+            let layout = whole.table.ggml.expect("a GGUF part");
+            // SAFETY: the tensor's planes are [host_offset, host_offset + stored_len) of the arena.
+            let planes = unsafe { base.add(whole.host_offset) };
+            let g = GgmlRows { layout, planes, planes_len: whole.table.stored_len, total_rows: whole.table.rows, cols: whole.table.cols, rows: rows.clone() };
+            unit.tensors[j].joined = Some(Joined::Whole(i));
+            unit.split.as_mut().expect("a unit with CPU parts is split").cpu.push(CpuRows { after: j, first_row: rows.start, matrix: CpuMatrix::Ggml(g) });
         }
         gpu.stream.synchronize()?;
         Ok(store)
@@ -356,8 +457,16 @@ impl HostStore {
         matches!(self.arena, Arena::Pinned(_))
     }
 
+    /// What each unit takes of a slot: a unit that every pass copies straight into the
+    /// decoded half (`HostUnit::identity`) needs no stored half (GGUF blocks streamed as
+    /// their planes: the ring's slots halve).
     pub fn sizes(&self) -> Vec<UnitSize> {
-        self.units.iter().map(|u| u.size).collect()
+        self.units.iter().map(|u| UnitSize { stored: if u.always_identity() { 0 } else { u.size.stored }, decoded: u.size.decoded }).collect()
+    }
+
+    /// The longest copy of a pass (what a pinned staging buffer holds).
+    pub fn max_copy_bytes(&self) -> usize {
+        self.units.iter().map(|u| u.size.stored).max().unwrap_or(0)
     }
 
     /// A decoder for this store's units.
@@ -380,7 +489,10 @@ impl HostStore {
     /// Device bytes of all chunk tables and scales (resident for the whole run).
     pub fn table_bytes(&self) -> usize {
         let batches = self.units.iter().flat_map(|u| [u.batch.as_ref(), u.split.as_ref().and_then(|s| s.batch.as_ref())]).flatten();
-        let joined = self.units.iter().flat_map(|u| &u.tensors).filter_map(|t| t.joined.as_ref()).map(|(_, s)| 4 * s.len());
+        let joined = self.units.iter().flat_map(|u| &u.tensors).filter_map(|t| match &t.joined {
+            Some(Joined::Int8 { scales, .. }) => Some(4 * scales.len()),
+            _ => None,
+        });
         batches.map(ChunkBatch::device_bytes).sum::<usize>()
             + joined.sum::<usize>()
             + self.units.iter().flat_map(|u| &u.tensors).map(|t| t.table.device_bytes()).sum::<usize>()
@@ -388,7 +500,7 @@ impl HostStore {
 
     /// Bytes of INT8 rows (values and scales) the CPU holds and computes.
     pub fn cpu_bytes(&self) -> usize {
-        self.units.iter().flat_map(|u| u.cpu_rows(true)).map(|r| r.matrix.q.len() + 4 * r.matrix.scales.len()).sum()
+        self.units.iter().flat_map(|u| u.cpu_rows(true)).map(|r| r.matrix.bytes()).sum()
     }
 }
 

@@ -18,14 +18,14 @@ use crate::abi::{ATT_MAX_PARTIALS, ATT_PARTIAL};
 use crate::container::Container;
 use crate::error::{Error, Result};
 use crate::gpu::nccl::Communicator;
-use crate::gpu::{Decoder, DeviceChunkTable, DeviceCompressedTensor, Gpu, PinnedBuffer};
+use crate::gpu::{Decoder, DeviceChunkTable, DeviceCompressedGroup, Gpu, PinnedBuffer};
 use crate::import::WeightSource;
 use crate::model::config::{BlockNames, ModelConfig, ROPE_FREQS};
 use crate::model::placement::{plan, Placement, PlacementInput};
 use crate::stream::{CpuCall, CpuShare, HostStore, UnitPart, WeightStream};
 use block::{final_norm, Block, BlockCtx, Scratch};
 use cudarc::cublas::CudaBlas;
-use cudarc::driver::{CudaSlice, DevicePtr};
+use cudarc::driver::CudaSlice;
 use std::sync::Arc;
 use step::{Pending, StepGraph, StepIo};
 pub use weights::LoadTimes;
@@ -140,13 +140,11 @@ impl<'g> GpuLlama<'g> {
     pub fn load_compressed(gpu: &'g Gpu, c: &Container, max_m: usize, max_context: usize) -> Result<Self> {
         let cfg = ModelConfig::from_metadata(&c.index.metadata)?;
         let free_before = Self::baseline(gpu)?;
-        let layers = (0..cfg.layers)
-            .map(|i| BlockNames::of(i).linears().iter().map(|n| DeviceCompressedTensor::upload(gpu, c, n)).collect::<Result<Vec<_>>>())
-            .collect::<Result<Vec<_>>>()?;
-        let tables: Vec<&DeviceChunkTable> = layers.iter().flatten().map(|t| &t.table).collect();
-        let decoder = Decoder::new(gpu, &tables)?;
-        let per_layer = layers.iter().map(|l| l.iter().map(|t| t.len().div_ceil(256) * 256).sum::<usize>()).max().unwrap_or(1);
-        let bytes = layers.iter().flatten().map(|t| t.stored_bytes() + t.device_bytes()).sum::<usize>() + decoder.temp_bytes() + per_layer;
+        let layers = (0..cfg.layers).map(|i| DeviceCompressedGroup::upload(gpu, c, &BlockNames::of(i).linears())).collect::<Result<Vec<_>>>()?;
+        let batches: Vec<Vec<&DeviceChunkTable>> = layers.iter().map(|l| l.tables.iter().collect()).collect();
+        let decoder = Decoder::for_batches(gpu, &batches)?;
+        let per_layer = layers.iter().map(DeviceCompressedGroup::decoded_len).max().unwrap_or(1);
+        let bytes = layers.iter().map(DeviceCompressedGroup::device_bytes).sum::<usize>() + decoder.temp_bytes() + per_layer;
         let buf = gpu.stream.alloc_zeros::<u8>(per_layer)?;
         let mut times = LoadTimes::default();
         let embed = Embedding::device(gpu, c, &mut times)?;
@@ -327,7 +325,7 @@ impl<'g> GpuLlama<'g> {
         input.cpu_share = cpu_share;
         if !cpu_decodes_blocks(c) {
             if cpu_share.is_some_and(|f| f > 0.0) {
-                eprintln!("codecllm: this container's MLP matrices are not INT8 the CPU decodes (ANS chunks, or GGUF blocks kept as stored): the CPU takes no share of them");
+                eprintln!("codecllm: this container's MLP matrices are neither INT8 the CPU decodes (not ANS chunks) nor GGUF blocks the kernels compute on: the CPU takes no share of them");
             }
             input.cpu_share = Some(0.0);
         }
@@ -335,7 +333,7 @@ impl<'g> GpuLlama<'g> {
         // The CPU's and the link's bandwidths are measured only when something streams for
         // the CPU to share (a fixed share needs them for the prediction).
         if placement.streams() && input.cpu_share != Some(0.0) {
-            input.cpu_gbps = crate::stream::cpu_gemv_gbps(&crate::stream::cpu_share_pool()?);
+            input.cpu_gbps = cpu_share_gbps(c, &cfg)?;
             input.link_gbps = gpu.pinned_h2d_gbps(64 << 20, 5)?;
             placement = plan(&input, budget).map_err(Error::Invalid)?;
         }
@@ -558,14 +556,10 @@ impl<'g> GpuLlama<'g> {
                 }
             }
             Weights::Compressed { layers, decoder, buf } => {
-                let base = buf.device_ptr(st).0;
-                for (i, (b, lin)) in blocks.iter_mut().zip(layers.iter()).enumerate() {
-                    let offsets: Vec<usize> = lin.iter().scan(0, |at, t| Some(std::mem::replace(at, *at + t.len().div_ceil(256) * 256))).collect();
-                    let items: Vec<_> = lin.iter().zip(&offsets).map(|(t, &o)| (&t.table, t.stored_ptr(st), base + o as u64)).collect();
-                    // SAFETY: the buffer holds the largest layer's INT8 bytes (256-aligned per
-                    // tensor); compressed bytes are resident for the model's life.
-                    unsafe { decoder.decode_batch(&items, st)? };
-                    let views: Vec<crate::gpu::WeightsView> = lin.iter().zip(&offsets).map(|(t, &o)| t.table.weights_at(buf.slice(o..o + t.len()))).collect();
+                for (i, (b, layer)) in blocks.iter_mut().zip(layers.iter()).enumerate() {
+                    // One merged decode a layer into the buffer sized for the largest.
+                    layer.decode_into(decoder, buf, st)?;
+                    let views = layer.weights(buf);
                     let refs: Vec<LinRef> = views.iter().map(LinRef::View).collect();
                     ctx.block(i, b, sc, &refs, i == 0, None)?;
                 }
@@ -641,14 +635,50 @@ fn gpu_supports(cfg: &ModelConfig) -> Result<()> {
 /// driver pool's growth blocks, cuBLAS and nvCOMP workspaces, graph executables.
 const AUTO_MARGIN: usize = 512 << 20;
 
-/// Whether the CPU can decode the blocks' MLP matrices into its share (not ANS, which
-/// decodes on the GPU only, nor tensors quantized at load or GGUF blocks kept as stored,
-/// which its INT8 GEMV does not read).
+/// Whether the CPU can compute its share of the blocks' MLP matrices: INT8 it decodes (not
+/// ANS, which decodes on the GPU only), or GGUF blocks kept as stored in a layout the GPU
+/// computes on too (the CPU reads their planes); not tensors quantized at load.
 fn cpu_decodes_blocks(c: &Container) -> bool {
     let block = BlockNames::of(0);
-    block.linears()[weights::GATE..=weights::DOWN]
-        .iter()
-        .all(|n| c.tensor(n).is_some_and(|t| matches!(t.encoding, crate::container::Encoding::Int8 { .. }) && t.data.codec != crate::container::Codec::Ans))
+    block.linears()[weights::GATE..=weights::DOWN].iter().all(|n| {
+        c.tensor(n).is_some_and(|t| {
+            (matches!(t.encoding, crate::container::Encoding::Int8 { .. }) && t.data.codec != crate::container::Codec::Ans) || planes_bytes(t).is_some()
+        })
+    })
+}
+
+/// The CPU share's bandwidth on this container's MLP matrices, GB/s of what it reads: the
+/// INT8 GEMV's, or for GGUF blocks each layout's product timed on its own and weighted by
+/// the bytes of that layout in the model (Q4_K_M mixes Q4_K and Q6_K).
+fn cpu_share_gbps(c: &Container, cfg: &ModelConfig) -> Result<f64> {
+    let pool = crate::stream::cpu_share_pool()?;
+    let mut by_layout: Vec<(Option<usize>, usize)> = Vec::new();
+    for i in 0..cfg.layers {
+        for n in &BlockNames::of(i).linears()[weights::GATE..=weights::DOWN] {
+            let Some(t) = c.tensor(n) else { continue };
+            let layout = match t.encoding {
+                crate::container::Encoding::Ggml { ggml_type, .. } => crate::abi::ggml_layout(ggml_type),
+                _ => None,
+            };
+            match by_layout.iter_mut().find(|(l, _)| *l == layout) {
+                Some((_, bytes)) => *bytes += int8_bytes(t),
+                None => by_layout.push((layout, int8_bytes(t))),
+            }
+        }
+    }
+    let (mut bytes, mut seconds) = (0.0, 0.0);
+    for (layout, b) in by_layout {
+        let gbps = match layout {
+            Some(l) => crate::stream::cpu_ggml_gbps(&pool, l),
+            None => crate::stream::cpu_gemv_gbps(&pool),
+        };
+        if gbps <= 0.0 {
+            return Ok(0.0);
+        }
+        bytes += b as f64;
+        seconds += b as f64 / gbps;
+    }
+    Ok(if seconds > 0.0 { bytes / seconds } else { 0.0 })
 }
 
 /// Block `i`'s projections as one streamed unit: with a CPU `share`, the first rows of
@@ -664,9 +694,17 @@ fn block_parts(c: &Container, i: usize, share: f64) -> Result<Vec<UnitPart>> {
     let mut cpu = Vec::new();
     for t in weights::GATE..=weights::DOWN {
         let entry = c.tensor(names[t]).ok_or_else(|| Error::format(c.path(), format!("no tensor named '{}'", names[t])))?;
-        let (Some((rows, cols)), crate::container::Encoding::Int8 { .. }) = (entry.matrix_dims(), &entry.encoding) else { continue };
+        let Some((rows, cols)) = entry.matrix_dims() else { continue };
         let (rows, cols, chunk, align) = (rows as usize, cols.max(1) as usize, entry.data.chunk_size as usize, crate::stream::SLOT_ALIGN);
-        let step = lcm(chunk / gcd(cols, chunk), align / gcd(cols, align));
+        let step = match &entry.encoding {
+            // INT8 bands end on whole chunks and on a slot-aligned byte (the CPU rows decode
+            // right after them in a full pass).
+            crate::container::Encoding::Int8 { .. } => lcm(chunk / gcd(cols, chunk), align / gcd(cols, align)),
+            // GGUF bands are planes of their own: any row; a tensor-core tile of rows keeps
+            // the GPU's blocks whole.
+            _ if planes_bytes(entry).is_some() => crate::abi::GGML_MMA_ROWS as usize,
+            _ => continue,
+        };
         let cpu_rows = ((rows as f64 * share) / step as f64).round() as usize * step;
         // At least one step stays on the GPU (a band is never empty).
         let gpu_rows = rows.saturating_sub(cpu_rows).max(step);
@@ -760,16 +798,20 @@ fn placement_input(c: &Container, cfg: &ModelConfig, slots: usize, max_m: usize,
     let block_mlp_int8 = (0..cfg.layers).map(|i| mlp(i, &int8_bytes)).collect::<Result<Vec<_>>>()?;
     let block_mlp_stored = (0..cfg.layers).map(|i| mlp(i, &stored_of)).collect::<Result<Vec<_>>>()?;
     let (mut block_stored, mut slot_stored, mut slot_decoded) = (Vec::with_capacity(cfg.layers), 0, 0);
+    // A unit whose tensors all stream as they compute (not stored INT8 chunks) is copied
+    // straight into the decoded half of its slot and needs no stored half (`HostStore::sizes`).
+    let raw = |t: &crate::container::TensorEntry| !matches!(t.encoding, Encoding::Int8 { .. });
     for i in 0..cfg.layers {
-        let (mut stored, mut aligned, mut decoded) = (0, 0, 0);
+        let (mut stored, mut aligned, mut decoded, mut all_raw) = (0, 0, 0, true);
         for n in BlockNames::of(i).linears() {
             let t = entry(n)?;
             stored += stored_of(t);
             aligned += align(stored_of(t));
             decoded += align(decoded_of(t));
+            all_raw &= raw(t);
         }
         block_stored.push(stored);
-        (slot_stored, slot_decoded) = (slot_stored.max(aligned), slot_decoded.max(decoded));
+        (slot_stored, slot_decoded) = (slot_stored.max(if all_raw { 0 } else { aligned }), slot_decoded.max(decoded));
     }
     let head = entry(lm_head_name(c))?;
     // A streamed LM head's bands (`stream_units_for`): about a block's INT8 bytes of rows,
@@ -777,7 +819,9 @@ fn placement_input(c: &Container, cfg: &ModelConfig, slots: usize, max_m: usize,
     let (head_rows, head_cols) = (head.shape.first().copied().unwrap_or(1).max(1) as usize, head.shape.last().copied().unwrap_or(1).max(1) as usize);
     let band_rows = (block_int8.iter().max().copied().unwrap_or(0) / head_cols).clamp(1, head_rows);
     let band_stored = stored_of(head).div_ceil(head_rows) * band_rows + 2 * head.data.chunk_size as usize;
-    slot_stored = slot_stored.max(align(band_stored.min(stored_of(head))));
+    if !raw(head) {
+        slot_stored = slot_stored.max(align(band_stored.min(stored_of(head))));
+    }
     slot_decoded = slot_decoded.max(align(band_rows * head_cols));
     let slot_bytes = slot_stored + slot_decoded;
     let (d, f, kv) = (cfg.dim, cfg.ffn, cfg.kv_dim());

@@ -3,7 +3,8 @@
 use crate::container::{Codec, Encoding};
 use crate::error::{Error, Result};
 use crate::gpu::{
-    cublas_fp16_linear, ggml_planes, native_blocks, Decoder, DeviceCompressedTensor, DeviceInt8Buffer, GgmlWeights, Gpu, Int8Weights, WeightsView,
+    cublas_fp16_linear, ggml_planes, native_blocks, Decoder, DeviceCompressedGroup, DeviceCompressedTensor, DeviceInt8Buffer, GgmlWeights, Gpu, Int8Weights,
+    WeightsView,
 };
 use crate::import::WeightSource;
 use crate::stream::{CpuShare, WeightStream};
@@ -199,7 +200,7 @@ pub(super) fn decode_on_gpu(src: &dyn WeightSource, name: &str) -> bool {
 pub(super) enum Weights<'g> {
     Resident(Vec<Vec<Linear>>),
     Compressed {
-        layers: Vec<Vec<DeviceCompressedTensor>>,
+        layers: Vec<DeviceCompressedGroup>,
         decoder: Box<Decoder>,
         buf: CudaSlice<u8>,
     },
