@@ -443,6 +443,12 @@ fn gpu_runs_gguf_blocks_as_stored() {
     assert!(want.iter().flatten().all(|x| x.is_finite()));
     let kept = |n: &str| matches!(container.tensor(n).unwrap().encoding, codecllm::container::Encoding::Ggml { .. });
     assert!(kept("blk.0.attn_q.weight") && kept("blk.1.ffn_down.weight") && kept("output.weight"), "--keep-quant keeps the blocks");
+    // A CPU share splits each streamed block's MLP matrices into a GPU band and CPU rows.
+    let mut shared = codecllm::model::placement::Placement::all_streamed(2);
+    shared.cpu_share = 0.6;
+    let units = GpuLlama::stream_units_for(&container, &shared).unwrap();
+    let cpu_parts: Vec<_> = units[0].iter().filter(|p| p.cpu).map(|p| (p.name.as_str(), p.rows.clone().unwrap())).collect();
+    assert_eq!(cpu_parts, [("blk.0.ffn_gate.weight", 208..512), ("blk.0.ffn_up.weight", 208..512), ("blk.0.ffn_down.weight", 96..256)], "{:?}", units[0]);
     // Everything above runs without a GPU too.
     let Some(gpu) = gpu_or_skip("gpu_runs_gguf_blocks_as_stored") else { return };
     // The projections' bytes in the kernels' planes, and the FP16 embedding.

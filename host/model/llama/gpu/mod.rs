@@ -694,7 +694,7 @@ fn block_parts(c: &Container, i: usize, share: f64) -> Result<Vec<UnitPart>> {
     let mut cpu = Vec::new();
     for t in weights::GATE..=weights::DOWN {
         let entry = c.tensor(names[t]).ok_or_else(|| Error::format(c.path(), format!("no tensor named '{}'", names[t])))?;
-        let Some((rows, cols)) = entry.matrix_dims() else { continue };
+        let [rows, cols] = entry.shape[..] else { continue };
         let (rows, cols, chunk, align) = (rows as usize, cols.max(1) as usize, entry.data.chunk_size as usize, crate::stream::SLOT_ALIGN);
         let step = match &entry.encoding {
             // INT8 bands end on whole chunks and on a slot-aligned byte (the CPU rows decode
