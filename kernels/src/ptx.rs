@@ -226,6 +226,32 @@ pub fn shfl_idx(v: f32, src: u32) -> f32 {
     r
 }
 
+/// [`shfl_idx`] on raw bits: lane `src & 31`'s `v` (the hardware reads bits 4..0 of `src`
+/// only), for integer data that must not round-trip through f32.
+#[inline(always)]
+pub fn shfl_idx_u32(v: u32, src: u32) -> u32 {
+    let r: u32;
+    unsafe {
+        asm!(
+            "shfl.sync.idx.b32 {r}, {v}, {s}, 31, -1;",
+            r = out(reg32) r,
+            v = in(reg32) v,
+            s = in(reg32) src,
+            options(nostack),
+        );
+    }
+    r
+}
+
+/// Bytes of the pair `{b, a}` (`a` bytes 0..3, `b` bytes 4..7) picked by the nibbles of
+/// `sel` (`prmt.b32`): one instruction where shifts, masks and an `or` take three.
+#[inline(always)]
+pub fn prmt(a: u32, b: u32, sel: u32) -> u32 {
+    let r: u32;
+    unsafe { asm!("prmt.b32 {r}, {a}, {b}, {s};", r = out(reg32) r, a = in(reg32) a, b = in(reg32) b, s = in(reg32) sel, options(pure, nomem, nostack)) };
+    r
+}
+
 /// Byte `i` of `w` as a signed INT8 value in f32, without an I2F conversion (a slow pipe on
 /// sm_80/sm_90): the float `byte_over_2p23` makes is 2^23 + (b + 128) exactly, and one
 /// subtraction recovers b. `biased` is `w ^ 0x80808080`.
@@ -354,6 +380,29 @@ pub unsafe fn load_nc_u32(p: *const u32) -> u32 {
     let r: u32;
     asm!("ld.global.nc.u32 {r}, [{p}];", r = out(reg32) r, p = in(reg64) p, options(pure, readonly, nostack));
     r
+}
+
+/// Asks L2 for the line holding `p` (`prefetch.global.L2`): unlike a load it writes no
+/// register, so nothing waits for it, and a later load of that line hits L2 instead of DRAM.
+#[inline(always)]
+pub unsafe fn prefetch_l2(p: *const u8) {
+    asm!("prefetch.global.L2 [{p}];", p = in(reg64) p, options(readonly, nostack));
+}
+
+/// `*win = *win >> 16 | *next << 16`, then `*next` = the `u16` at `p` if `load`, else 0.
+/// One block so that the load writes the register `*next` already holds: as two statements
+/// ptxas loaded into a fresh register and copied it into place at once, and the copy waits
+/// for the load, which is meant to stay in flight until `*next` is read.
+#[inline(always)]
+pub unsafe fn slide_in_u16(win: &mut u32, next: &mut u32, p: *const u16, load: bool) {
+    asm!(
+        "{{ .reg .pred p; setp.ne.u32 p, {l}, 0; shf.r.wrap.b32 {w}, {w}, {n}, 16; mov.b32 {n}, 0; @p ld.global.u16 {n}, [{a}]; }}",
+        w = inout(reg32) *win,
+        n = inout(reg32) *next,
+        a = in(reg64) p,
+        l = in(reg32) load as u32,
+        options(readonly, nostack),
+    );
 }
 
 // Asynchronous copies, proxy fences and 32-bit shared-memory addresses, for the Hopper GEMM
