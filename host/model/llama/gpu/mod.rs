@@ -178,7 +178,10 @@ impl<'g> GpuLlama<'g> {
         let matches = store.units.len() == want.len()
             && store.units.iter().zip(&want).all(|(u, w)| {
                 u.tensors.len() == w.len()
-                    && u.tensors.iter().zip(w).all(|(t, p)| t.table.name == p.name && p.rows.as_ref().is_none_or(|r| r.len() == t.table.rows))
+                    // (A GGUF CPU part holds its whole matrix: `HostStore::load`.)
+                    && u.tensors.iter().zip(w).all(|(t, p)| {
+                        t.table.name == p.name && p.rows.as_ref().is_none_or(|r| r.len() == t.table.rows || (p.cpu && t.table.ggml.is_some()))
+                    })
             });
         if !matches {
             return Err(Error::Invalid("the host store was not loaded with GpuLlama::stream_units_for this container and placement".into()));
