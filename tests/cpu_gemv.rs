@@ -7,30 +7,19 @@
 //!
 //! `cargo test --release --test cpu_gemv -- --ignored --nocapture bench` prints the
 //! bandwidth table (GEMV vs the read ceiling of the same bytes).
+mod common;
 use codecllm::app::bench::cpu_gemv::{bench, BenchSpec};
 use codecllm::codec::Int8Matrix;
 use codecllm::stream::cpu_gemv::{error_bound, gemv_int8, gemv_int8_with, Int8View, Kernel};
+use common::{activations, env_list, log_skip as skip};
+
+/// A fresh seed, printed, or `CPU_GEMV_SEED`'s (which replays a run).
+fn seed() -> u64 {
+    common::seed_from_env("CPU_GEMV_SEED")
+}
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
-use rand_distr::StandardNormal;
 use std::ops::Range;
-
-fn seed() -> u64 {
-    let s = std::env::var("CPU_GEMV_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(rand::random);
-    println!("seed {s} (CPU_GEMV_SEED={s} replays it)");
-    s
-}
-
-fn skip(test: &str, why: &str) {
-    let line = format!("SKIPPED {test}: {why}");
-    eprintln!("{line}");
-    if let Some(log) = std::env::var_os("CODECLLM_SKIP_LOG") {
-        use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
-            let _ = f.write_all(format!("{line}\n").as_bytes());
-        }
-    }
-}
 
 /// A random matrix whose rows cycle through kinds: uniform, only ±127, all zero, mostly
 /// small with rare ±127, and uniform with a zero group scale.
@@ -88,20 +77,6 @@ impl Matrix {
         }
         (y, a)
     }
-}
-
-/// Activations: Gaussian, with a rare outlier 50× larger (as LLM activations have).
-fn activations(rng: &mut StdRng, n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|_| {
-            let v: f32 = rng.sample(StandardNormal);
-            if rng.gen_bool(0.01) {
-                v * 50.0
-            } else {
-                v
-            }
-        })
-        .collect()
 }
 
 const GUARD: f32 = 12345.0;
@@ -408,15 +383,6 @@ fn bench_runs() {
         let r = bench(&spec);
         assert!(r.gemv_gbs > 0.0 && r.read_gbs > 0.0 && r.memcpy_gbs > 0.0 && r.copies * 64 * 300 >= 1 << 20, "{r:?}");
     }
-}
-
-/// A comma-separated list from the environment, or `default`.
-fn env_list<T>(name: &str, default: &[T]) -> Vec<T>
-where
-    T: std::str::FromStr + Clone,
-    T::Err: std::fmt::Debug,
-{
-    std::env::var(name).map(|v| v.split(',').map(|t| t.trim().parse().unwrap()).collect()).unwrap_or_else(|_| default.to_vec())
 }
 
 /// The bandwidth table: 14336×4096 and 4096×4096 INT8 (per-row scales and groups of 128),

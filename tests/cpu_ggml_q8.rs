@@ -7,35 +7,24 @@
 //!
 //! `cargo test --release --test cpu_ggml_q8 -- --ignored --nocapture q8_bench_table`
 //! prints the bandwidth table (the f32 product of `cpu_ggml` beside it).
+mod common;
 use codecllm::abi::GGML_LAYOUTS;
 use codecllm::codec::ggml::{dequantize, GgmlType};
 use codecllm::stream::cpu_gemv::Kernel;
 use codecllm::stream::cpu_ggml::{gemv_ggml_rows, GgmlMatrix, GgmlView};
 use codecllm::stream::cpu_ggml_q8::{gemv_q8, gemv_q8_with, q8_supported, Q8Row};
+use common::{activations, env_list, log_skip as skip};
+
+/// A fresh seed, printed, or `CPU_GEMV_SEED`'s (which replays a run).
+fn seed() -> u64 {
+    common::seed_from_env("CPU_GEMV_SEED")
+}
 use rand::rngs::StdRng;
-use rand::{Rng, SeedableRng};
-use rand_distr::StandardNormal;
+use rand::SeedableRng;
 use std::ops::Range;
 
 const Q4_K: usize = 5;
 const Q6_K: usize = 7;
-
-fn seed() -> u64 {
-    let s = std::env::var("CPU_GEMV_SEED").ok().and_then(|v| v.parse().ok()).unwrap_or_else(rand::random);
-    println!("seed {s} (CPU_GEMV_SEED={s} replays it)");
-    s
-}
-
-fn skip(test: &str, why: &str) {
-    let line = format!("SKIPPED {test}: {why}");
-    eprintln!("{line}");
-    if let Some(log) = std::env::var_os("CODECLLM_SKIP_LOG") {
-        use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new().create(true).append(true).open(log) {
-            let _ = f.write_all(format!("{line}\n").as_bytes());
-        }
-    }
-}
 
 /// Random valid blocks of `layout` (`extreme`: second scales over 9 decades) as planes,
 /// and their values.
@@ -45,20 +34,6 @@ fn matrix(rng: &mut StdRng, layout: usize, rows: usize, cols: usize, extreme: bo
     dequantize(GgmlType::from_id(GGML_LAYOUTS[layout].id).unwrap(), &blocks, &mut values);
     assert!(values.iter().any(|&v| v != 0.0));
     (GgmlMatrix::from_blocks(layout, &blocks, rows, cols).unwrap(), values)
-}
-
-/// Activations: Gaussian, with a rare outlier 50× larger (as LLM activations have).
-fn activations(rng: &mut StdRng, n: usize) -> Vec<f32> {
-    (0..n)
-        .map(|_| {
-            let v: f32 = rng.sample(StandardNormal);
-            if rng.gen_bool(0.01) {
-                v * 50.0
-            } else {
-                v
-            }
-        })
-        .collect()
 }
 
 /// x̂ in f64 (exact: an f32 step times an integer of 8 bits).
@@ -287,15 +262,6 @@ fn refusals() {
     for n in [1, 255, 257, 1000] {
         assert!(Q8Row::quantize(&vec![1.0; n]).unwrap_err().to_string().contains("256"), "{n} values");
     }
-}
-
-/// A comma-separated list from the environment, or `default`.
-fn env_list<T>(name: &str, default: &[T]) -> Vec<T>
-where
-    T: std::str::FromStr + Clone,
-    T::Err: std::fmt::Debug,
-{
-    std::env::var(name).map(|v| v.split(',').map(|t| t.trim().parse().unwrap()).collect()).unwrap_or_else(|_| default.to_vec())
 }
 
 /// The integer GEMV's bandwidth table: 14336x4096 of Q4_K and Q6_K at m = 1, with `cpu_ggml`'s

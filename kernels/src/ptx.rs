@@ -213,17 +213,7 @@ pub fn warp_max(mut v: f32) -> f32 {
 /// Lane `src`'s `v`, for every lane (not `pure`, for the reason given at `shfl_xor`).
 #[inline(always)]
 pub fn shfl_idx(v: f32, src: u32) -> f32 {
-    let r: f32;
-    unsafe {
-        asm!(
-            "shfl.sync.idx.b32 {r}, {v}, {s}, 31, -1;",
-            r = out(reg32) r,
-            v = in(reg32) v,
-            s = in(reg32) src,
-            options(nostack),
-        );
-    }
-    r
+    f32::from_bits(shfl_idx_u32(v.to_bits(), src))
 }
 
 /// [`shfl_idx`] on raw bits: lane `src & 31`'s `v` (the hardware reads bits 4..0 of `src`

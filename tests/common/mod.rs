@@ -35,6 +35,13 @@ pub fn fresh_seed() -> u64 {
     s
 }
 
+/// The seed in `var`, else a fresh one; printed either way, with how to replay it.
+pub fn seed_from_env(var: &str) -> u64 {
+    let s = std::env::var(var).ok().and_then(|v| v.parse().ok()).unwrap_or_else(rand::random);
+    println!("seed {s} ({var}={s} replays it)");
+    s
+}
+
 /// Heavy-tailed weights (Student-t, 4 degrees of freedom), like trained LLM layers.
 pub fn heavy_tailed(rng: &mut impl Rng, n: usize) -> Vec<f32> {
     let t = StudentT::new(4.0).unwrap();
@@ -102,8 +109,9 @@ pub fn skip(test: &str, why: &str) {
     log_skip(test, why);
 }
 
-/// `skip` without the failure: printed and logged only.
-fn log_skip(test: &str, why: &str) {
+/// `skip` without the failure: printed and logged only (a CPU feature this machine lacks,
+/// which no GPU machine is required to have either).
+pub fn log_skip(test: &str, why: &str) {
     let line = format!("SKIPPED {test}: {why}");
     note(&line);
     if let Some(log) = std::env::var_os("CODECLLM_SKIP_LOG") {
@@ -236,4 +244,27 @@ pub fn cli_ok(args: &[&str]) -> Output {
     let out = cli(args);
     assert!(out.status.success(), "codecllm {}: {}", args.join(" "), String::from_utf8_lossy(&out.stderr));
     out
+}
+
+/// A comma-separated list from the environment, or `default`.
+pub fn env_list<T>(name: &str, default: &[T]) -> Vec<T>
+where
+    T: std::str::FromStr + Clone,
+    T::Err: std::fmt::Debug,
+{
+    std::env::var(name).map(|v| v.split(',').map(|t| t.trim().parse().unwrap()).collect()).unwrap_or_else(|_| default.to_vec())
+}
+
+/// Activations: Gaussian, with a rare outlier 50× larger (as LLM activations have).
+pub fn activations(rng: &mut impl Rng, n: usize) -> Vec<f32> {
+    (0..n)
+        .map(|_| {
+            let v: f32 = rng.sample(rand_distr::StandardNormal);
+            if rng.gen_bool(0.01) {
+                v * 50.0
+            } else {
+                v
+            }
+        })
+        .collect()
 }
