@@ -412,10 +412,15 @@ def comparisons(rows):
     out = []
     single = [r for r in rows if r.get("kind") == "row" and r.get("sequences") == 1 and r.get("decode_tok_s")]
     for model in sorted({r["model"] for r in single}):
-        llama = [r for r in single if r["model"] == model and r["series"] == "llama.cpp Q8_0" and r.get("vram_gb") is not None]
+        llama_of = lambda series: [r for r in single if r["model"] == model and r["series"] == series and r.get("vram_gb") is not None]
+        llama = llama_of("llama.cpp Q8_0")
         ours = [r for r in single if r["model"] == model and r["system"] == "codecllm" and r.get("vram_gb") is not None]
         for o in ours:
-            fit = [l for l in llama if l["vram_gb"] <= o["vram_gb"] + 1e-9]
+            # Against llama.cpp on the same file type: its rows that fit our VRAM, or the one
+            # whose VRAM (as its log reports it) set our budget.
+            same = llama_of("llama.cpp Q4_K_M") if "Q4_K_M" in o["series"] else llama
+            fit = [l for l in same if l["vram_gb"] <= o["vram_gb"] + 1e-9
+                   or (o.get("budget_gb") is not None and abs((l.get("vram_reported_gb") or -1) - o["budget_gb"]) < 0.005)]
             best = max(fit, key=lambda l: l["decode_tok_s"]) if fit else None
             out.append({
                 "model": model, "what": "decode, single sequence, same VRAM", "codecllm": f"{o['series']} {o['config']}", "codecllm_vram_gb": o["vram_gb"],
