@@ -6,7 +6,7 @@
 //! the same time, which is the point (issue 18: the CPU reads RAM faster than PCIe
 //! carries it).
 use super::cpu_gemv::{gemv_int8, Int8View};
-use super::cpu_ggml::gemv_ggml_rows;
+use super::cpu_ggml::{gemv_ggml_rows, GgmlView};
 use super::cpu_ggml_q8::{gemv_q8, q8_supported, Q8Row};
 use super::store::{CpuMatrix, CpuRows};
 use crate::codec::Int8Matrix;
@@ -199,18 +199,7 @@ impl Job {
             let x = &shared.xf[..self.cols];
             match m {
                 CpuMatrix::Int8(m) => gemv_pass(m, x, yf, &shared.pool)?,
-                CpuMatrix::Ggml(g) if q8_supported(g.layout) => {
-                    let xq = match &q8 {
-                        Some(q) => q,
-                        None => q8.insert(Q8Row::quantize(x)?),
-                    };
-                    let (w, rows) = (g.view(), g.rows.clone());
-                    shared.pool.install(|| gemv_q8(&w, rows, xq, yf))?
-                }
-                CpuMatrix::Ggml(g) => {
-                    let (w, rows) = (g.view(), g.rows.clone());
-                    shared.pool.install(|| gemv_ggml_rows(&w, rows, x, 1, yf))?
-                }
+                CpuMatrix::Ggml(g) => ggml_pass(&g.view(), g.rows.clone(), x, &mut q8, yf, &shared.pool)?,
             }
             gemv += t.elapsed();
             let y = std::slice::from_raw_parts_mut(self.y.add(at), m.rows());
@@ -274,16 +263,38 @@ pub fn cpu_share_pool() -> Result<ThreadPool> {
 /// Rows of 4096 pseudo-random INT8 values, `bytes` of them, one scale per row, filled on
 /// `pool`: what the GEMV is timed on (its time does not depend on the values).
 pub fn calibration_rows(bytes: usize, pool: &ThreadPool) -> Int8Matrix {
-    use rayon::prelude::*;
     const COLS: usize = 4096;
     let rows = (bytes / COLS).max(1);
     let mut q = vec![0i8; rows * COLS];
-    pool.install(|| {
-        q.par_chunks_mut(1 << 20)
-            .enumerate()
-            .for_each(|(c, b)| b.iter_mut().enumerate().for_each(|(i, v)| *v = ((c << 20 | i).wrapping_mul(2_654_435_761) >> 13) as i8))
-    });
+    pseudo_random(bytemuck::cast_slice_mut(&mut q), pool);
     Int8Matrix { rows, cols: COLS, group_size: COLS, q, scales: vec![1e-2; rows] }
+}
+
+/// `buf` filled with pseudo-random bytes on `pool` (a multiplicative hash of the index:
+/// fast, and nothing the products' time depends on).
+fn pseudo_random(buf: &mut [u8], pool: &ThreadPool) {
+    use rayon::prelude::*;
+    pool.install(|| {
+        buf.par_chunks_mut(1 << 20)
+            .enumerate()
+            .for_each(|(c, b)| b.iter_mut().enumerate().for_each(|(i, v)| *v = ((c << 20 | i).wrapping_mul(2_654_435_761) >> 13) as u8))
+    });
+}
+
+/// `bytes` over the best of five timed calls of `pass`, after one that warms the pool and
+/// the pages (GB/s); 0 when a call fails.
+fn best_gbps(bytes: usize, mut pass: impl FnMut() -> Result<()>) -> f64 {
+    let mut best = f64::INFINITY;
+    for run in 0..6 {
+        let t = std::time::Instant::now();
+        if pass().is_err() {
+            return 0.0;
+        }
+        if run > 0 {
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+    }
+    bytes as f64 / best / 1e9
 }
 
 /// The CPU share's product on GGUF blocks of `layout` (index in `abi::GGML_LAYOUTS`) on
@@ -291,41 +302,36 @@ pub fn calibration_rows(bytes: usize, pool: &ThreadPool) -> Int8Matrix {
 /// rows with pseudo-random quants and every 2-byte field (the f16 scales) a small normal
 /// value, so that no denormal or NaN slows the float path (the time depends on nothing else).
 pub fn cpu_ggml_gbps(pool: &ThreadPool, layout: usize) -> f64 {
-    use rayon::prelude::*;
     const COLS: usize = 4096;
     let Some(l) = crate::abi::GGML_LAYOUTS.get(layout) else { return 0.0 };
     let row_bytes = l.values_bytes(COLS as u64) as usize;
     let rows = ((512usize << 20) / row_bytes.max(1)).max(1);
     let blocks = (rows * COLS / l.block_elems as usize) as u64;
     let mut planes = vec![0u8; l.bytes(blocks) as usize];
-    pool.install(|| {
-        planes
-            .par_chunks_mut(1 << 20)
-            .enumerate()
-            .for_each(|(c, b)| b.iter_mut().enumerate().for_each(|(i, v)| *v = ((c << 20 | i).wrapping_mul(2_654_435_761) >> 13) as u8))
-    });
+    pseudo_random(&mut planes, pool);
     let scale = half::f16::from_f32(1e-2).to_bits().to_le_bytes();
     for f in (0..l.fields.len()).filter(|&f| l.fields[f] == 2) {
         let at = l.plane(f, blocks) as usize;
         planes[at..at + 2 * blocks as usize].chunks_exact_mut(2).for_each(|h| h.copy_from_slice(&scale));
     }
-    let w = super::cpu_ggml::GgmlView { layout, planes: &planes, rows, cols: COLS };
+    let w = GgmlView { layout, planes: &planes, rows, cols: COLS };
     let x: Vec<f32> = (0..COLS).map(|i| ((i * 37) % 101) as f32 / 50.0 - 1.0).collect();
-    let Ok(xq) = Q8Row::quantize(&x) else { return 0.0 };
-    let mut y = vec![0f32; rows];
-    let mut best = f64::INFINITY;
-    for run in 0..6 {
-        let t = std::time::Instant::now();
-        let done = pool.install(|| if q8_supported(layout) { gemv_q8(&w, 0..rows, &xq, &mut y) } else { gemv_ggml_rows(&w, 0..rows, &x, 1, &mut y) });
-        if done.is_err() {
-            return 0.0;
-        }
-        // The first run warms the pool and the pages.
-        if run > 0 {
-            best = best.min(t.elapsed().as_secs_f64());
-        }
+    let (mut q8, mut y) = (None, vec![0f32; rows]);
+    best_gbps(planes.len(), || ggml_pass(&w, 0..rows, &x, &mut q8, &mut y, pool))
+}
+
+/// Rows `rows` of GGUF blocks `w` times one input row `x` on `pool`, into `y`: integer
+/// products on `x` quantized into `q8` (once, for every call that passes the same `q8`) where
+/// `cpu_ggml_q8` has the layout, else the f32 product.
+fn ggml_pass(w: &GgmlView, rows: std::ops::Range<usize>, x: &[f32], q8: &mut Option<Q8Row>, y: &mut [f32], pool: &ThreadPool) -> Result<()> {
+    if !q8_supported(w.layout) {
+        return pool.install(|| gemv_ggml_rows(w, rows, x, 1, y));
     }
-    planes.len() as f64 / best / 1e9
+    let xq = match q8 {
+        Some(q) => q,
+        None => q8.insert(Q8Row::quantize(x)?),
+    };
+    pool.install(|| gemv_q8(w, rows, xq, y))
 }
 
 /// One GEMV of every row of `m` with one input row on `pool`, into `y` (`m.rows` values).
@@ -339,16 +345,5 @@ pub fn gemv_pass(m: &Int8Matrix, x: &[f32], y: &mut [f32], pool: &ThreadPool) ->
 pub fn cpu_gemv_gbps(pool: &ThreadPool) -> f64 {
     let m = calibration_rows(512 << 20, pool);
     let (x, mut y) = (vec![0.5f32; m.cols], vec![0f32; m.rows]);
-    let mut best = f64::INFINITY;
-    for run in 0..6 {
-        let t = std::time::Instant::now();
-        if gemv_pass(&m, &x, &mut y, pool).is_err() {
-            return 0.0;
-        }
-        // The first run warms the pool and the pages.
-        if run > 0 {
-            best = best.min(t.elapsed().as_secs_f64());
-        }
-    }
-    m.q.len() as f64 / best / 1e9
+    best_gbps(m.q.len(), || gemv_pass(&m, &x, &mut y, pool))
 }

@@ -327,17 +327,11 @@ impl HostStore {
                     table
                 };
                 let (len, decoded_len) = (table.stored_len, table.len());
-                // A CPU part decodes right after the band it continues, whose slot space
+                // An INT8 CPU part decodes right after the band it continues, whose slot space
                 // was reserved for both; the band must end aligned for the decode.
+                let ggml = table.ggml.is_some();
                 let slot_decoded_offset = match continued[pi] {
-                    // GGUF planes are per field, so bands do not join; the whole matrix is a
-                    // tensor of its own.
-                    Continues::Band(j) if table.ggml.is_some() => {
-                        ggml_cpu_parts.push((ui, pi, j, part.rows.clone().expect("split_layout: CPU parts are bands")));
-                        decoded += align(decoded_len);
-                        decoded - align(decoded_len)
-                    }
-                    Continues::Band(j) => {
+                    Continues::Band(j) if !ggml => {
                         let band: &HostTensor = &tensors[j];
                         if !stored_int8 || !band.table.len().is_multiple_of(super::plan::ALIGN) {
                             return Err(crate::error::Error::Invalid(format!(
@@ -349,17 +343,19 @@ impl HostStore {
                         cpu_parts.push((ui, part.name.clone(), part.rows.clone().expect("split_layout: CPU parts are bands"), j));
                         band.slot_decoded_offset + band.table.len()
                     }
-                    Continues::Whole => {
-                        decoded += align(decoded_len);
-                        decoded - align(decoded_len)
-                    }
-                    Continues::ReserveFor(_) if table.ggml.is_some() => {
-                        decoded += align(decoded_len);
-                        decoded - align(decoded_len)
-                    }
-                    Continues::ReserveFor(cpu_rows) => {
-                        decoded += align(decoded_len + cpu_rows * table.cols);
-                        decoded - align(decoded_len + cpu_rows * table.cols)
+                    c => {
+                        // GGUF planes are per field, so bands do not join: a GGUF CPU part
+                        // holds its whole matrix, a tensor of its own, and its band reserves
+                        // nothing for it.
+                        if let Continues::Band(j) = c {
+                            ggml_cpu_parts.push((ui, pi, j, part.rows.clone().expect("split_layout: CPU parts are bands")));
+                        }
+                        let n = match c {
+                            Continues::ReserveFor(cpu_rows) if !ggml => decoded_len + cpu_rows * table.cols,
+                            _ => decoded_len,
+                        };
+                        decoded += align(n);
+                        decoded - align(n)
                     }
                 };
                 tensors.push(HostTensor { table, host_offset: total, slot_stored_offset: stored, slot_decoded_offset, joined: None });
