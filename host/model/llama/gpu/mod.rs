@@ -659,10 +659,7 @@ fn cpu_share_gbps(c: &Container, cfg: &ModelConfig) -> Result<f64> {
     for i in 0..cfg.layers {
         for n in &BlockNames::of(i).linears()[weights::GATE..=weights::DOWN] {
             let Some(t) = c.tensor(n) else { continue };
-            let layout = match t.encoding {
-                crate::container::Encoding::Ggml { ggml_type, .. } => crate::abi::ggml_layout(ggml_type),
-                _ => None,
-            };
+            let layout = planes_layout(t);
             match by_layout.iter_mut().find(|(l, _)| *l == layout) {
                 Some((_, bytes)) => *bytes += int8_bytes(t),
                 None => by_layout.push((layout, int8_bytes(t))),
@@ -755,8 +752,13 @@ fn int8_matrix_bytes(numel: usize, cols: usize, group: usize) -> usize {
 /// Bytes of a GGUF block tensor in the kernels' planes, when the GPU computes on its
 /// blocks as stored (resident or streamed); `None` for every other tensor.
 fn planes_bytes(t: &crate::container::TensorEntry) -> Option<usize> {
+    Some(crate::abi::GGML_LAYOUTS[planes_layout(t)?].values_bytes(t.numel()) as usize)
+}
+
+/// The kernels' layout (`abi::GGML_LAYOUTS` index) of a GGUF block tensor they compute on.
+fn planes_layout(t: &crate::container::TensorEntry) -> Option<usize> {
     let crate::container::Encoding::Ggml { ggml_type, .. } = t.encoding else { return None };
-    Some(crate::abi::GGML_LAYOUTS[crate::abi::ggml_layout(ggml_type)?].values_bytes(t.numel()) as usize)
+    crate::abi::ggml_layout(ggml_type)
 }
 
 /// Bytes a checkpoint's weights take int8-resident: projections as GGUF blocks in the
